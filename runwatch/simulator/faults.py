@@ -1,0 +1,118 @@
+"""Faults on demand: what the simulator does wrong, when, and how often.
+
+A fault is a rule matched against each ``/v1`` request (or, for ``fail``, each accepted task). Rules come
+from the command line (``--fault error:rate=0.2:status=503``), from the constructor, or at run time from
+``POST /_sim/faults`` with the same members as JSON. The first rule that matches and fires wins.
+
+actions:
+  error       answer ``status`` (502/503/504 or any) with Runway's error envelope
+  rate_limit  answer 429 "Too many requests." (with ``Retry-After: retry_after`` when given)
+  slow        wait ``delay`` seconds, then answer normally
+  drop        close the connection without an answer; ``after=true`` first carries out the request
+              (a create then really happens: the case a careful client must not resend blindly)
+  fail        the task is accepted but ends FAILED with ``failure_code``
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from runwatch.errors import SimulatorError
+
+__all__ = ["ACTIONS", "Fault", "FaultBook", "parse_fault"]
+
+ACTIONS = ("error", "rate_limit", "slow", "drop", "fail")
+
+
+@dataclass
+class Fault:
+    action: str
+    rate: float = 1.0  # probability that a matching request is hit
+    count: int | None = None  # how many more times it may fire; None = no limit
+    endpoint: str | None = None  # a task endpoint, "tasks", "uploads", "organization"; None = every path
+    method: str | None = None  # GET, POST, DELETE; None = any
+    status: int = 503
+    retry_after: float | None = None
+    delay: float = 0.0
+    after: bool = False
+    failure_code: str = "INTERNAL.BAD_OUTPUT.CODE01"
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise SimulatorError(f"fault action {self.action!r} is not one of {', '.join(ACTIONS)}")
+        if not 0.0 <= self.rate <= 1.0:
+            raise SimulatorError(f"fault rate {self.rate} is not between 0 and 1")
+        if self.method is not None:
+            self.method = self.method.upper()
+
+    def matches(self, method: str, endpoint: str | None) -> bool:
+        if self.method is not None and method != self.method:
+            return False
+        return self.endpoint is None or self.endpoint == endpoint
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _convert(name: str, text: str) -> Any:
+    if name in ("rate", "delay", "retry_after"):
+        return float(text)
+    if name in ("count", "status"):
+        return int(text)
+    if name == "after":
+        return text.lower() in ("1", "true", "yes")
+    return text
+
+
+def parse_fault(spec: str) -> Fault:
+    """``ACTION[:key=value]...`` as written on the command line, e.g. ``fail:rate=0.5:failure_code=ASSET.INVALID``."""
+    action, *parts = spec.split(":")
+    names = {f.name for f in fields(Fault)}
+    kwargs: dict[str, Any] = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if not sep or key not in names or key == "action":
+            raise SimulatorError(f"fault {spec!r}: {part!r} is not KEY=VALUE with KEY in {sorted(names - {'action'})}")
+        try:
+            kwargs[key] = _convert(key, value)
+        except ValueError as exc:
+            raise SimulatorError(f"fault {spec!r}: bad value for {key}: {value!r}") from exc
+    return Fault(action, **kwargs)
+
+
+class FaultBook:
+    """The active rules; ``pick`` decides, under a lock, whether one fires for this request."""
+
+    def __init__(self, faults: list[Fault] | None = None, seed: int = 0) -> None:
+        self._faults = list(faults or [])
+        self._lock = threading.Lock()
+        self._rng = random.Random(f"faults:{seed}")  # noqa: S311 - simulation, not crypto
+
+    def add(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def list(self) -> list[Fault]:
+        with self._lock:
+            return list(self._faults)
+
+    def pick(self, actions: tuple[str, ...], method: str, endpoint: str | None) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.action not in actions or not fault.matches(method, endpoint):
+                    continue
+                if fault.count is not None and fault.count <= 0:
+                    continue
+                if fault.rate < 1.0 and self._rng.random() >= fault.rate:
+                    continue
+                if fault.count is not None:
+                    fault.count -= 1
+                return fault
+            return None

@@ -1,0 +1,94 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from runwatch.simulator import SimConfig, Simulator
+
+
+@pytest.fixture(autouse=True)
+def _no_real_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's real Runway or AWS credentials can never reach a test."""
+    for name in list(os.environ):
+        if name.startswith(("RUNWAYML_", "RUNWAY_", "AWS_")):
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def sim_config() -> SimConfig:
+    """Fast simulated time (a minute of Runway time is about 0.1 s) and http:// media on loopback."""
+    return SimConfig(time_scale=0.002, allow_http_loopback=True)
+
+
+@pytest.fixture
+def sim(sim_config: SimConfig) -> Iterator[Simulator]:
+    """A simulator served over loopback HTTP for one test."""
+    with Simulator(sim_config) as simulator:
+        yield simulator
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "runwatch" / "data" / "samples"
+
+
+class MediaServer:
+    """A tiny loopback web server for media fixtures: path -> (status, headers, body)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.hits: list[tuple[str, str]] = []
+        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        server.daemon_threads = True
+        self._server = server
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def add(self, path: str, body: bytes, content_type: str | None, status: int = 200,
+            headers: dict[str, str] | None = None) -> str:
+        hdrs = dict(headers or {})
+        if content_type is not None:
+            hdrs["Content-Type"] = content_type
+        self.routes[path] = (status, hdrs, body)
+        return self.url + path
+
+    def sample(self, name: str, content_type: str) -> str:
+        return self.add("/" + name, (SAMPLES / name).read_bytes(), content_type)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+            def do_GET(self) -> None:
+                outer.hits.append(("GET", self.path))
+                status, headers, body = outer.routes.get(self.path, (404, {}, b"not found"))
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def media_server() -> Iterator[MediaServer]:
+    """Sample media served over loopback HTTP with chosen statuses and Content-Types."""
+    server = MediaServer()
+    yield server
+    server.close()
