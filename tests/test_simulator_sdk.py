@@ -251,6 +251,21 @@ class TestTasks:
         task = client.tasks.retrieve(created.id)
         assert isinstance(task, trr.Running) and 0.0 <= task.progress < 1.0
 
+    def test_waiting_states_parse_as_their_classes(self, sim: Simulator) -> None:
+        """THROTTLED, PENDING and CANCELLED bodies parse into the SDK's own classes, not the fallback."""
+        sim.config.time_scale = 1.0
+        sim.config.concurrency = 1
+        sim.config.cancelled_visible = 60.0
+        with runwayml.RunwayML(base_url=sim.url, api_key=sim.key) as c:
+            first = CREATES["text_to_video"](c, lambda s: "")
+            second = CREATES["text_to_video"](c, lambda s: "")
+            pending, throttled = c.tasks.retrieve(first.id), c.tasks.retrieve(second.id)
+            assert isinstance(pending, trr.Pending) and pending.status == "PENDING"
+            assert isinstance(throttled, trr.Throttled) and not isinstance(throttled, trr.Pending)
+            c.tasks.delete(first.id)
+            cancelled = c.tasks.retrieve(first.id)
+            assert isinstance(cancelled, trr.Cancelled) and cancelled.cost.credits == 0
+
     def test_failed_task(self, client: runwayml.RunwayML, sim: Simulator) -> None:
         """A failure injected for an endpoint ends in Failed with the failureCode; the SDK raises TaskFailedError."""
         sim.faults.add(Fault("fail", endpoint="text_to_image", failure_code="SAFETY.INPUT.TEXT"))
