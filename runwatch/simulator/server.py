@@ -198,6 +198,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes; don't wait 40 ms for an ACK
     server_version = "runwatch-simulator"
     sys_version = ""
     server: _Server
