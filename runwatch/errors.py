@@ -6,7 +6,15 @@ these at the edge where they happen, with ``raise ... from exc``::
     RunwatchError
     ├── ConfigError(path, problems)        configuration file or options
     ├── CatalogError                       the model catalogue / price data files
-    ├── RequestError(path, issues)         a request file that cannot be used
+    ├── RequestError(path, problems)       a request file that cannot be used (incomplete: maybe still being written)
+    ├── ApiError                           talking to Runway
+    │   ├── ApiConnectionError(sent)       no answer; ``sent`` says whether the request may have reached Runway
+    │   └── ApiStatusError(status, body)   Runway answered with an error status
+    │       └── RateLimitedError           429; ``daily`` for the daily task limit, ``retry_after`` when hinted
+    ├── UploadError(retryable)             putting media where Runway can fetch it (S3, Runway uploads, data URIs)
+    ├── OutboxError                        writing outputs or status files
+    ├── JournalError                       the state database
+    ├── InboxError                         an inbox folder that cannot be watched or claimed from
     ├── SimulatorError                     the local Runway API simulator
     └── UsageError                         a command line that makes no sense
 """
@@ -46,13 +54,75 @@ class CatalogError(RunwatchError):
 
 
 class RequestError(RunwatchError):
-    """A request file cannot be used; names the file and every problem."""
+    """A request file cannot be used; names the file and every problem.
 
-    def __init__(self, path: str, problems: list[Problem]) -> None:
+    ``incomplete`` marks a file that could not even be parsed: on a share it may still be being written,
+    so the inbox waits for it to settle before rejecting it.
+    """
+
+    def __init__(self, path: str, problems: list[Problem], *, incomplete: bool = False) -> None:
         self.path = path
         self.problems = problems
+        self.incomplete = incomplete
         lines = "\n".join(f"  {p}" for p in problems)
         super().__init__(f"{path}: invalid request\n{lines}")
+
+
+class ApiError(RunwatchError):
+    """Talking to the Runway API failed."""
+
+
+class ApiConnectionError(ApiError):
+    """No answer came. ``sent`` is False only when the request surely never reached Runway
+    (the connection could not be made), which is the one case a create may be sent again."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        self.sent = sent
+        super().__init__(message)
+
+
+class ApiStatusError(ApiError):
+    """Runway answered with an error status; ``body`` is its parsed JSON (or text)."""
+
+    def __init__(self, status: int, body: object, message: str | None = None) -> None:
+        self.status = status
+        self.body = body
+        text = body.get("error") if isinstance(body, dict) else None
+        super().__init__(message or f"HTTP {status}: {text or body!r}")
+
+    @property
+    def issues(self) -> list[dict[str, object]]:
+        issues = self.body.get("issues") if isinstance(self.body, dict) else None
+        return [i for i in issues if isinstance(i, dict)] if isinstance(issues, list) else []
+
+
+class RateLimitedError(ApiStatusError):
+    """429. ``daily`` when Runway says the daily task limit is reached (it will not clear soon)."""
+
+    def __init__(self, status: int, body: object, *, daily: bool, retry_after: float | None) -> None:
+        self.daily = daily
+        self.retry_after = retry_after
+        super().__init__(status, body)
+
+
+class UploadError(RunwatchError):
+    """Media could not be put where Runway can fetch it. ``retryable`` for passing trouble."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class OutboxError(RunwatchError):
+    """Outputs or a status file could not be written."""
+
+
+class JournalError(RunwatchError):
+    """The journal (the state database) cannot be opened or used."""
+
+
+class InboxError(RunwatchError):
+    """An inbox cannot be watched, scanned or claimed from."""
 
 
 class SimulatorError(RunwatchError):

@@ -1,0 +1,221 @@
+"""The Runway API client, on an ``httpx.Client`` handed in by the caller (the one test seam).
+
+Money rule, in one place: :func:`create_may_be_retried` decides whether a failed create is sent again.
+Only when Runway surely did not create a task: the connection could not be made, or Runway answered
+429 or 502/503/504. Anything else that leaves the outcome unknown (a read timeout, a dropped connection
+after the request went out, a 500) raises :class:`ApiConnectionError` with ``sent=True`` and the caller
+parks the request in ``needs_attention`` instead of paying twice. Reads (GET, DELETE) are retried freely.
+
+httpx exceptions never leave this module; they become the ``ApiError`` tree of ``runwatch.errors``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from runwatch import __version__
+from runwatch.errors import ApiConnectionError, ApiError, ApiStatusError, RateLimitedError
+
+__all__ = [
+    "Created",
+    "RunwayClient",
+    "UploadTarget",
+    "backoff_delay",
+    "create_may_be_retried",
+    "parse_retry_after",
+]
+
+DAILY_LIMIT_TEXT = "daily task limit"
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Exceptions raised before a single byte of the request left: safe to send again.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+@dataclass(frozen=True)
+class Created:
+    id: str
+    estimated_credits: float | None
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    upload_url: str
+    fields: Mapping[str, str]
+    runway_uri: str
+
+
+def backoff_delay(attempt: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based): Retry-After when given (capped at
+    5 minutes), else exponential from 0.5 s, capped at 30 s, with up to 50 % jitter as Runway advises."""
+    if retry_after is not None and retry_after >= 0:
+        return float(min(retry_after, 300.0))
+    base = min(0.5 * 2 ** (attempt - 1), 30.0)
+    return base * (1 - 0.5 * rng())
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date) as seconds; None when absent."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = datetime.now(UTC).timestamp() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def create_may_be_retried(error: ApiError) -> bool:
+    """Whether a failed create surely created nothing at Runway, so sending it again cannot pay twice."""
+    if isinstance(error, ApiConnectionError):
+        return not error.sent
+    if isinstance(error, RateLimitedError):
+        return not error.daily  # the daily limit will not clear in a retry loop
+    return isinstance(error, ApiStatusError) and error.status in RETRY_STATUSES
+
+
+def _read_may_be_retried(error: ApiError) -> bool:
+    if isinstance(error, ApiConnectionError):
+        return True
+    if isinstance(error, RateLimitedError):
+        return not error.daily
+    return isinstance(error, ApiStatusError) and (error.status in RETRY_STATUSES or error.status >= 500)
+
+
+class RunwayClient:
+    """Typed calls to the Runway API. Thread-safe as long as the ``httpx.Client`` is (it is)."""
+
+    def __init__(
+        self, http: httpx.Client, *, base_url: str, api_key: str, version: str = "2024-11-06",
+        max_attempts: int = 5, sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "X-Runway-Version": version,
+            "Accept": "application/json",
+            "User-Agent": f"runwatch/{__version__}",
+        }
+        self.max_attempts = max(1, max_attempts)
+        self._sleep = sleep
+        self._rng = rng
+
+    # -- one request, translated ------------------------------------------------------------------
+
+    def _once(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        url = self._base + path
+        try:
+            if body is None:
+                response = self._http.request(method, url, headers=self._headers)
+            else:
+                response = self._http.request(method, url, headers=self._headers, json=body)
+        except _NOT_SENT as exc:
+            raise ApiConnectionError(f"{method} {path}: cannot connect: {exc}", sent=False) from exc
+        except httpx.TimeoutException as exc:
+            raise ApiConnectionError(f"{method} {path}: no answer in time ({type(exc).__name__})", sent=True) from exc
+        except httpx.HTTPError as exc:
+            raise ApiConnectionError(f"{method} {path}: connection failed: {type(exc).__name__}", sent=True) from exc
+        if response.status_code >= 400:
+            raise _status_error(response)
+        return response
+
+    def _retrying(self, method: str, path: str, body: Any, may_retry: Callable[[ApiError], bool]) -> httpx.Response:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._once(method, path, body)
+            except ApiError as exc:
+                if attempt >= self.max_attempts or not may_retry(exc):
+                    raise
+                retry_after = exc.retry_after if isinstance(exc, RateLimitedError) else None
+                self._sleep(backoff_delay(attempt, retry_after, self._rng))
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiStatusError(
+                response.status_code, response.text, "Runway answered with a body that is not JSON"
+            ) from exc
+
+    # -- the calls --------------------------------------------------------------------------------
+
+    def create_task(self, endpoint: str, body: Mapping[str, Any]) -> Created:
+        """POST /v1/{endpoint}. Retried only while Runway surely created nothing (see module doc)."""
+        response = self._retrying("POST", f"/v1/{endpoint}", dict(body), create_may_be_retried)
+        data = self._json(response)
+        task_id = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(task_id, str):
+            # The task exists (Runway answered 200) but we cannot name it: never resend.
+            raise ApiConnectionError(f"POST /v1/{endpoint}: answer without a task id: {data!r}", sent=True)
+        cost = data.get("estimatedCost")
+        credits = cost.get("credits") if isinstance(cost, dict) else None
+        return Created(task_id, float(credits) if isinstance(credits, int | float) else None)
+
+    def get_task(self, task_id: str) -> dict[str, Any]:
+        data = self._json(self._retrying("GET", f"/v1/tasks/{task_id}", None, _read_may_be_retried))
+        if not isinstance(data, dict) or "status" not in data:
+            raise ApiStatusError(200, data, f"task {task_id}: answer without a status")
+        return data
+
+    def delete_task(self, task_id: str) -> None:
+        self._retrying("DELETE", f"/v1/tasks/{task_id}", None, _read_may_be_retried)
+
+    def organization(self) -> dict[str, Any]:
+        data = self._json(self._retrying("GET", "/v1/organization", None, _read_may_be_retried))
+        return data if isinstance(data, dict) else {}
+
+    def usage(self, start: str | None = None, before: str | None = None) -> dict[str, Any]:
+        body = {k: v for k, v in (("startDate", start), ("beforeDate", before)) if v}
+        data = self._json(self._retrying("POST", "/v1/organization/usage", body, _read_may_be_retried))
+        return data if isinstance(data, dict) else {}
+
+    def create_upload(self, filename: str) -> UploadTarget:
+        """POST /v1/uploads: where to send the file. Creating an upload slot costs nothing, so it is retried."""
+        response = self._retrying(
+            "POST", "/v1/uploads", {"filename": filename, "type": "ephemeral"}, _read_may_be_retried
+        )
+        data = self._json(response)
+        try:
+            return UploadTarget(str(data["uploadUrl"]), {str(k): str(v) for k, v in data["fields"].items()},
+                                str(data["runwayUri"]))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ApiStatusError(200, data, "POST /v1/uploads: answer without uploadUrl/fields/runwayUri") from exc
+
+
+def _status_error(response: httpx.Response) -> ApiStatusError:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text[:2000]
+    if response.status_code == 429:
+        text = body.get("error", "") if isinstance(body, dict) else str(body)
+        return RateLimitedError(
+            429, body, daily=DAILY_LIMIT_TEXT in str(text).lower(), retry_after=parse_retry_after(response.headers)
+        )
+    return ApiStatusError(response.status_code, body)

@@ -1,0 +1,158 @@
+"""Pure scheduling rules (tables) and the journal's durability promises."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from runwatch.errors import JournalError
+from runwatch.journal import Job, Journal, StateLock
+from runwatch.scheduler import Candidate, Sample, next_poll, pick
+
+
+def cand(job_id: str, inbox: str = "a", model: str = "m", priority: int = 0, seq: int = 0,
+         not_before: float | None = None) -> Candidate:
+    return Candidate(job_id, inbox, model, priority, seq, not_before)
+
+
+class TestPick:
+    def _pick(self, waiting: list[Candidate], **kw: object) -> str | None:
+        args: dict[str, object] = {"now": 100.0, "in_flight": 0, "max_in_flight": 10, "per_inbox": {},
+                                   "per_model": {}, "model_cap": lambda m: None}
+        args.update(kw)
+        chosen = pick(waiting, **args)  # type: ignore[arg-type]
+        return chosen.job_id if chosen else None
+
+    def test_oldest_first(self) -> None:
+        """Among equals, the job that arrived first goes first."""
+        assert self._pick([cand("b", seq=2), cand("a", seq=1)]) == "a"
+
+    def test_priority_first(self) -> None:
+        """A higher runwatch.priority goes before older jobs."""
+        assert self._pick([cand("old", seq=1), cand("urgent", seq=9, priority=5)]) == "urgent"
+
+    def test_fair_across_inboxes(self) -> None:
+        """A busy inbox does not starve a quiet one: fewer in flight goes first."""
+        waiting = [cand("busy-next", inbox="busy", seq=1), cand("quiet", inbox="quiet", seq=5)]
+        assert self._pick(waiting, per_inbox={"busy": 3, "quiet": 0}) == "quiet"
+
+    def test_global_cap(self) -> None:
+        """Nothing goes while the global in-flight cap is reached."""
+        assert self._pick([cand("a")], in_flight=10) is None
+
+    def test_model_cap(self) -> None:
+        """A model at its cap waits; other models still go."""
+        waiting = [cand("capped", model="gen4.5", seq=1), cand("free", model="veo3.1", seq=2)]
+        assert self._pick(waiting, per_model={"gen4.5": 2}, model_cap=lambda m: 2) == "free"
+
+    def test_not_before_and_paused_models(self) -> None:
+        """Backoff (not_before) and a model paused by the daily limit hold a job back."""
+        assert self._pick([cand("later", not_before=200.0)]) is None
+        assert self._pick([cand("p", model="gen4.5")], paused_models={"gen4.5": 500.0}) is None
+        assert self._pick([cand("p", model="gen4.5")], paused_models={"gen4.5": 50.0}) == "p"
+
+
+class TestNextPoll:
+    @pytest.mark.parametrize("status", ["THROTTLED", "PENDING", "RUNNING"])
+    def test_plain_interval_with_jitter(self, status: str) -> None:
+        """Without evidence of an early end, a task is polled every interval, jittered by ±10%."""
+        assert next_poll(status, [], now=0.0, interval=5.0, rng=lambda: 0.0) == pytest.approx(4.5)
+        assert next_poll(status, [], now=0.0, interval=5.0, rng=lambda: 1.0) == pytest.approx(5.5)
+
+    @pytest.mark.parametrize(("samples", "now", "expected"), [
+        # 10%/s: at 0.9 after 9 s, the end is 1 s away -> poll just after it (1 + 0.5 margin)
+        ([Sample(0.0, 0.0), Sample(9.0, 0.9)], 9.0, 1.5),
+        # far from the end: the plain interval
+        ([Sample(0.0, 0.0), Sample(1.0, 0.1)], 1.0, 5.0),
+        # the end is past already: never sooner than interval / 5
+        ([Sample(0.0, 0.0), Sample(9.0, 0.99)], 12.0, 1.0),
+        # flat progress gives no rate: the plain interval
+        ([Sample(0.0, 0.5), Sample(5.0, 0.5)], 5.0, 5.0),
+    ])
+    def test_aims_at_the_expected_end(self, samples: list[Sample], now: float, expected: float) -> None:
+        """RUNNING progress tells when a task will end; the next poll goes just after that."""
+        assert next_poll("RUNNING", samples, now=now, interval=5.0, rng=lambda: 0.5) == pytest.approx(expected)
+
+
+def _job(job_id: str, name: str = "clip") -> Job:
+    return Job(id=job_id, name=name, inbox="main", format="json", endpoint="text_to_video", model="veo3.1")
+
+
+def _hold_lock(path: str, ready: multiprocessing.synchronize.Event, done: multiprocessing.synchronize.Event) -> None:
+    lock = StateLock(Path(path))
+    lock.acquire()
+    ready.set()
+    done.wait(10)
+    lock.release()
+
+
+class TestJournal:
+    def test_round_trip(self, tmp_path: Path) -> None:
+        """Jobs come back as they were written, JSON fields included."""
+        journal = Journal(tmp_path / "j.sqlite3")
+        job = journal.add(_job("1"))
+        journal.update(job, outputs=[{"file": "a.mp4", "bytes": 3, "sha256": "x", "index": 0}], approved=True)
+        again = Journal(tmp_path / "j.sqlite3").get("1")
+        assert again is not None and again.outputs[0]["file"] == "a.mp4" and again.approved is True
+        assert again.seq == 1 and again.created_at.endswith("Z")
+
+    def test_intent_survives_reopen(self, tmp_path: Path) -> None:
+        """An intent without a task id is what a restart sees as an unconfirmed create."""
+        journal = Journal(tmp_path / "j.sqlite3")
+        job = journal.add(_job("1"))
+        journal.update(job, create_started_at="2026-11-28T00:00:00Z")
+        reopened = Journal(tmp_path / "j.sqlite3").get("1")
+        assert reopened is not None and reopened.unconfirmed_create
+
+    def test_find_prefers_active(self, tmp_path: Path) -> None:
+        """NAME means the newest active job with that name, else the newest."""
+        journal = Journal(tmp_path / "j.sqlite3")
+        running = journal.add(_job("1"))
+        journal.update(running, state="running")
+        done = journal.add(_job("2"))
+        journal.update(done, state="succeeded")
+        assert journal.find("clip").id == "1"  # type: ignore[union-attr]
+        journal.update(running, state="failed")
+        assert journal.find("clip").id == "2"  # type: ignore[union-attr]
+
+    def test_task_ids_unique(self, tmp_path: Path) -> None:
+        """Two jobs can never claim the same Runway task."""
+        journal = Journal(tmp_path / "j.sqlite3")
+        a, b = journal.add(_job("1")), journal.add(_job("2"))
+        journal.update(a, task_id="t")
+        with pytest.raises(JournalError):
+            journal.update(b, task_id="t")
+
+    def test_commands_queue(self, tmp_path: Path) -> None:
+        """Commands from other processes queue up and are answered once."""
+        journal = Journal(tmp_path / "j.sqlite3")
+        cid = journal.add_command("cancel", "clip")
+        other = Journal(tmp_path / "j.sqlite3")
+        assert [c.name for c in other.pending_commands()] == ["clip"]
+        other.finish_command(cid, "cancelled")
+        assert journal.command_result(cid) == "cancelled" and journal.pending_commands() == []
+
+    def test_unknown_field_refused(self, tmp_path: Path) -> None:
+        """A typo in an update is an error, not a silent no-op."""
+        journal = Journal(tmp_path / "j.sqlite3")
+        with pytest.raises(JournalError):
+            journal.update(journal.add(_job("1")), stat="running")
+
+    def test_second_daemon_refused(self, tmp_path: Path) -> None:
+        """The state lock refuses a second holder (another process) and names the first."""
+        ctx = multiprocessing.get_context("spawn")
+        ready, done = ctx.Event(), ctx.Event()
+        proc = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, done))
+        proc.start()
+        try:
+            assert ready.wait(20)
+            with pytest.raises(JournalError, match="in use by runwatch pid"):
+                StateLock(tmp_path).acquire()
+        finally:
+            done.set()
+            proc.join(10)
+        lock = StateLock(tmp_path)
+        lock.acquire()
+        lock.release()
