@@ -57,7 +57,7 @@ def backoff_delay(attempt: int, retry_after: float | None, rng: Callable[[], flo
     5 minutes), else exponential from 0.5 s, capped at 30 s, with up to 50 % jitter as Runway advises."""
     if retry_after is not None and retry_after >= 0:
         return float(min(retry_after, 300.0))
-    base = min(0.5 * 2 ** (attempt - 1), 30.0)
+    base = min(0.5 * 2.0 ** (attempt - 1), 30.0)
     return base * (1 - 0.5 * rng())
 
 

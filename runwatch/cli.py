@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from runwatch import __version__
 
@@ -58,6 +59,79 @@ def _simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config(args: argparse.Namespace) -> Any:
+    from runwatch.config import find_config, load_config
+
+    return load_config(find_config(args.config))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from runwatch.config import load_api_key
+    from runwatch.daemon import run_daemon
+    from runwatch.logs import configure_logging
+
+    configure_logging(args.log_level)
+    config = _config(args)
+    return run_daemon(config, api_key=load_api_key(config), once=args.once)
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from runwatch.engine import status_document
+    from runwatch.journal import Journal
+
+    config = _config(args)
+    journal = Journal(config.state.dir / "journal.sqlite3")
+    try:
+        jobs = journal.jobs(limit=args.limit, name=args.name)
+    finally:
+        journal.close()
+    if args.name and not jobs:
+        print(f"runwatch status: no request named {args.name!r}", file=sys.stderr)
+        return EXIT_FAILURE
+    docs = [dict(status_document(j), inbox=j.inbox, job=j.id) for j in jobs]
+    if args.json:
+        print(json.dumps(docs, indent=2))
+        return EXIT_OK
+    rows = [("NAME", "STATE", "ENDPOINT", "MODEL", "PROGRESS", "CREDITS", "UPDATED", "NOTE")]
+    for d in docs:
+        progress = f"{d['progress'] * 100:.0f}%" if isinstance(d["progress"], float) else ""
+        credits = d["credits"] if d["credits"] is not None else d["estimated_credits"]
+        note = (d["error"] or {}).get("message", "") if isinstance(d["error"], dict) else ""
+        rows.append((d["name"], d["state"], d["endpoint"] or "", d["model"] or "", progress,
+                     "" if credits is None else f"{credits:g}", d["updated_at"], note[:60]))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + str(r[-1]))
+    return EXIT_OK
+
+
+def _command(args: argparse.Namespace) -> int:
+    import time
+
+    from runwatch.journal import Journal
+
+    config = _config(args)
+    journal = Journal(config.state.dir / "journal.sqlite3")
+    try:
+        if journal.find(args.name) is None:
+            print(f"runwatch {args.command}: no request named {args.name!r}", file=sys.stderr)
+            return EXIT_FAILURE
+        command_id = journal.add_command(args.command, args.name)
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            result = journal.command_result(command_id)
+            if result is not None:
+                print(f"{args.name}: {result}")
+                return EXIT_OK
+            time.sleep(0.1)
+    finally:
+        journal.close()
+    print(f"{args.name}: {args.command} recorded; the daemon carries it out when it runs")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runwatch",
@@ -100,6 +174,38 @@ def build_parser() -> argparse.ArgumentParser:
                      "drop:endpoint=image_to_video:after=true, slow:delay=2, fail:failure_code=SAFETY.INPUT.TEXT "
                      "(repeatable)")
     sim.set_defaults(func=_simulate)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", metavar="FILE",
+                       help="configuration file (default: $RUNWATCH_CONFIG, ./runwatch.toml, /etc/runwatch/config.toml)")
+
+    run = sub.add_parser("run", help="run the daemon",
+                         description="Watch the configured inboxes, submit requests, follow tasks and write outputs "
+                         "and status files to the outboxes. SIGTERM stops it cleanly; tasks at Runway are followed "
+                         "again at the next start.")
+    with_config(run)
+    run.add_argument("--once", action="store_true",
+                     help="process everything waiting, wait for every task started, then exit (cron, NAS boxes)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=_run)
+
+    status = sub.add_parser("status", help="jobs and their states, from the journal",
+                            description="List requests the daemon knows, newest first, with state, progress, "
+                            "credits and the reason of a failure.")
+    with_config(status)
+    status.add_argument("name", nargs="?", help="only requests with this name")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--limit", type=int, default=50, help="how many jobs to list (default 50)")
+    status.set_defaults(func=_status)
+
+    for name, text in (("cancel", "cancel a request (and its task at Runway)"),
+                       ("retry", "resubmit a failed, cancelled or needs_attention request on purpose"),
+                       ("approve", "approve a request held for approval")):
+        cmd = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        with_config(cmd)
+        cmd.add_argument("name", help="the request's name (its file name without .json/.toml)")
+        cmd.add_argument("--wait", type=float, default=5.0, help="seconds to wait for the daemon's answer")
+        cmd.set_defaults(func=_command)
     return parser
 
 
@@ -109,7 +215,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    result: int = args.func(args)
+    from runwatch.errors import ConfigError, RunwatchError
+
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print(f"runwatch {args.command}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RunwatchError as exc:
+        print(f"runwatch {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return result
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from runwatch.simulator import SimConfig, Simulator
+from tests.s3server import INSTALL_HINT, S3Server, S3ServerError, find_weed, start_s3_server
 
 
 @pytest.fixture(autouse=True)
@@ -93,3 +94,18 @@ def media_server() -> Iterator[MediaServer]:
     server = MediaServer()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """A real SeaweedFS S3 server on loopback with one bucket, shared by the session; gone at the end."""
+    if find_weed() is None:
+        pytest.fail(f"SeaweedFS ('weed') is needed for the S3 tests; {INSTALL_HINT}", pytrace=False)
+    try:
+        server = start_s3_server()
+    except S3ServerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
