@@ -1,0 +1,424 @@
+"""The outbox: finished outputs and one status file per request, each appearing only complete.
+
+Every file is written under a temporary name in the outbox itself (``.NAME.partN.<hex>.tmp`` for an output,
+``.NAME.status.json.<hex>.tmp`` for a status file; the leading dot and ``.tmp`` make every scanner skip them),
+fsynced, then moved into place on the same filesystem, and the directory is fsynced, so a reader or a crash
+never meets half a file. A status file replaces its previous version; an output never replaces anything: a
+taken name gets a deterministic ``.2``, ``.3``... suffix, because a user's file is never overwritten.
+
+Status files go through :func:`redact` on the way out: they never carry an API key or a presigned signature.
+OSError and httpx errors become :class:`~runwatch.errors.OutboxError` here.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import posixpath
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import tomli_w
+
+from runwatch.errors import OutboxError, RunwatchError
+
+__all__ = [
+    "STATUS_KEYS",
+    "DownloadError",
+    "OutputRecord",
+    "clean_partials",
+    "download_outputs",
+    "extension_for",
+    "ordered_status",
+    "output_name",
+    "redact",
+    "reserve_unique",
+    "status_path",
+    "write_status",
+]
+
+StatusFormat = Literal["json", "toml"]
+
+#: The status file's keys, in the contract's order (§5).
+STATUS_KEYS = (
+    "name", "state", "endpoint", "model", "task_id", "progress", "estimated_credits", "credits",
+    "created_at", "updated_at", "finished_at", "outputs", "error", "request", "runwatch_version",
+)
+
+CONTENT_EXTENSIONS: dict[str, str] = {
+    "video/mp4": "mp4",
+    "video/quicktime": "mov",
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "audio/mpeg": "mp3",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/flac": "flac",
+    "audio/ogg": "ogg",
+    "application/zip": "zip",
+}
+
+SECRET_PARAMS = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "_jwt", "sig", "token")
+REDACTED = "REDACTED"
+
+# A secret query parameter wherever it appears, with or without the URL's scheme and host around it.
+# Case-insensitive (a signature is as secret in any spelling); anchored on ?/&/; so "token" never matches
+# inside a longer name; trailing sentence punctuation after the value is kept for readability.
+_SECRET_PARAM = re.compile(
+    r"([?&;](?:" + "|".join(map(re.escape, SECRET_PARAMS)) + r")=)"
+    r"[^&#;\s\"'<>]*?(?=[,.:!?)\]}]*(?:[&#;\s\"'<>]|$))",
+    re.I,
+)
+_API_KEY = re.compile(r"key_[0-9a-fA-F]{128,}")
+# Our temporary names and nothing else: a user's ".notes.tmp" is not ours to delete.
+_TEMP = re.compile(r"\..+\.(?:part\d+|status\.(?:json|toml))\.[0-9a-f]{16}\.tmp", re.S)
+_TEMP_NAME_MAX = 100  # bytes of NAME kept in a temporary name, so it stays under NAME_MAX (255 bytes)
+_STATUS_SUFFIXES = (".status.json", ".status.toml")
+_RETRY_DELAYS = (0.25, 0.5, 1.0)  # network errors on an output: three retries, short backoff
+_EXPIRED = frozenset({403, 404})  # CloudFront's answer to an expired or altered _jwt
+_TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK})
+
+
+# -- status files ---------------------------------------------------------------------------------
+
+
+def status_path(outbox: Path, name: str, fmt: StatusFormat) -> Path:
+    """``OUTBOX/NAME.status.json`` or ``OUTBOX/NAME.status.toml``."""
+    _check_name(name)
+    return outbox / f"{name}.status.{fmt}"
+
+
+def ordered_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The status keys in the contract's order, then any others alphabetically (stable diffs for readers)."""
+    ordered = {key: status[key] for key in STATUS_KEYS if key in status}
+    ordered.update((key, status[key]) for key in sorted((k for k in status if k not in ordered), key=str))
+    return ordered
+
+
+def redact(value: Any, *, drop_none: bool = False) -> Any:
+    """A plain JSON/TOML-ready copy of ``value`` with signatures and API keys blanked in every string.
+
+    Mappings become dicts (order kept), tuples lists, paths strings; ``drop_none`` leaves out None values
+    (TOML has no null), in tables and arrays alike.
+    """
+    if isinstance(value, str):
+        return _redact_text(value)
+    if isinstance(value, os.PathLike):
+        return _redact_text(os.fspath(value))
+    if isinstance(value, Mapping):
+        return {
+            _redact_text(str(k)): redact(v, drop_none=drop_none)
+            for k, v in value.items()
+            if not (drop_none and v is None)
+        }
+    if isinstance(value, list | tuple):
+        return [redact(v, drop_none=drop_none) for v in value if not (drop_none and v is None)]
+    return value
+
+
+def _redact_text(text: str) -> str:
+    if "=" in text:
+        text = _SECRET_PARAM.sub(rf"\g<1>{REDACTED}", text)
+    return _API_KEY.sub("key_" + REDACTED, text) if "key_" in text else text
+
+
+def write_status(outbox: Path, name: str, fmt: StatusFormat, status: Mapping[str, Any]) -> Path:
+    """Write the status file atomically (a reader sees the old or the new version, never half of one)."""
+    path = status_path(outbox, name, fmt)
+    try:
+        if fmt == "json":
+            plain = redact(ordered_status(status))
+            data = (json.dumps(plain, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
+        else:
+            data = tomli_w.dumps(redact(ordered_status(status), drop_none=True)).encode()
+    except (TypeError, ValueError) as exc:
+        raise OutboxError(f"{path}: status cannot be written as {fmt}: {exc}") from exc
+    fd, tmp = _create_temp(outbox, name, f"status.{fmt}")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutboxError(f"{path}: cannot write status: {exc}") from exc
+    _fsync_dir(outbox)
+    return path
+
+
+# -- output names ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    """One downloaded output. ``file`` is relative to the outbox; ``index`` is its place in the task's output."""
+
+    file: str
+    bytes: int
+    sha256: str
+    index: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "bytes": self.bytes, "sha256": self.sha256}
+
+
+def output_name(name: str, index: int, count: int, ext: str) -> str:
+    """``NAME.EXT`` for a task's only output, ``NAME_1.EXT``, ``NAME_2.EXT``... when there are several.
+
+    ``index`` is 0-based (the output's place in the task's list); the suffix people see is 1-based.
+    """
+    _check_name(name)
+    ext = ext.lstrip(".")
+    base = name if count <= 1 else f"{name}_{index + 1}"
+    return f"{base}.{ext}" if ext else base
+
+
+def reserve_unique(outbox: Path, filename: str) -> Path:
+    """The first free one of ``filename``, ``STEM.2.EXT``, ``STEM.3.EXT``... in the outbox (nothing created).
+
+    Names that look like a status file are treated as taken: a request named after another's output must
+    never have its status file land on that output.
+    """
+    _check_name(filename)
+    stem, dot, ext = filename.rpartition(".")
+    if not stem:  # no extension (or only a leading dot): the suffix goes at the end
+        stem, dot, ext = filename, "", ""
+    for n in range(1, 10_000):
+        candidate = filename if n == 1 else f"{stem}.{n}{dot}{ext}"
+        path = outbox / candidate
+        if not candidate.endswith(_STATUS_SUFFIXES) and not os.path.lexists(path):
+            return path
+    raise OutboxError(f"{outbox}: no free name for {filename}")
+
+
+def extension_for(url: str, content_type: str | None) -> str:
+    """The output's extension: from its Content-Type, else from the URL path, else ``bin``."""
+    if content_type:
+        ext = CONTENT_EXTENSIONS.get(content_type.split(";", 1)[0].strip().lower())
+        if ext:
+            return ext
+    try:
+        path = unquote(urlsplit(url).path)
+    except ValueError:
+        return "bin"
+    ext = posixpath.splitext(posixpath.basename(path))[1][1:].lower()
+    # The extension lands in a file name: only short alphanumerics are trusted.
+    return ext if re.fullmatch(r"[a-z0-9]{1,10}", ext) else "bin"
+
+
+# -- downloads ------------------------------------------------------------------------------------
+
+
+class DownloadError(OutboxError):
+    """Outputs could not all be downloaded. ``records`` are those that were (``done`` included), so the
+    caller can record them and not fetch them again into a second, suffixed file."""
+
+    def __init__(self, message: str, records: Sequence[OutputRecord] = ()) -> None:
+        self.records = sorted(records, key=lambda r: r.index)
+        super().__init__(message)
+
+
+class _Expired(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class _Transient(Exception):
+    pass
+
+
+def download_outputs(
+    http: httpx.Client,
+    urls: Sequence[str],
+    outbox: Path,
+    name: str,
+    *,
+    done: Sequence[OutputRecord] = (),
+    refresh: Callable[[], Sequence[str]] | None = None,
+    chunk: int = 1 << 20,
+    stop: threading.Event | None = None,
+) -> list[OutputRecord]:
+    """Download every output not already in ``done``; return all records sorted by index.
+
+    Streamed in ``chunk``-sized pieces (memory stays flat whatever the size). A 403/404 means the URL
+    expired: ``refresh()`` supplies fresh URLs and the output is tried once more. Network errors and
+    passing server errors are retried three times. Failures raise :class:`DownloadError` (an
+    ``OutboxError``) carrying the outputs finished so far; no temporary file is left behind.
+    """
+    _check_name(name)
+    records = {r.index: r for r in done}
+    current = list(urls)
+    for index in range(len(urls)):
+        if index in records:
+            continue
+        refreshed = False
+        failures = 0
+        while True:
+            if stop is not None and stop.is_set():
+                raise DownloadError("stopped", list(records.values()))
+            url = current[index]
+            try:
+                records[index] = _download_one(http, url, outbox, name, index, len(urls), chunk, stop)
+                break
+            except _Expired as exc:
+                if refresh is None or refreshed:
+                    raise DownloadError(
+                        f"{name}: output {index + 1}: HTTP {exc.status} from {_redact_text(url)}"
+                        + (" even after refreshing the URL" if refreshed else " (expired URL, no way to refresh)"),
+                        list(records.values()),
+                    ) from None
+                refreshed = True
+                try:
+                    current = list(refresh())
+                except RunwatchError as exc:  # e.g. ApiError: still report what is already on disk
+                    raise DownloadError(
+                        f"{name}: output {index + 1}: cannot refresh the expired URL: {exc}", list(records.values())
+                    ) from exc
+                if len(current) <= index:
+                    raise DownloadError(
+                        f"{name}: output {index + 1}: the refreshed task lists only {len(current)} output(s)",
+                        list(records.values()),
+                    ) from None
+            except _Transient as exc:
+                failures += 1
+                if failures > len(_RETRY_DELAYS):
+                    raise DownloadError(
+                        f"{name}: output {index + 1}: {exc} (gave up after {failures} attempts)",
+                        list(records.values()),
+                    ) from exc.__cause__
+                delay = _RETRY_DELAYS[failures - 1]
+                if stop is not None:
+                    if stop.wait(delay):
+                        raise DownloadError("stopped", list(records.values())) from None
+                else:
+                    time.sleep(delay)
+            except OutboxError as exc:
+                raise DownloadError(str(exc), list(records.values())) from (exc.__cause__ or exc)
+    return sorted(records.values(), key=lambda r: r.index)
+
+
+def _download_one(
+    http: httpx.Client, url: str, outbox: Path, name: str, index: int, count: int, chunk: int,
+    stop: threading.Event | None,
+) -> OutputRecord:
+    """One attempt: stream to a temporary file, then publish it under a free name."""
+    where = f"{name}: output {index + 1} from {_redact_text(url)}"
+    tmp: Path | None = None
+    try:
+        with http.stream("GET", url, follow_redirects=True) as response:
+            if response.status_code in _EXPIRED:
+                raise _Expired(response.status_code)
+            if response.status_code in _TRANSIENT:
+                raise _Transient(f"{where}: HTTP {response.status_code}")
+            if not response.is_success:
+                raise OutboxError(f"{where}: HTTP {response.status_code}")
+            ext = extension_for(url, response.headers.get("content-type"))
+            fd, tmp = _create_temp(outbox, name, f"part{index}")
+            digest, size = hashlib.sha256(), 0
+            with os.fdopen(fd, "wb") as f:
+                for data in response.iter_bytes(chunk):
+                    if stop is not None and stop.is_set():
+                        raise OutboxError("stopped")
+                    f.write(data)
+                    digest.update(data)
+                    size += len(data)
+                f.flush()
+                os.fsync(f.fileno())
+        final = _publish(tmp, outbox, output_name(name, index, count, ext))
+        return OutputRecord(final.name, size, digest.hexdigest(), index)
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        raise OutboxError(f"{where}: {type(exc).__name__}: {exc}") from exc
+    except httpx.TransportError as exc:
+        raise _Transient(f"{where}: {type(exc).__name__}") from exc
+    except httpx.HTTPError as exc:
+        raise OutboxError(f"{where}: {type(exc).__name__}: {exc}") from exc
+    except OSError as exc:  # disk full, outbox gone: not worth a quick retry
+        raise OutboxError(f"{where}: {exc}") from exc
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)  # already gone after a successful publish
+
+
+def _publish(tmp: Path, outbox: Path, filename: str) -> Path:
+    """Give ``tmp`` a free final name without ever replacing a file that appeared meanwhile."""
+    for _ in range(100):
+        final = reserve_unique(outbox, filename)
+        try:
+            # link() fails with EEXIST instead of replacing: the check and the move are one step.
+            os.link(tmp, final)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            # No hard links here (FAT, some SMB/FUSE mounts): check, then rename; a far narrower window.
+            if os.path.lexists(final):
+                continue
+            os.replace(tmp, final)
+        else:
+            tmp.unlink()
+        _fsync_dir(outbox)
+        return final
+    raise OutboxError(f"{outbox}: {filename}: the chosen name kept being taken")
+
+
+def clean_partials(outbox: Path) -> int:
+    """Remove temporary files a crash left in the outbox (only names of our own pattern); how many."""
+    removed = 0
+    try:
+        with os.scandir(outbox) as entries:
+            for entry in entries:
+                if _TEMP.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed += 1
+    except OSError as exc:
+        raise OutboxError(f"{outbox}: cannot clean temporary files: {exc}") from exc
+    return removed
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _check_name(name: str) -> None:
+    # Names come from request files: one path component, nothing that escapes the outbox.
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise OutboxError(f"not a usable file name: {name!r}")
+
+
+def _create_temp(outbox: Path, name: str, kind: str) -> tuple[int, Path]:
+    short = name.encode()[:_TEMP_NAME_MAX].decode(errors="ignore") or "x"
+    path = outbox / f".{short}.{kind}.{secrets.token_hex(8)}.tmp"
+    try:
+        # 0o666 under the umask, as any new file: mkstemp's 0o600 would hide outputs from the share's readers.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise OutboxError(f"{outbox}: cannot create a temporary file: {exc}") from exc
+    return fd, path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise OutboxError(f"{directory}: cannot open the outbox: {exc}") from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some network filesystems refuse fsync on a directory; the rename itself has happened.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise OutboxError(f"{directory}: cannot sync the outbox: {exc}") from exc
+    finally:
+        os.close(fd)
