@@ -129,7 +129,7 @@ def _received(value: Any) -> str:
 
 
 def _utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2  # lone surrogates count, never crash
 
 
 def _json_literal(value: Any) -> str:
