@@ -176,8 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_simulate)
 
     def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", metavar="FILE",
-                       help="configuration file (default: $RUNWATCH_CONFIG, ./runwatch.toml, /etc/runwatch/config.toml)")
+        p.add_argument(
+            "--config", metavar="FILE",
+            help="configuration file (default: $RUNWATCH_CONFIG, ./runwatch.toml, /etc/runwatch/config.toml)",
+        )
 
     run = sub.add_parser("run", help="run the daemon",
                          description="Watch the configured inboxes, submit requests, follow tasks and write outputs "

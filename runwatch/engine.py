@@ -1,0 +1,740 @@
+"""The engine: every job's way from a claimed request file to a final state.
+
+One thread (the caller of :meth:`Engine.step`) owns all decisions and every write to the journal and
+the status files; blocking work (uploads, API calls, downloads) runs on a thread pool and comes back as
+an event on the engine's queue. So there is one writer, no lock ordering to get wrong, and the order of
+records in the journal is the order things happened.
+
+A job's path: accepted → uploading → (intent committed) create → submitted → throttled/pending/running →
+downloading → succeeded; or rejected, failed, cancelled, needs_attention. See ``runwatch.api`` for the one
+rule that decides whether a create may be sent again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+
+from runwatch import __version__
+from runwatch.api import RunwayClient, create_may_be_retried
+from runwatch.catalog import Catalog, format_path
+from runwatch.config import Config, InboxConfig
+from runwatch.errors import (
+    ApiError,
+    ApiStatusError,
+    OutboxError,
+    RateLimitedError,
+    RequestError,
+    RunwatchError,
+    UploadError,
+)
+from runwatch.inbox import Claimed, Control, Refused
+from runwatch.journal import AT_RUNWAY, Job, Journal, now_iso
+from runwatch.media import Placed
+from runwatch.outbox import DownloadError, OutputRecord, download_outputs, write_status
+from runwatch.request import Request, load_request
+from runwatch.scheduler import Candidate, Sample, next_poll, pick
+
+__all__ = ["Engine"]
+
+_STATE_OF = {"THROTTLED": "throttled", "PENDING": "pending", "RUNNING": "running"}
+IN_FLIGHT = frozenset({"uploading", "submitted", "throttled", "pending", "running"})
+
+
+@dataclass
+class _Runtime:
+    """What the engine knows of a job beyond its journal row; rebuilt after a restart."""
+
+    busy: str | None = None  # the kind of worker call in flight, if any
+    samples: list[Sample] = field(default_factory=list)
+    last_write: float = 0.0
+    poll_failures: int = 0
+
+
+class Engine:
+    """Owns the jobs. Feed it inbox items with :meth:`deliver`; call :meth:`step` in a loop."""
+
+    def __init__(
+        self, config: Config, journal: Journal, api: RunwayClient, transports: Mapping[str, Any],
+        http: httpx.Client, catalog: Catalog, *, clock: Callable[[], float] = time.monotonic,
+        log: Any = None,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.api = api
+        self.transports = dict(transports)
+        self.http = http
+        self.catalog = catalog
+        self.clock = clock
+        self.log = log or structlog.get_logger("runwatch")
+        self.inboxes: dict[str, InboxConfig] = {i.name: i for i in config.inboxes}
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        sched = config.scheduler
+        self.pool = ThreadPoolExecutor(max_workers=sched.max_uploads + sched.max_downloads + 8,
+                                       thread_name_prefix="runwatch-io")
+        self.jobs: dict[str, Job] = {}
+        self.rt: dict[str, _Runtime] = {}
+        self._timers: list[tuple[float, int, str]] = []
+        self._tick = itertools.count()
+        self._paused_models: dict[str, float] = {}
+        self._model_caps: dict[str, int | None] = {}
+        self._futures: dict[Future[Any], tuple[str, str]] = {}
+        self._last_commands = 0.0
+        self.stopping = threading.Event()
+        self.downloads_stop = threading.Event()
+
+    # -- inputs -----------------------------------------------------------------------------------
+
+    def deliver(self, item: Claimed | Refused | Control) -> None:
+        """Called by inbox watchers from their own threads."""
+        self.events.put(("inbox", item))
+
+    def load_limits(self) -> None:
+        """Per-model concurrency from the organization, unless configured; best effort."""
+        try:
+            org = self.api.organization()
+        except RunwatchError as exc:
+            self.log.warning("api.organization_unavailable", error=str(exc))
+            return
+        models = org.get("tier", {}).get("models", {}) if isinstance(org.get("tier"), dict) else {}
+        for model, limits in models.items():
+            if isinstance(limits, dict):
+                cap = limits.get("maxConcurrentGenerations")
+                self._model_caps[model] = cap if isinstance(cap, int) and cap > 0 else None
+
+    def recover(self, claimed_dirs: list[tuple[InboxConfig, Path]]) -> None:
+        """After a start: follow every job the journal knows, and take claims the journal never saw."""
+        known = self.journal.known_dirs()
+        for inbox, job_dir in claimed_dirs:
+            if str(job_dir) in known:
+                continue
+            files = sorted(p for p in job_dir.iterdir() if p.suffix in (".json", ".toml") and p.is_file())
+            if not files:
+                continue
+            self.log.info("job.recovered_claim", job_dir=str(job_dir))
+            self._on_claimed(Claimed(job_dir.name, inbox.name, job_dir, files[0], files[0].stem,
+                                     "json" if files[0].suffix == ".json" else "toml", False))
+        for job in self.journal.active():
+            self._track(job)
+            log = self.log.bind(request=job.name, job=job.id, task_id=job.task_id)
+            if job.unconfirmed_create:
+                self._finish(job, "needs_attention", error=_unconfirmed_error())
+                log.error("job.needs_attention", reason="create unconfirmed at restart")
+            elif job.state == "uploading":
+                self._cleanup_placed(job)
+                self._set(job, "accepted", placed=[])
+            elif job.state in AT_RUNWAY or job.state == "downloading":
+                self._schedule(job.id, 0.0)  # look again at once; downloads resume from the task
+                log.info("job.resumed", state=job.state)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def step(self, timeout: float = 0.2) -> None:
+        """One turn: take events, fire due polls, read commands, submit what may go."""
+        deadline = self.clock() + timeout
+        while True:
+            wait = max(0.0, min(deadline, self._next_timer()) - self.clock())
+            try:
+                kind, payload = self.events.get(timeout=wait)
+            except queue.Empty:
+                break
+            self._handle(kind, payload)
+            if self.events.empty():
+                break
+        self._fire_timers()
+        if self.clock() - self._last_commands > 0.5:
+            self._last_commands = self.clock()
+            self._commands()
+        if not self.stopping.is_set():
+            self._dispatch()
+
+    def idle(self) -> bool:
+        """Nothing waiting to be submitted, nothing in flight: ``run --once`` may stop."""
+        for job in self.jobs.values():
+            if job.state == "held":
+                continue
+            return False
+        return self.events.empty() and not self._futures
+
+    def shutdown(self, wait_creates: float = 20.0) -> None:
+        """Stop taking work; wait for creates in flight so their task ids are recorded; abandon the rest."""
+        self.stopping.set()
+        self.downloads_stop.set()
+        deadline = self.clock() + wait_creates
+        while any(kind == "create" for kind, _ in self._futures.values()) and self.clock() < deadline:
+            self.step(0.1)
+        while not self.events.empty():
+            self.step(0.0)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _next_timer(self) -> float:
+        return self._timers[0][0] if self._timers else float("inf")
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def _handle(self, kind: str, payload: Any) -> None:
+        try:
+            self._handle_one(kind, payload)
+        except Exception as exc:
+            self.log.exception("engine.error", kind=kind, error=repr(exc))
+            job_id = payload[0] if isinstance(payload, tuple) else None
+            job = self.jobs.get(job_id) if isinstance(job_id, str) else None
+            if job is not None:
+                try:
+                    self._finish(job, "needs_attention" if job.unconfirmed_create else "failed",
+                                 error={"code": "internal_error", "message": f"runwatch failed: {exc!r}"})
+                except Exception:  # noqa: BLE001 - already reporting a failure
+                    self.jobs.pop(job.id, None)
+
+    def _handle_one(self, kind: str, payload: Any) -> None:
+        if kind == "inbox":
+            if isinstance(payload, Claimed):
+                self._on_claimed(payload)
+            elif isinstance(payload, Refused):
+                self._on_refused(payload)
+            elif isinstance(payload, Control):
+                self._control(payload.kind, payload.name, payload.inbox)
+            return
+        job_id, result = payload
+        job = self.jobs.get(job_id)
+        runtime = self.rt.get(job_id)
+        if runtime is not None:
+            runtime.busy = None
+        if job is None:
+            return
+        handler = getattr(self, f"_after_{kind}")
+        handler(job, result)
+        # A cancel that arrived while a call was in flight is carried out as soon as the job is free.
+        if (job.id in self.jobs and job.cancel_requested and job.task_id and job.state in AT_RUNWAY
+                and runtime is not None and runtime.busy is None):
+            self._cancel_at_runway(job)
+
+    def _run(self, job: Job, kind: str, fn: Callable[..., Any], *args: Any) -> None:
+        """Run blocking work for a job on the pool; its result comes back as an event."""
+        self.rt[job.id].busy = kind
+        future = self.pool.submit(fn, *args)
+        self._futures[future] = (kind, job.id)
+
+        def done(f: Future[Any]) -> None:
+            try:
+                result: Any = f.result()
+            except BaseException as exc:  # noqa: BLE001 - every failure goes back to the engine to decide
+                result = exc
+            self.events.put((kind, (job.id, result)))
+            self._futures.pop(f, None)
+
+        future.add_done_callback(done)
+
+    # -- claims -----------------------------------------------------------------------------------
+
+    def _track(self, job: Job) -> None:
+        self.jobs[job.id] = job
+        self.rt.setdefault(job.id, _Runtime())
+
+    def _unique_name(self, inbox: str, name: str) -> str:
+        active = {j.name for j in self.jobs.values() if j.inbox == inbox}
+        if name not in active:
+            return name
+        n = 2
+        while f"{name}.{n}" in active:
+            n += 1
+        return f"{name}.{n}"
+
+    def _on_claimed(self, claim: Claimed) -> None:
+        inbox = self.inboxes[claim.inbox]
+        try:
+            req = self._load(claim.request_file, claim.job_dir, inbox)
+        except RequestError as exc:
+            self._on_refused(Refused(claim.job_id, claim.inbox, claim.job_dir, claim.request_file, claim.name,
+                                     claim.format, tuple(exc.problems)), move=True)
+            return
+        job = Job(
+            id=claim.job_id, name=self._unique_name(inbox.name, req.options.name), inbox=inbox.name,
+            format=req.format, endpoint=req.endpoint, model=req.model,
+            priority=req.options.priority + inbox.priority, job_dir=str(claim.job_dir),
+            request_path=str(claim.request_file), body=req.body,
+        )
+        self.journal.add(job)
+        self._track(job)
+        self._write(job)
+        self.log.info("job.accepted", request=job.name, job=job.id, endpoint=job.endpoint, model=job.model)
+        reason = self._needs_approval(job, req, inbox)
+        if reason:
+            self._set(job, "held", error={"code": "held", "message": reason})
+
+    def _needs_approval(self, job: Job, req: Request, inbox: InboxConfig) -> str | None:
+        """Why a request must wait for `runwatch approve` (its max_credits or the inbox's approve_above)."""
+        checks = [(f"its max_credits of {value:g}", value) for value in (req.options.max_credits,) if value is not None]
+        checks += [(f"the inbox's approve_above of {value:g}", value) for value in (inbox.approve_above,)
+                   if value is not None]
+        if not checks or job.model is None or job.endpoint is None:
+            return None
+        from runwatch.mediaprobe import probe_file
+        from runwatch.pricing import MediaHint, estimate
+
+        hints = {}
+        for media in req.media:
+            info = probe_file(media.file)
+            if info is not None:
+                hints[format_path(media.field)] = MediaHint(duration=info.duration, width=info.width,
+                                                            height=info.height)
+        guess = estimate(job.endpoint, job.model, req.body, hints)
+        self.journal.update(job, estimated_credits=None if guess.credits is None else float(guess.credits))
+        if guess.credits is None:
+            if self.config.budget.unknown_price == "allow":
+                return None
+            return (f"no price is known for {job.model} ({guess.basis}), so it cannot be checked against "
+                    f"{checks[0][0]}; `runwatch approve {job.name}` sends it")
+        for label, value in checks:
+            if guess.credits > value:
+                return (f"estimated {guess.credits:g} credits ({guess.basis}) is above {label}; "
+                        f"`runwatch approve {job.name}` sends it")
+        return None
+
+    def _on_refused(self, ref: Refused, move: bool = False) -> None:
+        job_dir, request_file = ref.job_dir, ref.request_file
+        if move:
+            job_dir, request_file = self._move_record(ref.inbox, job_dir, request_file, "failed")
+        issues = [{"path": p.path, "message": p.message} for p in ref.problems]
+        job = Job(id=ref.job_id, name=self._unique_name(ref.inbox, ref.name), inbox=ref.inbox, format=ref.format,
+                  state="rejected", job_dir=str(job_dir), request_path=str(request_file),
+                  error={"code": "invalid_request", "message": f"{len(issues)} problem(s) in the request file",
+                         "issues": issues},
+                  finished_at=now_iso())
+        self.journal.add(job)
+        self._write(job)
+        self.log.warning("job.rejected", request=job.name, job=job.id, problems=len(issues))
+
+    def _load(self, request_file: Path, root: Path, inbox: InboxConfig) -> Request:
+        return load_request(request_file, root=root, inbox=inbox, catalog=self.catalog,
+                            unknown_models=self.config.runway.unknown_models)
+
+    # -- submission -------------------------------------------------------------------------------
+
+    def _counts(self) -> tuple[int, dict[str, int], dict[str, int]]:
+        total = 0
+        per_inbox: dict[str, int] = {}
+        per_model: dict[str, int] = {}
+        for job in self.jobs.values():
+            if job.state in IN_FLIGHT:
+                total += 1
+                per_inbox[job.inbox] = per_inbox.get(job.inbox, 0) + 1
+                per_model[job.model or ""] = per_model.get(job.model or "", 0) + 1
+        return total, per_inbox, per_model
+
+    def _model_cap(self, model: str | None) -> int | None:
+        if self.config.scheduler.per_model is not None:
+            return self.config.scheduler.per_model
+        return self._model_caps.get(model or "")
+
+    def _dispatch(self) -> None:
+        now = time.time()
+        while True:
+            total, per_inbox, per_model = self._counts()
+            waiting = [
+                Candidate(j.id, j.inbox, j.model, j.priority, j.seq, j.not_before)
+                for j in self.jobs.values() if j.state == "accepted" and not self.rt[j.id].busy
+            ]
+            cand = pick(waiting, now=now, in_flight=total, max_in_flight=self.config.scheduler.max_in_flight,
+                        per_inbox=per_inbox, per_model=per_model, model_cap=self._model_cap,
+                        paused_models=self._paused_models)
+            if cand is None:
+                return
+            self._start(self.jobs[cand.job_id])
+
+    def _start(self, job: Job) -> None:
+        inbox = self.inboxes.get(job.inbox)
+        if inbox is None or job.job_dir is None or job.request_path is None:
+            self._finish(job, "failed",
+                         error={"code": "inbox_gone", "message": "the job's inbox is no longer configured"})
+            return
+        try:
+            req = self._load(Path(job.request_path), Path(job.job_dir), inbox)
+        except RequestError as exc:
+            self._finish(job, "failed", error={"code": "invalid_request", "message": str(exc).splitlines()[0],
+                                               "issues": [{"path": p.path, "message": p.message}
+                                                          for p in exc.problems]})
+            return
+        if not req.media:
+            self._create(job, req.body)
+            return
+        self._set(job, "uploading")
+        self._run(job, "placed", self._place_all, job, req, inbox)
+
+    def _place_all(self, job: Job, req: Request, inbox: InboxConfig) -> tuple[dict[Any, str], list[Placed]]:
+        from runwatch.media import choose
+
+        transport = self.transports[choose(inbox.transport, s3_configured="s3" in self.transports)]
+        uris: dict[Any, str] = {}
+        placed: list[Placed] = []
+        by_file: dict[Path, Placed] = {}
+        try:
+            for media in req.media:
+                item = by_file.get(media.file) or transport.place(media, job.id)
+                by_file[media.file] = item
+                if item not in placed:
+                    placed.append(item)
+                uris[media.field] = item.uri
+        except BaseException:
+            for item in placed:  # nothing half-placed stays behind
+                with contextlib.suppress(RunwatchError):
+                    transport.remove(item)
+            raise
+        return uris, placed
+
+    def _after_placed(self, job: Job, result: Any) -> None:
+        if isinstance(result, BaseException):
+            retryable = (isinstance(result, UploadError) and result.retryable) or isinstance(result, ApiError)
+            self._retry_later(job, result, "upload_failed", retryable)
+            return
+        uris, placed = result
+        self.journal.update(job, placed=[_placed_record(p) for p in placed])
+        if job.cancel_requested:
+            self._finish(job, "cancelled")
+            return
+        req = self._load(Path(job.request_path or ""), Path(job.job_dir or ""), self.inboxes[job.inbox])
+        self._create(job, req.with_uris(uris))
+
+    def _create(self, job: Job, body: dict[str, Any]) -> None:
+        if job.cancel_requested:
+            self._finish(job, "cancelled")
+            return
+        # The intent is committed (fsync'd) before the request leaves: a crash from here on is seen.
+        self.journal.update(job, create_started_at=now_iso(), attempts=job.attempts + 1)
+        self.log.info("api.creating", request=job.name, job=job.id, endpoint=job.endpoint)
+        self._run(job, "created", self.api.create_task, job.endpoint or "", body)
+
+    def _after_created(self, job: Job, result: Any) -> None:
+        log = self.log.bind(request=job.name, job=job.id)
+        if not isinstance(result, BaseException):
+            self.journal.update(job, task_id=result.id, estimated_credits=result.estimated_credits)
+            self._set(job, "submitted")
+            log.info("api.created", task_id=result.id, estimated_credits=result.estimated_credits)
+            if job.cancel_requested:
+                self._cancel_at_runway(job)
+            else:
+                self._schedule(job.id, self._interval())
+            return
+        if isinstance(result, ApiError) and create_may_be_retried(result):
+            self.journal.update(job, create_started_at=None)  # surely not created
+            self._retry_later(job, result, "create_failed", True)
+            return
+        if isinstance(result, RateLimitedError) and result.daily:
+            self.journal.update(job, create_started_at=None)
+            until = time.time() + 1800
+            if job.model:
+                self._paused_models[job.model] = until
+            self._set(job, "held", not_before=until, error={
+                "code": "429", "message": f"Runway's daily task limit for {job.model} is reached; "
+                "trying again in 30 minutes (other models go on)"})
+            log.warning("api.daily_limit", model=job.model)
+            return
+        if isinstance(result, ApiStatusError) and result.status < 500:
+            self.journal.update(job, create_started_at=None)  # a 4xx answer: Runway created nothing
+            message = result.body.get("error") if isinstance(result.body, dict) else str(result.body)
+            issues = [{"path": _issue_path(i.get("path")), "message": str(i.get("message"))} for i in result.issues]
+            state = "rejected" if result.status == 400 and issues else "failed"
+            if result.status == 400 and "enough credits" in str(message):
+                self._set(job, "held", not_before=time.time() + 300, error={
+                    "code": "400", "message": f"{message} Trying again in 5 minutes."})
+                return
+            self._finish(job, state, error={"code": str(result.status), "message": str(message), "issues": issues})
+            log.warning("api.refused", status=result.status)
+            return
+        # A timeout, a dropped connection after sending, a 500, a crash of ours: the task may exist.
+        self._finish(job, "needs_attention", error=_unconfirmed_error(str(result)))
+        log.error("job.needs_attention", reason=str(result))
+
+    def _retry_later(self, job: Job, error: BaseException, code: str, retryable: bool) -> None:
+        attempts = job.attempts + (0 if code == "create_failed" else 1)
+        if not retryable or attempts >= 8:
+            self._cleanup_placed(job)
+            self._finish(job, "failed", error={"code": code, "message": str(error)})
+            return
+        delay = min(300.0, 2.0 ** attempts)
+        self._cleanup_placed(job)
+        self._set(job, "accepted", not_before=time.time() + delay, attempts=attempts, placed=[])
+        self.log.warning("job.retry_later", request=job.name, job=job.id, delay=delay, error=str(error))
+
+    # -- following tasks --------------------------------------------------------------------------
+
+    def _interval(self) -> float:
+        return self.config.runway.poll_interval
+
+    def _schedule(self, job_id: str, delay: float) -> None:
+        heapq.heappush(self._timers, (self.clock() + delay, next(self._tick), job_id))
+
+    def _fire_timers(self) -> None:
+        now = self.clock()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, job_id = heapq.heappop(self._timers)
+            job = self.jobs.get(job_id)
+            if job is None or self.rt[job_id].busy or self.stopping.is_set():
+                continue
+            if job.task_id and (job.state in AT_RUNWAY or job.state == "downloading"):
+                self._run(job, "polled", self.api.get_task, job.task_id)
+
+    def _after_polled(self, job: Job, result: Any) -> None:
+        runtime = self.rt[job.id]
+        if isinstance(result, ApiStatusError) and result.status == 404:
+            if job.cancel_requested:
+                self._finish(job, "cancelled")
+            else:
+                self._finish(job, "failed", error={"code": "404", "message": "the task no longer exists at Runway"})
+            return
+        if isinstance(result, BaseException):
+            runtime.poll_failures += 1
+            delay = min(300.0, self._interval() * 2 ** min(runtime.poll_failures, 6))
+            self.log.warning("api.poll_failed", request=job.name, task_id=job.task_id, error=str(result),
+                             retry_in=delay)
+            self._schedule(job.id, delay)
+            return
+        runtime.poll_failures = 0
+        status = str(result.get("status"))
+        if status in _STATE_OF:
+            progress = result.get("progress") if status == "RUNNING" else None
+            now = self.clock()
+            if isinstance(progress, int | float):
+                runtime.samples.append(Sample(now, float(progress)))
+                del runtime.samples[:-20]
+            changed = _STATE_OF[status] != job.state
+            self.journal.update(job, state=_STATE_OF[status],
+                                progress=float(progress) if isinstance(progress, int | float) else job.progress)
+            if changed or now - runtime.last_write > 1.0:
+                self._write(job)
+            self._schedule(job.id, next_poll(status, runtime.samples, now=now, interval=self._interval()))
+        elif status == "SUCCEEDED":
+            cost = result.get("cost", {})
+            credits = cost.get("credits") if isinstance(cost, dict) else None
+            if job.state != "downloading":
+                self._set(job, "downloading", progress=1.0, credits=credits)
+            urls = [u for u in result.get("output", []) if isinstance(u, str)]
+            self._run(job, "downloaded", self._download, job, urls)
+        elif status == "FAILED":
+            cost = result.get("cost", {})
+            self._finish(job, "failed", credits=cost.get("credits") if isinstance(cost, dict) else None,
+                         error={"code": str(result.get("failureCode") or "FAILED"),
+                                "message": str(result.get("failure") or "the task failed at Runway")})
+        elif status == "CANCELLED":
+            self._finish(job, "cancelled")
+        else:
+            self._schedule(job.id, self._interval())
+
+    def _download(self, job: Job, urls: list[str]) -> list[OutputRecord]:
+        inbox = self.inboxes[job.inbox]
+        inbox.outbox.mkdir(parents=True, exist_ok=True)
+        done = [OutputRecord(o["file"], o["bytes"], o["sha256"], o["index"]) for o in job.outputs]
+        task_id = job.task_id or ""
+
+        def refresh() -> list[str]:
+            task = self.api.get_task(task_id)
+            return [u for u in task.get("output", []) if isinstance(u, str)]
+
+        return download_outputs(self.http, urls, inbox.outbox, job.name, done=done, refresh=refresh,
+                                stop=self.downloads_stop)
+
+    def _after_downloaded(self, job: Job, result: Any) -> None:
+        if isinstance(result, DownloadError) and result.records:
+            # Outputs already complete are kept, so a later attempt does not fetch them twice.
+            self.journal.update(job, outputs=_records(result.records))
+        if isinstance(result, BaseException):
+            if self.stopping.is_set():
+                return  # abandoned for the shutdown; the next start downloads again
+            self.log.warning("outbox.download_failed", request=job.name, task_id=job.task_id, error=str(result))
+            runtime = self.rt[job.id]
+            runtime.poll_failures += 1
+            if runtime.poll_failures > 8:
+                self._finish(job, "failed", error={"code": "download_failed", "message": str(result)})
+            else:
+                self._schedule(job.id, min(300.0, 2.0 ** runtime.poll_failures))
+            return
+        self._finish(job, "succeeded", outputs=_records(result))
+
+    # -- cancel, retry, approve -------------------------------------------------------------------
+
+    def _commands(self) -> None:
+        for command in self.journal.pending_commands():
+            result = self._control(command.kind, command.name, None)
+            self.journal.finish_command(command.id, result)
+
+    def _control(self, kind: str, name: str, inbox: str | None) -> str:
+        if kind == "cancel":
+            return self._cancel(name, inbox)
+        if kind == "retry":
+            return self._retry(name)
+        if kind == "approve":
+            job = self._active_named(name, inbox)
+            if job is None or job.state != "held":
+                return f"no held request named {name}"
+            self._set(job, "accepted", approved=True, error=None, not_before=None)
+            return "approved"
+        return f"unknown command {kind}"
+
+    def _active_named(self, name: str, inbox: str | None) -> Job | None:
+        found = [j for j in self.jobs.values() if j.name == name and (inbox is None or j.inbox == inbox)]
+        return max(found, key=lambda j: j.seq) if found else None
+
+    def _cancel(self, name: str, inbox: str | None) -> str:
+        job = self._active_named(name, inbox)
+        if job is None:
+            return f"no active request named {name}"
+        self.journal.update(job, cancel_requested=True)
+        self.log.info("job.cancel_requested", request=name, job=job.id, state=job.state)
+        busy = self.rt[job.id].busy
+        if job.state in ("accepted", "held") and not busy:
+            self._finish(job, "cancelled")
+            return "cancelled"
+        if job.state in AT_RUNWAY and job.task_id and busy is None:
+            self._cancel_at_runway(job)
+        return "cancelling"
+
+    def _cancel_at_runway(self, job: Job) -> None:
+        self._run(job, "deleted", self.api.delete_task, job.task_id or "")
+
+    def _after_deleted(self, job: Job, result: Any) -> None:
+        if (isinstance(result, ApiStatusError) and result.status == 404) or not isinstance(result, BaseException):
+            self._finish(job, "cancelled")
+            return
+        runtime = self.rt[job.id]
+        runtime.poll_failures += 1
+        self.log.warning("api.cancel_failed", request=job.name, task_id=job.task_id, error=str(result))
+        if runtime.poll_failures <= 5:
+            self._run(job, "deleted", self.api.delete_task, job.task_id or "")
+        else:
+            self._schedule(job.id, self._interval())  # keep following it; a later cancel may work
+
+    def _retry(self, name: str) -> str:
+        job = self.journal.find(name)
+        if job is None:
+            return f"no request named {name}"
+        if job.state not in ("needs_attention", "failed", "cancelled"):
+            return f"{name} is {job.state}; only needs_attention, failed or cancelled requests are retried"
+        history = [*job.history, {"task_id": job.task_id, "state": job.state, "error": job.error,
+                                  "finished_at": job.finished_at}]
+        job_dir, request_file = Path(job.job_dir or ""), Path(job.request_path or "")
+        if job_dir.exists() and job_dir.parent.name in ("failed", "done"):
+            job_dir, request_file = self._move_record(job.inbox, job_dir, request_file, "jobs")
+        self.journal.update(job, state="accepted", task_id=None, create_started_at=None, error=None,
+                            finished_at=None, progress=None, credits=None, estimated_credits=None, outputs=[],
+                            placed=[], history=history, cancel_requested=False, not_before=None, attempts=0,
+                            job_dir=str(job_dir), request_path=str(request_file))
+        self._track(job)
+        self._write(job)
+        self.log.info("job.retry", request=name, job=job.id)
+        return "resubmitting"
+
+    # -- state changes ----------------------------------------------------------------------------
+
+    def _set(self, job: Job, state: str, **changes: Any) -> None:
+        self.journal.update(job, state=state, **changes)
+        self._write(job)
+        self.log.info(f"job.{state}", request=job.name, job=job.id, task_id=job.task_id)
+
+    def _finish(self, job: Job, state: str, **changes: Any) -> None:
+        if job.job_dir and Path(job.job_dir).parent.name == "jobs":
+            record = "done" if state in ("succeeded", "cancelled") else "failed"
+            job_dir, request_file = self._move_record(job.inbox, Path(job.job_dir), Path(job.request_path or ""),
+                                                      record)
+            changes.update(job_dir=str(job_dir), request_path=str(request_file))
+        if state != "needs_attention":
+            self._cleanup_placed(job)
+        self._set(job, state, finished_at=now_iso(), **changes)
+        self.jobs.pop(job.id, None)
+
+    def _move_record(self, inbox: str, job_dir: Path, request_file: Path, where: str) -> tuple[Path, Path]:
+        """Keep a taken request as a done/failed record (or bring it back for a retry)."""
+        config = self.inboxes.get(inbox)
+        if config is None or not job_dir.exists():
+            return job_dir, request_file
+        target = config.work / where / job_dir.name
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(job_dir, target)
+        except OSError as exc:
+            self.log.error("work.move_failed", job_dir=str(job_dir), target=str(target), error=str(exc))
+            return job_dir, request_file
+        try:
+            return target, target / request_file.relative_to(job_dir)
+        except ValueError:
+            return target, request_file
+
+    def _cleanup_placed(self, job: Job) -> None:
+        if not job.placed:
+            return
+        for record in job.placed:
+            transport = self.transports.get(str(record.get("transport")))
+            if transport is None or not record.get("handle"):
+                continue
+            if getattr(getattr(transport, "config", None), "keep", False):
+                continue
+            placed = Placed("", str(record["transport"]), str(record["handle"]), record.get("expires_at"))
+            self.pool.submit(_quietly, transport.remove, placed)
+        self.journal.update(job, placed=[])
+
+    def _write(self, job: Job) -> None:
+        inbox = self.inboxes.get(job.inbox)
+        if inbox is None:
+            return
+        try:
+            inbox.outbox.mkdir(parents=True, exist_ok=True)
+            write_status(inbox.outbox, job.name, "toml" if job.format == "toml" else "json", status_document(job))
+        except (OutboxError, OSError) as exc:
+            self.log.error("outbox.status_failed", request=job.name, error=str(exc))
+        if job.id in self.rt:
+            self.rt[job.id].last_write = self.clock()
+
+
+def status_document(job: Job) -> dict[str, Any]:
+    """The status file's content for a job (the contract's keys, in its order)."""
+    return {
+        "name": job.name, "state": job.state, "endpoint": job.endpoint, "model": job.model,
+        "task_id": job.task_id, "progress": job.progress, "estimated_credits": job.estimated_credits,
+        "credits": job.credits, "created_at": job.created_at, "updated_at": job.updated_at,
+        "finished_at": job.finished_at,
+        "outputs": [{"file": o["file"], "bytes": o["bytes"], "sha256": o["sha256"]} for o in job.outputs],
+        "error": job.error, "request": job.request_path, "runwatch_version": __version__,
+    }
+
+
+def _unconfirmed_error(detail: str = "") -> dict[str, Any]:
+    message = ("the create request may have reached Runway but no answer was recorded; it was not sent again "
+               "so no credit is spent twice. Check the task list at Runway, then `runwatch retry NAME` to "
+               "submit it on purpose.")
+    if detail:
+        message = f"{message} ({detail})"
+    return {"code": "create_unconfirmed", "message": message}
+
+
+def _issue_path(path: Any) -> str:
+    """Runway's issue path (a list of keys and indexes) as a dotted path."""
+    if not isinstance(path, list):
+        return ""
+    return format_path([p if isinstance(p, int) else str(p) for p in path])
+
+
+def _records(records: list[OutputRecord]) -> list[dict[str, Any]]:
+    return [{"file": r.file, "bytes": r.bytes, "sha256": r.sha256, "index": r.index} for r in records]
+
+
+def _placed_record(placed: Placed) -> dict[str, Any]:
+    # Only the handle (an S3 key or a runway:// URI) is kept: never a presigned URL with its signature.
+    return {"transport": placed.transport, "handle": placed.handle, "expires_at": placed.expires_at}
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> None:
+    with contextlib.suppress(RunwatchError):
+        fn(*args)
+

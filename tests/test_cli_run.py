@@ -1,0 +1,86 @@
+"""`runwatch run --once` as a user runs it from the README: the simulator in one process, the daemon in
+another, a config file on disk and the key in the environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import SAMPLES
+
+KEY = "key_" + "0" * 128
+
+
+@pytest.fixture
+def simulator_process() -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-m", "runwatch.cli", "simulate", "--port", str(port), "--time-scale", "0.01"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening" in line, line
+        yield f"http://127.0.0.1:{port}"
+        proc.terminate()
+        proc.wait(10)
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runwatch.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+class TestRunOnce:
+    def test_readme_walkthrough(self, tmp_path: Path, simulator_process: str) -> None:
+        """The README's steps: config, key in the environment, a request and its image, `run --once`."""
+        (tmp_path / "inbox").mkdir()
+        (tmp_path / "runwatch.toml").write_text(
+            f'[runway]\nbase_url = "{simulator_process}"\npoll_interval = 0.2\n\n'
+            '[state]\ndir = "state"\n\n'
+            '[[inbox]]\npath = "inbox"\noutbox = "outbox"\nsettle = 0.5\n'
+        )
+        shutil.copy(SAMPLES / "still.jpg", tmp_path / "inbox" / "still.jpg")
+        (tmp_path / "inbox" / "waves.json").write_text(json.dumps({
+            "endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": "still.jpg",
+            "promptText": "waves rolling in", "ratio": "1280:720", "duration": 5,
+        }))
+        (tmp_path / "inbox" / "broken.json").write_text('{"endpoint": "image_to_video", "model": ')
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNWAY", "AWS_"))}
+        env["RUNWAYML_API_SECRET"] = KEY + "\n"  # a trailing newline, as `echo key > file` leaves it
+        done = _run(["run", "--once"], tmp_path, env)
+        assert done.returncode == 1, done.stderr  # one request of the run did not succeed: broken.json
+        status = json.loads((tmp_path / "outbox" / "waves.status.json").read_text())
+        assert status["state"] == "succeeded" and (tmp_path / "outbox" / status["outputs"][0]["file"]).exists()
+        broken = json.loads((tmp_path / "outbox" / "broken.status.json").read_text())
+        assert broken["state"] == "rejected"
+        assert KEY not in done.stdout + done.stderr
+
+        listing = _run(["status", "--json"], tmp_path, env)
+        assert listing.returncode == 0
+        assert {row["name"]: row["state"] for row in json.loads(listing.stdout)} == {
+            "waves": "succeeded", "broken": "rejected"}
+        table = _run(["status"], tmp_path, env)
+        assert "waves" in table.stdout and "succeeded" in table.stdout
+
+    def test_missing_key_is_a_config_error(self, tmp_path: Path) -> None:
+        """Without any key source, `run` exits 78 and says where a key may come from."""
+        (tmp_path / "inbox").mkdir()
+        (tmp_path / "runwatch.toml").write_text('[state]\ndir = "state"\n[[inbox]]\npath = "inbox"\noutbox = "out"\n')
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNWAY", "AWS_", "CREDENTIALS"))}
+        done = _run(["run", "--once"], tmp_path, env, timeout=60)
+        assert done.returncode == 78 and "RUNWAYML_API_SECRET" in done.stderr
+
+    def test_unknown_config_key_is_a_config_error(self, tmp_path: Path) -> None:
+        """A typo in the config exits 78 naming the key."""
+        (tmp_path / "runwatch.toml").write_text('[runway]\npoll_intervall = 3\n[[inbox]]\npath = "i"\noutbox = "o"\n')
+        done = _run(["run", "--once"], tmp_path, dict(os.environ, RUNWAYML_API_SECRET=KEY), timeout=60)
+        assert done.returncode == 78 and "poll_intervall" in done.stderr

@@ -1,0 +1,367 @@
+"""The daemon end to end: real folders, real watchdog observers, the simulator over loopback HTTP, and
+SeaweedFS as the S3 server. A request file goes in; outputs and a status file come out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from runwatch.config import Config, parse_config
+from runwatch.daemon import Daemon
+from runwatch.journal import Journal
+from runwatch.simulator import Fault, Simulator
+
+from .conftest import SAMPLES
+
+FINAL = {"succeeded", "rejected", "failed", "cancelled", "needs_attention"}
+
+
+class Rig:
+    """An inbox, its outbox, a state dir, a simulator, and a daemon running in a thread."""
+
+    def __init__(self, root: Path, sim: Simulator, *, s3: Any = None, inbox: dict[str, Any] | None = None,
+                 runway: dict[str, Any] | None = None) -> None:
+        self.root, self.sim, self.s3 = root, sim, s3
+        self.inbox = root / "inbox"
+        self.outbox = root / "outbox"
+        self.inbox.mkdir(exist_ok=True)
+        data: dict[str, Any] = {
+            "runway": {"base_url": sim.url, "poll_interval": 0.05, **(runway or {})},
+            "state": {"dir": str(root / "state")},
+            "scheduler": {"rescan": 1.0},
+            "inbox": [{"path": str(self.inbox), "outbox": str(self.outbox), "settle": 0.3, **(inbox or {})}],
+        }
+        if s3 is not None:
+            data["s3"] = {"bucket": s3.bucket, "endpoint_url": s3.endpoint_url, "region": s3.region,
+                          "presign_expiry": 600, "addressing_style": "path"}
+        self.config: Config = parse_config(data, str(root / "runwatch.toml"))
+        self.daemon: Daemon | None = None
+        self.thread: threading.Thread | None = None
+        self.stop_event = threading.Event()
+
+    def start(self) -> Rig:
+        self.stop_event = threading.Event()
+        client = self.s3.client() if self.s3 is not None else None
+        self.daemon = Daemon(self.config, api_key=self.sim.key, s3_client=client)
+        self.daemon.start()
+        daemon = self.daemon
+        self.thread = threading.Thread(target=lambda: daemon.run(self.stop_event), daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(30)
+            assert not self.thread.is_alive(), "the daemon did not stop within 30 s"
+        self.thread = None
+
+    def drop(self, name: str, body: dict[str, Any], fmt: str = "json", media: tuple[str, ...] = ()) -> None:
+        """Write media, then the request under a temporary name, then rename it in: as producers should."""
+        for item in media:
+            shutil.copy(SAMPLES / item, self.inbox / item)
+        text = json.dumps(body) if fmt == "json" else tomli_w.dumps(body)
+        tmp = self.inbox / f"{name}.{fmt}.tmp"
+        tmp.write_text(text)
+        os.rename(tmp, self.inbox / f"{name}.{fmt}")
+
+    def status(self, name: str, fmt: str = "json") -> dict[str, Any] | None:
+        path = self.outbox / f"{name}.status.{fmt}"
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        return json.loads(text) if fmt == "json" else tomllib.loads(text)
+
+    def wait(self, name: str, states: set[str] | None = None, fmt: str = "json", timeout: float = 30) -> dict[str, Any]:
+        states = states or FINAL
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = self.status(name, fmt)
+            if last is not None and last["state"] in states:
+                return last
+            time.sleep(0.02)
+        raise AssertionError(f"{name} did not reach {states} in {timeout} s; last status: {last}")
+
+    def journal(self) -> Journal:
+        return Journal(self.root / "state" / "journal.sqlite3")
+
+    def check_outputs(self, status: dict[str, Any]) -> None:
+        """Every output is in the outbox, byte-identical to what the simulator served for the task."""
+        assert status["outputs"], status
+        for index, out in enumerate(status["outputs"]):
+            data = (self.outbox / out["file"]).read_bytes()
+            assert data == self.sim.output_bytes(status["task_id"], index)
+            assert hashlib.sha256(data).hexdigest() == out["sha256"] and len(data) == out["bytes"]
+
+
+@pytest.fixture
+def rig_factory(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+    rigs: list[Rig] = []
+
+    def make(sim: Simulator, **kwargs: Any) -> Rig:
+        rig = Rig(tmp_path, sim, **kwargs)
+        rigs.append(rig)
+        return rig
+
+    yield make
+    for rig in rigs:
+        rig.stop()
+
+
+# One request per endpoint of the seed note, each with local media where the endpoint takes any.
+SEED_REQUESTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+    "image_to_video": ({"endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": "still.jpg",
+                        "ratio": "1280:720", "duration": 5, "promptText": "waves"}, ("still.jpg",)),
+    "text_to_video": ({"endpoint": "text_to_video", "model": "veo3.1", "promptText": "a forest",
+                       "ratio": "1280:720", "duration": 8}, ()),
+    "video_to_video": ({"endpoint": "video_to_video", "model": "aleph2", "videoUri": "clip.mp4",
+                        "promptText": "make it snow"}, ("clip.mp4",)),
+    "text_to_image": ({"endpoint": "text_to_image", "model": "gen4_image_turbo", "promptText": "@cat on a sofa",
+                       "ratio": "1920:1080", "referenceImages": [{"uri": "still.jpg", "tag": "cat"}]},
+                      ("still.jpg",)),
+    "video_upscale": ({"endpoint": "video_upscale", "model": "magnific_video_upscaler_creative",
+                       "videoUri": "clip.mp4"}, ("clip.mp4",)),
+    "sound_effect": ({"endpoint": "sound_effect", "model": "eleven_text_to_sound_v2", "promptText": "rain"}, ()),
+    "text_to_speech": ({"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": "Hello.",
+                        "voice": {"type": "runway-preset", "presetId": "Maya"}}, ()),
+    "speech_to_speech": ({"endpoint": "speech_to_speech", "model": "eleven_multilingual_sts_v2",
+                          "media": {"type": "audio", "uri": "speech.mp3"},
+                          "voice": {"type": "runway-preset", "presetId": "Bernard"}}, ("speech.mp3",)),
+}
+
+
+class TestSeedEndpoints:
+    @pytest.mark.parametrize("endpoint", sorted(SEED_REQUESTS))
+    def test_through_runway_uploads(self, rig_factory: Callable[..., Rig], sim: Simulator, endpoint: str) -> None:
+        """Each seed endpoint, local media through Runway's upload endpoint, ends succeeded with exact outputs."""
+        rig = rig_factory(sim).start()
+        body, media = SEED_REQUESTS[endpoint]
+        rig.drop(endpoint, body, media=media)
+        status = rig.wait(endpoint)
+        assert status["state"] == "succeeded", status
+        rig.check_outputs(status)
+        assert sim.create_count() == 1
+        assert len(sim.requests("/v1/uploads")) == len(set(media))
+        assert not (rig.inbox / f"{endpoint}.json").exists()  # taken out of the inbox
+        assert Path(status["request"]).exists() and "/done/" in status["request"]
+
+    @pytest.mark.parametrize("endpoint", sorted(SEED_REQUESTS))
+    def test_through_s3(self, rig_factory: Callable[..., Rig], sim: Simulator, s3: Any, endpoint: str) -> None:
+        """Each seed endpoint through presigned S3 URLs: fetched by the simulator with the right type, then removed."""
+        rig = rig_factory(sim, s3=s3).start()
+        body, media = SEED_REQUESTS[endpoint]
+        rig.drop(endpoint, body, media=media)
+        status = rig.wait(endpoint)
+        assert status["state"] == "succeeded", status
+        rig.check_outputs(status)
+        fetched = [f for f in sim.world.fetches if f["status"] == 200]
+        assert len(fetched) == len(set(media))
+        kinds = {"still.jpg": "image/jpeg", "clip.mp4": "video/mp4", "speech.mp3": "audio/mpeg"}
+        assert sorted(f["content_type"] for f in fetched) == sorted(kinds[m] for m in set(media))
+        assert all("X-Amz-Signature=***" in f["url"] for f in fetched)  # a real SigV4 presigned GET
+        assert sim.requests("/v1/uploads") == []
+        if media:  # objects are removed after the task ends
+            client = s3.client()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and client.list_objects_v2(Bucket=s3.bucket).get("KeyCount", 0):
+                time.sleep(0.1)
+            assert client.list_objects_v2(Bucket=s3.bucket).get("KeyCount", 0) == 0
+
+
+class TestRequestForms:
+    def test_toml_request_gets_toml_status(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A TOML request is answered with NAME.status.toml."""
+        rig = rig_factory(sim).start()
+        rig.drop("speech", SEED_REQUESTS["text_to_speech"][0], fmt="toml")
+        status = rig.wait("speech", fmt="toml")
+        assert status["state"] == "succeeded" and not (rig.outbox / "speech.status.json").exists()
+
+    def test_inbox_defaults_and_aliases(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """Inbox endpoint and defaults fill in what the file leaves out; snake_case spellings are accepted."""
+        rig = rig_factory(sim, inbox={"endpoint": "image_to_video",
+                                      "defaults": {"model": "gen4_turbo", "ratio": "1280:720", "duration": 5}}).start()
+        rig.drop("short", {"prompt_image": "still.jpg", "prompt_text": "a quiet bay"}, media=("still.jpg",))
+        status = rig.wait("short")
+        assert status["state"] == "succeeded", status
+        task = sim.world.tasks[status["task_id"]]
+        assert task.body["ratio"] == "1280:720" and task.body["promptText"] == "a quiet bay"
+
+    def test_bare_media(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """With accept_media, a picture dropped alone becomes a request with the inbox defaults."""
+        rig = rig_factory(sim, inbox={"endpoint": "image_to_video", "accept_media": True,
+                                      "defaults": {"model": "gen4_turbo", "ratio": "1280:720"}}).start()
+        shutil.copy(SAMPLES / "still.jpg", rig.inbox / "holiday.jpg")
+        status = rig.wait("holiday")
+        assert status["state"] == "succeeded", status
+        assert sim.world.tasks[status["task_id"]].body["promptImage"].startswith("runway://")
+
+    def test_rejected_never_reaches_runway(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """An invalid request is rejected with every problem listed, and no create is ever sent."""
+        rig = rig_factory(sim).start()
+        rig.drop("bad", {"endpoint": "image_to_video", "model": "gen4_turbo", "ratio": "1:1", "duration": "long",
+                         "promptImage": "missing.jpg"})
+        status = rig.wait("bad", timeout=10)
+        assert status["state"] == "rejected"
+        paths = {i["path"] for i in status["error"]["issues"]}
+        assert {"ratio", "duration"} <= paths
+        assert sim.create_count() == 0 and sim.requests("/v1/image_to_video") == []
+        assert "/failed/" in status["request"] and Path(status["request"]).exists()
+
+    def test_unknown_model_passed_through(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A model the catalogue does not know goes to Runway (free 400), and its issues land in the status."""
+        rig = rig_factory(sim).start()
+        rig.drop("future", {"endpoint": "text_to_video", "model": "gen9_ultra", "promptText": "x"})
+        status = rig.wait("future")
+        assert status["state"] == "rejected" and status["error"]["code"] == "400"
+        assert status["error"]["issues"] and sim.create_count() == 0
+
+
+class TestEndings:
+    def test_failure_code(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A task failing at Runway ends failed with its failureCode and text."""
+        sim.faults.add(Fault("fail", failure_code="SAFETY.INPUT.TEXT"))
+        rig = rig_factory(sim).start()
+        rig.drop("unsafe", SEED_REQUESTS["sound_effect"][0])
+        status = rig.wait("unsafe")
+        assert status["state"] == "failed" and status["error"]["code"] == "SAFETY.INPUT.TEXT"
+        assert status["error"]["message"] and status["credits"] == 0
+
+    def test_cancel_by_command(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """`runwatch cancel NAME` deletes the task at Runway and the request ends cancelled."""
+        sim.config.time_scale = 1.0  # slow enough to cancel
+        rig = rig_factory(sim).start()
+        rig.drop("long", SEED_REQUESTS["text_to_video"][0])
+        rig.wait("long", {"submitted", "pending", "throttled", "running"})
+        from runwatch.cli import main
+
+        assert main(["cancel", "long", "--config", str(self._write_config(rig))]) == 0
+        status = rig.wait("long")
+        assert status["state"] == "cancelled"
+        assert sim.requests("/v1/tasks/", method="DELETE")
+
+    def test_cancel_by_file(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """Dropping NAME.cancel into the inbox cancels the request."""
+        sim.config.time_scale = 1.0
+        rig = rig_factory(sim).start()
+        rig.drop("long", SEED_REQUESTS["text_to_video"][0])
+        rig.wait("long", {"submitted", "pending", "throttled", "running"})
+        (rig.inbox / "long.cancel").write_text("")
+        status = rig.wait("long")
+        assert status["state"] == "cancelled" and not (rig.inbox / "long.cancel").exists()
+
+    @staticmethod
+    def _write_config(rig: Rig) -> Path:
+        path = rig.root / "runwatch.toml"
+        path.write_text(tomli_w.dumps({
+            "runway": {"base_url": rig.sim.url},
+            "state": {"dir": str(rig.root / "state")},
+            "inbox": [{"path": str(rig.inbox), "outbox": str(rig.outbox)}],
+        }))
+        return path
+
+
+class TestCrashSafety:
+    def test_restart_after_submit(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """Stopped after the create, started again: no second create, and the outputs still arrive."""
+        sim.config.time_scale = 1.0
+        rig = rig_factory(sim).start()
+        rig.drop("film", SEED_REQUESTS["text_to_video"][0])
+        rig.wait("film", {"submitted", "pending", "running"})
+        rig.stop()
+        sim.advance(3600)  # the task finishes while runwatch is down
+        rig.start()
+        status = rig.wait("film")
+        assert status["state"] == "succeeded"
+        rig.check_outputs(status)
+        assert sim.create_count() == 1 and sim.duplicate_creates() == []
+
+    def test_faults_do_not_duplicate(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """429 bursts and 5xx everywhere: every request succeeds and nothing is created twice."""
+        sim.faults.add(Fault("error", status=503, rate=0.3))
+        sim.faults.add(Fault("error", status=502, rate=0.1))
+        sim.faults.add(Fault("rate_limit", rate=0.2, retry_after=0.05))
+        rig = rig_factory(sim).start()
+        for i in range(6):
+            body = dict(SEED_REQUESTS["text_to_speech"][0], promptText=f"line {i}")
+            rig.drop(f"line{i}", body)
+        for i in range(6):
+            assert rig.wait(f"line{i}", timeout=60)["state"] == "succeeded"
+        assert sim.create_count() == 6 and sim.duplicate_creates() == []
+
+    def test_lost_answer_needs_attention_then_retry(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A create whose answer was lost is never resent by itself; `runwatch retry` sends it on purpose."""
+        sim.faults.add(Fault("drop", endpoint="sound_effect", after=True, count=1))
+        rig = rig_factory(sim).start()
+        rig.drop("boom", SEED_REQUESTS["sound_effect"][0])
+        status = rig.wait("boom")
+        assert status["state"] == "needs_attention" and status["error"]["code"] == "create_unconfirmed"
+        assert sim.create_count() == 1
+        journal = rig.journal()
+        journal.add_command("retry", "boom")
+        journal.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = rig.status("boom") or status
+            if status["state"] == "succeeded":
+                break
+            time.sleep(0.05)
+        assert status["state"] == "succeeded" and sim.create_count() == 2
+
+
+class TestApproval:
+    def test_max_credits_holds_until_approved(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A request estimated above its max_credits is held, never created, until `runwatch approve`."""
+        rig = rig_factory(sim).start()
+        body = dict(SEED_REQUESTS["text_to_video"][0], runwatch={"max_credits": 100})  # veo3.1 8 s: 320
+        rig.drop("pricey", body)
+        status = rig.wait("pricey", {"held"})
+        assert "320" in status["error"]["message"] and "max_credits" in status["error"]["message"]
+        time.sleep(0.5)
+        assert sim.create_count() == 0
+        journal = rig.journal()
+        journal.add_command("approve", "pricey")
+        journal.close()
+        assert rig.wait("pricey")["state"] == "succeeded" and sim.create_count() == 1
+
+    def test_approve_above_by_file(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """Above the inbox's approve_above a request waits; a dropped NAME.approve releases it."""
+        rig = rig_factory(sim, inbox={"approve_above": 10}).start()
+        rig.drop("big", SEED_REQUESTS["text_to_video"][0])
+        rig.wait("big", {"held"})
+        rig.drop("cheap", SEED_REQUESTS["text_to_speech"][0])  # 1 credit: goes at once
+        assert rig.wait("cheap")["state"] == "succeeded"
+        (rig.inbox / "big.approve").write_text("")
+        assert rig.wait("big")["state"] == "succeeded"
+
+    def test_unknown_price_is_held(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """With a max_credits and no known price, the request is held (unknown_price = "hold")."""
+        rig = rig_factory(sim).start()
+        body = {"endpoint": "text_to_video", "model": "kling3.0_pro", "ratio": "1920:1080", "promptText": "x",
+                "runwatch": {"max_credits": 5}}
+        rig.drop("mystery", body)
+        status = rig.wait("mystery", {"held"})
+        assert "no price is known" in status["error"]["message"] and sim.create_count() == 0
+
+    def test_budgets_refused_until_enforced(self, tmp_path: Path, sim: Simulator) -> None:
+        """Budget keys make the daemon refuse to start, naming each key: nobody is misled."""
+        from runwatch.errors import ConfigError
+
+        config = parse_config({"budget": {"daily": 100}, "state": {"dir": str(tmp_path / "s")},
+                               "inbox": [{"path": str(tmp_path / "i"), "outbox": str(tmp_path / "o"),
+                                          "budget_daily": 5}]}, "x.toml")
+        with pytest.raises(ConfigError) as info:
+            Daemon(config, api_key=sim.key)
+        assert {p.path for p in info.value.problems} == {"budget.daily", "inbox[0].budget_daily"}
