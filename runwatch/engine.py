@@ -45,7 +45,7 @@ from runwatch.inbox import Claimed, Control, Refused
 from runwatch.journal import AT_RUNWAY, Job, Journal, now_iso
 from runwatch.media import Placed
 from runwatch.outbox import DownloadError, OutputRecord, download_outputs, write_status
-from runwatch.request import Request, load_request
+from runwatch.request import MEDIA_SUFFIXES, Request, load_request
 from runwatch.scheduler import Candidate, Sample, next_poll, pick
 
 __all__ = ["Engine"]
@@ -122,12 +122,19 @@ class Engine:
             if str(job_dir) in known:
                 continue
             files = sorted(p for p in job_dir.iterdir() if p.suffix in (".json", ".toml") and p.is_file())
+            bare = not files
+            if bare:  # a bare-media claim: the media file alone, at the top of the job dir
+                files = sorted(p for p in job_dir.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
             if not files:
                 continue
             self.log.info("job.recovered_claim", job_dir=str(job_dir))
             self._on_claimed(Claimed(job_dir.name, inbox.name, job_dir, files[0], files[0].stem,
-                                     "json" if files[0].suffix == ".json" else "toml", False))
+                                     "toml" if files[0].suffix == ".toml" else "json", bare))
         for job in self.journal.active():
+            if job.inbox not in self.inboxes:
+                # `runwatch submit` jobs, or an inbox removed from the config: not this daemon's to follow.
+                self.log.warning("job.not_followed", request=job.name, job=job.id, inbox=job.inbox)
+                continue
             self._track(job)
             log = self.log.bind(request=job.name, job=job.id, task_id=job.task_id)
             if job.unconfirmed_create:

@@ -365,3 +365,49 @@ class TestApproval:
         with pytest.raises(ConfigError) as info:
             Daemon(config, api_key=sim.key)
         assert {p.path for p in info.value.problems} == {"budget.daily", "inbox[0].budget_daily"}
+
+
+class TestRecovery:
+    def test_intent_without_task_id_needs_attention(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A crash between sending a create and recording its answer: at restart the request is parked in
+        needs_attention, and nothing is sent again."""
+        from runwatch.journal import Job, now_iso
+
+        rig = rig_factory(sim)
+        job_dir = rig.inbox / ".runwatch" / "jobs" / "20261128T000000Z-0badf00d"
+        job_dir.mkdir(parents=True)
+        (job_dir / "crash.json").write_text(json.dumps(SEED_REQUESTS["sound_effect"][0]))
+        journal = rig.journal()
+        job = journal.add(Job(id=job_dir.name, name="crash", inbox="inbox", format="json",
+                              endpoint="sound_effect", model="eleven_text_to_sound_v2", job_dir=str(job_dir),
+                              request_path=str(job_dir / "crash.json")))
+        journal.update(job, create_started_at=now_iso())
+        journal.close()
+        rig.start()
+        status = rig.wait("crash")
+        assert status["state"] == "needs_attention" and status["error"]["code"] == "create_unconfirmed"
+        assert "/failed/" in status["request"]
+        time.sleep(0.3)
+        assert sim.create_count() == 0
+
+    def test_claim_without_journal_row_is_taken(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A crash right after the claim (file moved, nothing recorded): the next start processes it."""
+        rig = rig_factory(sim)
+        job_dir = rig.inbox / ".runwatch" / "jobs" / "20261128T000000Z-0000beef"
+        job_dir.mkdir(parents=True)
+        (job_dir / "orphan.json").write_text(json.dumps(SEED_REQUESTS["text_to_speech"][0]))
+        rig.start()
+        assert rig.wait("orphan")["state"] == "succeeded" and sim.create_count() == 1
+
+    def test_daily_limit_pauses_only_that_model(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A daily-limit 429 holds that model's requests; other models go on."""
+        sim.config.model_limits["eleven_text_to_sound_v2"] = (5, 1)
+        rig = rig_factory(sim).start()
+        rig.drop("sfx1", SEED_REQUESTS["sound_effect"][0])
+        assert rig.wait("sfx1")["state"] == "succeeded"
+        rig.drop("sfx2", dict(SEED_REQUESTS["sound_effect"][0], promptText="thunder"))
+        held = rig.wait("sfx2", {"held"})
+        assert "daily task limit" in held["error"]["message"]
+        rig.drop("voice", SEED_REQUESTS["text_to_speech"][0])
+        assert rig.wait("voice")["state"] == "succeeded"
+        assert sim.create_count("sound_effect") == 1
