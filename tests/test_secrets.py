@@ -42,7 +42,8 @@ class TestNothingSecretIsWritten:
         """S3 and Runway uploads, a rejection, a failure, debug logging: no secret anywhere."""
         key = "key_" + "7f" * 64
         log_file = tmp_path / "runwatch.log"
-        with Simulator(SimConfig(keys=frozenset({key}), time_scale=0.002, allow_http_loopback=True)) as sim, log_file.open("w") as stream:
+        config = SimConfig(keys=frozenset({key}), time_scale=0.002, allow_http_loopback=True)
+        with Simulator(config) as sim, log_file.open("w") as stream:
             configure_logging("debug", stream=stream)
             try:
                 sim.faults.add(Fault("fail", endpoint="sound_effect", failure_code="SAFETY.INPUT.TEXT"))
