@@ -18,7 +18,8 @@ import time
 import httpx
 
 KEY = "key_" + "e" * 128
-BODY = {"model": "eleven_multilingual_v2", "promptText": "hello", "voice": {"type": "runway-preset", "presetId": "Maya"}}
+BODY = {"model": "eleven_multilingual_v2", "promptText": "hello",
+        "voice": {"type": "runway-preset", "presetId": "Maya"}}
 
 
 def worker(url: str, stop: threading.Event, counts: list[int], latencies: list[float]) -> None:

@@ -107,14 +107,15 @@ class TestStateMachine:
         assert len(body["createdAt"]) == 24 and body["createdAt"].endswith("Z")
 
     def test_deterministic_under_seed(self) -> None:
-        """The same seed gives the same task ids and durations; another seed does not."""
-        def run(seed: int) -> list[tuple[str, float]]:
+        """The same seed gives the same task durations; another seed does not; ids are never reused."""
+        def run(seed: int) -> tuple[list[float], list[str]]:
             with Simulator(SimConfig(seed=seed)) as sim:
                 api = Api(sim)
                 ids = [api.create().json()["id"] for _ in range(3)]
-                return [(i, sim.world.tasks[i].running_s) for i in ids]
-        assert run(7) == run(7)
-        assert run(7) != run(8)
+                return [sim.world.tasks[i].running_s for i in ids], ids
+        first, again, other = run(7), run(7), run(8)
+        assert first[0] == again[0] and first[0] != other[0]
+        assert not set(first[1]) & set(again[1])
 
     def test_failed_members(self, sim: Simulator, api: Api) -> None:
         """FAILED carries failure, failureCode and cost 0 (the charge is refunded)."""

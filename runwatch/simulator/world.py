@@ -260,7 +260,8 @@ class World:
             running = base + per_second * float(seconds or 5)
             scale = self.config.time_scale
             task = Task(
-                id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                # Ids are random, as Runway's are: a restarted simulator must never hand out an id twice.
+                id=str(uuid.uuid4()),
                 seq=self._seq, endpoint=endpoint, model=model, body=body, created=now, estimate=estimate,
                 pending_s=pending * scale * rng.uniform(0.75, 1.25),
                 running_s=running * scale * rng.uniform(0.75, 1.25),
