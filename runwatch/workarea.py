@@ -1,0 +1,288 @@
+"""An inbox's work area, and the moves that claim, refuse and file away what is dropped in the inbox.
+
+::
+
+    WORK/jobs/JOB_ID/       a claimed request and its media, at their inbox-relative paths
+    WORK/failed/JOB_ID/     a request that cannot be used, whole, with whatever came with it
+    WORK/control/           claimed NAME.cancel / NAME.approve files
+
+A claim is ``mkdir WORK/jobs/JOB_ID`` then ``os.rename`` of the request into it; the work area is on the
+inbox's filesystem, so the rename is atomic and, when two watchers (two runwatch processes) race for one
+file, it decides: the loser drops the file without a word. Every step here is a mkdir, a rename or a hard
+link; nothing deletes or overwrites a user's file, and no path is followed out of the inbox. The watcher
+decides *what* to take; this module is *how*, with the log lines and the items delivered, so everything done
+to the files in an inbox can be reviewed in one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from runwatch.catalog import format_path
+from runwatch.errors import InboxError, Problem
+from runwatch.localmedia import inside
+from runwatch.mounts import same_filesystem
+from runwatch.requestfile import request_name
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from runwatch.config import InboxConfig
+    from runwatch.request import Request
+
+__all__ = ["RETRY", "Claimed", "Control", "Format", "Refused", "WorkArea", "recover"]
+
+Format = Literal["json", "toml"]
+
+RETRY = 2.0  # after a claim failed for a reason other than losing a race
+
+
+# -- what the watcher delivers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A request taken into the work area: ``request_file`` is inside ``job_dir`` (WORK/jobs/JOB_ID)."""
+
+    job_id: str
+    inbox: str
+    job_dir: Path
+    request_file: Path
+    name: str
+    format: Format
+    bare: bool
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A request that cannot be used, already moved to WORK/failed/JOB_ID with whatever came with it."""
+
+    job_id: str
+    inbox: str
+    job_dir: Path
+    request_file: Path
+    name: str
+    format: Format
+    problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True)
+class Control:
+    """``NAME.cancel`` or ``NAME.approve`` dropped into the inbox (moved to WORK/control; content ignored)."""
+
+    inbox: str
+    kind: Literal["cancel", "approve"]
+    name: str
+
+
+Item = Claimed | Refused | Control
+
+
+class Due(Protocol):
+    """The watcher's record of a file waiting to be taken: when to look at it again."""
+
+    due: float
+
+
+# -- the moves --------------------------------------------------------------------------------------------
+
+
+class WorkArea:
+    """The work area of one inbox and every move into it.
+
+    ``root`` and ``work`` are absolute, as configured. The watcher's bookkeeping comes in as callables:
+    ``forget`` a path it no longer needs to follow, ``root_gone`` (is the inbox folder missing, in which case
+    nothing is forgotten), and ``deliver`` for what was taken. ``clock`` dates the retries.
+    """
+
+    def __init__(self, inbox: str, root: Path, work: Path, *, deliver: Callable[[Item], None],
+                 forget: Callable[[Path], None], root_gone: Callable[[], bool], clock: Callable[[], float],
+                 log: FilteringBoundLogger) -> None:
+        self.inbox = inbox
+        self.root = root
+        self.work = work
+        self._deliver = deliver
+        self._forget = forget
+        self._root_gone = root_gone
+        self._clock = clock
+        self._log = log
+
+    def prepare(self) -> None:
+        """The work area, on the inbox's filesystem so that claims are atomic renames."""
+        work = self.work
+        try:
+            for sub in ("jobs", "failed", "control"):
+                (work / sub).mkdir(parents=True, exist_ok=True)
+            same = same_filesystem(work, self.root)
+        except OSError as exc:
+            raise InboxError(f"{work}: the work area cannot be made: {exc.strerror}") from exc
+        if not same:
+            raise InboxError(f"{work}: the work area must be on the same filesystem as the inbox {self.root}")
+
+    def contains(self, path: Path) -> bool:
+        """Is ``path`` (spelled under the inbox path) the work area or inside it?"""
+        return path == self.work or self.work in path.parents
+
+    def lex(self, real: Path | str) -> Path:
+        """A resolved path inside the inbox, spelled under the inbox path as configured (as events spell it)."""
+        return self.root / os.path.relpath(real, os.path.realpath(self.root))
+
+    def take(self, path: Path, cand: Due | None) -> tuple[str, Path, Path] | None:
+        """The claim: a new job dir and the file renamed into it, as (job id, job dir, the file now).
+
+        None if someone else was first, or it failed (then ``cand`` is due again after a pause).
+        """
+        made = self._job_dir(cand)
+        if made is None:
+            return None
+        job_id, job_dir = made
+        dest = job_dir / path.name
+        try:
+            os.rename(path, dest)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                job_dir.rmdir()
+            if isinstance(exc, FileNotFoundError):
+                if not self._root_gone():
+                    self._forget(path)  # another watcher took it; the rescan finds it should it come back
+            else:
+                self._log.error("inbox.claim_failed", file=path.name, error=str(exc))
+                if cand is not None:
+                    cand.due = self._clock() + RETRY
+            return None
+        self._forget(path)
+        return job_id, job_dir, dest
+
+    def _job_dir(self, cand: Due | None) -> tuple[str, Path] | None:
+        jobs = self.work / "jobs"
+        for _ in range(5):
+            job_id = _new_job_id()
+            try:
+                (jobs / job_id).mkdir()
+                return job_id, jobs / job_id
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if not self._root_gone():
+                    self._log.error("inbox.claim_failed", path=str(jobs), error=str(exc))
+                break
+        if cand is not None:
+            cand.due = self._clock() + RETRY
+        return None
+
+    def bring_media(self, req: Request, job_dir: Path) -> list[Problem]:
+        """Moves the request's media into the job dir at their inbox-relative paths; problems if any is gone."""
+        problems: list[Problem] = []
+        root = os.path.realpath(self.root)
+        moved: dict[Path, Path] = {}
+        for media in req.media:
+            where = format_path(media.field)
+            rel = os.path.normpath(media.rel)
+            target = media.file
+            if os.path.isabs(rel) or rel.split(os.sep)[0] == ".." or not inside(str(target), root) \
+                    or self.contains(self.lex(target)):
+                problems.append(Problem(where, f"{media.rel} is not a file waiting in the inbox"))
+                continue
+            src, dest = self.root / rel, job_dir / rel
+            if dest.exists() and moved.get(target) == dest:
+                continue  # the same file named twice
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if os.path.lexists(dest):
+                    problems.append(Problem(where, f"{media.rel} clashes with another file of this request"))
+                    continue
+                if target in moved:  # a symlink and its target both named: one file, two names
+                    os.link(moved[target], dest)
+                else:
+                    if not stat.S_ISREG(os.lstat(target).st_mode):
+                        problems.append(Problem(where, f"{media.rel} is not a regular file"))
+                        continue
+                    os.rename(target, dest)
+                    moved[target] = dest
+                if os.path.islink(src):  # keep the link itself too, out of the way of the request's paths
+                    link = job_dir / ".links" / rel
+                    link.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(src, link)
+            except FileNotFoundError:
+                problems.append(Problem(where, f"{media.rel} is gone from the inbox (taken with another request?)"))
+            except OSError as exc:
+                problems.append(Problem(where, f"{media.rel} could not be moved: {exc.strerror or exc}"))
+            self._forget(self.lex(target))
+            self._forget(src)
+        return problems
+
+    def claimed(self, job_id: str, job_dir: Path, request_file: Path, name: str, fmt: Format, bare: bool) -> None:
+        self._log.info("inbox.claimed", name=name, job_id=job_id, bare=bare)
+        self._emit(Claimed(job_id, self.inbox, job_dir, request_file, name, fmt, bare))
+
+    def fail(self, job_id: str, job_dir: Path, request_file: Path, name: str, fmt: Format,
+             problems: tuple[Problem, ...]) -> None:
+        """A taken request that cannot be used: to WORK/failed/JOB_ID, then delivered as refused."""
+        failed = self.work / "failed" / job_id
+        try:
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(job_dir, failed)
+            job_dir, request_file = failed, failed / request_file.name
+        except OSError as exc:  # left in jobs/: recover() finds it at the next start
+            self._log.error("inbox.move_failed", job_dir=str(job_dir), error=str(exc))
+        self._log.warning("inbox.refused", name=name, job_id=job_id, problems=[str(p) for p in problems])
+        self._emit(Refused(job_id, self.inbox, job_dir, request_file, name, fmt, problems))
+
+    def take_control(self, path: Path, cand: Due) -> None:
+        kind: Literal["cancel", "approve"] = "cancel" if path.suffix.lower() == ".cancel" else "approve"
+        name = request_name(path)
+        folder = self.work / "control"
+        dest = folder / path.name
+        if os.path.lexists(dest):
+            dest = folder / f"{path.stem}.{_new_job_id()}{path.suffix}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            os.rename(path, dest)
+        except FileNotFoundError:
+            if not self._root_gone():
+                self._forget(path)
+            return
+        except OSError as exc:
+            self._log.error("inbox.claim_failed", file=path.name, error=str(exc))
+            cand.due = self._clock() + RETRY
+            return
+        self._forget(path)
+        self._log.info("inbox.control", kind=kind, name=name)
+        self._emit(Control(self.inbox, kind, name))
+
+    def _emit(self, item: Item) -> None:
+        try:
+            self._deliver(item)
+        except Exception as exc:  # noqa: BLE001 - the claim stands (recover() finds it); keep watching
+            self._log.exception("inbox.deliver_failed", error=str(exc))
+
+
+def _new_job_id() -> str:
+    """``YYYYMMDDTHHMMSSZ-xxxxxxxx``: the claim's UTC time and 8 random hex digits."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def recover(inbox: InboxConfig) -> list[Path]:
+    """Job dirs left in WORK/jobs (claimed before a crash), oldest first; empty half-made ones are removed."""
+    jobs = inbox.work / "jobs"
+    try:
+        entries = sorted(jobs.iterdir())
+    except OSError:
+        return []
+    found: list[Path] = []
+    for entry in entries:
+        if entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            entry.rmdir()  # only succeeds when empty: a crash between mkdir and the rename
+        except OSError:
+            found.append(entry)
+    return found
