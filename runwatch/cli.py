@@ -132,6 +132,43 @@ def _command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if not 0 < args.time_scale < float("inf"):
+        print("runwatch demo: --time-scale must be a number above 0", file=sys.stderr)
+        return EXIT_USAGE
+    try:  # Ctrl-C while the daemon's modules load: no traceback (run_demo handles it from then on)
+        from runwatch.demo import run_demo
+    except KeyboardInterrupt:
+        return 130
+    return run_demo(directory=Path(args.dir) if args.dir else None, time_scale=args.time_scale, clean=args.clean)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from runwatch.ops import validate_command
+
+    return validate_command(args.paths, config_file=args.config, price=args.price, as_json=args.json)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from runwatch.ops import submit_command
+
+    return submit_command(args.file, config_file=args.config, wait=args.wait, out_dir=args.out)
+
+
+def _credits(args: argparse.Namespace) -> int:
+    from runwatch.ops import credits_command
+
+    return credits_command(config_file=args.config, as_json=args.json)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from runwatch.doctor import doctor_command
+
+    return doctor_command(args.config, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runwatch",
@@ -208,6 +245,85 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("name", help="the request's name (its file name without .json/.toml)")
         cmd.add_argument("--wait", type=float, default=5.0, help="seconds to wait for the daemon's answer")
         cmd.set_defaults(func=_command)
+
+    demo = sub.add_parser(
+        "demo", help="see the main job end to end against the built-in simulator",
+        description="Start the local Runway API simulator and a daemon in a folder tree of their own, drop sample "
+        "requests for several endpoints (and one deliberately invalid one) into the inbox, show every state "
+        "change from the status files, then the outputs and credits. No key, no network, no S3, nothing spent. "
+        "The tree (config, inbox, outbox, journal, daemon log) is kept for a look afterwards unless --clean.",
+        epilog="Exit status: 0 when every request ended as expected (the invalid one rejected, the rest "
+        "succeeded), 1 otherwise, 130 when interrupted.",
+    )
+    demo.add_argument("--dir", metavar="DIR",
+                      help="build the tree in DIR (created; must be new or empty); default: a new temporary folder")
+    demo.add_argument("--clean", action="store_true", help="remove the tree at the end instead of keeping it")
+    demo.add_argument("--time-scale", type=float, default=0.1, metavar="F",
+                      help="simulated task times relative to Runway's (default 0.1: the demo takes ~15 s)")
+    demo.set_defaults(func=_demo)
+
+    validate = sub.add_parser(
+        "validate", help="check request files without calling the API; show each one's credit estimate",
+        description="Check request files (and the config) as the daemon would, without calling the API or "
+        "uploading anything: a file in a configured inbox gets that inbox's endpoint and defaults, any other "
+        "file plain defaults with its folder as the root for media. Prints OK and the credit estimate, or every "
+        "problem as FILE: field.path: message. A folder stands for the request files at its top. Without a "
+        "config file (none named, none found) plain defaults are used.",
+        epilog="Exit status: 0 all valid, 1 any invalid, 2 a path that does not exist, 78 a config error.",
+    )
+    with_config(validate)
+    validate.add_argument("paths", nargs="+", metavar="FILE", help="request files (.json/.toml) or folders")
+    validate.add_argument("--price", action="store_true",
+                          help="a price table instead: name, endpoint, model, estimate and basis per request, "
+                          "the total, and the requests whose price is unknown (nothing is spent)")
+    validate.add_argument("--json", action="store_true", help="machine-readable output")
+    validate.set_defaults(func=_validate)
+
+    submit = sub.add_parser(
+        "submit", help="submit one request file outside the folders",
+        description="Validate one request file, put its local media where Runway can fetch them (S3 when a "
+        "bucket is configured, else Runway's uploads), create the task and print its id. The job is recorded in "
+        "the journal (inbox \"submit\", so `runwatch status` lists it) with the intent before the create: a "
+        "create whose answer was lost is reported needs_attention and never sent again. With --wait, follow the "
+        "task, then download the outputs and write NAME.status.json beside them. A file in a watched inbox is "
+        "refused: the daemon takes it itself.",
+        epilog="Exit status: 0 submitted (with --wait: succeeded), 1 invalid, failed, cancelled, rejected or "
+        "interrupted, 2 no such file, 78 a config error. Ctrl-C during --wait leaves the task running at Runway. "
+        "Without --wait, S3 objects of the request stay under the prefix (a bucket lifecycle rule removes them).",
+    )
+    with_config(submit)
+    submit.add_argument("file", metavar="FILE", help="the request file (.json or .toml)")
+    submit.add_argument("--wait", action="store_true",
+                        help="follow the task (progress on one line on a terminal), then download its outputs")
+    submit.add_argument("--out", metavar="DIR",
+                        help="where --wait puts outputs and the status file (default: the request file's folder; "
+                        "existing files are never overwritten)")
+    submit.set_defaults(func=_submit)
+
+    credits = sub.add_parser(
+        "credits", help="balance, tier, per-model limits and today's use",
+        description="Show the credit balance, the tier's monthly cap, per-model limits (concurrency, daily) with "
+        "the rolling day's count and what is left, and what was spent today and this month (UTC): runwatch's "
+        "journal (final credits, else the estimates of jobs in flight; per inbox and model) beside Runway's own "
+        "usage report.",
+        epilog="Exit status: 0 shown, 1 Runway did not answer or refused the key, 78 a config error.",
+    )
+    with_config(credits)
+    credits.add_argument("--json", action="store_true", help="machine-readable output")
+    credits.set_defaults(func=_credits)
+
+    doctor = sub.add_parser(
+        "doctor", help="check config, folders, filesystems, inotify, key, API, S3 and clock",
+        description="Check what runwatch needs, one line each (PASS, WARN or FAIL, with a hint): the config; each "
+        "inbox's folders and permissions, that its work area shares its filesystem, the filesystem type, whether "
+        "inotify events really arrive (a dot-named canary file, removed at once); inotify limits; the state "
+        "directory and journal; the API key (its source and length only) and the API; S3 end to end when "
+        "configured; the clock against Runway's. Creates no folder.",
+        epilog="Exit status: 0 when nothing FAILs, 1 otherwise.",
+    )
+    with_config(doctor)
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(func=_doctor)
     return parser
 
 

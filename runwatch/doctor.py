@@ -1,0 +1,485 @@
+"""``runwatch doctor``: is this machine ready to run runwatch?
+
+Each check is a function returning a :class:`CheckResult` (PASS, WARN or FAIL, a name, what was found and,
+when not PASS, what to do), so tests can call them one by one. Nothing is created: a missing folder is
+reported, not made. The only things written are a dot-named canary file in each inbox (removed at once; scans
+ignore dot-names) and, when S3 is configured, one small object under the prefix (deleted at once).
+The API key is never shown: only where it came from and its length.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import os
+import re
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+from urllib.parse import urlsplit
+
+from runwatch.errors import ConfigError, RunwatchError
+
+if TYPE_CHECKING:
+    from runwatch.config import Config, InboxConfig
+
+__all__ = ["CheckResult", "check_api", "check_api_key", "check_clock", "check_config", "check_events",
+           "check_filesystem_type", "check_folders", "check_inotify_limits", "check_s3", "check_same_filesystem",
+           "check_state", "doctor_command", "iter_checks", "run_checks"]
+
+Status = Literal["PASS", "WARN", "FAIL"]
+PROC_INOTIFY = Path("/proc/sys/fs/inotify")
+CLOCK_WARN = 30.0  # seconds of skew worth a warning
+CLOCK_FAIL = 300.0  # S3 refuses SigV4 requests more than 15 min off; Runway's fetch of a fresh URL far sooner
+_KEY_SHAPE = re.compile(r"key_[0-9a-fA-F]{128}")
+# Headroom for the other programs of the same user, which draw on the same per-user inotify limits.
+_SPARE_INSTANCES = 8
+_SPARE_WATCHES = 1000
+_MAX_DIR_WATCHES = 1000  # the inbox watcher's cap on subfolder watches per inbox
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check."""
+
+    status: Status
+    name: str
+    detail: str
+    hint: str = ""
+
+    def line(self) -> str:
+        return f"{self.status}  {self.name:<18} {self.detail}" + (f" — {self.hint}" if self.hint else "")
+
+
+def _ok(name: str, detail: str) -> CheckResult:
+    return CheckResult("PASS", name, detail)
+
+
+def _warn(name: str, detail: str, hint: str) -> CheckResult:
+    return CheckResult("WARN", name, detail, hint)
+
+
+def _fail(name: str, detail: str, hint: str) -> CheckResult:
+    return CheckResult("FAIL", name, detail, hint)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+# -- config and folders ---------------------------------------------------------------------------------
+
+
+def check_config(explicit: str | None, env: Mapping[str, str] = os.environ) -> tuple[CheckResult, Config | None]:
+    """The config file is found and valid."""
+    from runwatch.config import find_config, load_config
+
+    try:
+        config = load_config(find_config(explicit, env), env)
+    except ConfigError as exc:
+        problems = "; ".join(str(p) for p in exc.problems)
+        return _fail("config", f"{exc.path}: {problems}", "fix the file; every key is in config.example.toml"), None
+    inboxes = ", ".join(i.name for i in config.inboxes)
+    return _ok("config", f"{config.path}: inboxes {inboxes}; state in {config.state.dir}"), config
+
+
+def _folder(name: str, path: Path, *, missing: Status, missing_hint: str) -> CheckResult:
+    if not path.exists():
+        parent = _existing_ancestor(path)
+        if missing == "FAIL" or not os.access(parent, os.W_OK | os.X_OK):
+            return _fail(name, f"{path}: missing", missing_hint)
+        return CheckResult(missing, name, f"{path}: missing; runwatch creates it when needed",
+                           missing_hint if missing != "PASS" else "")
+    if not path.is_dir():
+        return _fail(name, f"{path}: not a folder", "point the config at a folder")
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        return _fail(name, f"{path}: no read and write permission for uid {os.geteuid()}",
+                     "give the service user read/write access (chown/chmod or an ACL)")
+    return _ok(name, f"{path}: readable and writable")
+
+
+def check_folders(inbox: InboxConfig) -> list[CheckResult]:
+    """The inbox, outbox and work area exist (or can be made) with read and write permission."""
+    return [
+        _folder(f"{inbox.name}/inbox", inbox.path, missing="FAIL",
+                missing_hint="create it, or mount the share it lives on (the daemon pauses a missing inbox)"),
+        _folder(f"{inbox.name}/outbox", inbox.outbox, missing="WARN",
+                missing_hint="create it; if it lives on a share, mount it first, or outputs land on the local disk"),
+        _folder(f"{inbox.name}/work", inbox.work, missing="PASS",
+                missing_hint="its parent folder must be writable by the service user"),
+    ]
+
+
+def check_same_filesystem(inbox: InboxConfig) -> CheckResult:
+    """The work area is on the inbox's filesystem, so claims are atomic renames."""
+    name = f"{inbox.name}/same-fs"
+    from runwatch.mounts import same_filesystem
+
+    work = _existing_ancestor(inbox.work)
+    try:
+        same = same_filesystem(work, inbox.path)
+    except OSError as exc:
+        return _fail(name, f"cannot stat {inbox.path}: {exc.strerror}", "check the inbox folder")
+    if not same:
+        return _fail(name, f"the work area {inbox.work} is on another filesystem than {inbox.path}",
+                     "put work on the inbox's filesystem (default: INBOX/.runwatch); claims must be renames")
+    return _ok(name, f"the work area {inbox.work} is on the inbox's filesystem")
+
+
+def _network(inbox: InboxConfig, mounts: Path | None) -> tuple[str | None, bool]:
+    from runwatch.mounts import fs_type, is_network_fs
+
+    return fs_type(inbox.path, mounts), is_network_fs(inbox.path, mounts=mounts)
+
+
+def check_filesystem_type(inbox: InboxConfig, mounts: Path | None = None) -> CheckResult:
+    """The inbox's filesystem type; on a network share, events from other machines never arrive.
+
+    ``mounts`` reads another mountinfo-format file than ``/proc/self/mountinfo`` (for tests).
+    """
+    name = f"{inbox.name}/fs-type"
+    kind, network = _network(inbox, mounts)
+    if kind is None:
+        return _warn(name, f"{inbox.path}: the filesystem type cannot be told",
+                     "set polling = true if this is a network share")
+    if not network:
+        return _ok(name, f"{kind} (local)")
+    if inbox.polling:
+        return _ok(name, f"{kind} (network share), polling = true")
+    return _warn(name, f"{kind} is a network filesystem: inotify does not see files written by other machines",
+                 f"use polling = true for inbox {inbox.name!r} (and a settle time that fits the share)")
+
+
+def check_events(inbox: InboxConfig, timeout: float = 2.0, mounts: Path | None = None) -> CheckResult:
+    """A canary file written into the inbox is reported by inotify within ``timeout`` seconds."""
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers.inotify import InotifyObserver
+
+    name = f"{inbox.name}/events"
+    if inbox.polling or _network(inbox, mounts)[1]:
+        return _ok(name, "not needed: this inbox is polled")
+    canary = inbox.path / f".runwatch-doctor-{secrets.token_hex(6)}"
+    arrived = threading.Event()
+
+    class Handler(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            paths = (event.src_path, getattr(event, "dest_path", ""))
+            if any(os.fsdecode(p) == str(canary) for p in paths if p):
+                arrived.set()
+
+    observer = InotifyObserver()
+    try:
+        observer.schedule(Handler(), str(inbox.path), recursive=False)
+        observer.start()
+    except OSError as exc:
+        return _warn(name, f"inotify cannot watch {inbox.path}: {exc}",
+                     "raise fs.inotify.max_user_instances/max_user_watches, or set polling = true")
+    try:
+        started = time.monotonic()
+        try:
+            fd = os.open(canary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            os.write(fd, b"runwatch doctor canary\n")
+            os.close(fd)
+        except OSError as exc:
+            return _fail(name, f"cannot write a test file in {inbox.path}: {exc.strerror}",
+                         "give the service user write access to the inbox")
+        if arrived.wait(timeout):
+            return _ok(name, f"inotify events arrive ({(time.monotonic() - started) * 1000:.0f} ms)")
+        return _warn(name, f"no inotify event for a file written into {inbox.path} within {timeout:g} s",
+                     f"set polling = true for inbox {inbox.name!r}: events do not arrive here")
+    finally:
+        observer.stop()
+        observer.join(2.0)
+        canary.unlink(missing_ok=True)
+
+
+def _watches_needed(folder: Path) -> int:
+    """One watch for the inbox and one per visible subfolder, as the inbox watcher places them."""
+    count = 1
+    for _, dirs, _ in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "~"))]
+        count += len(dirs)
+        if count > _MAX_DIR_WATCHES:
+            return _MAX_DIR_WATCHES + 1
+    return count
+
+
+def check_inotify_limits(config: Config, proc: Path = PROC_INOTIFY, mounts: Path | None = None) -> CheckResult:
+    """The per-user inotify limits leave room for one instance per watched inbox and its watches."""
+    name = "inotify-limits"
+    watched = [i for i in config.inboxes if not i.polling and i.path.is_dir() and not _network(i, mounts)[1]]
+    if not watched:
+        return _ok(name, "not used: every inbox is polled (or missing)")
+    try:
+        watches = int((proc / "max_user_watches").read_text().strip())
+        instances = int((proc / "max_user_instances").read_text().strip())
+    except (OSError, ValueError) as exc:
+        return _warn(name, f"cannot read the inotify limits in {proc}: {exc}",
+                     "on a system without inotify set polling = true for every inbox")
+    need_instances = len(watched)
+    need_watches = sum(_watches_needed(i.path) for i in watched)
+    detail = (f"max_user_instances {instances:,} for {need_instances} inbox(es); max_user_watches {watches:,} "
+              f"for {need_watches:,} folder(s)")
+    low = []
+    if instances < need_instances + _SPARE_INSTANCES:
+        low.append(f"sysctl fs.inotify.max_user_instances={max(128, 2 * (need_instances + _SPARE_INSTANCES))}")
+    if watches < need_watches + _SPARE_WATCHES:
+        low.append(f"sysctl fs.inotify.max_user_watches={max(65536, 4 * (need_watches + _SPARE_WATCHES))}")
+    if low:
+        return _warn(name, detail + ": low", " and ".join(low) + " (persist in /etc/sysctl.d/); "
+                     "runwatch falls back to polling when they run out")
+    return _ok(name, detail)
+
+
+# -- state, key, API, clock, S3 -------------------------------------------------------------------------
+
+
+def _daemon_holder(state_dir: Path) -> str | None:
+    """Who holds the daemon's lock on the state directory, or None (looked at without taking it for long)."""
+    lock = state_dir / "runwatch.lock"
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return lock.read_text(errors="replace").strip() or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def check_state(config: Config) -> CheckResult:
+    """The state directory is writable and the journal opens."""
+    from runwatch.journal import ACTIVE_STATES, Journal
+
+    name, folder = "state", config.state.dir
+    if not folder.exists():
+        parent = _existing_ancestor(folder)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return _fail(name, f"{folder}: missing, and {parent} is not writable",
+                         "create it for the service user (systemd: StateDirectory=runwatch)")
+        return _ok(name, f"{folder}: not there yet; made at the first start")
+    if not folder.is_dir() or not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
+        return _fail(name, f"{folder}: not a writable folder for uid {os.geteuid()}",
+                     "give the service user read/write access to the state directory")
+    path = folder / "journal.sqlite3"
+    holder = _daemon_holder(folder)
+    running = f"; a daemon is running ({holder})" if holder else "; no daemon running"
+    if not path.exists():
+        return _ok(name, f"{folder}: writable; no journal yet (made at the first start){running}")
+    try:
+        journal = Journal(path)
+        try:
+            counts = journal.counts()
+        finally:
+            journal.close()
+    except RunwatchError as exc:
+        return _fail(name, str(exc), "check the file's owner and permissions; restore it from a backup if damaged")
+    active = sum(n for state, n in counts.items() if state in ACTIVE_STATES)
+    return _ok(name, f"{path}: {sum(counts.values()):,} jobs, {active:,} active{running}")
+
+
+def _key_source(config: Config, key: str, env: Mapping[str, str]) -> str:
+    """Where the key came from, in load_api_key's order (the first source holding it)."""
+    from runwatch.config import CREDENTIAL_NAME
+
+    for var in ("RUNWAYML_API_SECRET", "RUNWAY_API_KEY"):
+        if env.get(var, "").strip() == key:
+            return f"${var}"
+    folder = env.get("CREDENTIALS_DIRECTORY")
+    if folder:
+        try:
+            if (Path(folder) / CREDENTIAL_NAME).read_text("utf-8").strip() == key:
+                return f"systemd credential {CREDENTIAL_NAME}"
+        except (OSError, UnicodeDecodeError):
+            pass
+    return f"runway.api_key_file ({config.runway.api_key_file})"
+
+
+def check_api_key(config: Config, env: Mapping[str, str] = os.environ) -> tuple[CheckResult, str | None]:
+    """A key is found; only its source and length are shown."""
+    from runwatch.config import load_api_key
+
+    try:
+        key = load_api_key(config, env)
+    except ConfigError as exc:
+        problems = "; ".join(str(p) for p in exc.problems)
+        return _fail("api-key", problems, "export RUNWAYML_API_SECRET, or LoadCredential=runway_api_key:FILE "
+                                          "under systemd, or set runway.api_key_file"), None
+    detail = f"from {_key_source(config, key, env)}, {len(key)} characters"
+    if not _KEY_SHAPE.fullmatch(key):
+        return _warn("api-key", detail + ", not the usual key_ + 128 hex digits",
+                     "check for a truncated or wrong paste"), key
+    return _ok("api-key", detail), key
+
+
+@dataclass(frozen=True)
+class ApiProbe:
+    """What ``GET /v1/organization`` told: the check, and the server's clock when any answer came."""
+
+    result: CheckResult
+    server_time: datetime | None
+    local_time: datetime | None
+
+
+def check_api(config: Config, key: str, timeout: float = 10.0) -> ApiProbe:
+    """``GET /v1/organization`` answers with the key; its Date header is kept for the clock check."""
+    import httpx
+
+    from runwatch.api import RunwayClient
+    from runwatch.errors import ApiConnectionError, ApiStatusError
+
+    seen: dict[str, Any] = {}
+
+    def on_response(response: httpx.Response) -> None:
+        seen["local"] = datetime.now(UTC)
+        seen["date"] = response.headers.get("date")
+
+    name, base = "api", config.runway.base_url
+    started = time.monotonic()
+    with httpx.Client(timeout=timeout, follow_redirects=False, event_hooks={"response": [on_response]}) as http:
+        api = RunwayClient(http, base_url=base, api_key=key, version=config.runway.api_version, max_attempts=1)
+        try:
+            org = api.organization()
+        except ApiStatusError as exc:
+            if exc.status == 401:
+                result = _fail(name, f"{base}: key refused (HTTP 401)",
+                               "use a key of this API (Runway's developer portal); keys have no spaces inside")
+            else:
+                result = _fail(name, f"{base}: {exc}", "check runway.base_url and runway.api_version")
+        except ApiConnectionError as exc:
+            result = _fail(name, f"{base}: {exc}", "check the network, a proxy (HTTPS_PROXY) or runway.base_url")
+        else:
+            ms = (time.monotonic() - started) * 1000
+            balance = org.get("creditBalance")
+            shown = f"{balance:,}" if isinstance(balance, int | float) else "unknown"
+            result = _ok(name, f"{base} answered in {ms:.0f} ms; balance {shown} credits")
+            if isinstance(balance, int | float) and balance <= 0:
+                result = _warn(name, result.detail, "buy credits: Runway refuses creates without them")
+    server = None
+    if seen.get("date"):
+        try:
+            server = parsedate_to_datetime(seen["date"])
+        except (TypeError, ValueError):
+            server = None
+    return ApiProbe(result, server, seen.get("local"))
+
+
+def check_clock(server: datetime | None, local: datetime | None = None) -> CheckResult:
+    """This machine's clock against Runway's Date header; presigned URLs break when it is far off."""
+    name = "clock"
+    if server is None:
+        return _warn(name, "cannot tell: no Date header from the API", "make sure NTP runs (timedatectl)")
+    local = local or datetime.now(UTC)
+    skew = (local - server).total_seconds()
+    where = "ahead of" if skew > 0 else "behind"
+    detail = f"{abs(skew):.0f} s {where} Runway's clock"
+    if abs(skew) > CLOCK_FAIL:
+        return _fail(name, detail, "sync the clock (timedatectl set-ntp true): presigned URLs and "
+                                   "signed requests break")
+    if abs(skew) > CLOCK_WARN:
+        return _warn(name, detail, "sync the clock with NTP (timedatectl set-ntp true)")
+    return _ok(name, f"within {max(1.0, abs(skew)):.0f} s of Runway's clock")
+
+
+def _private_host(url: str) -> str | None:
+    """The host of ``url`` when Runway surely cannot reach it (loopback, private, link-local), else None."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".local"):
+        return host
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return host if address.is_private or address.is_loopback or address.is_link_local else None
+
+
+def check_s3(config: Config, client: Any = None) -> CheckResult:
+    """When a bucket is configured: an object can be put, fetched through a presigned URL and deleted."""
+    from runwatch.media import S3Transport
+    from runwatch.ops import make_s3_client
+
+    name, s3 = "s3", config.s3
+    if s3 is None:
+        return _ok(name, "not configured: media go through Runway's upload endpoint")
+    where = f"s3://{s3.bucket}/{s3.prefix}" + (f" at {s3.endpoint_url}" if s3.endpoint_url else "")
+    try:
+        S3Transport(s3, client or make_s3_client(config)).check()
+    except RunwatchError as exc:
+        return _fail(name, str(exc), "check [s3] bucket/region/endpoint_url and the AWS_* credentials")
+    private = _private_host(s3.endpoint_url) if s3.endpoint_url else None
+    if private and not _private_host(config.runway.base_url):
+        return _warn(name, f"{where}: put, presigned GET and delete work, but {private} is not reachable from "
+                           "the internet", "Runway fetches media itself: use a public endpoint_url")
+    return _ok(name, f"{where}: put, presigned GET and delete work")
+
+
+# -- all together ---------------------------------------------------------------------------------------
+
+
+def iter_checks(config_file: str | None = None, env: Mapping[str, str] = os.environ, *, mounts: Path | None = None,
+                proc: Path = PROC_INOTIFY, s3_client: Any = None, event_timeout: float = 2.0) -> Iterator[CheckResult]:
+    """Every check as it completes, in the order a person fixes things; checks that need what failed are
+    left out."""
+    first, config = check_config(config_file, env)
+    yield first
+    if config is None:
+        return
+    for inbox in config.inboxes:
+        yield from check_folders(inbox)
+        if inbox.path.is_dir():
+            yield check_same_filesystem(inbox)
+            yield check_filesystem_type(inbox, mounts)
+            yield check_events(inbox, event_timeout, mounts)
+    yield check_inotify_limits(config, proc, mounts)
+    yield check_state(config)
+    key_result, key = check_api_key(config, env)
+    yield key_result
+    if key is not None:
+        probe = check_api(config, key)
+        yield probe.result
+        yield check_clock(probe.server_time, probe.local_time)
+    yield check_s3(config, s3_client)
+
+
+def run_checks(config_file: str | None = None, env: Mapping[str, str] = os.environ, **options: Any
+               ) -> list[CheckResult]:
+    """Every check (see :func:`iter_checks`)."""
+    return list(iter_checks(config_file, env, **options))
+
+
+def doctor_command(config_file: str | None = None, *, as_json: bool = False, out: TextIO | None = None,
+                   env: Mapping[str, str] = os.environ, **options: Any) -> int:
+    """``runwatch doctor``: 0 when nothing FAILs, 1 otherwise. Lines appear as checks complete."""
+    out = out or sys.stdout
+    results: list[CheckResult] = []
+    for result in iter_checks(config_file, env, **options):
+        results.append(result)
+        if not as_json:
+            out.write(result.line() + "\n")
+            out.flush()
+    failed = sum(r.status == "FAIL" for r in results)
+    if as_json:
+        out.write(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+        return 1 if failed else 0
+    warned = sum(r.status == "WARN" for r in results)
+    out.write(f"{len(results)} checks: {len(results) - failed - warned} PASS, {warned} WARN, {failed} FAIL\n")
+    if os.geteuid() == 0:
+        out.write("note: run as root, which passes every permission check; run it as the service user to "
+                  "see what the daemon can do\n")
+    return 1 if failed else 0

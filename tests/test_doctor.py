@@ -1,0 +1,280 @@
+"""`runwatch doctor`: each check on its own against real folders, real inotify, the simulator over loopback and
+SeaweedFS, then the whole command's lines and exit code."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from runwatch import doctor
+from runwatch.cli import main
+from runwatch.config import Config, load_config
+from runwatch.journal import Job, Journal, StateLock
+from runwatch.simulator import SimConfig, Simulator
+
+
+def _write_config(root: Path, sim: Simulator | None, *, s3: Any = None, inbox: dict[str, Any] | None = None,
+                  base_url: str | None = None, make: bool = True) -> Path:
+    """A config with one inbox "main"; its folders are made unless ``make`` is False."""
+    if make:
+        for name in ("inbox", "outbox", "state"):
+            (root / name).mkdir(exist_ok=True)
+    data: dict[str, Any] = {
+        "runway": {"base_url": base_url or (sim.url if sim else "http://127.0.0.1:9")},
+        "state": {"dir": str(root / "state")},
+        "inbox": [{"name": "main", "path": str(root / "inbox"), "outbox": str(root / "outbox"), **(inbox or {})}],
+    }
+    if s3 is not None:
+        data["s3"] = {"bucket": s3.bucket, "endpoint_url": s3.endpoint_url, "region": s3.region,
+                      "addressing_style": "path"}
+    path = root / "runwatch.toml"
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+def _config(root: Path, sim: Simulator | None = None, **kwargs: Any) -> Config:
+    return load_config(_write_config(root, sim, **kwargs))
+
+
+def _mountinfo(tmp_path: Path, mount_point: Path, kind: str) -> Path:
+    """A mountinfo-format file: the root on ext4 and ``mount_point`` on ``kind``."""
+    path = tmp_path / "mountinfo"
+    path.write_text(
+        "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"
+        f"90 27 0:50 / {mount_point} rw,relatime - {kind} server:/export rw,vers=4.2\n"
+    )
+    return path
+
+
+class TestGoodSetup:
+    def test_everything_passes(self, tmp_path: Path, sim: Simulator, s3: Any,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+        """A complete setup (folders, journal, key, simulator, SeaweedFS) passes every check. The only ones a
+        machine may not give are the inotify ones (no /proc/sys/fs/inotify, or events that never come in some
+        containers); here they must pass whenever the kernel offers inotify."""
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+        path = _write_config(tmp_path, sim, s3=s3)
+        env = {"RUNWAYML_API_SECRET": sim.key}
+        results = doctor.run_checks(str(path), env)
+        names = [r.name for r in results]
+        assert names == ["config", "main/inbox", "main/outbox", "main/work", "main/same-fs", "main/fs-type",
+                         "main/events", "inotify-limits", "state", "api-key", "api", "clock", "s3"]
+        machine_bound = set() if doctor.PROC_INOTIFY.exists() else {"main/events", "inotify-limits"}
+        assert [r for r in results if r.status != "PASS" and r.name not in machine_bound] == []
+        assert all(r.hint == "" for r in results if r.status == "PASS")
+        assert list((tmp_path / "inbox").iterdir()) == []  # the canary is gone
+        assert not (tmp_path / "inbox" / ".runwatch").exists()  # nothing created
+        assert s3.client().list_objects_v2(Bucket=s3.bucket, Prefix="runwatch/.doctor/").get("KeyCount", 0) == 0
+
+    def test_command_output(self, tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str],
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+        """`runwatch doctor`: one line per check (status, name, detail), a summary, exit 0; the key's source and
+        length are shown, never the key."""
+        monkeypatch.setenv("RUNWAYML_API_SECRET", sim.key)
+        path = _write_config(tmp_path, sim)
+        assert main(["doctor", "--config", str(path)]) == 0
+        out = capsys.readouterr().out
+        lines = out.splitlines()
+        assert lines[0].startswith("PASS  config ") and f"{path}" in lines[0]
+        assert any(line.startswith("PASS  api-key ") and "$RUNWAYML_API_SECRET, 132 characters" in line
+                   for line in lines)
+        assert "0 FAIL" in out and sim.key not in out and sim.key[4:40] not in out
+        assert main(["doctor", "--config", str(path), "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert {r["name"]: r["status"] for r in doc}["api"] == "PASS"
+
+
+class TestFailures:
+    def test_wrong_key(self, tmp_path: Path) -> None:
+        """A key the API refuses: FAIL api "key refused", and doctor exits 1."""
+        with Simulator(SimConfig(keys=frozenset({"key_" + "a" * 128}))) as sim:
+            config = _config(tmp_path, sim)
+            probe = doctor.check_api(config, "key_" + "b" * 128)
+            assert probe.result.status == "FAIL" and "key refused" in probe.result.detail and probe.result.hint
+            assert probe.server_time is not None  # a 401 still tells the time
+            out = io.StringIO()
+            code = doctor.doctor_command(str(tmp_path / "runwatch.toml"), out=out,
+                                         env={"RUNWAYML_API_SECRET": "key_" + "b" * 128})
+        assert code == 1 and "FAIL  api " in out.getvalue() and "b" * 40 not in out.getvalue()
+
+    def test_unreachable_api(self, tmp_path: Path) -> None:
+        """Nothing listening at base_url: FAIL api with a hint; the clock cannot be told (WARN)."""
+        config = _config(tmp_path, None)
+        probe = doctor.check_api(config, "key_" + "0" * 128, timeout=2.0)
+        assert probe.result.status == "FAIL" and "cannot connect" in probe.result.detail
+        assert doctor.check_clock(probe.server_time).status == "WARN"
+
+    def test_missing_inbox(self, tmp_path: Path, sim: Simulator) -> None:
+        """A missing inbox is a FAIL (never created); checks that need the folder are left out; exit 1."""
+        path = _write_config(tmp_path, sim, make=False)
+        results = doctor.run_checks(str(path), {"RUNWAYML_API_SECRET": sim.key})
+        by_name = {r.name: r for r in results}
+        assert by_name["main/inbox"].status == "FAIL" and "missing" in by_name["main/inbox"].detail
+        assert by_name["main/outbox"].status == "WARN"
+        assert "main/events" not in by_name and not (tmp_path / "inbox").exists()
+        assert doctor.doctor_command(str(path), out=io.StringIO(), env={"RUNWAYML_API_SECRET": sim.key}) == 1
+
+    def test_inbox_not_a_folder(self, tmp_path: Path) -> None:
+        """A file where the inbox should be: FAIL."""
+        config = _config(tmp_path, None, make=False)
+        (tmp_path / "inbox").write_text("")
+        assert doctor.check_folders(config.inboxes[0])[0].status == "FAIL"
+
+    def test_config_error(self, tmp_path: Path) -> None:
+        """A config that does not load: FAIL config naming the key, nothing else is checked, exit 1."""
+        path = tmp_path / "runwatch.toml"
+        path.write_text('[runway]\npoll_intervall = 3\n[[inbox]]\npath = "i"\noutbox = "o"\n')
+        results = doctor.run_checks(str(path), {})
+        assert [(r.status, r.name) for r in results] == [("FAIL", "config")]
+        assert "poll_intervall" in results[0].detail
+        out = io.StringIO()
+        assert doctor.doctor_command(str(path), out=out, env={}) == 1
+        assert out.getvalue().startswith("FAIL  config ") and " — " in out.getvalue()
+
+    def test_missing_key(self, tmp_path: Path) -> None:
+        """No key anywhere: FAIL api-key, and the API is not asked."""
+        config = _config(tmp_path, None)
+        result, key = doctor.check_api_key(config, {})
+        assert result.status == "FAIL" and key is None and "RUNWAYML_API_SECRET" in result.hint
+
+    def test_odd_key_shape(self, tmp_path: Path) -> None:
+        """A key that is not key_ + 128 hex digits is a WARN; its text is never shown."""
+        config = _config(tmp_path, None)
+        result, _ = doctor.check_api_key(config, {"RUNWAY_API_KEY": "key_deadbeef"})
+        assert result.status == "WARN" and "$RUNWAY_API_KEY, 12 characters" in result.detail
+        assert "deadbeef" not in result.detail + result.hint
+
+    def test_key_from_systemd_credential(self, tmp_path: Path) -> None:
+        """A key given by LoadCredential= is reported as the systemd credential."""
+        config = _config(tmp_path, None)
+        (tmp_path / "creds").mkdir()
+        (tmp_path / "creds" / "runway_api_key").write_text("key_" + "c" * 128 + "\n")
+        result, _ = doctor.check_api_key(config, {"CREDENTIALS_DIRECTORY": str(tmp_path / "creds")})
+        assert result.status == "PASS" and "systemd credential runway_api_key, 132 characters" in result.detail
+
+
+class TestFilesystems:
+    def test_network_share_needs_polling(self, tmp_path: Path) -> None:
+        """An inbox on NFS (a fake mountinfo): WARN "use polling = true"; with polling set it passes and the
+        event check is not needed."""
+        config = _config(tmp_path, None)
+        mounts = _mountinfo(tmp_path, tmp_path / "inbox", "nfs4")
+        result = doctor.check_filesystem_type(config.inboxes[0], mounts)
+        assert result.status == "WARN" and "nfs4" in result.detail and "polling = true" in result.hint
+        polled = _config(tmp_path, None, inbox={"polling": True}).inboxes[0]
+        assert doctor.check_filesystem_type(polled, mounts).status == "PASS"
+        assert doctor.check_events(config.inboxes[0], mounts=mounts).detail == "not needed: this inbox is polled"
+
+    def test_fuse_is_a_network_filesystem(self, tmp_path: Path) -> None:
+        """FUSE mounts (sshfs, rclone) count as network filesystems."""
+        config = _config(tmp_path, None)
+        mounts = _mountinfo(tmp_path, tmp_path, "fuse.sshfs")
+        assert doctor.check_filesystem_type(config.inboxes[0], mounts).status == "WARN"
+
+    def test_local_filesystem(self, tmp_path: Path) -> None:
+        """A local filesystem passes, naming its type."""
+        config = _config(tmp_path, None)
+        result = doctor.check_filesystem_type(config.inboxes[0], _mountinfo(tmp_path, tmp_path / "elsewhere", "nfs"))
+        assert result.status == "PASS" and result.detail == "ext4 (local)"
+
+    @pytest.mark.skipif(not doctor.PROC_INOTIFY.exists(), reason="this kernel offers no inotify")
+    def test_events_arrive(self, tmp_path: Path) -> None:
+        """A canary written into a local inbox is seen by inotify; it is removed afterwards."""
+        config = _config(tmp_path, None)
+        result = doctor.check_events(config.inboxes[0])
+        assert result.status == "PASS" and "events arrive" in result.detail
+        assert list((tmp_path / "inbox").iterdir()) == []
+
+    def test_work_area_on_another_filesystem(self, tmp_path: Path) -> None:
+        """A work area on another filesystem than its inbox: FAIL (claims must be renames)."""
+        other = Path("/dev/shm")
+        if not other.is_dir() or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+            pytest.skip("no second filesystem to put the work area on")
+        work = other / f"runwatch-doctor-test-{os.getpid()}"
+        config = _config(tmp_path, None, inbox={"work": str(work)})
+        result = doctor.check_same_filesystem(config.inboxes[0])
+        assert result.status == "FAIL" and "another filesystem" in result.detail
+        assert not work.exists()
+
+    def test_inotify_limits(self, tmp_path: Path) -> None:
+        """Limits read from /proc: low ones WARN with the sysctl to raise them; unreadable ones WARN."""
+        config = _config(tmp_path, None)
+        for sub in ("a", "b", ".hidden"):
+            (tmp_path / "inbox" / sub).mkdir()
+        proc = tmp_path / "proc"
+        proc.mkdir()
+        (proc / "max_user_watches").write_text("524288\n")
+        (proc / "max_user_instances").write_text("128\n")
+        ok = doctor.check_inotify_limits(config, proc)
+        assert ok.status == "PASS" and "for 3 folder(s)" in ok.detail  # the inbox and its two visible folders
+        (proc / "max_user_instances").write_text("4\n")
+        (proc / "max_user_watches").write_text("100\n")
+        low = doctor.check_inotify_limits(config, proc)
+        assert low.status == "WARN" and "max_user_instances=" in low.hint and "max_user_watches=" in low.hint
+        assert doctor.check_inotify_limits(config, tmp_path / "nowhere").status == "WARN"
+        polled = _config(tmp_path, None, inbox={"polling": True})
+        assert doctor.check_inotify_limits(polled, proc).status == "PASS"
+
+
+class TestStateClockS3:
+    def test_state(self, tmp_path: Path) -> None:
+        """The state dir: not there yet but creatable passes; a journal is opened and counted; a running
+        daemon (its lock held) is named."""
+        config = _config(tmp_path, None, make=False)
+        assert doctor.check_state(config).detail.endswith("not there yet; made at the first start")
+        (tmp_path / "state").mkdir()
+        journal = Journal(tmp_path / "state" / "journal.sqlite3")
+        journal.add(Job(id="a", name="a", inbox="main", format="json", state="running"))
+        journal.add(Job(id="b", name="b", inbox="main", format="json", state="succeeded"))
+        journal.close()
+        result = doctor.check_state(config)
+        assert result.status == "PASS" and "2 jobs, 1 active; no daemon running" in result.detail
+        lock = StateLock(tmp_path / "state")
+        lock.acquire()
+        try:
+            assert f"a daemon is running (runwatch pid {os.getpid()})" in doctor.check_state(config).detail
+        finally:
+            lock.release()
+
+    @pytest.mark.parametrize(("skew", "status"), [(0, "PASS"), (-20, "PASS"), (45, "WARN"), (-120, "WARN"),
+                                                   (301, "FAIL"), (-3600, "FAIL")])
+    def test_clock(self, skew: float, status: str) -> None:
+        """Within 30 s passes, up to 5 min warns, beyond fails (presigned URLs break)."""
+        server = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+        result = doctor.check_clock(server, server + timedelta(seconds=skew))
+        assert result.status == status
+        if status != "PASS":
+            assert "ahead of" in result.detail if skew > 0 else "behind" in result.detail
+
+    def test_clock_against_the_simulator(self, tmp_path: Path, sim: Simulator) -> None:
+        """The Date header of a real answer is used: this machine agrees with itself."""
+        probe = doctor.check_api(_config(tmp_path, sim), sim.key)
+        assert probe.result.status == "PASS" and probe.server_time is not None
+        assert doctor.check_clock(probe.server_time, probe.local_time).status == "PASS"
+
+    def test_s3_wrong_bucket(self, tmp_path: Path, s3: Any) -> None:
+        """A bucket that does not exist: FAIL naming S3's error code."""
+        config = _config(tmp_path, None, s3=s3)
+        assert config.s3 is not None
+        broken = dataclasses.replace(config, s3=dataclasses.replace(config.s3, bucket="nope-x1"))
+        result = doctor.check_s3(broken, s3.client())
+        assert result.status == "FAIL" and "NoSuchBucket" in result.detail
+
+    def test_s3_private_endpoint_warns_for_the_real_api(self, tmp_path: Path, s3: Any) -> None:
+        """A working store on a loopback address, with the real Runway API: WARN, Runway cannot fetch from it."""
+        config = _config(tmp_path, None, s3=s3, base_url="https://api.dev.runwayml.com")
+        result = doctor.check_s3(config, s3.client())
+        assert result.status == "WARN" and "127.0.0.1" in result.detail and "public endpoint_url" in result.hint
+
+    def test_s3_not_configured(self, tmp_path: Path) -> None:
+        """Without [s3] the check passes and says media go through Runway's uploads."""
+        assert doctor.check_s3(_config(tmp_path, None)).status == "PASS"
