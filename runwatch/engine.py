@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import structlog
 
 from runwatch import __version__
 from runwatch.api import RunwayClient, create_may_be_retried
+from runwatch.budget import Charge, Limits, Spent, balance_hold, charge_of, daily_limit_hold, spent, user_hold
 from runwatch.catalog import Catalog, format_path
 from runwatch.config import Config, InboxConfig
 from runwatch.errors import (
@@ -42,9 +44,10 @@ from runwatch.errors import (
     UploadError,
 )
 from runwatch.inbox import Claimed, Control, Refused
-from runwatch.journal import AT_RUNWAY, Job, Journal, now_iso
+from runwatch.journal import AT_RUNWAY, FINAL_STATES, Job, Journal, now_iso
 from runwatch.media import Placed
 from runwatch.outbox import DownloadError, OutputRecord, download_outputs, write_status
+from runwatch.pricing import Estimate
 from runwatch.request import MEDIA_SUFFIXES, Request, load_request
 from runwatch.scheduler import Candidate, Sample, next_poll, pick
 
@@ -62,6 +65,17 @@ class _Runtime:
     samples: list[Sample] = field(default_factory=list)
     last_write: float = 0.0
     poll_failures: int = 0
+    request: Request | None = None  # as loaded from the job dir (local paths), for the money checks
+    estimate: Estimate | None = None
+
+
+@dataclass
+class _Reserved:
+    """A create let through since the organization's figures were last read: not yet in them."""
+
+    model: str | None
+    credits: float
+    answered: int | None = None  # the organization fetch generation when Runway answered the create
 
 
 class Engine:
@@ -70,7 +84,7 @@ class Engine:
     def __init__(
         self, config: Config, journal: Journal, api: RunwayClient, transports: Mapping[str, Any],
         http: httpx.Client, catalog: Catalog, *, clock: Callable[[], float] = time.monotonic,
-        log: Any = None,
+        wall: Callable[[], datetime] | None = None, log: Any = None,
     ) -> None:
         self.config = config
         self.journal = journal
@@ -79,6 +93,9 @@ class Engine:
         self.http = http
         self.catalog = catalog
         self.clock = clock
+        self.wall = wall or _utcnow  # UTC wall time for daily/monthly budgets; replaceable in tests
+        self.org_ttl = 30.0  # seconds the organization's balance and usage are trusted
+        self.recheck_every = 2.0  # seconds between looks at held requests
         self.log = log or structlog.get_logger("runwatch")
         self.inboxes: dict[str, InboxConfig] = {i.name: i for i in config.inboxes}
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -93,6 +110,13 @@ class Engine:
         self._model_caps: dict[str, int | None] = {}
         self._futures: dict[Future[Any], tuple[str, str]] = {}
         self._last_commands = 0.0
+        self._last_recheck = 0.0
+        self._org: dict[str, Any] | None = None
+        self._org_at = float("-inf")
+        self._org_busy = False
+        self._org_gen = 0
+        self._reserved: dict[str, _Reserved] = {}
+        self._ledger: dict[str, Charge] | None = None  # charges of jobs no longer followed; loaded once
         self.stopping = threading.Event()
         self.downloads_stop = threading.Event()
 
@@ -109,11 +133,7 @@ class Engine:
         except RunwatchError as exc:
             self.log.warning("api.organization_unavailable", error=str(exc))
             return
-        models = org.get("tier", {}).get("models", {}) if isinstance(org.get("tier"), dict) else {}
-        for model, limits in models.items():
-            if isinstance(limits, dict):
-                cap = limits.get("maxConcurrentGenerations")
-                self._model_caps[model] = cap if isinstance(cap, int) and cap > 0 else None
+        self._take_org(org)
 
     def recover(self, claimed_dirs: list[tuple[InboxConfig, Path]]) -> None:
         """After a start: follow every job the journal knows, and take claims the journal never saw."""
@@ -130,10 +150,11 @@ class Engine:
             self.log.info("job.recovered_claim", job_dir=str(job_dir))
             self._on_claimed(Claimed(job_dir.name, inbox.name, job_dir, files[0], files[0].stem,
                                      "toml" if files[0].suffix == ".toml" else "json", bare))
+        foreign = 0
         for job in self.journal.active():
             if job.inbox not in self.inboxes:
                 # `runwatch submit` jobs, or an inbox removed from the config: not this daemon's to follow.
-                self.log.warning("job.not_followed", request=job.name, job=job.id, inbox=job.inbox)
+                foreign += 1
                 continue
             self._track(job)
             log = self.log.bind(request=job.name, job=job.id, task_id=job.task_id)
@@ -146,6 +167,8 @@ class Engine:
             elif job.state in AT_RUNWAY or job.state == "downloading":
                 self._schedule(job.id, 0.0)  # look again at once; downloads resume from the task
                 log.info("job.resumed", state=job.state)
+        if foreign:
+            self.log.info("job.not_followed", count=foreign, reason="submitted outside the configured inboxes")
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -165,6 +188,9 @@ class Engine:
         if self.clock() - self._last_commands > 0.5:
             self._last_commands = self.clock()
             self._commands()
+        if self.clock() - self._last_recheck > self.recheck_every and not self.stopping.is_set():
+            self._last_recheck = self.clock()
+            self._recheck_held()
         if not self.stopping.is_set():
             self._dispatch()
 
@@ -207,6 +233,9 @@ class Engine:
                     self.jobs.pop(job.id, None)
 
     def _handle_one(self, kind: str, payload: Any) -> None:
+        if kind == "org":
+            self._after_org(*payload)
+            return
         if kind == "inbox":
             if isinstance(payload, Claimed):
                 self._on_claimed(payload)
@@ -250,6 +279,8 @@ class Engine:
     def _track(self, job: Job) -> None:
         self.jobs[job.id] = job
         self.rt.setdefault(job.id, _Runtime())
+        if self._ledger is not None:
+            self._ledger.pop(job.id, None)  # followed again (a retry): counted from the live job
 
     def _unique_name(self, inbox: str, name: str) -> str:
         active = {j.name for j in self.jobs.values() if j.inbox == inbox}
@@ -276,48 +307,176 @@ class Engine:
         )
         self.journal.add(job)
         self._track(job)
+        self.rt[job.id].request = req
+        self._estimate(job, req)  # shown in the status file from the start
         self._write(job)
         self.log.info("job.accepted", request=job.name, job=job.id, endpoint=job.endpoint, model=job.model)
-        reason = self._needs_approval(job, req, inbox)
+        verdict = self._hold_reason(job, req)
+        if verdict:
+            self._set(job, "held", error={"code": verdict[0], "message": verdict[1]})
+
+    # -- money ----------------------------------------------------------------------------------
+
+    def _estimate(self, job: Job, req: Request) -> Estimate:
+        """Our estimate from the price data and the request's own parameters (media probed for length)."""
+        runtime = self.rt[job.id]
+        if runtime.estimate is not None:
+            return runtime.estimate
+        if not isinstance(job.model, str) or job.endpoint is None:  # passed through as written, e.g. a list
+            guess = Estimate(None, "the request names no model")
+        else:
+            from runwatch.mediaprobe import probe_file
+            from runwatch.pricing import MediaHint, estimate
+
+            hints = {}
+            for media in req.media:
+                try:
+                    info = probe_file(media.file)
+                except OSError:
+                    info = None
+                if info is not None:
+                    hints[format_path(media.field)] = MediaHint(duration=info.duration, width=info.width,
+                                                                height=info.height)
+            guess = estimate(job.endpoint, job.model, req.body, hints)
+        runtime.estimate = guess
+        if job.task_id is None:  # Runway's estimatedCost, once known, is what the status file shows
+            self.journal.update(job, estimated_credits=None if guess.credits is None else float(guess.credits))
+        return guess
+
+    def _hold_reason(self, job: Job, req: Request) -> tuple[str, str] | None:
+        """(code, reason) when the job may not be sent now; None when it may. Checked right before sending."""
+        guess = self._estimate(job, req)
+        inbox = self.inboxes[job.inbox]
+        budget = self.config.budget
+        limits = Limits(max_credits=req.options.max_credits, approve_above=inbox.approve_above,
+                        inbox_daily=inbox.budget_daily, daily=budget.daily, monthly=budget.monthly,
+                        unknown_price=budget.unknown_price)
+        now = self.wall()
+        reason = user_hold(job.name, job.model, guess.credits, guess.basis, limits, self._spent(job.inbox, now),
+                           approved=job.approved)
         if reason:
-            self._set(job, "held", error={"code": "held", "message": reason})
-
-    def _needs_approval(self, job: Job, req: Request, inbox: InboxConfig) -> str | None:
-        """Why a request must wait for `runwatch approve` (its max_credits or the inbox's approve_above)."""
-        checks = [(f"its max_credits of {value:g}", value) for value in (req.options.max_credits,) if value is not None]
-        checks += [(f"the inbox's approve_above of {value:g}", value) for value in (inbox.approve_above,)
-                   if value is not None]
-        if not checks or job.model is None or job.endpoint is None:
-            return None
-        from runwatch.mediaprobe import probe_file
-        from runwatch.pricing import MediaHint, estimate
-
-        hints = {}
-        for media in req.media:
-            info = probe_file(media.file)
-            if info is not None:
-                hints[format_path(media.field)] = MediaHint(duration=info.duration, width=info.width,
-                                                            height=info.height)
-        guess = estimate(job.endpoint, job.model, req.body, hints)
-        self.journal.update(job, estimated_credits=None if guess.credits is None else float(guess.credits))
-        if guess.credits is None:
-            if self.config.budget.unknown_price == "allow":
-                return None
-            return (f"no price is known for {job.model} ({guess.basis}), so it cannot be checked against "
-                    f"{checks[0][0]}; `runwatch approve {job.name}` sends it")
-        for label, value in checks:
-            if guess.credits > value:
-                return (f"estimated {guess.credits:g} credits ({guess.basis}) is above {label}; "
-                        f"`runwatch approve {job.name}` sends it")
+            return "held", reason
+        # Approval never passes these two: Runway would refuse the create anyway.
+        self._refresh_org()
+        reason = balance_hold(guess.credits, self._balance())
+        if reason:
+            return "balance", reason
+        used, cap = self._daily_use(job.model)
+        reason = daily_limit_hold(job.model, used, cap)
+        if reason:
+            return "daily_limit", reason
         return None
 
+    def _spent(self, inbox: str, now: datetime) -> Spent:
+        if self._ledger is None:
+            self._ledger = {}
+            for done in self.journal.jobs(limit=2**62):
+                charge = charge_of(done, now) if done.id not in self.jobs else None
+                if charge is not None:
+                    self._ledger[done.id] = charge
+        live = []
+        for job in self.jobs.values():
+            charge = charge_of(job, now)
+            reserved = self._reserved.get(job.id)
+            if charge is None and reserved is not None:  # let through, create not answered yet
+                charge = Charge(job.inbox, reserved.credits, now)
+            if charge is not None:
+                live.append(charge)
+        return spent([*self._ledger.values(), *live], inbox, now)
+
+    def _balance(self) -> float | None:
+        balance = self._org.get("creditBalance") if self._org else None
+        if not isinstance(balance, int | float):
+            return None
+        return float(balance) - sum(r.credits for r in self._reserved.values())
+
+    def _daily_use(self, model: str | None) -> tuple[int, int | None]:
+        """Creates of the model in Runway's rolling day (plus ours not yet counted there), and the cap."""
+        if self._org is None or not isinstance(model, str):
+            return 0, None
+        tier = self._org.get("tier")
+        limits = tier.get("models", {}).get(model) if isinstance(tier, dict) else None
+        cap = limits.get("maxDailyGenerations") if isinstance(limits, dict) else None
+        usage = self._org.get("usage")
+        counted = usage.get("models", {}).get(model) if isinstance(usage, dict) else None
+        used = counted.get("dailyGenerations") if isinstance(counted, dict) else None
+        used = used if isinstance(used, int) else 0
+        used += sum(1 for r in self._reserved.values() if r.model == model)
+        return used, cap if isinstance(cap, int) else None
+
+    def _take_org(self, org: dict[str, Any], gen: int | None = None) -> None:
+        self._org, self._org_at = org, self.clock()
+        models = org.get("tier", {}).get("models", {}) if isinstance(org.get("tier"), dict) else {}
+        for model, limits in models.items():  # a tier upgrade raises these while the daemon runs
+            if isinstance(limits, dict):
+                cap = limits.get("maxConcurrentGenerations")
+                self._model_caps[model] = cap if isinstance(cap, int) and cap > 0 else None
+        # Creates Runway had answered before this read began are in its figures now.
+        self._reserved = {k: r for k, r in self._reserved.items()
+                          if r.answered is None or (gen is not None and r.answered >= gen)}
+
+    def _refresh_org(self, force: bool = False) -> None:
+        """Read the organization again in the background when its figures are old (or after spending)."""
+        if self._org_busy or self.stopping.is_set() or (not force and self.clock() - self._org_at < self.org_ttl):
+            return
+        self._org_busy = True
+        self._org_gen += 1
+        gen = self._org_gen
+        future = self.pool.submit(self.api.organization)
+
+        def done(f: Future[Any]) -> None:
+            try:
+                result: Any = f.result()
+            except BaseException as exc:  # noqa: BLE001 - reported by the engine
+                result = exc
+            self.events.put(("org", (gen, result)))
+
+        future.add_done_callback(done)
+
+    def _after_org(self, gen: int, result: Any) -> None:
+        self._org_busy = False
+        if isinstance(result, BaseException):
+            self._org_at = self.clock()  # try again after the usual interval; Runway's own checks stay
+            self.log.warning("api.organization_unavailable", error=str(result))
+            return
+        if isinstance(result, dict):
+            self._take_org(result, gen)
+
+    def _recheck_held(self) -> None:
+        """Let held requests go when their budget, the balance or the daily limit has freed."""
+        for job in [j for j in self.jobs.values() if j.state == "held"]:
+            runtime = self.rt[job.id]
+            if runtime.busy or job.cancel_requested or (job.not_before and job.not_before > time.time()):
+                continue
+            req = self._request(job)
+            verdict = self._hold_reason(job, req) if req is not None else None
+            if verdict is None:
+                self._set(job, "accepted", error=None, not_before=None)
+            elif job.error != {"code": verdict[0], "message": verdict[1]}:
+                self._set(job, "held", error={"code": verdict[0], "message": verdict[1]})
+
+    def _request(self, job: Job) -> Request | None:
+        runtime = self.rt[job.id]
+        if runtime.request is None:
+            inbox = self.inboxes.get(job.inbox)
+            if inbox is None or job.job_dir is None or job.request_path is None:
+                return None
+            try:
+                runtime.request = self._load(Path(job.request_path), Path(job.job_dir), inbox)
+            except RequestError:
+                return None
+        return runtime.request
+
     def _on_refused(self, ref: Refused, move: bool = False) -> None:
+        # A file name that is not UTF-8 still gets a journal row and a status file, under a readable name.
+        ref = Refused(ref.job_id, ref.inbox, ref.job_dir, ref.request_file, _printable(ref.name), ref.format,
+                      ref.problems)
         job_dir, request_file = ref.job_dir, ref.request_file
         if move:
             job_dir, request_file = self._move_record(ref.inbox, job_dir, request_file, "failed")
         issues = [{"path": p.path, "message": p.message} for p in ref.problems]
         job = Job(id=ref.job_id, name=self._unique_name(ref.inbox, ref.name), inbox=ref.inbox, format=ref.format,
-                  state="rejected", job_dir=str(job_dir), request_path=str(request_file),
+                  state="rejected", job_dir=_printable(str(job_dir)), request_path=_printable(str(request_file)),
                   error={"code": "invalid_request", "message": f"{len(issues)} problem(s) in the request file",
                          "issues": issues},
                   finished_at=now_iso())
@@ -375,6 +534,15 @@ class Engine:
                                                "issues": [{"path": p.path, "message": p.message}
                                                           for p in exc.problems]})
             return
+        self.rt[job.id].request = req
+        # Checked here, before any upload, and not only at the claim: budgets and the balance change.
+        verdict = self._hold_reason(job, req)
+        if verdict:
+            self._set(job, "held", error={"code": verdict[0], "message": verdict[1]})
+            self.log.info("job.held", request=job.name, job=job.id, reason=verdict[1])
+            return
+        guess = self._estimate(job, req)
+        self._reserved[job.id] = _Reserved(job.model, float(guess.credits or 0))
         if not req.media:
             self._create(job, req.body)
             return
@@ -427,7 +595,13 @@ class Engine:
     def _after_created(self, job: Job, result: Any) -> None:
         log = self.log.bind(request=job.name, job=job.id)
         if not isinstance(result, BaseException):
-            self.journal.update(job, task_id=result.id, estimated_credits=result.estimated_credits)
+            estimated = result.estimated_credits if result.estimated_credits is not None else job.estimated_credits
+            self.journal.update(job, task_id=result.id, estimated_credits=estimated)
+            reserved = self._reserved.get(job.id)
+            if reserved is not None:
+                reserved.credits = float(estimated or reserved.credits)
+                reserved.answered = self._org_gen
+            self._refresh_org(force=True)  # credits were spent: read the balance and usage again
             self._set(job, "submitted")
             log.info("api.created", task_id=result.id, estimated_credits=result.estimated_credits)
             if job.cancel_requested:
@@ -440,6 +614,7 @@ class Engine:
             self._retry_later(job, result, "create_failed", True)
             return
         if isinstance(result, RateLimitedError) and result.daily:
+            # Our count missed creates made elsewhere (another key, the web app): trust Runway, look later.
             self.journal.update(job, create_started_at=None)
             until = time.time() + 1800
             if job.model:
@@ -447,6 +622,7 @@ class Engine:
             self._set(job, "held", not_before=until, error={
                 "code": "429", "message": f"Runway's daily task limit for {job.model} is reached; "
                 "trying again in 30 minutes (other models go on)"})
+            self._refresh_org(force=True)
             log.warning("api.daily_limit", model=job.model)
             return
         if isinstance(result, ApiStatusError) and result.status < 500:
@@ -457,6 +633,7 @@ class Engine:
             if result.status == 400 and "enough credits" in str(message):
                 self._set(job, "held", not_before=time.time() + 300, error={
                     "code": "400", "message": f"{message} Trying again in 5 minutes."})
+                self._refresh_org(force=True)
                 return
             self._finish(job, state, error={"code": str(result.status), "message": str(message), "issues": issues})
             log.warning("api.refused", status=result.status)
@@ -627,6 +804,9 @@ class Engine:
         job = self.journal.find(name)
         if job is None:
             return f"no request named {name}"
+        if job.inbox not in self.inboxes:
+            return (f"{name} was sent by `runwatch submit` or from an inbox no longer configured ({job.inbox!r}); "
+                    "submit the file again to resend it on purpose")
         if job.state not in ("needs_attention", "failed", "cancelled"):
             return f"{name} is {job.state}; only needs_attention, failed or cancelled requests are retried"
         history = [*job.history, {"task_id": job.task_id, "state": job.state, "error": job.error,
@@ -638,6 +818,7 @@ class Engine:
                             finished_at=None, progress=None, credits=None, estimated_credits=None, outputs=[],
                             placed=[], history=history, cancel_requested=False, not_before=None, attempts=0,
                             job_dir=str(job_dir), request_path=str(request_file))
+        self.rt.pop(job.id, None)  # estimated again from the request as it is now
         self._track(job)
         self._write(job)
         self.log.info("job.retry", request=name, job=job.id)
@@ -647,6 +828,8 @@ class Engine:
 
     def _set(self, job: Job, state: str, **changes: Any) -> None:
         self.journal.update(job, state=state, **changes)
+        if state in ("accepted", "held") or (state in FINAL_STATES and job.task_id is None):
+            self._reserved.pop(job.id, None)  # not sent (or surely not created): nothing to reserve
         self._write(job)
         self.log.info(f"job.{state}", request=job.name, job=job.id, task_id=job.task_id)
 
@@ -660,6 +843,10 @@ class Engine:
             self._cleanup_placed(job)
         self._set(job, state, finished_at=now_iso(), **changes)
         self.jobs.pop(job.id, None)
+        if self._ledger is not None:
+            charge = charge_of(job, self.wall())
+            if charge is not None:
+                self._ledger[job.id] = charge
 
     def _move_record(self, inbox: str, job_dir: Path, request_file: Path, where: str) -> tuple[Path, Path]:
         """Keep a taken request as a done/failed record (or bring it back for a retry)."""
@@ -697,7 +884,8 @@ class Engine:
             return
         try:
             inbox.outbox.mkdir(parents=True, exist_ok=True)
-            write_status(inbox.outbox, job.name, "toml" if job.format == "toml" else "json", status_document(job))
+            write_status(inbox.outbox, job.name, "toml" if job.format == "toml" else "json",
+                         _clean(status_document(job)))
         except (OutboxError, OSError) as exc:
             self.log.error("outbox.status_failed", request=job.name, error=str(exc))
         if job.id in self.rt:
@@ -716,6 +904,10 @@ def status_document(job: Job) -> dict[str, Any]:
     }
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 def _unconfirmed_error(detail: str = "") -> dict[str, Any]:
     message = ("the create request may have reached Runway but no answer was recorded; it was not sent again "
                "so no credit is spent twice. Check the task list at Runway, then `runwatch retry NAME` to "
@@ -723,6 +915,22 @@ def _unconfirmed_error(detail: str = "") -> dict[str, Any]:
     if detail:
         message = f"{message} ({detail})"
     return {"code": "create_unconfirmed", "message": message}
+
+
+def _printable(text: str) -> str:
+    """Text that came from a file name, made valid UTF-8 (undecodable bytes shown as \\xNN)."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _clean(value: Any) -> Any:
+    """Every string of a document made valid UTF-8: names and messages may carry bytes of a file name."""
+    if isinstance(value, str):
+        return _printable(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
 
 
 def _issue_path(path: Any) -> str:

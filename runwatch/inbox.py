@@ -350,12 +350,16 @@ class InboxWatcher:
                 return
             if self._cands.get(path) is not cand or cand.due > now:
                 continue
-            if cand.kind == "control":
-                self._area.take_control(path, cand)
-            elif cand.kind == "request":
-                self._examine(path, cand, now)
-            else:
-                self._examine_bare(path, cand, now)
+            try:
+                if cand.kind == "control":
+                    self._area.take_control(path, cand)
+                elif cand.kind == "request":
+                    self._examine(path, cand, now)
+                else:
+                    self._examine_bare(path, cand, now)
+            except Exception as exc:  # noqa: BLE001 - one odd file must not hold up the rest of the inbox
+                self._log.exception("inbox.error", path=str(path), error=repr(exc))
+                cand.due = now + max(self._every, 5.0)  # look again later, not in a tight loop
 
     def _load(self, path: Path, root: Path, *, bare: bool = False) -> Request:
         loader = bare_media_request if bare else load_request

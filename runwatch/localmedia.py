@@ -12,6 +12,8 @@ send them alone.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
@@ -38,6 +40,28 @@ __all__ = [
 
 MAX_MEDIA_BYTES = 200 << 20  # Runway's upload limit, the largest any transport takes
 _PASS_SCHEMES = ("https://", "data:", "runway://")
+# Runway's caps on a data URI's length (docs: 5 MB images, 16 MB video and audio).
+DATA_URI_CAPS = {"image": 5 * 1024 * 1024, "video": 16 * 1024 * 1024, "audio": 16 * 1024 * 1024}
+
+
+def data_uri_problem(value: str, kinds: frozenset[str]) -> str | None:
+    """What is wrong with a data: URI, checked here so a malformed one never reaches Runway."""
+    head, sep, payload = value.partition(",")
+    media_type = head[5:].removesuffix(";base64").strip().lower()
+    if not sep or not head.lower().endswith(";base64"):
+        return "a data: URI must be data:<type>;base64,<payload>"
+    kind = media_type.split("/")[0]
+    if kinds and kind not in kinds:
+        return f"a data: URI of type {media_type or 'none'!r}; the field wants {' or '.join(sorted(kinds))}"
+    if kind not in DATA_URI_CAPS:
+        return f"a data: URI of type {media_type or 'none'!r}; expected a specific image, video or audio type"
+    if len(value) > DATA_URI_CAPS[kind]:
+        return f"a data: URI of {len(value):,} characters; Runway takes at most {DATA_URI_CAPS[kind]:,} for {kind}"
+    try:
+        base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        return "a data: URI whose payload is not valid base64"
+    return None
 _URI_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://|^(data|file):", re.IGNORECASE)
 _KINDS = ("image", "video", "audio")
 # What Runway takes per kind, by content type (as the probe names them); GIF, AVIF, HEIC and MKV are not.
@@ -91,6 +115,11 @@ class MediaChecker:
             return  # the body's validation reports the type
         wants = " or ".join(article(k) for k in sorted(kinds)) if kinds else "a media file"
         lowered = value.lower()
+        if lowered.startswith("data:"):
+            problem = data_uri_problem(value, kinds)
+            if problem:
+                self.problems.add(field, problem)
+            return
         if lowered.startswith(_PASS_SCHEMES):
             return
         scheme = _URI_RE.match(value)

@@ -212,7 +212,8 @@ def _build(
         body = merge(resolve_generic(defaults, names, (), problems),
                       resolve_generic(file_body, names, (), problems))
         models = ", ".join(sorted(ep.models))
-        elsewhere = sorted(e for e, other in catalog.endpoints.items() if model_name in other.models)
+        elsewhere = (sorted(e for e, other in catalog.endpoints.items() if model_name in other.models)
+                     if isinstance(model_name, str) else [])
         if model_name is MISSING:
             problems.add("model", f"is required; models of {endpoint}: {models}")
         elif not isinstance(model_name, str):

@@ -31,7 +31,7 @@ class Rig:
     """An inbox, its outbox, a state dir, a simulator, and a daemon running in a thread."""
 
     def __init__(self, root: Path, sim: Simulator, *, s3: Any = None, inbox: dict[str, Any] | None = None,
-                 runway: dict[str, Any] | None = None) -> None:
+                 runway: dict[str, Any] | None = None, budget: dict[str, Any] | None = None) -> None:
         self.root, self.sim, self.s3 = root, sim, s3
         self.inbox = root / "inbox"
         self.outbox = root / "outbox"
@@ -42,6 +42,8 @@ class Rig:
             "scheduler": {"rescan": 1.0},
             "inbox": [{"path": str(self.inbox), "outbox": str(self.outbox), "settle": 0.3, **(inbox or {})}],
         }
+        if budget is not None:
+            data["budget"] = budget
         if s3 is not None:
             data["s3"] = {"bucket": s3.bucket, "endpoint_url": s3.endpoint_url, "region": s3.region,
                           "presign_expiry": 600, "addressing_style": "path"}
@@ -411,3 +413,153 @@ class TestRecovery:
         rig.drop("voice", SEED_REQUESTS["text_to_speech"][0])
         assert rig.wait("voice")["state"] == "succeeded"
         assert sim.create_count("sound_effect") == 1
+
+
+# veo3.1, 8 s, no audio: 320 credits by the price data (and by the simulator, which uses the same data).
+PRICEY = SEED_REQUESTS["text_to_video"][0]
+
+
+@pytest.fixture
+def budgets_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Budget keys are enforced by the engine; let the daemon start with them while its start-up refusal
+    of them is still in place (harmless once it is gone)."""
+    monkeypatch.setattr("runwatch.daemon.refuse_unenforced", lambda config: None, raising=False)
+
+
+def _approve(rig: Rig, name: str, by: str) -> None:
+    if by == "file":
+        (rig.inbox / f"{name}.approve").write_text("")
+        return
+    journal = rig.journal()
+    journal.add_command("approve", name)
+    journal.close()
+
+
+def _fast_rechecks(rig: Rig) -> Any:
+    assert rig.daemon is not None
+    engine = rig.daemon.engine
+    engine.recheck_every = 0.1
+    engine.org_ttl = 0.2
+    return engine
+
+
+@pytest.mark.usefixtures("budgets_on")
+class TestMoneyGuards:
+    @pytest.mark.parametrize(("settings", "words", "by"), [
+        ({"body": {"runwatch": {"max_credits": 100}}}, "is above its max_credits of 100", "command"),
+        ({"inbox": {"approve_above": 200}}, "is above the inbox's approve_above of 200", "file"),
+        ({"inbox": {"budget_daily": 300}},
+         "would exceed the inbox's daily budget of 300 (0 spent today, UTC); waits for the next day", "command"),
+        ({"budget": {"daily": 300}}, "would exceed the daily budget of 300 (0 spent today by all inboxes", "file"),
+        ({"budget": {"monthly": 300}}, "would exceed the monthly budget of 300 (0 spent this month", "command"),
+    ])
+    def test_held_until_approved(self, rig_factory: Callable[..., Rig], sim: Simulator, settings: dict[str, Any],
+                                 words: str, by: str) -> None:
+        """Each of the user's limits holds the request with its reason and our estimate, never sends a
+        create, and an approval (by command or by file) sends it; Runway's figures then replace ours."""
+        rig = rig_factory(sim, inbox=settings.get("inbox"), budget=settings.get("budget")).start()
+        rig.drop("film", {**PRICEY, **settings.get("body", {})})
+        held = rig.wait("film", {"held"})
+        assert words in held["error"]["message"] and "estimated 320 credits" in held["error"]["message"]
+        assert held["estimated_credits"] == 320
+        time.sleep(0.5)
+        assert sim.create_count() == 0 and rig.status("film")["state"] == "held"  # type: ignore[index]
+        _approve(rig, "film", by)
+        done = rig.wait("film")
+        assert done["state"] == "succeeded" and sim.create_count() == 1
+        assert done["estimated_credits"] == 320 and done["credits"] == 320
+        journal = rig.journal()
+        job = journal.find("film")
+        journal.close()
+        assert job is not None and (job.estimated_credits, job.credits) == (320, 320)
+
+    def test_balance_holds_even_when_approved(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """Above the organization's balance a request waits, approved or not (Runway would refuse it), and
+        goes by itself once the balance rises."""
+        sim.world.balance = 100
+        rig = rig_factory(sim).start()
+        rig.drop("film", PRICEY)
+        held = rig.wait("film", {"held"})
+        assert "the organization's balance of 100 credits" in held["error"]["message"]
+        _approve(rig, "film", "command")
+        time.sleep(1.0)
+        assert rig.status("film")["state"] == "held" and sim.create_count() == 0  # type: ignore[index]
+        _fast_rechecks(rig)
+        sim.world.balance = 1000
+        assert rig.wait("film")["state"] == "succeeded" and sim.create_count() == 1
+
+    def test_balance_counts_what_was_just_spent(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """Two requests dropped together with room for one: the second waits instead of meeting Runway's
+        'not enough credits' refusal."""
+        sim.world.balance = 400
+        rig = rig_factory(sim).start()
+        rig.drop("one", PRICEY)
+        rig.drop("two", dict(PRICEY, promptText="a desert"))
+        states = sorted(rig.wait(n, {"held", "succeeded"})["state"] for n in ("one", "two"))
+        assert states == ["held", "succeeded"] and sim.create_count() == 1
+        assert [r for r in sim.requests("/v1/text_to_video") if r.get("status") == 400] == []
+
+    def test_daily_budget_frees_at_the_next_utc_day(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A request over the inbox's daily budget goes by itself when the (injected) UTC day turns."""
+        from datetime import UTC, datetime, timedelta
+
+        speech = SEED_REQUESTS["text_to_speech"][0]  # 1 credit
+        rig = rig_factory(sim, inbox={"budget_daily": 1}).start()
+        engine = _fast_rechecks(rig)
+        shift = [timedelta(0)]
+        engine.wall = lambda: datetime.now(UTC) + shift[0]
+        rig.drop("first", speech)
+        assert rig.wait("first")["state"] == "succeeded"
+        rig.drop("second", dict(speech, promptText="Goodbye."))
+        held = rig.wait("second", {"held"})
+        assert "the inbox's daily budget of 1 (1 spent today, UTC)" in held["error"]["message"]
+        time.sleep(0.5)
+        assert rig.status("second")["state"] == "held" and sim.create_count() == 1  # type: ignore[index]
+        now = datetime.now(UTC)
+        midnight = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+        sim.advance((midnight - now).total_seconds() + 1)
+        shift[0] = midnight - now + timedelta(seconds=1)
+        assert rig.wait("second")["state"] == "succeeded" and sim.create_count() == 2
+
+    def test_budget_counts_requests_sent_together(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """Two 1-credit requests dropped together into an inbox with a daily budget of 1: exactly one goes."""
+        rig = rig_factory(sim, inbox={"budget_daily": 1}).start()
+        rig.drop("a", SEED_REQUESTS["text_to_speech"][0])
+        rig.drop("b", dict(SEED_REQUESTS["text_to_speech"][0], promptText="Goodbye."))
+        states = sorted(rig.wait(n, {"held", "succeeded"})["state"] for n in ("a", "b"))
+        assert states == ["held", "succeeded"] and sim.create_count() == 1
+
+    def test_daily_task_limit_sends_no_create_that_would_429(self, rig_factory: Callable[..., Rig],
+                                                             sim: Simulator) -> None:
+        """With a model's daily limit at 2, three requests: two go, the third waits without meeting the
+        429, and goes when Runway's rolling day has room again."""
+        sim.config.model_limits["eleven_text_to_sound_v2"] = (5, 2)
+        rig = rig_factory(sim).start()
+        for i in range(3):
+            rig.drop(f"sfx{i}", dict(SEED_REQUESTS["sound_effect"][0], promptText=f"rain {i}"))
+        states = sorted(rig.wait(f"sfx{i}", {"held", "succeeded"})["state"] for i in range(3))
+        assert states == ["held", "succeeded", "succeeded"]
+        held = [rig.status(f"sfx{i}") for i in range(3) if rig.status(f"sfx{i}")["state"] == "held"]  # type: ignore[index]
+        assert "daily task limit for eleven_text_to_sound_v2 is reached (2 of 2" in held[0]["error"]["message"]  # type: ignore[index]
+        time.sleep(0.5)
+        assert sim.create_count() == 2
+        _fast_rechecks(rig)
+        sim.advance(86400 + 1)
+        assert rig.wait(held[0]["name"])["state"] == "succeeded" and sim.create_count() == 3  # type: ignore[index]
+        assert [r for r in sim.requests("/v1/") if r.get("status") == 429] == []
+
+    def test_status_shows_what_waits_and_why(self, rig_factory: Callable[..., Rig], sim: Simulator,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+        """`runwatch status` lists a held request with its reason."""
+        from runwatch.cli import main
+
+        rig = rig_factory(sim, inbox={"budget_daily": 300}).start()
+        rig.drop("film", PRICEY)
+        rig.wait("film", {"held"})
+        path = rig.root / "status.toml"
+        path.write_text(tomli_w.dumps({"state": {"dir": str(rig.root / "state")},
+                                       "inbox": [{"path": str(rig.inbox), "outbox": str(rig.outbox)}]}))
+        capsys.readouterr()
+        assert main(["status", "--config", str(path)]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("film "))
+        assert " held " in line and "estimated 320 credits would exceed" in line

@@ -1,0 +1,161 @@
+"""Money rules: what has been spent, and whether a request may be sent now. Pure functions over plain data.
+
+Nothing here reads a clock, the journal or the network: the engine passes ``now`` (UTC), the jobs and the
+organization's figures in, and gets back None (may go) or the reason a request is held, worded for the
+person reading its status file. Days and months are UTC, as Runway's usage reports are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+__all__ = ["Charge", "Limits", "Spent", "balance_hold", "charge_of", "daily_limit_hold", "next_day", "next_month",
+           "spent", "user_hold"]
+
+# A job counts its estimate while Runway may be charging it and no final cost is known yet.
+_PROVISIONAL = frozenset({"uploading", "submitted", "throttled", "pending", "running", "downloading"})
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one job costs (or is expected to), for which inbox, and when it was spent."""
+
+    inbox: str
+    credits: float
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Spent:
+    inbox_today: float
+    today: float
+    month: float
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every limit that applies to one request; None where not configured."""
+
+    max_credits: float | None = None
+    approve_above: float | None = None
+    inbox_daily: float | None = None
+    daily: float | None = None
+    monthly: float | None = None
+    unknown_price: Literal["hold", "allow"] = "hold"
+
+
+def _parse(stamp: str | None) -> datetime | None:
+    if not stamp:
+        return None
+    try:
+        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def charge_of(job: Any, now: datetime) -> Charge | None:
+    """A job's charge: its final ``credits`` when known, else its estimate while in flight, else none.
+
+    A create whose answer was lost (``needs_attention`` with the intent recorded) may have been charged, so
+    its estimate counts too. It is spent when the create was sent (``now`` for one about to be sent).
+    """
+    credits: float | None = job.credits
+    if credits is None:
+        maybe_charged = job.state in _PROVISIONAL or (job.state == "needs_attention" and job.create_started_at)
+        credits = job.estimated_credits if maybe_charged else None
+    if not credits:
+        return None
+    at = _parse(job.create_started_at) or _parse(job.updated_at) or now
+    return Charge(job.inbox, float(credits), at)
+
+
+def spent(charges: Iterable[Charge], inbox: str, now: datetime) -> Spent:
+    """Credits spent today (this inbox, and all together) and this month, in UTC."""
+    now = now.astimezone(UTC)
+    inbox_today = today = month = 0.0
+    for charge in charges:
+        at = charge.at.astimezone(UTC)
+        if (at.year, at.month) != (now.year, now.month):
+            continue
+        month += charge.credits
+        if at.date() == now.date():
+            today += charge.credits
+            if charge.inbox == inbox:
+                inbox_today += charge.credits
+    return Spent(inbox_today, today, month)
+
+
+def next_day(now: datetime) -> datetime:
+    """The next UTC midnight: when daily budgets free."""
+    day = now.astimezone(UTC).date() + timedelta(days=1)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def next_month(now: datetime) -> datetime:
+    """The first moment of the next UTC month: when the monthly budget frees."""
+    now = now.astimezone(UTC)
+    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC)
+
+
+def _n(value: float) -> str:
+    return f"{value:g}" if abs(value) < 1e6 else f"{value:.0f}"
+
+
+def user_hold(name: str, model: str | None, credits: float | None, basis: str, limits: Limits, used: Spent,
+              *, approved: bool) -> str | None:
+    """Why the user's own limits hold a request (max_credits, approve_above, budgets), or None.
+
+    An approved request passes all of these: approving is a person saying "spend it anyway".
+    """
+    if approved:
+        return None
+    approve = f"`runwatch approve {name}` sends it"
+    gates = [(f"its max_credits of {_n(v)}", v) for v in (limits.max_credits,) if v is not None]
+    gates += [(f"the inbox's approve_above of {_n(v)}", v) for v in (limits.approve_above,) if v is not None]
+    budgets = [
+        (f"the inbox's daily budget of {_n(v)}", v, used.inbox_today, "spent today, UTC", "the next day")
+        for v in (limits.inbox_daily,) if v is not None
+    ] + [
+        (f"the daily budget of {_n(v)}", v, used.today, "spent today by all inboxes, UTC", "the next day")
+        for v in (limits.daily,) if v is not None
+    ] + [
+        (f"the monthly budget of {_n(v)}", v, used.month, "spent this month, UTC", "the next month")
+        for v in (limits.monthly,) if v is not None
+    ]
+    if credits is None:
+        labels = [label for label, _ in gates] + [b[0] for b in budgets]
+        if not labels or limits.unknown_price == "allow":
+            return None
+        return (f"no price is known for {model} ({basis}), so it cannot be checked against {labels[0]}; "
+                f"{approve}")
+    for label, value in gates:
+        if credits > value:
+            return f"estimated {_n(credits)} credits ({basis}) is above {label}; {approve}"
+    for label, value, so_far, when, frees in budgets:
+        if so_far + credits > value:
+            return (f"estimated {_n(credits)} credits would exceed {label} ({_n(so_far)} {when}); "
+                    f"waits for {frees} or `runwatch approve {name}`")
+    return None
+
+
+def balance_hold(credits: float | None, balance: float | None) -> str | None:
+    """Why the organization's balance holds a request, or None. Approval does not pass this: Runway
+    would refuse the create anyway."""
+    if credits is None or balance is None or credits <= balance:
+        return None
+    return (f"estimated {_n(credits)} credits is more than the organization's balance of {_n(max(balance, 0))} "
+            "credits; waits until the balance rises (approving does not override this)")
+
+
+def daily_limit_hold(model: str | None, used: int, cap: int | None) -> str | None:
+    """Why Runway's per-model daily task limit holds a request, or None: a create past it is certain to be
+    refused with a 429, so it is not sent."""
+    if cap is None or used < cap:
+        return None
+    return (f"Runway's daily task limit for {model} is reached ({used} of {cap} in the past 24 h); "
+            "waits until it frees (other models go on)")
