@@ -1,0 +1,325 @@
+"""Crash harness: requests through `runwatch run` while it is killed with SIGKILL at random moments.
+
+    python bench/crash_harness.py [--requests 200] [--kills 20] [--seed N] [--dir DIR] [--time-scale F]
+
+Starts `runwatch simulate` (fast time, some 503s, 429s and task failures), writes a config, drops the requests
+in waves (varied endpoints, some with a local image), runs `runwatch run` and SIGKILLs it at seeded random
+moments, restarting after each kill, then lets a last run finish everything. It then checks what §6 promises:
+
+- every request has a status file in a final state;
+- no create was sent twice (the simulator's log of create bodies, and per request by its marker);
+- no paid output lost: every succeeded request's outputs exist and are byte-identical to a fresh download;
+- the journal is consistent: every job final, no task id in two jobs, every task at the simulator owned by
+  one job (or by a needs_attention job whose create was cut off between send and record).
+
+Exit status 0 when every check holds. Each request's promptText carries a marker ``[rq-NNN]`` so a task at the
+simulator can be traced back to its request even when its media URI differs between attempts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+KEY = "key_" + "0" * 128
+FINAL = {"succeeded", "rejected", "failed", "cancelled", "needs_attention"}
+SAMPLES = Path(__file__).resolve().parent.parent / "runwatch" / "data" / "samples"
+MARK = re.compile(r"\[rq-(\d+)\]")
+
+# Faults that a client must survive without duplicating anything: 5xx and 429 before the work, task failures.
+FAULTS = ("error:rate=0.04:status=503", "error:rate=0.02:status=502", "rate_limit:rate=0.04:retry_after=0.05",
+          "fail:rate=0.03:failure_code=INTERNAL.BAD_OUTPUT.CODE01")
+
+
+def request_body(index: int) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A varied request, its promptText marked so the simulator's tasks can be traced back to it."""
+    mark = f"[rq-{index:04d}]"
+    kind = index % 5
+    if kind == 0:
+        return {"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": f"Hello {mark}",
+                "voice": {"type": "runway-preset", "presetId": "Maya"}}, ()
+    if kind == 1:
+        return {"endpoint": "sound_effect", "model": "eleven_text_to_sound_v2", "promptText": f"rain {mark}"}, ()
+    if kind == 2:
+        return {"endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": f"still{index:04d}.jpg",
+                "ratio": "1280:720", "duration": 5, "promptText": f"waves {mark}"}, (f"still{index:04d}.jpg",)
+    if kind == 3:
+        return {"endpoint": "text_to_image", "model": "gen4_image_turbo", "promptText": f"a cat {mark}",
+                "ratio": "1920:1080", "referenceImages": [{"uri": f"ref{index:04d}.jpg", "tag": "cat"}]}, \
+            (f"ref{index:04d}.jpg",)
+    return {"endpoint": "text_to_video", "model": "veo3.1", "promptText": f"a forest {mark}",
+            "ratio": "1280:720", "duration": 8}, ()
+
+
+@dataclass
+class Report:
+    requests: int = 0
+    kills: int = 0
+    seconds: float = 0.0
+    states: Counter[str] = field(default_factory=Counter)
+    creates: int = 0
+    problems: list[str] = field(default_factory=list)
+    needs_attention: list[str] = field(default_factory=list)
+    outputs_checked: int = 0
+
+    def lines(self) -> list[str]:
+        out = [
+            f"requests: {self.requests}, SIGKILLs: {self.kills}, wall time: {self.seconds:.1f} s",
+            "final states: " + ", ".join(f"{k}={v}" for k, v in sorted(self.states.items())),
+            f"creates at the simulator: {self.creates}",
+            f"outputs checked byte for byte: {self.outputs_checked}",
+            f"needs_attention (create cut off between send and record): {len(self.needs_attention)}"
+            + (f" {sorted(self.needs_attention)}" if self.needs_attention else ""),
+        ]
+        out.append("problems: none" if not self.problems else f"problems ({len(self.problems)}):")
+        out.extend(f"  - {p}" for p in self.problems[:50])
+        return out
+
+
+class Harness:
+    def __init__(self, root: Path, *, requests: int, kills: int, seed: int, time_scale: float,
+                 faults: tuple[str, ...] = FAULTS, log: Any = print) -> None:
+        self.root, self.requests, self.kills, self.seed = root, requests, kills, seed
+        self.time_scale, self.faults, self.log = time_scale, faults, log
+        self.rng = random.Random(seed)  # seeded: a run can be replayed
+        self.inbox, self.outbox, self.state = root / "inbox", root / "outbox", root / "state"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNWAY", "AWS_"))}
+        self.env["RUNWAYML_API_SECRET"] = KEY
+        self.sim: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    # -- processes --------------------------------------------------------------------------------
+
+    def start_simulator(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        argv = [sys.executable, "-m", "runwatch.cli", "simulate", "--port", str(port), "--time-scale",
+                str(self.time_scale), "--seed", str(self.seed), "--concurrency", "0"]
+        for spec in self.faults:
+            argv += ["--fault", spec]
+        self.sim = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.sim.stdout is not None
+        line = self.sim.stdout.readline()
+        if "listening" not in line:
+            raise RuntimeError(f"the simulator did not start: {line!r}")
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop_simulator(self) -> None:
+        if self.sim is not None:
+            self.sim.terminate()
+            self.sim.wait(10)
+            if self.sim.stdout is not None:
+                self.sim.stdout.close()
+            self.sim = None
+
+    def write_config(self) -> Path:
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        config = self.root / "runwatch.toml"
+        config.write_text(
+            f'[runway]\nbase_url = "{self.url}"\npoll_interval = 0.2\n\n'
+            f'[state]\ndir = "{self.state}"\n\n[scheduler]\nrescan = 1.0\n\n'
+            f'[[inbox]]\npath = "{self.inbox}"\noutbox = "{self.outbox}"\nsettle = 0.3\n'
+        )
+        return config
+
+    def daemon(self, config: Path) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-m", "runwatch.cli", "run", "--config", str(config), "--log-level", "warning"]
+        with open(self.root / "daemon.log", "ab") as log:
+            return subprocess.Popen(argv, cwd=self.root, env=self.env, stdout=log, stderr=log)
+
+    def drop(self, index: int) -> None:
+        body, media = request_body(index)
+        for item in media:
+            shutil.copy(SAMPLES / "still.jpg", self.inbox / item)
+        tmp = self.inbox / f"r{index:04d}.json.tmp"
+        tmp.write_text(json.dumps(body))
+        os.rename(tmp, self.inbox / f"r{index:04d}.json")
+
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for index in range(self.requests):
+            path = self.outbox / f"r{index:04d}.status.json"
+            try:
+                out[f"r{index:04d}"] = json.loads(path.read_text())
+            except FileNotFoundError:
+                continue
+        return out
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    def run(self, final_timeout: float = 600.0) -> Report:
+        report = Report(requests=self.requests)
+        started = time.monotonic()
+        self.start_simulator()
+        try:
+            config = self.write_config()
+            waves = max(1, min(self.kills, self.requests))
+            per_wave = -(-self.requests // waves)
+            dropped = 0
+            for kill in range(self.kills):
+                proc = self.daemon(config)
+                for _ in range(per_wave if dropped < self.requests else 0):
+                    if dropped < self.requests:
+                        self.drop(dropped)
+                        dropped += 1
+                time.sleep(self.rng.uniform(0.3, 2.5))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+                report.kills += 1
+                self.log(f"kill {kill + 1}/{self.kills}: {dropped} dropped, "
+                         f"{sum(1 for s in self.statuses().values() if s['state'] in FINAL)} final")
+            while dropped < self.requests:
+                self.drop(dropped)
+                dropped += 1
+            proc = self.daemon(config)
+            deadline = time.monotonic() + final_timeout
+            while time.monotonic() < deadline:
+                statuses = self.statuses()
+                if len(statuses) == self.requests and all(s["state"] in FINAL for s in statuses.values()):
+                    break
+                time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+                report.problems.append("the last daemon did not stop within 30 s of SIGTERM")
+            self.check(report)
+        finally:
+            self.stop_simulator()
+        report.seconds = time.monotonic() - started
+        return report
+
+    # -- the checks -------------------------------------------------------------------------------
+
+    def check(self, report: Report) -> None:
+        problems = report.problems
+        statuses = self.statuses()
+        for index in range(self.requests):
+            name = f"r{index:04d}"
+            status = statuses.get(name)
+            if status is None:
+                problems.append(f"{name}: no status file")
+            elif status["state"] not in FINAL:
+                problems.append(f"{name}: not final ({status['state']})")
+            report.states[status["state"] if status else "missing"] += 1
+        report.needs_attention = [n for n, s in statuses.items() if s["state"] == "needs_attention"]
+
+        with httpx.Client(base_url=self.url, timeout=30,
+                          headers={"Authorization": f"Bearer {KEY}", "X-Runway-Version": "2024-11-06"}) as http:
+            creates = http.get("/_sim/creates").json()
+            tasks = http.get("/_sim/tasks").json()["tasks"]
+            report.creates = creates["total"]
+            for entry in creates["bodies"]:
+                if entry["count"] > 1:
+                    problems.append(f"the same body was created {entry['count']} times: tasks {entry['tasks']}")
+            by_request: dict[str, list[str]] = defaultdict(list)
+            for task in tasks:
+                match = MARK.search(json.dumps(task["body"]))
+                by_request[f"r{int(match.group(1)):04d}" if match else "?"].append(task["id"])
+            for name, ids in by_request.items():
+                if len(ids) > 1:
+                    problems.append(f"{name}: created {len(ids)} times ({ids})")
+            self._check_outputs(http, statuses, report)
+        self._check_journal(tasks, by_request, report)
+
+    def _check_outputs(self, http: httpx.Client, statuses: dict[str, dict[str, Any]], report: Report) -> None:
+        for name, status in sorted(statuses.items()):
+            if status["state"] != "succeeded":
+                continue
+            task = _get_task(http, status["task_id"])
+            urls = task.get("output") or []
+            if len(urls) != len(status["outputs"]) or not urls:
+                report.problems.append(f"{name}: {len(status['outputs'])} outputs recorded, task has {len(urls)}")
+                continue
+            for url, out in zip(urls, status["outputs"], strict=True):
+                path = self.outbox / out["file"]
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    report.problems.append(f"{name}: output {out['file']} lost")
+                    continue
+                fresh = httpx.get(url, timeout=30).content
+                if data != fresh or hashlib.sha256(data).hexdigest() != out["sha256"] or len(data) != out["bytes"]:
+                    report.problems.append(f"{name}: output {out['file']} differs from the simulator's bytes")
+                report.outputs_checked += 1
+
+    def _check_journal(self, tasks: list[dict[str, Any]], by_request: dict[str, list[str]],
+                       report: Report) -> None:
+        from runwatch.journal import Journal
+
+        journal = Journal(self.state / "journal.sqlite3")
+        try:
+            jobs = journal.jobs(limit=100_000)
+        finally:
+            journal.close()
+        owners: dict[str, list[str]] = defaultdict(list)
+        for job in jobs:
+            if not job.final:
+                report.problems.append(f"journal: job {job.id} ({job.name}) not final: {job.state}")
+            if job.task_id:
+                owners[job.task_id].append(job.id)
+        for task_id, ids in owners.items():
+            if len(ids) > 1:
+                report.problems.append(f"journal: task {task_id} belongs to jobs {ids}")
+        attention = {job.name for job in jobs if job.state == "needs_attention"}
+        by_task = {tid: name for name, ids in by_request.items() for tid in ids}
+        for task in tasks:
+            if task["id"] not in owners and by_task.get(task["id"]) not in attention:
+                report.problems.append(f"simulator task {task['id']} ({by_task.get(task['id'])}) belongs to no job")
+
+
+def _get_task(http: httpx.Client, task_id: str) -> dict[str, Any]:
+    # The simulator's injected 429s and 5xx hit the checker's GETs too: ask again.
+    for _ in range(50):
+        answer = http.get(f"/v1/tasks/{task_id}")
+        if answer.status_code == 200:
+            result: dict[str, Any] = answer.json()
+            return result
+        time.sleep(0.05)
+    raise RuntimeError(f"GET /v1/tasks/{task_id} kept failing: {answer.status_code}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--time-scale", type=float, default=0.01, help="simulator time scale (default 0.01)")
+    parser.add_argument("--dir", help="work in DIR and keep it (default: a temporary folder, removed if all passed)")
+    args = parser.parse_args(argv)
+    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="runwatch-crash-"))
+    root.mkdir(parents=True, exist_ok=True)
+    report = Harness(root, requests=args.requests, kills=args.kills, seed=args.seed,
+                     time_scale=args.time_scale).run()
+    for line in report.lines():
+        print(line)
+    if report.problems:
+        print(f"kept for inspection: {root}")
+        return 1
+    if not args.dir:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
