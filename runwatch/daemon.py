@@ -4,29 +4,49 @@ hands them to the engine, and runs the loop until told to stop.
 ``run --once`` processes everything waiting, waits for every task it started, then returns.
 SIGTERM stops taking new requests, waits a few seconds for creates in flight (so their task ids are
 recorded), and returns; tasks keep running at Runway and are followed again at the next start.
+
+Under systemd (``Type=notify``, see ``runwatch.notify``): READY=1 once every inbox is watched, STATUS= with the
+queue counts, WATCHDOG=1 from the main loop (a hung loop stops pinging and systemd restarts the service),
+STOPPING=1 on the way out. SIGHUP reloads the config file on the main loop: inboxes come and go while the
+tasks of a removed inbox are followed to their end, and a broken file leaves the running config in force.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
+import time
+from collections.abc import Iterable
 from types import FrameType
 from typing import Any
 
 import httpx
 import structlog
 
+from runwatch import notify
 from runwatch.api import RunwayClient
 from runwatch.catalog import load_catalog
-from runwatch.config import Config
-from runwatch.engine import Engine
-from runwatch.errors import ConfigError, Problem
-from runwatch.inbox import InboxWatcher, recover
-from runwatch.journal import Journal, StateLock
+from runwatch.config import Config, InboxConfig, load_config
+from runwatch.engine import IN_FLIGHT, Engine
+from runwatch.errors import ConfigError, Problem, RunwatchError
+from runwatch.inbox import Claimed, InboxWatcher, recover
+from runwatch.journal import Job, Journal, StateLock
 from runwatch.media import DataTransport, RunwayTransport, S3Transport
 
-__all__ = ["Daemon"]
+__all__ = ["Daemon", "run_daemon", "status_line"]
+
+_FIRST_LOOK = 5.0  # seconds start-up waits for the first scan of the inboxes before READY=1 regardless
+_STATUS_EVERY = 1.0  # at most one STATUS= per this many seconds: systemd need not hear every poll
+_STEP = 0.2  # seconds one turn of the main loop may wait for work
+# Settings held by objects built once at start (HTTP client, S3 transport, thread pool, state lock):
+# a reload reports a change to them and keeps the running value.
+_RESTART_ONLY: dict[str, tuple[str, ...]] = {
+    "runway": ("base_url", "api_version", "timeout", "api_key_file"),
+    "scheduler": ("max_uploads", "max_downloads"),
+}
+_RESTART_ONLY_SECTIONS = ("state", "s3")
 
 
 def _s3_client(config: Config) -> Any:
@@ -79,48 +99,92 @@ class Daemon:
                 transports["s3"] = S3Transport(config.s3, s3_client or _s3_client(config))
             self.catalog = load_catalog()
             self.engine = Engine(config, self.journal, self.api, transports, self.http, self.catalog, log=self.log)
-            self.watchers = [
-                InboxWatcher(inbox, deliver=self.engine.deliver, catalog=self.catalog,
-                             unknown_models=config.runway.unknown_models, rescan=config.scheduler.rescan,
-                             log=self.log)
-                for inbox in config.inboxes
-            ]
+            self._watching = {inbox.name: self._watcher(inbox, config) for inbox in config.inboxes}
         except BaseException:
             self.lock.release()
             raise
+        # Inboxes taken out of the config by a reload whose jobs are still followed: their configs stay in
+        # the engine's map (status files, outputs and done/failed records still go to their folders).
+        self._retired: set[str] = set()
+        self._reload_failed = False
+        self._status_sent: str | None = None
+        self._status_at = -_STATUS_EVERY
+        self._ping_every: float | None = None  # set by run() from $WATCHDOG_USEC
+        self._next_ping = 0.0
+
+    @property
+    def watchers(self) -> list[InboxWatcher]:
+        return list(self._watching.values())
+
+    def _watcher(self, inbox: InboxConfig, config: Config) -> InboxWatcher:
+        return InboxWatcher(inbox, deliver=self.engine.deliver, catalog=self.catalog,
+                            unknown_models=config.runway.unknown_models, rescan=config.scheduler.rescan,
+                            log=self.log)
 
     def start(self) -> None:
         for inbox in self.config.inboxes:
-            for folder in (inbox.work / "jobs", inbox.work / "done", inbox.work / "failed"):
-                if inbox.path.is_dir():
-                    folder.mkdir(parents=True, exist_ok=True)
+            _prepare(inbox)
         self.engine.load_limits()
         self.engine.recover([(inbox, d) for inbox in self.config.inboxes for d in recover(inbox)])
-        for watcher in self.watchers:
+        for watcher in self._watching.values():
             watcher.start()
-        self.log.info("daemon.started", inboxes=len(self.watchers),
-                      modes=[w.mode for w in self.watchers])
+        self._first_looks(_FIRST_LOOK)
+        self.log.info("daemon.started", inboxes=len(self._watching),
+                      modes=[w.mode for w in self._watching.values()])
+        self._publish_status(force=True)
+        notify.ready()
 
-    def run(self, stop: threading.Event, once: bool = False, on_tick: Any = None) -> int:
-        """The loop. Returns the exit code (``--once``: 1 if any request of this run did not succeed)."""
+    def _first_looks(self, timeout: float) -> None:
+        """Wait (a little) until each watcher has been through its first scan, so READY=1 means "looked".
+
+        The observers are already watching when ``start()`` returns; this only lets files that were waiting
+        before the start be seen first. A missing folder (paused) or a slow share does not hold READY back.
+        """
+        deadline = time.monotonic() + timeout
+        for watcher in self._watching.values():
+            while not (watcher.paused or watcher.pending() or watcher.wait_idle(0.05)):
+                if time.monotonic() >= deadline:
+                    return
+
+    def run(self, stop: threading.Event, once: bool = False, on_tick: Any = None,
+            reload: threading.Event | None = None) -> int:
+        """The loop. Returns the exit code (``--once``: 1 if any request of this run did not succeed).
+
+        ``reload`` is set by the SIGHUP handler; the reload itself happens here, between two engine steps,
+        so the engine's one-writer rule holds and no watcher is changed under a running claim.
+        """
         started_seq = max((j.seq for j in self.journal.jobs(limit=1)), default=0)
+        interval = notify.watchdog_interval()
+        self._ping_every = interval / 2 if interval else None
+        step = min(_STEP, self._ping_every / 2) if self._ping_every else _STEP
         try:
             while not stop.is_set():
-                self.engine.step(0.2)
+                if reload is not None and reload.is_set():
+                    reload.clear()
+                    self.reload()
+                self.engine.step(step)
+                self._retire()
                 if on_tick is not None:
                     on_tick(self)
-                if once and all(w.wait_idle(0) for w in self.watchers) and self.engine.idle():
+                now = time.monotonic()
+                self._keepalive(now)
+                self._publish_status(now=now)
+                if once and all(w.wait_idle(0) for w in self._watching.values()) and self.engine.idle():
                     break
+            if not once:
+                return 0
+            # Read before close() below shuts the journal.
+            ended = [j for j in self.journal.jobs(limit=100_000) if j.seq > started_seq]
+            return 0 if all(j.state in ("succeeded", "cancelled", "held") for j in ended) else 1
         finally:
             self.close()
-        if not once:
-            return 0
-        ended = [j for j in self.journal.jobs(limit=100_000) if j.seq > started_seq]
-        return 0 if all(j.state in ("succeeded", "cancelled", "held") for j in ended) else 1
 
     def close(self) -> None:
+        notify.stopping()
+        at_runway = sum(1 for j in self.engine.jobs.values() if j.task_id and j.state in IN_FLIGHT)
+        notify.status(f"stopping; {at_runway} tasks continue at Runway and are followed at the next start")
         self.log.info("daemon.stopping")
-        for watcher in self.watchers:
+        for watcher in self._watching.values():
             watcher.stop()
         self.engine.shutdown()
         self.http.close()
@@ -128,16 +192,196 @@ class Daemon:
         self.lock.release()
         self.log.info("daemon.stopped")
 
+    # -- systemd status ---------------------------------------------------------------------------
+
+    def _keepalive(self, now: float | None = None) -> None:
+        """WATCHDOG=1 when due. Called only from the main loop's thread: a loop that hangs stops pinging."""
+        if self._ping_every is None:
+            return
+        now = time.monotonic() if now is None else now
+        if now >= self._next_ping:
+            notify.watchdog()
+            self._next_ping = now + self._ping_every
+
+    def _publish_status(self, *, now: float | None = None, force: bool = False) -> None:
+        now = time.monotonic() if now is None else now
+        if not force and now - self._status_at < _STATUS_EVERY:
+            return
+        watchers = self._watching.values()
+        text = status_line(self.engine.jobs.values(), waiting_files=sum(w.pending() for w in watchers),
+                           watched=sum(not w.paused for w in watchers), paused=sum(w.paused for w in watchers))
+        if self._reload_failed:
+            text += "; the last reload failed, see the log"
+        if text != self._status_sent:
+            notify.status(text)
+            self._status_sent = text
+            self._status_at = now
+
+    # -- reload -----------------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Read the config file again and apply what can change while running; False if it was refused."""
+        notify.reloading()
+        try:
+            ok = self._reload()
+        except Exception as exc:  # a bug in a reload must not end the daemon; the old config stays
+            self.log.exception("daemon.reload_failed", error=repr(exc), kept="the previous configuration")
+            ok = False
+        self._reload_failed = not ok
+        self._publish_status(force=True)
+        notify.ready()  # ends the reload for systemd, whether it was applied or refused
+        return ok
+
+    def _reload(self) -> bool:
+        path = self.config.path
+        if path is None:
+            self.log.error("daemon.reload_failed", error="the configuration was not read from a file",
+                           kept="the previous configuration")
+            return False
+        self.log.info("daemon.reloading", config=str(path))
+        try:
+            new = load_config(path)
+            refuse_unenforced(new)
+        except ConfigError as exc:
+            self.log.error("daemon.reload_failed", config=str(path), problems=[str(p) for p in exc.problems],
+                           kept="the previous configuration")
+            return False
+        new, ignored = keep_restart_settings(self.config, new)
+        if ignored:
+            self.log.warning("daemon.reload_needs_restart", settings=ignored,
+                             hint="these keep their running values until runwatch is restarted")
+        running = self.config
+        old = {inbox.name: inbox for inbox in running.inboxes}
+        wanted = {inbox.name: inbox for inbox in new.inboxes}
+        # Watchers take these at construction: a change restarts every watcher (a restart is a rescan).
+        params_changed = ((new.runway.unknown_models, new.scheduler.rescan)
+                          != (running.runway.unknown_models, running.scheduler.rescan))
+        removed = sorted(old.keys() - wanted.keys())
+        added = sorted(wanted.keys() - old.keys())
+        changed = sorted(n for n in wanted.keys() & old.keys() if wanted[n] != old[n] or params_changed)
+        for name in removed:
+            self._watching.pop(name).stop()
+            self._keepalive()  # stopping a watcher may take seconds; it is progress, not a hang
+            self._retired.add(name)  # its config stays in engine.inboxes until its jobs have ended
+            self.log.info("inbox.removed", inbox=name, path=str(old[name].path))
+        applied = dict(wanted)
+        failed: list[str] = []
+        for name in added + changed:
+            if name in changed:
+                self._watching.pop(name).stop()
+            if self._watch(wanted[name], new, adopt=name in added):
+                self.log.info("inbox.added" if name in added else "inbox.changed", inbox=name,
+                              path=str(wanted[name].path), mode=self._watching[name].mode)
+                continue
+            failed.append(name)
+            del applied[name]  # not applied, so the next reload tries it again
+            if name in changed:  # back to the settings that worked
+                applied[name] = old[name]
+                self._watch(old[name], running, adopt=False)
+        self.config = dataclasses.replace(new, inboxes=tuple(applied[i.name] for i in new.inboxes if i.name in applied))
+        self.engine.config = self.config
+        os.umask(self.config.umask)
+        self.log.info("daemon.reloaded", config=str(path), added=[n for n in added if n not in failed],
+                      removed=removed, changed=[n for n in changed if n not in failed], failed=failed)
+        return not failed
+
+    def _watch(self, inbox: InboxConfig, config: Config, *, adopt: bool) -> bool:
+        """Start watching ``inbox`` (after taking over its orphaned claims when ``adopt``); False if it cannot be."""
+        try:
+            _prepare(inbox)
+            self.engine.inboxes[inbox.name] = inbox
+            self._retired.discard(inbox.name)
+            if adopt:  # before the watcher starts, or a fresh claim could be taken twice
+                self._adopt_claims(inbox)
+            watcher = self._watcher(inbox, config)
+            watcher.start()
+        except (OSError, RunwatchError) as exc:
+            # Typically a folder outside the unit's ReadWritePaths=: the rest of the reload still applies.
+            self.log.error("inbox.unusable", inbox=inbox.name, path=str(inbox.path), error=str(exc))
+            self._retired.add(inbox.name)  # adopted jobs, if any, are followed to their end
+            return False
+        finally:
+            self._keepalive()
+        self._watching[inbox.name] = watcher
+        return True
+
+    def _adopt_claims(self, inbox: InboxConfig) -> None:
+        """Claims left in a (re-)added inbox's work area that no job knows: taken as at a start."""
+        known = self.journal.known_dirs() | {j.job_dir for j in self.engine.jobs.values() if j.job_dir}
+        for job_dir in recover(inbox):
+            if str(job_dir) in known:
+                continue
+            files = sorted(p for p in job_dir.iterdir() if p.suffix in (".json", ".toml") and p.is_file())
+            if files:
+                self.log.info("job.recovered_claim", job_dir=str(job_dir))
+                self.engine.deliver(Claimed(job_dir.name, inbox.name, job_dir, files[0], files[0].stem,
+                                            "json" if files[0].suffix == ".json" else "toml", False))
+
+    def _retire(self) -> None:
+        """Forget a removed inbox once none of its jobs is left and nothing it delivered is still queued."""
+        if not self._retired or not self.engine.events.empty():
+            return
+        busy = {job.inbox for job in self.engine.jobs.values()}
+        for name in sorted(self._retired - busy):
+            self._retired.discard(name)
+            self.engine.inboxes.pop(name, None)
+            self.log.info("inbox.retired", inbox=name)
+
+
+def _prepare(inbox: InboxConfig) -> None:
+    if inbox.path.is_dir():
+        for folder in (inbox.work / "jobs", inbox.work / "done", inbox.work / "failed"):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def status_line(jobs: Iterable[Job], *, waiting_files: int, watched: int, paused: int) -> str:
+    """The ``STATUS=`` text: "3 waiting, 2 running, 1 held; inboxes: 2 watched, 0 paused".
+
+    Waiting counts requests accepted but not yet sent and files seen in an inbox but not yet taken; running,
+    everything between the first upload and the last download.
+    """
+    waiting, running, held = waiting_files, 0, 0
+    for job in jobs:
+        if job.state == "accepted":
+            waiting += 1
+        elif job.state in IN_FLIGHT or job.state == "downloading":
+            running += 1
+        elif job.state == "held":
+            held += 1
+    return f"{waiting} waiting, {running} running, {held} held; inboxes: {watched} watched, {paused} paused"
+
+
+def keep_restart_settings(running: Config, new: Config) -> tuple[Config, list[str]]:
+    """``new`` with the settings that need a restart put back to their running values, and their names."""
+    ignored: list[str] = []
+    replaced: dict[str, Any] = {}
+    for section in _RESTART_ONLY_SECTIONS:
+        if getattr(running, section) != getattr(new, section):
+            ignored.append(section)
+            replaced[section] = getattr(running, section)
+    for section, keys in _RESTART_ONLY.items():
+        was, now = getattr(running, section), getattr(new, section)
+        kept = {key: getattr(was, key) for key in keys if getattr(was, key) != getattr(now, key)}
+        ignored += [f"{section}.{key}" for key in kept]
+        if kept:
+            replaced[section] = dataclasses.replace(now, **kept)
+    return dataclasses.replace(new, **replaced), ignored
+
 
 def run_daemon(config: Config, *, api_key: str, once: bool) -> int:
-    """``runwatch run``: signals wired to a stop event."""
+    """``runwatch run``: SIGTERM and SIGINT stop, SIGHUP reloads; both only set a flag for the main loop."""
     stop = threading.Event()
+    reload = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
+    def on_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    def on_reload(signum: int, frame: FrameType | None) -> None:
+        reload.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_reload)
     daemon = Daemon(config, api_key=api_key)
     daemon.start()
-    return daemon.run(stop, once=once)
+    return daemon.run(stop, once=once, reload=reload)

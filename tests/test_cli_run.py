@@ -3,15 +3,19 @@ another, a config file on disk and the key in the environment."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from .conftest import SAMPLES
@@ -19,12 +23,13 @@ from .conftest import SAMPLES
 KEY = "key_" + "0" * 128
 
 
-@pytest.fixture
-def simulator_process() -> Iterator[str]:
+@contextlib.contextmanager
+def simulate(time_scale: float) -> Iterator[str]:
+    """`runwatch simulate` in its own process, as a user starts it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    argv = [sys.executable, "-m", "runwatch.cli", "simulate", "--port", str(port), "--time-scale", "0.01"]
+    argv = [sys.executable, "-m", "runwatch.cli", "simulate", "--port", str(port), "--time-scale", str(time_scale)]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -32,6 +37,12 @@ def simulator_process() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def simulator_process() -> Iterator[str]:
+    with simulate(0.01) as url:
+        yield url
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -84,3 +95,41 @@ class TestRunOnce:
         (tmp_path / "runwatch.toml").write_text('[runway]\npoll_intervall = 3\n[[inbox]]\npath = "i"\noutbox = "o"\n')
         done = _run(["run", "--once"], tmp_path, dict(os.environ, RUNWAYML_API_SECRET=KEY), timeout=60)
         assert done.returncode == 78 and "poll_intervall" in done.stderr
+
+
+class TestSigterm:
+    def test_sigterm_then_restart(self, tmp_path: Path) -> None:
+        """SIGTERM with a task in flight: the daemon exits within seconds; the next start follows the same
+        task to the end (one create in all) and downloads its output."""
+        with simulate(0.1) as url:
+            (tmp_path / "inbox").mkdir()
+            (tmp_path / "runwatch.toml").write_text(
+                f'[runway]\nbase_url = "{url}"\npoll_interval = 0.2\n[state]\ndir = "state"\n'
+                '[[inbox]]\npath = "inbox"\noutbox = "outbox"\nsettle = 0.3\n'
+            )
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNWAY", "AWS_"))}
+            env["RUNWAYML_API_SECRET"] = KEY
+            argv = [sys.executable, "-m", "runwatch.cli", "run"]
+            with subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) as proc:
+                (tmp_path / "inbox" / "film.json").write_text(json.dumps({
+                    "endpoint": "text_to_video", "model": "veo3.1", "promptText": "dusk", "ratio": "1280:720",
+                    "duration": 8}))
+                status_file = tmp_path / "outbox" / "film.status.json"
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    if status_file.exists() and json.loads(status_file.read_text())["task_id"]:
+                        break
+                    time.sleep(0.05)
+                proc.send_signal(signal.SIGTERM)
+                started = time.monotonic()
+                assert proc.wait(timeout=15) == 0
+                assert time.monotonic() - started < 10
+            state = json.loads(status_file.read_text())["state"]
+            assert state in ("submitted", "pending", "running", "throttled")
+            done = _run(["run", "--once"], tmp_path, env)
+            assert done.returncode == 0, done.stderr
+            status = json.loads(status_file.read_text())
+            assert status["state"] == "succeeded" and (tmp_path / "outbox" / status["outputs"][0]["file"]).exists()
+            creates = httpx.get(f"{url}/_sim/creates").json()
+            assert creates["total"] == 1
