@@ -30,7 +30,7 @@ from runwatch.api import RunwayClient
 from runwatch.catalog import load_catalog
 from runwatch.config import Config, InboxConfig, load_config
 from runwatch.engine import IN_FLIGHT, Engine
-from runwatch.errors import ConfigError, Problem, RunwatchError
+from runwatch.errors import ConfigError, RunwatchError
 from runwatch.inbox import Claimed, InboxWatcher, recover
 from runwatch.journal import Job, Journal, StateLock
 from runwatch.media import DataTransport, RunwayTransport, S3Transport
@@ -62,32 +62,16 @@ def _s3_client(config: Config) -> Any:
     )
 
 
-def refuse_unenforced(config: Config) -> None:
-    """Budgets are not enforced by this version: refuse to start rather than let anyone believe they are."""
-    problems = []
-    for key in ("daily", "monthly"):
-        if getattr(config.budget, key) is not None:
-            problems.append(Problem(f"budget.{key}", "budgets are not enforced by this version of runwatch; "
-                                    "remove the key (per-request max_credits and approve_above are enforced)"))
-    for i, inbox in enumerate(config.inboxes):
-        if inbox.budget_daily is not None:
-            problems.append(Problem(f"inbox[{i}].budget_daily", "budgets are not enforced by this version of "
-                                    "runwatch; remove the key"))
-    if problems:
-        raise ConfigError(str(config.path or "configuration"), problems)
-
-
 class Daemon:
     """One runwatch daemon: a state directory, a journal, an engine and a watcher per inbox."""
 
     def __init__(self, config: Config, *, api_key: str, log: Any = None, s3_client: Any = None) -> None:
-        refuse_unenforced(config)
         self.config = config
         self.log = log or structlog.get_logger("runwatch")
+        os.umask(config.umask)  # first: the state directory and its lock file are created under it too
         self.lock = StateLock(config.state.dir)
         self.lock.acquire()
         try:
-            os.umask(config.umask)
             self.journal = Journal(config.state.dir / "journal.sqlite3")
             timeout = httpx.Timeout(config.runway.timeout, connect=10.0)
             limits = httpx.Limits(max_connections=100, max_keepalive_connections=40)
@@ -241,7 +225,6 @@ class Daemon:
         self.log.info("daemon.reloading", config=str(path))
         try:
             new = load_config(path)
-            refuse_unenforced(new)
         except ConfigError as exc:
             self.log.error("daemon.reload_failed", config=str(path), problems=[str(p) for p in exc.problems],
                            kept="the previous configuration")

@@ -357,17 +357,6 @@ class TestApproval:
         status = rig.wait("mystery", {"held"})
         assert "no price is known" in status["error"]["message"] and sim.create_count() == 0
 
-    def test_budgets_refused_until_enforced(self, tmp_path: Path, sim: Simulator) -> None:
-        """Budget keys make the daemon refuse to start, naming each key: nobody is misled."""
-        from runwatch.errors import ConfigError
-
-        config = parse_config({"budget": {"daily": 100}, "state": {"dir": str(tmp_path / "s")},
-                               "inbox": [{"path": str(tmp_path / "i"), "outbox": str(tmp_path / "o"),
-                                          "budget_daily": 5}]}, "x.toml")
-        with pytest.raises(ConfigError) as info:
-            Daemon(config, api_key=sim.key)
-        assert {p.path for p in info.value.problems} == {"budget.daily", "inbox[0].budget_daily"}
-
 
 class TestRecovery:
     def test_intent_without_task_id_needs_attention(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
@@ -419,13 +408,6 @@ class TestRecovery:
 PRICEY = SEED_REQUESTS["text_to_video"][0]
 
 
-@pytest.fixture
-def budgets_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Budget keys are enforced by the engine; let the daemon start with them while its start-up refusal
-    of them is still in place (harmless once it is gone)."""
-    monkeypatch.setattr("runwatch.daemon.refuse_unenforced", lambda config: None, raising=False)
-
-
 def _approve(rig: Rig, name: str, by: str) -> None:
     if by == "file":
         (rig.inbox / f"{name}.approve").write_text("")
@@ -443,7 +425,6 @@ def _fast_rechecks(rig: Rig) -> Any:
     return engine
 
 
-@pytest.mark.usefixtures("budgets_on")
 class TestMoneyGuards:
     @pytest.mark.parametrize(("settings", "words", "by"), [
         ({"body": {"runwatch": {"max_credits": 100}}}, "is above its max_credits of 100", "command"),

@@ -82,8 +82,6 @@ def _open_to_others(root: Path) -> set[str]:
     return found
 
 
-@pytest.mark.xfail(strict=True, reason="daemon.py Daemon.__init__ takes the state lock (StateLock.acquire creates the "
-                   "state dir and runwatch.lock, mode 0640) before os.umask(config.umask); set the umask first")
 def test_umask_covers_the_state_lock(tmp_path: Path, sim: Simulator, restore_umask: None) -> None:
     """The state directory and its lock file are made under the configured umask too."""
     os.umask(0o022)  # a typical login umask: the configured one must win
