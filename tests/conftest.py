@@ -13,6 +13,8 @@ import pytest
 from runwatch.simulator import SimConfig, Simulator
 from tests.s3server import INSTALL_HINT, S3Server, S3ServerError, find_weed, start_s3_server
 
+pytest_plugins = ["tests.rig"]  # the daemon rig and its rig_factory fixture, shared by the daemon-level tests
+
 
 @pytest.fixture(autouse=True)
 def _no_real_credentials(monkeypatch: pytest.MonkeyPatch) -> None:

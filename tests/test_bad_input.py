@@ -24,7 +24,7 @@ import pytest
 from runwatch.simulator import SimConfig, Simulator
 
 from .conftest import SAMPLES
-from .test_daemon import Rig
+from .rig import Rig
 
 JPG = (SAMPLES / "still.jpg").read_bytes()
 MP3 = (SAMPLES / "speech.mp3").read_bytes()

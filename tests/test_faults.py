@@ -4,7 +4,7 @@ never creating (so never paying for) one request twice."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +13,13 @@ import pytest
 from runwatch.simulator import Fault, SimConfig, Simulator
 from tests.s3server import S3Server
 
-from .test_daemon import SEED_REQUESTS, Rig
+from .rig import SEED_REQUESTS, Rig
 
 SPEECH = SEED_REQUESTS["text_to_speech"][0]
 SFX = SEED_REQUESTS["sound_effect"][0]
 I2V, I2V_MEDIA = SEED_REQUESTS["image_to_video"]
 
 
-@pytest.fixture
-def rig_factory(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    """Rigs in this test's folder, stopped at the end (as in test_daemon)."""
-    rigs: list[Rig] = []
-
-    def make(sim: Simulator, **kwargs: Any) -> Rig:
-        rig = Rig(tmp_path, sim, **kwargs)
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.stop()
 
 
 def _no_duplicates(sim: Simulator) -> None:

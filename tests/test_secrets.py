@@ -13,7 +13,7 @@ import structlog
 from runwatch.logs import configure_logging
 from runwatch.simulator import Fault, SimConfig, Simulator
 
-from .test_daemon import SEED_REQUESTS, Rig
+from .rig import SEED_REQUESTS, Rig
 
 SECRET_PATTERNS = [
     re.compile(rb"(?i)x-amz-signature[=\"':\s]+(?!REDACTED|\*\*\*)[0-9a-f]{16,}"),

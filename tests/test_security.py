@@ -17,7 +17,7 @@ import pytest
 from runwatch.config import parse_config
 from runwatch.simulator import Simulator
 
-from .test_daemon import SEED_REQUESTS, Rig
+from .rig import SEED_REQUESTS, Rig
 
 PACKAGE = Path(__file__).resolve().parent.parent / "runwatch"
 KEY = "key_" + "0" * 128

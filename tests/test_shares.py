@@ -7,34 +7,18 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from runwatch.simulator import Simulator
 
 from .conftest import SAMPLES
-from .test_daemon import SEED_REQUESTS, Rig
+from .rig import SEED_REQUESTS, Rig
 
 POLLING = {"polling": True, "settle": 1.0}
 SPEECH = SEED_REQUESTS["text_to_speech"][0]
 
 
-@pytest.fixture
-def rig_factory(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    """Rigs in this test's folder, stopped at the end (as in test_daemon)."""
-    rigs: list[Rig] = []
-
-    def make(sim: Simulator, **kwargs: Any) -> Rig:
-        rig = Rig(tmp_path, sim, **kwargs)
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.stop()
 
 
 def _slow_copy(data: bytes, target: Path, chunks: int, pause: float) -> threading.Thread:

@@ -395,7 +395,7 @@ class TestSdNotify:
         assert time.monotonic() - stopped_at < 10
         daemon.wait_log("daemon.stopped", timeout=5)
 
-    def test_watchdog_silent_without_request(self, tmp_path: Path, sim: Simulator,
+    def test_no_watchdog_without_watchdog_usec(self, tmp_path: Path, sim: Simulator,
                                              daemon_process: Callable[..., DaemonProcess]) -> None:
         """Without $WATCHDOG_USEC no WATCHDOG=1 is sent; a missing inbox shows as paused in STATUS=."""
         config = tmp_path / "runwatch.toml"
