@@ -169,6 +169,20 @@ def _doctor(args: argparse.Namespace) -> int:
     return doctor_command(args.config, as_json=args.json)
 
 
+def _init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from runwatch.init import init_layout
+
+    directory = Path(args.dir)
+    for line in init_layout(directory):
+        print(line)
+    print("next:")
+    print(f"  runwatch doctor --config {directory / 'runwatch.toml'}")
+    print(f"  runwatch run --config {directory / 'runwatch.toml'}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runwatch",
@@ -262,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="simulated task times relative to Runway's (default 0.1: the demo takes ~15 s)")
     demo.set_defaults(func=_demo)
 
+    init = sub.add_parser("init", help="create an inbox/outbox layout and a commented config under DIR",
+                          description="Create DIR/inbox, DIR/outbox, DIR/state and a commented DIR/runwatch.toml "
+                          "that loads as it is. Never overwrites an existing config.")
+    init.add_argument("dir", metavar="DIR", help="the folder to set up (created if missing)")
+    init.set_defaults(func=_init)
+
     validate = sub.add_parser(
         "validate", help="check request files without calling the API; show each one's credit estimate",
         description="Check request files (and the config) as the daemon would, without calling the API or "
@@ -333,13 +353,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    from runwatch.errors import ConfigError, RunwatchError
+    from runwatch.errors import ConfigError, RunwatchError, UsageError
 
     try:
         result: int = args.func(args)
     except ConfigError as exc:
         print(f"runwatch {args.command}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except UsageError as exc:
+        print(f"runwatch {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except RunwatchError as exc:
         print(f"runwatch {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILURE

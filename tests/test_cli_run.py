@@ -133,3 +133,32 @@ class TestSigterm:
             assert status["state"] == "succeeded" and (tmp_path / "outbox" / status["outputs"][0]["file"]).exists()
             creates = httpx.get(f"{url}/_sim/creates").json()
             assert creates["total"] == 1
+
+
+class TestInit:
+    def test_init_then_run(self, tmp_path: Path, simulator_process: str) -> None:
+        """`runwatch init DIR` makes a layout whose config loads; pointed at the simulator it runs a request."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNWAY", "AWS_"))}
+        env["RUNWAYML_API_SECRET"] = KEY
+        made = _run(["init", str(tmp_path / "rw")], tmp_path, env, timeout=60)
+        assert made.returncode == 0, made.stderr
+        root = tmp_path / "rw"
+        assert all((root / d).is_dir() for d in ("inbox", "outbox", "state"))
+        config = root / "runwatch.toml"
+        text = config.read_text()
+        config.write_text(text.replace('"https://api.dev.runwayml.com"', f'"{simulator_process}"')
+                          .replace("poll_interval = 5.0", "poll_interval = 0.2"))
+        (root / "inbox" / "hello.json").write_text(json.dumps({
+            "endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": "Hello.",
+            "voice": {"type": "runway-preset", "presetId": "Maya"}}))
+        done = _run(["run", "--once", "--config", str(config)], tmp_path, env)
+        assert done.returncode == 0, done.stderr
+        assert json.loads((root / "outbox" / "hello.status.json").read_text())["state"] == "succeeded"
+
+    def test_init_never_overwrites(self, tmp_path: Path) -> None:
+        """A second init on the same folder is a usage error and leaves the config as it was."""
+        assert _run(["init", str(tmp_path)], tmp_path, dict(os.environ), timeout=60).returncode == 0
+        (tmp_path / "runwatch.toml").write_text("# mine\n")
+        again = _run(["init", str(tmp_path)], tmp_path, dict(os.environ), timeout=60)
+        assert again.returncode == 2 and "never overwrites" in again.stderr
+        assert (tmp_path / "runwatch.toml").read_text() == "# mine\n"
