@@ -142,14 +142,23 @@ class RunwayClient:
             raise _status_error(response)
         return response
 
-    def _retrying(self, method: str, path: str, body: Any, may_retry: Callable[[ApiError], bool]) -> httpx.Response:
+    def _retrying(
+        self, method: str, path: str, body: Any, may_retry: Callable[[ApiError], bool],
+        before_send: Callable[[], None] | None = None, not_sent: Callable[[], None] | None = None,
+    ) -> httpx.Response:
         attempt = 0
         while True:
             attempt += 1
+            if before_send is not None:
+                before_send()
             try:
                 return self._once(method, path, body)
             except ApiError as exc:
-                if attempt >= self.max_attempts or not may_retry(exc):
+                if not may_retry(exc):
+                    raise
+                if not_sent is not None:
+                    not_sent()  # proven not created: a crash while we wait must not look like a lost create
+                if attempt >= self.max_attempts:
                     raise
                 retry_after = exc.retry_after if isinstance(exc, RateLimitedError) else None
                 self._sleep(backoff_delay(attempt, retry_after, self._rng))
@@ -165,9 +174,17 @@ class RunwayClient:
 
     # -- the calls --------------------------------------------------------------------------------
 
-    def create_task(self, endpoint: str, body: Mapping[str, Any]) -> Created:
-        """POST /v1/{endpoint}. Retried only while Runway surely created nothing (see module doc)."""
-        response = self._retrying("POST", f"/v1/{endpoint}", dict(body), create_may_be_retried)
+    def create_task(
+        self, endpoint: str, body: Mapping[str, Any], before_send: Callable[[], None] | None = None,
+        not_sent: Callable[[], None] | None = None,
+    ) -> Created:
+        """POST /v1/{endpoint}. Retried only while Runway surely created nothing (see module doc).
+
+        ``before_send`` runs before every attempt (the caller records its intent durably there) and
+        ``not_sent`` after every answer that proves no task was created (the caller clears the intent), so a
+        crash during a backoff is never mistaken for a create whose answer was lost.
+        """
+        response = self._retrying("POST", f"/v1/{endpoint}", dict(body), create_may_be_retried, before_send, not_sent)
         data = self._json(response)
         task_id = data.get("id") if isinstance(data, dict) else None
         if not isinstance(task_id, str):

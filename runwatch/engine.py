@@ -587,10 +587,22 @@ class Engine:
         if job.cancel_requested:
             self._finish(job, "cancelled")
             return
-        # The intent is committed (fsync'd) before the request leaves: a crash from here on is seen.
-        self.journal.update(job, create_started_at=now_iso(), attempts=job.attempts + 1)
+        first = [True]
+
+        def before_send() -> None:
+            # The intent is committed (fsync'd) before each attempt leaves: a crash from here on is seen.
+            # (Runs on the worker; the engine leaves a job alone while its call is in flight.)
+            if first[0]:
+                first[0] = False
+                self.journal.update(job, create_started_at=now_iso(), attempts=job.attempts + 1)
+            else:
+                self.journal.update(job, create_started_at=now_iso())
+
+        def not_sent() -> None:
+            self.journal.update(job, create_started_at=None)
+
         self.log.info("api.creating", request=job.name, job=job.id, endpoint=job.endpoint)
-        self._run(job, "created", self.api.create_task, job.endpoint or "", body)
+        self._run(job, "created", self.api.create_task, job.endpoint or "", body, before_send, not_sent)
 
     def _after_created(self, job: Job, result: Any) -> None:
         log = self.log.bind(request=job.name, job=job.id)

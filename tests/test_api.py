@@ -62,6 +62,23 @@ class TestCreate:
         assert sleeps.delays == [backoff_delay(n, None, lambda: 0.5) for n in (1, 2, 3)]
         assert sleeps.delays[0] < sleeps.delays[1] < sleeps.delays[2]
 
+    def test_intent_hooks_per_attempt(self, client: RunwayClient, sim: Simulator) -> None:
+        """The intent is recorded before every attempt and cleared after every answer proving nothing was
+        created, so a crash during a backoff never looks like a lost create."""
+        sim.faults.add(Fault("error", status=503, count=1))
+        sim.faults.add(Fault("rate_limit", count=1, retry_after=0))
+        calls: list[str] = []
+        client.create_task("text_to_speech", TTS, lambda: calls.append("send"), lambda: calls.append("not_sent"))
+        assert calls == ["send", "not_sent", "send", "not_sent", "send"]
+
+    def test_intent_kept_when_the_answer_is_lost(self, client: RunwayClient, sim: Simulator) -> None:
+        """After a lost answer the intent is left in place: the create may exist."""
+        sim.faults.add(Fault("drop", after=True, count=1))
+        calls: list[str] = []
+        with pytest.raises(ApiConnectionError):
+            client.create_task("text_to_speech", TTS, lambda: calls.append("send"), lambda: calls.append("not_sent"))
+        assert calls == ["send"]
+
     def test_answer_lost_after_create_is_never_resent(self, client: RunwayClient, sim: Simulator) -> None:
         """The connection drops after Runway created the task: no second create, an error that says so."""
         sim.faults.add(Fault("drop", after=True, count=1))
