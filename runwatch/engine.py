@@ -30,7 +30,7 @@ import httpx
 import structlog
 
 from runwatch import __version__
-from runwatch.api import RunwayClient, create_may_be_retried
+from runwatch.api import Created, RunwayClient, create_may_be_retried
 from runwatch.budget import Charge, Limits, Spent, balance_hold, charge_of, daily_limit_hold, spent, user_hold
 from runwatch.catalog import Catalog, format_path
 from runwatch.config import Config, InboxConfig
@@ -601,14 +601,21 @@ class Engine:
         def not_sent() -> None:
             self.journal.update(job, create_started_at=None)
 
+        def send() -> Created:
+            created = self.api.create_task(job.endpoint or "", body, before_send, not_sent)
+            # Recorded here, on the worker, the moment Runway answers: the window in which a crash leaves a
+            # create unconfirmed is the round trip and one fsync, not also the engine's queue.
+            estimated = created.estimated_credits if created.estimated_credits is not None else job.estimated_credits
+            self.journal.update(job, task_id=created.id, estimated_credits=estimated, state="submitted")
+            return created
+
         self.log.info("api.creating", request=job.name, job=job.id, endpoint=job.endpoint)
-        self._run(job, "created", self.api.create_task, job.endpoint or "", body, before_send, not_sent)
+        self._run(job, "created", send)
 
     def _after_created(self, job: Job, result: Any) -> None:
         log = self.log.bind(request=job.name, job=job.id)
         if not isinstance(result, BaseException):
-            estimated = result.estimated_credits if result.estimated_credits is not None else job.estimated_credits
-            self.journal.update(job, task_id=result.id, estimated_credits=estimated)
+            estimated = job.estimated_credits  # recorded with the task id by the worker that sent the create
             reserved = self._reserved.get(job.id)
             if reserved is not None:
                 reserved.credits = float(estimated or reserved.credits)
