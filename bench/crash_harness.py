@@ -102,6 +102,7 @@ class Harness:
         self.inbox, self.outbox, self.state = root / "inbox", root / "outbox", root / "state"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNWAY", "AWS_"))}
         self.env["RUNWAYML_API_SECRET"] = KEY
+        self.env["RUNWATCH_ALLOW_ROOT"] = "1"  # a rehearsal on a throwaway tree; harmless as root
         self.sim: subprocess.Popen[str] | None = None
         self.url = ""
 

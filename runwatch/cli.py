@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 failure, 2 usage error, 78 configuration error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -70,6 +71,11 @@ def _run(args: argparse.Namespace) -> int:
     from runwatch.daemon import run_daemon
     from runwatch.logs import configure_logging
 
+    if os.geteuid() == 0 and not args.allow_root and os.environ.get("RUNWATCH_ALLOW_ROOT") != "1":
+        # Refused before anything is read or created, so no state ends up owned by root.
+        print("runwatch run: refusing to run as root; run it as an unprivileged user (systemd User=), "
+              "or pass --allow-root (or set RUNWATCH_ALLOW_ROOT=1, e.g. in a container)", file=sys.stderr)
+        return EXIT_CONFIG
     configure_logging(args.log_level)
     config = _config(args)
     return run_daemon(config, api_key=load_api_key(config), once=args.once)
@@ -240,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true",
                      help="process everything waiting, wait for every task started, then exit (cron, NAS boxes)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--allow-root", action="store_true",
+                     help="run even as root (refused otherwise; RUNWATCH_ALLOW_ROOT=1 does the same)")
     run.set_defaults(func=_run)
 
     status = sub.add_parser("status", help="jobs and their states, from the journal",

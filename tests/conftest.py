@@ -22,6 +22,8 @@ def _no_real_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("RUNWAYML_", "RUNWAY_", "AWS_")):
             monkeypatch.delenv(name, raising=False)
+    # CI runs as root; the daemons the tests start are allowed to (tests of the refusal remove this).
+    monkeypatch.setenv("RUNWATCH_ALLOW_ROOT", "1")
 
 
 @pytest.fixture

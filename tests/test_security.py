@@ -130,13 +130,13 @@ def test_second_daemon_on_the_same_state_refuses(tmp_path: Path, sim: Simulator)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only meaningful when the test runs as root")
-@pytest.mark.xfail(strict=True, reason="not implemented: cli.py `run` does not check os.geteuid(); proposed: refuse "
-                   "with exit 78 unless --allow-root or [daemon] allow_root = true")
 def test_refuses_to_run_as_root(tmp_path: Path, sim: Simulator) -> None:
     """As root without --allow-root, `runwatch run` exits 78 saying why and how to override."""
     config = _config(tmp_path, sim.url)
+    env = _env()
+    env.pop("RUNWATCH_ALLOW_ROOT", None)
     done = subprocess.run([sys.executable, "-m", "runwatch.cli", "run", "--once", "--config", str(config)],
-                          env=_env(), capture_output=True, text=True, timeout=60)
+                          env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 78, (done.returncode, done.stderr)
     assert "root" in done.stderr and "--allow-root" in done.stderr
     assert not (tmp_path / "state" / "journal.sqlite3").exists()  # refused before touching any state
