@@ -152,19 +152,19 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from runwatch.ops import validate_command
+    from runwatch.validate import validate_command
 
     return validate_command(args.paths, config_file=args.config, price=args.price, as_json=args.json)
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from runwatch.ops import submit_command
+    from runwatch.submit import submit_command
 
     return submit_command(args.file, config_file=args.config, wait=args.wait, out_dir=args.out)
 
 
 def _credits(args: argparse.Namespace) -> int:
-    from runwatch.ops import credits_command
+    from runwatch.credits import credits_command
 
     return credits_command(config_file=args.config, as_json=args.json)
 

@@ -1,35 +1,29 @@
 """Logging: structlog, JSON lines when not on a terminal (journald), readable lines on a terminal.
 
 Event names are stable and namespaced (``inbox.claimed``, ``api.created``, ``job.succeeded``...), with the
-request name, job and task id bound as fields rather than formatted into messages.
+request name, job and task id bound as fields rather than formatted into messages. Every event goes through
+:func:`runwatch.redact.redact` before it is rendered: no key or signature reaches a log.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "redact"]
+from runwatch.redact import redact
 
-_KEY = re.compile(r"key_[0-9a-fA-F]{128}")
-_SIGNED = re.compile(r"((?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|_jwt|sig)=)[^&\s\"']+",
-                     re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """The API key and presigned-URL signatures blanked out of any text."""
-    return _SIGNED.sub(r"\1REDACTED", _KEY.sub("key_REDACTED", text))
+__all__ = ["configure_logging"]
 
 
 def _redact_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # Every value at any depth (a list of problems, a dict of fields), the formatted traceback included; other
+    # objects (an exception, bytes) become the repr the renderers would print, redacted.
     for key, value in event.items():
-        if isinstance(value, str):
-            event[key] = redact(value)
+        event[key] = redact(value, other=repr)
     return event
 
 

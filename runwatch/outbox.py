@@ -3,8 +3,9 @@
 Every file is written under a temporary name in the outbox itself (``.NAME.partN.<hex>.tmp`` for an output,
 ``.NAME.status.json.<hex>.tmp`` for a status file; the leading dot and ``.tmp`` make every scanner skip them),
 fsynced, then moved into place on the same filesystem, and the directory is fsynced, so a reader or a crash
-never meets half a file. A status file replaces its previous version; an output never replaces anything: a
-taken name gets a deterministic ``.2``, ``.3``... suffix, because a user's file is never overwritten.
+never meets half a file (a status file of a state the daemon rewrites after a restart skips the fsyncs). A
+status file replaces its previous version; an output never replaces anything: a taken name gets a
+deterministic ``.2``, ``.3``... suffix, because a user's file is never overwritten.
 
 Status files go through :func:`redact` on the way out: they never carry an API key or a presigned signature.
 OSError and httpx errors become :class:`~runwatch.errors.OutboxError` here.
@@ -31,6 +32,8 @@ import httpx
 import tomli_w
 
 from runwatch.errors import OutboxError, RunwatchError
+from runwatch.redact import redact
+from runwatch.redact import redact_text as _redact_text
 
 __all__ = [
     "STATUS_KEYS",
@@ -69,18 +72,6 @@ CONTENT_EXTENSIONS: dict[str, str] = {
     "application/zip": "zip",
 }
 
-SECRET_PARAMS = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "_jwt", "sig", "token")
-REDACTED = "REDACTED"
-
-# A secret query parameter wherever it appears, with or without the URL's scheme and host around it.
-# Case-insensitive (a signature is as secret in any spelling); anchored on ?/&/; so "token" never matches
-# inside a longer name; trailing sentence punctuation after the value is kept for readability.
-_SECRET_PARAM = re.compile(
-    r"([?&;](?:" + "|".join(map(re.escape, SECRET_PARAMS)) + r")=)"
-    r"[^&#;\s\"'<>]*?(?=[,.:!?)\]}]*(?:[&#;\s\"'<>]|$))",
-    re.I,
-)
-_API_KEY = re.compile(r"key_[0-9a-fA-F]{128,}")
 # Our temporary names and nothing else: a user's ".notes.tmp" is not ours to delete.
 _TEMP = re.compile(r"\..+\.(?:part\d+|status\.(?:json|toml))\.[0-9a-f]{16}\.tmp", re.S)
 _TEMP_NAME_MAX = 100  # bytes of NAME kept in a temporary name, so it stays under NAME_MAX (255 bytes)
@@ -107,35 +98,14 @@ def ordered_status(status: Mapping[str, Any]) -> dict[str, Any]:
     return ordered
 
 
-def redact(value: Any, *, drop_none: bool = False) -> Any:
-    """A plain JSON/TOML-ready copy of ``value`` with signatures and API keys blanked in every string.
+def write_status(
+    outbox: Path, name: str, fmt: StatusFormat, status: Mapping[str, Any], *, durable: bool = True,
+) -> Path:
+    """Write the status file atomically (a reader sees the old or the new version, never half of one).
 
-    Mappings become dicts (order kept), tuples lists, paths strings; ``drop_none`` leaves out None values
-    (TOML has no null), in tables and arrays alike.
+    ``durable=False`` skips the fsyncs: for states the daemon writes again after a restart anyway (it
+    rewrites the status of every job it still follows), so a power cut can cost nothing but a stale view.
     """
-    if isinstance(value, str):
-        return _redact_text(value)
-    if isinstance(value, os.PathLike):
-        return _redact_text(os.fspath(value))
-    if isinstance(value, Mapping):
-        return {
-            _redact_text(str(k)): redact(v, drop_none=drop_none)
-            for k, v in value.items()
-            if not (drop_none and v is None)
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v, drop_none=drop_none) for v in value if not (drop_none and v is None)]
-    return value
-
-
-def _redact_text(text: str) -> str:
-    if "=" in text:
-        text = _SECRET_PARAM.sub(rf"\g<1>{REDACTED}", text)
-    return _API_KEY.sub("key_" + REDACTED, text) if "key_" in text else text
-
-
-def write_status(outbox: Path, name: str, fmt: StatusFormat, status: Mapping[str, Any]) -> Path:
-    """Write the status file atomically (a reader sees the old or the new version, never half of one)."""
     path = status_path(outbox, name, fmt)
     try:
         if fmt == "json":
@@ -149,13 +119,15 @@ def write_status(outbox: Path, name: str, fmt: StatusFormat, status: Mapping[str
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OutboxError(f"{path}: cannot write status: {exc}") from exc
-    _fsync_dir(outbox)
+    if durable:
+        _fsync_dir(outbox)
     return path
 
 

@@ -1,8 +1,8 @@
 """Credit estimates from price data: ``runwatch/data/prices.json``, format in ``docs/price-format.md``.
 
-Prices are data, not code: the file holds one declarative rule per model, each with the source that states
-it. This module parses and checks the whole file once (a malformed file raises ``CatalogError`` at load,
-never half-way through an estimate), then evaluates a rule against a request body::
+Prices are data, not code: :mod:`runwatch.pricedata` parses and checks the whole file once (a malformed file
+raises ``CatalogError`` at load, never half-way through an estimate); this module evaluates a model's rule
+against a request body::
 
     estimate("text_to_video", "gen4.5", {"duration": 5, "outputFormat": "prores"})
     -> Estimate(credits=85, basis="17 credits/s (12 + 5 for outputFormat=prores) × 5 s", assumptions=())
@@ -20,17 +20,32 @@ import functools
 import json
 import math
 from collections.abc import Mapping
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from fractions import Fraction
 from importlib import resources
-from typing import Any, TypeAlias
+from typing import Any
 
 from runwatch.errors import CatalogError
+from runwatch.pricedata import (
+    CaseSelect,
+    Cond,
+    NoPrice,
+    PerCharacters,
+    PerFrame,
+    PerGeneration,
+    PerImage,
+    PerSecond,
+    Quantity,
+    Rate,
+    Rule,
+    TierSelect,
+    exact,
+    merge_override,
+    parse_prices,
+    same,
+)
 
 __all__ = ["Estimate", "MediaHint", "PriceBook", "estimate", "known_models", "load_prices", "price_rule"]
-
-_FORMAT = 1  # the data file format this module reads
 
 
 @dataclass(frozen=True)
@@ -57,366 +72,14 @@ class MediaHint:
     fps: float | None = None
 
 
-# --- the parsed rule tree ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Cond:
-    field: str
-    equals: object  # compared strictly (type and value); unused when non_empty
-    non_empty: bool
-
-
-@dataclass(frozen=True)
-class _Case:
-    values: tuple[object, ...]
-    value: _Rate
-    label: str | None
-
-
-@dataclass(frozen=True)
-class _CaseSelect:
-    field: str
-    cases: tuple[_Case, ...]
-    # None = required; "max" = dearest case (default undocumented); a case value = the documented default;
-    # a tuple of (condition or None, case value) = a documented default that depends on other fields
-    absent: object
-
-
-@dataclass(frozen=True)
-class _Tier:
-    up_to: int | None
-    value: _Rate
-    label: str
-
-
-@dataclass(frozen=True)
-class _TierSelect:
-    path: str
-    media: bool  # pixels from the MediaHint at ``path``, else from the "W:H" body field at ``path``
-    tiers: tuple[_Tier, ...]
-    absent_max: bool
-
-
-_Rate: TypeAlias = "Fraction | _CaseSelect | _TierSelect"
-
-
-@dataclass(frozen=True)
-class _Quantity:
-    path: str
-    media: bool  # read from the MediaHint at ``path``, else from the body field at ``path``
-    default: Fraction | None
-    assume: Fraction | None
-
-
-@dataclass(frozen=True)
-class _PerSecond:
-    rate: _Rate
-    surcharges: tuple[_Rate, ...]
-    seconds: _Quantity
-    every: Fraction
-
-
-@dataclass(frozen=True)
-class _PerFrame:
-    rate: _Rate
-    seconds: _Quantity
-    fps: _Quantity
-
-
-@dataclass(frozen=True)
-class _PerImage:
-    price: _Rate
-    count: _Quantity | None
-
-
-@dataclass(frozen=True)
-class _PerCharacters:
-    field: str
-    rate: Fraction
-    every: Fraction
-
-
-@dataclass(frozen=True)
-class _PerGeneration:
-    price: Fraction
-    low: Fraction | None
-
-
-@dataclass(frozen=True)
-class _NoPrice:
-    pass
-
-
-_Kind: TypeAlias = "_PerSecond | _PerFrame | _PerImage | _PerCharacters | _PerGeneration | _NoPrice"
-
-
-@dataclass(frozen=True)
-class _Rule:
-    kind: _Kind
-    round_up: bool = False
-    minimum: Fraction | None = None
-    unknown_when: tuple[tuple[_Cond, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class _Entry:
-    rule: _Rule
-    confidence: str
-    note: str
-    legacy: bool
-
-
-# --- parsing and checking the data file -------------------------------------------------------------------
-
-
-def _bad(path: str, message: str) -> CatalogError:
-    return CatalogError(f"prices.json: {path}: {message}")
-
-
-def _obj(
-    value: object, path: str, allowed: AbstractSet[str], required: AbstractSet[str] = frozenset()
-) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _bad(path, "must be an object")
-    unknown = set(value) - set(allowed)
-    if unknown:
-        raise _bad(path, f"unknown keys {sorted(unknown)}")
-    missing = set(required) - set(value)
-    if missing:
-        raise _bad(path, f"missing keys {sorted(missing)}")
-    return value
-
-
-def _str(value: object, path: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise _bad(path, "must be a non-empty string")
-    return value
-
-
-def _exact(value: int | float) -> Fraction:
-    # repr() keeps the decimal as written, so 0.7 is 7/10 and 5.7 s × 20 is exactly 114
-    return Fraction(value) if isinstance(value, int) else Fraction(repr(value))
-
-
-def _num(value: object, path: str, *, positive: bool = False) -> Fraction:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _bad(path, "must be a finite number")
-    q = _exact(value)
-    if q < 0 or (positive and q == 0):
-        raise _bad(path, "must be positive" if positive else "must not be negative")
-    return q
-
-
-def _one_of(d: Mapping[str, Any], path: str, a: str, b: str) -> tuple[str, bool]:
-    """The value of whichever of ``a``/``b`` is present (exactly one must be), and whether it was ``b``."""
-    if (a in d) == (b in d):
-        raise _bad(path, f"needs exactly one of {a}, {b}")
-    return (_str(d[b], f"{path}.{b}"), True) if b in d else (_str(d[a], f"{path}.{a}"), False)
-
-
-def _cond(value: object, path: str) -> _Cond:
-    d = _obj(value, path, {"field", "equals", "nonEmpty"}, {"field"})
-    if ("equals" in d) == ("nonEmpty" in d):
-        raise _bad(path, "needs exactly one of equals, nonEmpty")
-    if "nonEmpty" in d and d["nonEmpty"] is not True:
-        raise _bad(path + ".nonEmpty", "must be true")
-    return _Cond(_str(d["field"], path + ".field"), d.get("equals"), "nonEmpty" in d)
-
-
-def _tiers(value: object, path: str) -> _TierSelect:
-    d = _obj(value, path, {"pixelsOf", "tiers", "absent"}, {"pixelsOf", "tiers"})
-    src_path, media = _one_of(
-        _obj(d["pixelsOf"], path + ".pixelsOf", {"field", "media"}), path, "field", "media"
-    )
-    raw = d["tiers"]
-    if not isinstance(raw, list) or len(raw) < 2:
-        raise _bad(path + ".tiers", "must list at least two tiers")
-    tiers: list[_Tier] = []
-    for i, t in enumerate(raw):
-        tp = f"{path}.tiers[{i}]"
-        td = _obj(t, tp, {"upTo", "value", "label"}, {"value"})
-        if (i == len(raw) - 1) == ("upTo" in td):
-            raise _bad(tp, "every tier but the last needs upTo; the last has none")
-        up = td.get("upTo")
-        if up is not None and (isinstance(up, bool) or not isinstance(up, int) or up <= 0):
-            raise _bad(tp + ".upTo", "must be a positive whole pixel count")
-        prev = tiers[-1].up_to if tiers else 0
-        if up is not None and prev is not None and up <= prev:
-            raise _bad(tp + ".upTo", "must grow from tier to tier")
-        label = _str(td["label"], tp + ".label") if "label" in td else f"≤ {up} px" if up else f"> {prev} px"
-        tiers.append(_Tier(up, _rate(td["value"], tp + ".value"), label))
-    if d.get("absent", "max") != "max":
-        raise _bad(path + ".absent", 'must be "max" when given')
-    return _TierSelect(src_path, media, tuple(tiers), "absent" in d)
-
-
-def _cases(value: object, path: str) -> _CaseSelect:
-    d = _obj(value, path, {"field", "cases", "absent"}, {"field", "cases"})
-    raw = d["cases"]
-    if not isinstance(raw, list) or not raw:
-        raise _bad(path + ".cases", "must be a non-empty list")
-    cases: list[_Case] = []
-    for i, c in enumerate(raw):
-        cp = f"{path}.cases[{i}]"
-        cd = _obj(c, cp, {"in", "value", "label"}, {"in", "value"})
-        values = cd["in"]
-        if not isinstance(values, list) or not values or any(isinstance(v, Mapping | list) for v in values):
-            raise _bad(cp + ".in", "must be a non-empty list of JSON scalars")
-        label = _str(cd["label"], cp + ".label") if "label" in cd else None
-        cases.append(_Case(tuple(values), _rate(cd["value"], cp + ".value"), label))
-    field = _str(d["field"], path + ".field")
-    absent = d.get("absent")
-    if isinstance(absent, list):
-        pairs: list[tuple[_Cond | None, object]] = []
-        for i, a in enumerate(absent):
-            ap = f"{path}.absent[{i}]"
-            ad = _obj(a, ap, {"when", "use"}, {"use"})
-            _find_case(cases, ad["use"], ap + ".use")
-            pairs.append((_cond(ad["when"], ap + ".when") if "when" in ad else None, ad["use"]))
-        if not pairs or pairs[-1][0] is not None:
-            raise _bad(path + ".absent", "the last entry must have no condition")
-        return _CaseSelect(field, tuple(cases), tuple(pairs))
-    if absent is not None and absent != "max":
-        _find_case(cases, absent, path + ".absent")
-    return _CaseSelect(field, tuple(cases), absent)
-
-
-def _find_case(cases: list[_Case], key: object, path: str) -> None:
-    if not any(_same(key, v) for c in cases for v in c.values):
-        raise _bad(path, f"{key!r} is not one of the cases")
-
-
-def _rate(value: object, path: str) -> _Rate:
-    if not isinstance(value, Mapping):
-        return _num(value, path)
-    return _tiers(value, path) if "pixelsOf" in value else _cases(value, path)
-
-
-def _quantity(value: object, path: str) -> _Quantity:
-    d = _obj(value, path, {"field", "media", "default", "assume"})
-    src, media = _one_of(d, path, "field", "media")
-    if media and ("default" in d or "assume" in d):
-        raise _bad(path, "default/assume apply to body fields only")
-    if "default" in d and "assume" in d:
-        raise _bad(path, "default (documented) and assume (undocumented) exclude each other")
-    default = _num(d["default"], path + ".default", positive=True) if "default" in d else None
-    assume = _num(d["assume"], path + ".assume", positive=True) if "assume" in d else None
-    return _Quantity(src, media, default, assume)
-
-
-_KIND_KEYS: dict[str, tuple[set[str], set[str]]] = {
-    "second": ({"rate", "seconds", "surcharges", "every"}, {"rate", "seconds"}),
-    "frame": ({"rate", "seconds", "fps"}, {"rate", "seconds", "fps"}),
-    "image": ({"price", "count"}, {"price"}),
-    "characters": ({"field", "rate", "every"}, {"field", "rate"}),
-    "generation": ({"price", "low"}, {"price"}),
-    "unknown": (set(), set()),
-}
-
-
-def _kind(per: str, d: Mapping[str, Any], path: str) -> _Kind:
-    every = _num(d["every"], path + ".every", positive=True) if "every" in d else Fraction(1)
-    if per == "second":
-        surcharges = d.get("surcharges", [])
-        if not isinstance(surcharges, list):
-            raise _bad(path + ".surcharges", "must be a list")
-        extra = tuple(_rate(s, f"{path}.surcharges[{i}]") for i, s in enumerate(surcharges))
-        return _PerSecond(
-            _rate(d["rate"], path + ".rate"), extra, _quantity(d["seconds"], path + ".seconds"), every
-        )
-    if per == "frame":
-        seconds, fps = _quantity(d["seconds"], path + ".seconds"), _quantity(d["fps"], path + ".fps")
-        return _PerFrame(_rate(d["rate"], path + ".rate"), seconds, fps)
-    if per == "image":
-        count = _quantity(d["count"], path + ".count") if "count" in d else None
-        return _PerImage(_rate(d["price"], path + ".price"), count)
-    if per == "characters":
-        return _PerCharacters(_str(d["field"], path + ".field"), _num(d["rate"], path + ".rate"), every)
-    if per == "generation":
-        low = _num(d["low"], path + ".low") if "low" in d else None
-        return _PerGeneration(_num(d["price"], path + ".price"), low)
-    return _NoPrice()
-
-
-def _rule(value: object, path: str) -> _Rule:
-    per = value.get("per") if isinstance(value, Mapping) else None
-    if not isinstance(per, str) or per not in _KIND_KEYS:
-        raise _bad(path + ".per", f"must be one of {sorted(_KIND_KEYS)}")
-    allowed, required = _KIND_KEYS[per]
-    common = {"round", "minimum", "unknownWhen"} if per != "unknown" else set()
-    d = _obj(value, path, allowed | common | {"per"}, required | {"per"})
-    if d.get("round", "none") not in ("none", "ceil"):
-        raise _bad(path + ".round", 'must be "none" or "ceil"')
-    unknown_when: list[tuple[_Cond, str]] = []
-    uw = d.get("unknownWhen", [])
-    if not isinstance(uw, list):
-        raise _bad(path + ".unknownWhen", "must be a list")
-    for i, u in enumerate(uw):
-        up = f"{path}.unknownWhen[{i}]"
-        ud = _obj(u, up, {"when", "reason"}, {"when", "reason"})
-        unknown_when.append((_cond(ud["when"], up + ".when"), _str(ud["reason"], up + ".reason")))
-    minimum = _num(d["minimum"], path + ".minimum") if "minimum" in d else None
-    return _Rule(_kind(per, d, path), d.get("round") == "ceil", minimum, tuple(unknown_when))
-
-
-_ENTRY_KEYS = {"endpoints", "legacy", "price", "confidence", "source", "note", "overrides"}
-_OVERRIDE_KEYS = {"price", "confidence", "source", "note"}
-
-
-def _entry(d: Mapping[str, Any], path: str, legacy: bool) -> _Entry:
-    rule = _rule(d["price"], path + ".price")
-    unknown = isinstance(rule.kind, _NoPrice)
-    confidence = d.get("confidence", "unknown" if unknown else "documented")
-    if confidence not in ("documented", "presumed", "unknown") or (confidence == "unknown") != unknown:
-        raise _bad(path + ".confidence", "documented or presumed for a price; unknown only for per=unknown")
-    _str(d["source"], path + ".source")
-    note = d.get("note", "")
-    if not isinstance(note, str):
-        raise _bad(path + ".note", "must be a string")
-    if unknown and not note:
-        raise _bad(path + ".note", "an unknown price needs a note saying why")
-    return _Entry(rule, confidence, note, legacy)
-
-
-def _merge(entry: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    # an override replaces the price; the base's confidence described the base price, so it is not inherited
-    base = {k: v for k, v in entry.items() if k != "confidence" and k != "overrides"}
-    return {**base, **override}
-
-
 class PriceBook:
     """A checked set of price rules; ``load_prices()`` gives the one shipped with runwatch."""
 
     def __init__(self, data: object) -> None:
-        doc = _obj(data, "(top)", {"format", "creditUsd", "about", "models"}, {"format", "models"})
-        if doc["format"] != _FORMAT:
-            raise _bad("format", f"expected {_FORMAT}, got {doc['format']!r}")
-        models = doc["models"]
-        if not isinstance(models, Mapping) or not models:
-            raise _bad("models", "must be a non-empty object")
-        self._raw: dict[str, Any] = copy.deepcopy(dict(models))  # what price_rule() hands out copies of
-        self._entries: dict[tuple[str, str], _Entry] = {}
-        self._endpoints: dict[str, tuple[str, ...]] = {}
-        for model, raw in models.items():
-            path = f"models[{model!r}]"
-            d = _obj(raw, path, _ENTRY_KEYS, {"endpoints", "price", "source"})
-            eps = d["endpoints"]
-            if not isinstance(eps, list) or not eps or not all(isinstance(e, str) and e for e in eps):
-                raise _bad(path + ".endpoints", "must be a non-empty list of endpoint names")
-            legacy = d.get("legacy", False)
-            if not isinstance(legacy, bool):
-                raise _bad(path + ".legacy", "must be a boolean")
-            overrides = _obj(d.get("overrides", {}), path + ".overrides", set(eps))
-            base = _entry(d, path, legacy)
-            for ep in eps:
-                if ep in overrides:
-                    op = f"{path}.overrides[{ep!r}]"
-                    o = _obj(overrides[ep], op, _OVERRIDE_KEYS, {"price"})
-                    self._entries[model, ep] = _entry(_merge(d, o), op, legacy)
-                else:
-                    self._entries[model, ep] = base
-            self._endpoints[model] = tuple(eps)
+        checked = parse_prices(data)
+        self._raw = checked.raw  # what price_rule() hands out copies of
+        self._entries = checked.entries
+        self._endpoints = checked.endpoints
 
     def known_models(self) -> set[str]:
         """Every model id with an entry, priced or explicitly unknown."""
@@ -429,7 +92,7 @@ class PriceBook:
             return None
         entry: dict[str, Any] = copy.deepcopy(raw)
         override = entry.get("overrides", {}).get(endpoint) if endpoint else None
-        return _merge(entry, override) if override else entry
+        return merge_override(entry, override) if override else entry
 
     def estimate(
         self,
@@ -447,7 +110,7 @@ class PriceBook:
             return Estimate(
                 None, f"no price for {model} on endpoint {endpoint!r} (it is offered on {offered})"
             )
-        if isinstance(entry.rule.kind, _NoPrice):
+        if isinstance(entry.rule.kind, NoPrice):
             return Estimate(None, f"no documented price for {model}: {entry.note}")
         if not isinstance(body, Mapping):
             return Estimate(None, "the request body is not an object")
@@ -481,11 +144,6 @@ class _Ctx:
     assumptions: list[str]
 
 
-def _same(a: object, b: object) -> bool:
-    # strict, so JSON true never matches 1 and "true" never matches true
-    return type(a) is type(b) and a == b
-
-
 def _show(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -513,11 +171,11 @@ def _lookup(body: Mapping[str, Any], path: str) -> tuple[bool, object]:
     return node is not None, node
 
 
-def _holds(cond: _Cond, body: Mapping[str, Any]) -> bool:
+def _holds(cond: Cond, body: Mapping[str, Any]) -> bool:
     found, value = _lookup(body, cond.field)
     if cond.non_empty:
         return found and isinstance(value, str | list | tuple | Mapping) and len(value) > 0
-    return found and _same(value, cond.equals)
+    return found and same(value, cond.equals)
 
 
 def _positive(value: object) -> bool:
@@ -526,15 +184,15 @@ def _positive(value: object) -> bool:
     return value > 0 and (isinstance(value, int) or math.isfinite(value))
 
 
-def _max_of(rate: _Rate) -> Fraction:
+def _max_of(rate: Rate) -> Fraction:
     if isinstance(rate, Fraction):
         return rate
-    if isinstance(rate, _CaseSelect):
+    if isinstance(rate, CaseSelect):
         return max(_max_of(c.value) for c in rate.cases)
     return max(_max_of(t.value) for t in rate.tiers)
 
 
-def _pixels(sel: _TierSelect, ctx: _Ctx) -> tuple[int | None, str]:
+def _pixels(sel: TierSelect, ctx: _Ctx) -> tuple[int | None, str]:
     """The pixel count that picks the tier, or None and what was missing."""
     if sel.media:
         hint = ctx.media.get(sel.path)
@@ -554,11 +212,11 @@ def _pixels(sel: _TierSelect, ctx: _Ctx) -> tuple[int | None, str]:
     return int(w_txt) * int(h_txt), ""
 
 
-def _eval_rate(rate: _Rate, ctx: _Ctx) -> tuple[Fraction, str]:
+def _eval_rate(rate: Rate, ctx: _Ctx) -> tuple[Fraction, str]:
     """The value and a short label of what chose it ("" for a plain number)."""
     if isinstance(rate, Fraction):
         return rate, ""
-    if isinstance(rate, _TierSelect):
+    if isinstance(rate, TierSelect):
         pixels, missing = _pixels(rate, ctx)
         if pixels is not None:
             tier = next(t for t in rate.tiers if t.up_to is None or pixels <= t.up_to)
@@ -584,7 +242,7 @@ def _eval_rate(rate: _Rate, ctx: _Ctx) -> tuple[Fraction, str]:
             how = " by default"
         else:
             key, how = rate.absent, " by default"
-    case = next((c for c in rate.cases if any(_same(key, v) for v in c.values)), None)
+    case = next((c for c in rate.cases if any(same(key, v) for v in c.values)), None)
     if case is None:
         raise _Unknown(f"{rate.field}={_show(key)} has no documented price")
     value, sub = _eval_rate(case.value, ctx)
@@ -592,7 +250,7 @@ def _eval_rate(rate: _Rate, ctx: _Ctx) -> tuple[Fraction, str]:
     return value, label + (f", {sub}" if sub else "")
 
 
-def _amount(q: _Quantity, ctx: _Ctx, attr: str, unit: str) -> Fraction:
+def _amount(q: Quantity, ctx: _Ctx, attr: str, unit: str) -> Fraction:
     """A positive amount (seconds, fps, image count) from the body or from a media hint."""
     if q.media:
         hint = ctx.media.get(q.path)
@@ -614,15 +272,15 @@ def _amount(q: _Quantity, ctx: _Ctx, attr: str, unit: str) -> Fraction:
         what = q.path
     if not isinstance(value, int | float) or not _positive(value):
         raise _Unknown(f"{what} must be a positive number, got {value!r}")
-    return _exact(value)
+    return exact(value)
 
 
-def _evaluate(rule: _Rule, ctx: _Ctx) -> tuple[Fraction, str]:
+def _evaluate(rule: Rule, ctx: _Ctx) -> tuple[Fraction, str]:
     for cond, reason in rule.unknown_when:
         if _holds(cond, ctx.body):
             raise _Unknown(reason)
     k = rule.kind
-    if isinstance(k, _PerSecond):
+    if isinstance(k, PerSecond):
         base, label = _eval_rate(k.rate, ctx)
         extras = [(v, lab) for v, lab in (_eval_rate(s, ctx) for s in k.surcharges) if v]
         seconds = _amount(k.seconds, ctx, "duration", " s")
@@ -634,13 +292,13 @@ def _evaluate(rule: _Rule, ctx: _Ctx) -> tuple[Fraction, str]:
         per = "/s" if k.every == 1 else f" per {_fmt(k.every)} s"
         amount = rate * seconds / k.every
         basis = f"{_unit(rate, 'credit', 'credits')}{per}{f' ({label})' if label else ''} × {_fmt(seconds)} s"
-    elif isinstance(k, _PerFrame):
+    elif isinstance(k, PerFrame):
         rate, label = _eval_rate(k.rate, ctx)
         seconds = _amount(k.seconds, ctx, "duration", " s")
         fps = _amount(k.fps, ctx, "fps", " fps")
         amount = rate * fps * seconds
         basis = f"{_fmt(rate)} credits/frame ({label}) × {_fmt(fps)} fps × {_fmt(seconds)} s"
-    elif isinstance(k, _PerImage):
+    elif isinstance(k, PerImage):
         price, label = _eval_rate(k.price, ctx)
         count = _amount(k.count, ctx, "count", "") if k.count else Fraction(1)
         if count.denominator != 1:
@@ -648,7 +306,7 @@ def _evaluate(rule: _Rule, ctx: _Ctx) -> tuple[Fraction, str]:
         amount = price * count
         basis = f"{_unit(price, 'credit', 'credits')}/image{f' ({label})' if label else ''}"
         basis += f" × {_unit(count, 'image', 'images')}"
-    elif isinstance(k, _PerCharacters):
+    elif isinstance(k, PerCharacters):
         found, text = _lookup(ctx.body, k.field)
         if not found or not isinstance(text, str) or not text:
             raise _Unknown(f"{k.field} must be a non-empty string" + (f", got {text!r}" if found else ""))
@@ -656,7 +314,7 @@ def _evaluate(rule: _Rule, ctx: _Ctx) -> tuple[Fraction, str]:
         chars = len(text.encode("utf-16-le", "surrogatepass")) // 2
         amount = k.rate * chars / k.every
         basis = f"{_unit(k.rate, 'credit', 'credits')} per {_fmt(k.every)} characters × {chars} characters"
-    elif isinstance(k, _PerGeneration):
+    elif isinstance(k, PerGeneration):
         amount = k.price
         span = f" ({_fmt(k.low)}–{_fmt(k.price)}; the maximum is used)" if k.low is not None else ""
         basis = f"{_unit(k.price, 'credit', 'credits')} per generation{span}"

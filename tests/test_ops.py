@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 import tomli_w
 
-from runwatch import ops
 from runwatch.cli import main
+from runwatch.credits import credits_command
 from runwatch.journal import Job, Journal
 from runwatch.pricing import estimate
 from runwatch.simulator import Fault, Simulator
+from runwatch.submit import _SubmitLock, submit_command, sweep_abandoned
+from runwatch.validate import validate_command
 
 from .conftest import SAMPLES
 
@@ -77,15 +79,15 @@ def setup(tmp_path: Path, sim: Simulator) -> Setup:
 
 def _validate(setup: Setup, *paths: Path | str, price: bool = False, as_json: bool = False) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = ops.validate_command([str(p) for p in paths], config_file=str(setup.config), price=price, as_json=as_json,
-                                out=out, err=err, env=setup.env)
+    code = validate_command([str(p) for p in paths], config_file=str(setup.config), price=price, as_json=as_json,
+                            out=out, err=err, env=setup.env)
     return code, out.getvalue(), err.getvalue()
 
 
 def _submit(setup: Setup, path: Path, **kwargs: Any) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     kwargs.setdefault("env", setup.env)
-    code = ops.submit_command(str(path), config_file=str(setup.config), out=out, err=err, **kwargs)
+    code = submit_command(str(path), config_file=str(setup.config), out=out, err=err, **kwargs)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -383,10 +385,10 @@ class TestSubmit:
                                 state="accepted", create_started_at=stamp))
         journal.add(Job(id="20260101T000000Z-00000004", name="theirs", inbox="main", format="json",
                                   state="accepted", create_started_at=stamp))
-        lock = ops._SubmitLock(folder, alive.id)
+        lock = _SubmitLock(folder, alive.id)
         lock.acquire()
         try:
-            swept = ops.sweep_abandoned(journal, folder)
+            swept = sweep_abandoned(journal, folder)
         finally:
             lock.release()
         assert {j.name for j in swept} == {"dead", "early"}
@@ -457,8 +459,8 @@ class TestCredits:
         journal.close()
 
         out = io.StringIO()
-        assert ops.credits_command(config_file=str(setup.config), as_json=True, out=out, env=setup.env,
-                                   now=self.NOW) == 0
+        assert credits_command(config_file=str(setup.config), as_json=True, out=out, env=setup.env,
+                               now=self.NOW) == 0
         doc = json.loads(out.getvalue())
         assert doc["balance"] == 12_344 and doc["tier"]["maxMonthlyCreditSpend"] == 200_000  # 1 credit spent above
         row = next(m for m in doc["models"] if m["model"] == "eleven_multilingual_v2")
@@ -472,7 +474,7 @@ class TestCredits:
         assert theirs["month"]["total"] == 355.0 and theirs["month"]["by_model"]["gen4_image"] == 10.0
 
         out = io.StringIO()
-        assert ops.credits_command(config_file=str(setup.config), out=out, env=setup.env, now=self.NOW) == 0
+        assert credits_command(config_file=str(setup.config), out=out, env=setup.env, now=self.NOW) == 0
         text = out.getvalue()
         assert "balance: 12,344 credits" in text and "up to 200,000 credits a month" in text
         assert "eleven_multilingual_v2  2 " in text and "other models)" in text
@@ -484,7 +486,7 @@ class TestCredits:
         """A key Runway refuses: exit 1 and the reason, never the key."""
         env = {"RUNWAYML_API_SECRET": "key_" + "1" * 127 + "x"}
         err = io.StringIO()
-        assert ops.credits_command(config_file=str(setup.config), out=io.StringIO(), err=err, env=env) == 1
+        assert credits_command(config_file=str(setup.config), out=io.StringIO(), err=err, env=env) == 1
         assert "refused" in err.getvalue() and env["RUNWAYML_API_SECRET"] not in err.getvalue()
 
 
