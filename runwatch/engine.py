@@ -15,14 +15,16 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import json
 import os
 import queue
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,14 @@ from runwatch.errors import (
 from runwatch.inbox import Claimed, Control, Refused
 from runwatch.journal import AT_RUNWAY, FINAL_STATES, Job, Journal, now_iso
 from runwatch.media import Placed
-from runwatch.outbox import DownloadError, OutputRecord, download_outputs, write_status
+from runwatch.outbox import (
+    DownloadError,
+    OutputRecord,
+    clean_partials,
+    download_outputs,
+    status_path,
+    write_status,
+)
 from runwatch.pricing import Estimate
 from runwatch.request import MEDIA_SUFFIXES, Request, load_request
 from runwatch.scheduler import Candidate, Sample, next_poll, pick
@@ -65,6 +74,7 @@ class _Runtime:
     samples: list[Sample] = field(default_factory=list)
     last_write: float = 0.0
     poll_failures: int = 0
+    not_running_at: float | None = None  # latest moment the task was surely not running yet (for next_poll)
     request: Request | None = None  # as loaded from the job dir (local paths), for the money checks
     estimate: Estimate | None = None
 
@@ -103,6 +113,7 @@ class Engine:
         self.pool = ThreadPoolExecutor(max_workers=sched.max_uploads + sched.max_downloads + 8,
                                        thread_name_prefix="runwatch-io")
         self.jobs: dict[str, Job] = {}
+        self._names: dict[tuple[str, str], str] = {}  # (inbox, name) of every followed job -> its id
         self.rt: dict[str, _Runtime] = {}
         self._timers: list[tuple[float, int, str]] = []
         self._tick = itertools.count()
@@ -117,6 +128,13 @@ class Engine:
         self._org_gen = 0
         self._reserved: dict[str, _Reserved] = {}
         self._ledger: dict[str, Charge] | None = None  # charges of jobs no longer followed; loaded once
+        self._ledger_days: dict[tuple[date, str], float] = {}  # the same, summed per UTC day and inbox
+        # Bumped by everything that can change what is spent or may be sent: the spending of live jobs is
+        # summed once per generation, and held requests are looked at again only when it moved.
+        self._money_gen = 0
+        self._live: tuple[tuple[int, date], list[Charge]] | None = None
+        self._rechecked: tuple[int, int, date] | None = None
+        self._held_wake = float("inf")  # the earliest not_before among held requests
         self.stopping = threading.Event()
         self.downloads_stop = threading.Event()
 
@@ -150,6 +168,7 @@ class Engine:
             self.log.info("job.recovered_claim", job_dir=str(job_dir))
             self._on_claimed(Claimed(job_dir.name, inbox.name, job_dir, files[0], files[0].stem,
                                      "toml" if files[0].suffix == ".toml" else "json", bare))
+        self._reconcile_finished()
         foreign = 0
         for job in self.journal.active():
             if job.inbox not in self.inboxes:
@@ -167,29 +186,57 @@ class Engine:
             elif job.state in AT_RUNWAY or job.state == "downloading":
                 self._schedule(job.id, 0.0)  # look again at once; downloads resume from the task
                 log.info("job.resumed", state=job.state)
+                self._write(job)  # status files of unfinished jobs are written without fsync: renew them
+            else:
+                self._write(job)
         if foreign:
             self.log.info("job.not_followed", count=foreign, reason="submitted outside the configured inboxes")
+
+    def _reconcile_finished(self, look_back: int = 1000) -> None:
+        """A kill between a job's final commit and its status file's rename leaves the file one state behind:
+        bring the status files of the last finished jobs up to date, and drop temporary files left over."""
+        for job in self.journal.recently_finished(look_back):
+            inbox = self.inboxes.get(job.inbox)
+            if inbox is None:
+                continue
+            try:
+                path = status_path(inbox.outbox, job.name, "toml" if job.format == "toml" else "json")
+                text = path.read_text(encoding="utf-8")
+                shown = tomllib.loads(text) if job.format == "toml" else json.loads(text)
+            except (OSError, ValueError, OutboxError):
+                continue  # gone (taken away downstream: not ours to bring back) or not ours to judge
+            if isinstance(shown, dict) and job.id in str(shown.get("request", "")) and shown.get("state") != job.state:
+                self.log.info("outbox.status_renewed", request=job.name, job=job.id, state=job.state)
+                self._write(job)
+        for inbox in self.inboxes.values():
+            with contextlib.suppress(OutboxError):
+                clean_partials(inbox.outbox)
 
     # -- the loop ---------------------------------------------------------------------------------
 
     def step(self, timeout: float = 0.2) -> None:
         """One turn: take events, fire due polls, read commands, submit what may go."""
         deadline = self.clock() + timeout
+        busy_until = self.clock() + 0.05  # a burst of events must not keep due polls waiting
         while True:
             wait = max(0.0, min(deadline, self._next_timer()) - self.clock())
             try:
                 kind, payload = self.events.get(timeout=wait)
             except queue.Empty:
                 break
-            self._handle(kind, payload)
-            if self.events.empty():
+            if kind == "inbox" and isinstance(payload, Claimed):
+                following = self._take_claims(payload)
+                if following is not None:
+                    self._handle(*following)
+            else:
+                self._handle(kind, payload)
+            if self.events.empty() or self.clock() >= busy_until:
                 break
         self._fire_timers()
         if self.clock() - self._last_commands > 0.5:
             self._last_commands = self.clock()
             self._commands()
         if self.clock() - self._last_recheck > self.recheck_every and not self.stopping.is_set():
-            self._last_recheck = self.clock()
             self._recheck_held()
         if not self.stopping.is_set():
             self._dispatch()
@@ -218,7 +265,27 @@ class Engine:
 
     # -- events -----------------------------------------------------------------------------------
 
+    def _take_claims(self, first: Claimed) -> tuple[str, Any] | None:
+        """Take a burst of claims together (one journal commit); returns the event that ended the burst."""
+        claims, following = [first], None
+        while len(claims) < 500:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if event[0] == "inbox" and isinstance(event[1], Claimed):
+                claims.append(event[1])
+            else:
+                following = event
+                break
+        try:
+            self._on_claims(claims)
+        except Exception as exc:  # e.g. the journal's disk is full: keep running, log it
+            self.log.exception("engine.error", kind="claims", error=repr(exc))
+        return following
+
     def _handle(self, kind: str, payload: Any) -> None:
+        self._money_gen += 1  # an answer from Runway, a command...: spending may have moved
         try:
             self._handle_one(kind, payload)
         except Exception as exc:
@@ -230,7 +297,7 @@ class Engine:
                     self._finish(job, "needs_attention" if job.unconfirmed_create else "failed",
                                  error={"code": "internal_error", "message": f"runwatch failed: {exc!r}"})
                 except Exception:  # noqa: BLE001 - already reporting a failure
-                    self.jobs.pop(job.id, None)
+                    self._untrack(job)
 
     def _handle_one(self, kind: str, payload: Any) -> None:
         if kind == "org":
@@ -278,46 +345,69 @@ class Engine:
 
     def _track(self, job: Job) -> None:
         self.jobs[job.id] = job
+        self._names[(job.inbox, job.name)] = job.id
         self.rt.setdefault(job.id, _Runtime())
-        if self._ledger is not None:
-            self._ledger.pop(job.id, None)  # followed again (a retry): counted from the live job
+        self._ledger_pop(job.id)  # followed again (a retry): counted from the live job
+        self._money_gen += 1
+
+    def _untrack(self, job: Job) -> None:
+        self.jobs.pop(job.id, None)
+        if self._names.get((job.inbox, job.name)) == job.id:
+            del self._names[(job.inbox, job.name)]
 
     def _unique_name(self, inbox: str, name: str) -> str:
-        active = {j.name for j in self.jobs.values() if j.inbox == inbox}
-        if name not in active:
+        if (inbox, name) not in self._names:
             return name
         n = 2
-        while f"{name}.{n}" in active:
+        while (inbox, f"{name}.{n}") in self._names:
             n += 1
         return f"{name}.{n}"
 
     def _on_claimed(self, claim: Claimed) -> None:
-        inbox = self.inboxes[claim.inbox]
+        self._on_claims([claim])
+
+    def _on_claims(self, claims: list[Claimed]) -> None:
+        """Take claimed requests: refuse the invalid, record the rest in one commit, then show them."""
+        jobs: list[Job] = []
+        for claim in claims:
+            inbox = self.inboxes[claim.inbox]
+            try:
+                req = self._load(claim.request_file, claim.job_dir, inbox)
+            except RequestError as exc:
+                self._on_refused(Refused(claim.job_id, claim.inbox, claim.job_dir, claim.request_file, claim.name,
+                                         claim.format, tuple(exc.problems)), move=True)
+                continue
+            job = Job(
+                id=claim.job_id, name=self._unique_name(inbox.name, req.options.name), inbox=inbox.name,
+                format=req.format, endpoint=req.endpoint, model=req.model,
+                priority=req.options.priority + inbox.priority, job_dir=str(claim.job_dir),
+                request_path=str(claim.request_file), body=req.body,
+            )
+            self.rt[job.id] = _Runtime(request=req)
+            guess = self._estimate(job, req, record=False)  # shown in the status file from the start
+            job.estimated_credits = None if guess.credits is None else float(guess.credits)
+            verdict = self._hold_reason(job, req)
+            if verdict:
+                job.state, job.error = "held", {"code": verdict[0], "message": verdict[1]}
+            self._names[(job.inbox, job.name)] = job.id  # reserved: the next claim of this name is NAME.2
+            jobs.append(job)
         try:
-            req = self._load(claim.request_file, claim.job_dir, inbox)
-        except RequestError as exc:
-            self._on_refused(Refused(claim.job_id, claim.inbox, claim.job_dir, claim.request_file, claim.name,
-                                     claim.format, tuple(exc.problems)), move=True)
-            return
-        job = Job(
-            id=claim.job_id, name=self._unique_name(inbox.name, req.options.name), inbox=inbox.name,
-            format=req.format, endpoint=req.endpoint, model=req.model,
-            priority=req.options.priority + inbox.priority, job_dir=str(claim.job_dir),
-            request_path=str(claim.request_file), body=req.body,
-        )
-        self.journal.add(job)
-        self._track(job)
-        self.rt[job.id].request = req
-        self._estimate(job, req)  # shown in the status file from the start
-        self._write(job)
-        self.log.info("job.accepted", request=job.name, job=job.id, endpoint=job.endpoint, model=job.model)
-        verdict = self._hold_reason(job, req)
-        if verdict:
-            self._set(job, "held", error={"code": verdict[0], "message": verdict[1]})
+            self.journal.add_many(jobs)
+        except RunwatchError:
+            for job in jobs:  # the claims stay in jobs/ and are taken again at the next start
+                self.rt.pop(job.id, None)
+                self._names.pop((job.inbox, job.name), None)
+            raise
+        for job in jobs:
+            self._track(job)
+            self._write(job)
+            self.log.info("job.accepted", request=job.name, job=job.id, endpoint=job.endpoint, model=job.model)
+            if job.state == "held":
+                self.log.info("job.held", request=job.name, job=job.id, reason=job.error["message"])
 
     # -- money ----------------------------------------------------------------------------------
 
-    def _estimate(self, job: Job, req: Request) -> Estimate:
+    def _estimate(self, job: Job, req: Request, record: bool = True) -> Estimate:
         """Our estimate from the price data and the request's own parameters (media probed for length)."""
         runtime = self.rt[job.id]
         if runtime.estimate is not None:
@@ -339,8 +429,10 @@ class Engine:
                                                                 height=info.height)
             guess = estimate(job.endpoint, job.model, req.body, hints)
         runtime.estimate = guess
-        if job.task_id is None:  # Runway's estimatedCost, once known, is what the status file shows
-            self.journal.update(job, estimated_credits=None if guess.credits is None else float(guess.credits))
+        credits = None if guess.credits is None else float(guess.credits)
+        # Runway's estimatedCost, once known, is what the status file shows.
+        if record and job.task_id is None and job.estimated_credits != credits:
+            self.journal.update(job, estimated_credits=credits)
         return guess
 
     def _hold_reason(self, job: Job, req: Request) -> tuple[str, str] | None:
@@ -373,16 +465,34 @@ class Engine:
             for done in self.journal.jobs(limit=2**62):
                 charge = charge_of(done, now) if done.id not in self.jobs else None
                 if charge is not None:
-                    self._ledger[done.id] = charge
-        live = []
-        for job in self.jobs.values():
-            charge = charge_of(job, now)
-            reserved = self._reserved.get(job.id)
-            if charge is None and reserved is not None:  # let through, create not answered yet
-                charge = Charge(job.inbox, reserved.credits, now)
-            if charge is not None:
-                live.append(charge)
-        return spent([*self._ledger.values(), *live], inbox, now)
+                    self._ledger_put(done.id, charge)
+        key = (self._money_gen, now.date())
+        if self._live is None or self._live[0] != key:
+            live = []
+            for job in self.jobs.values():
+                charge = charge_of(job, now)
+                reserved = self._reserved.get(job.id)
+                if charge is None and reserved is not None:  # let through, create not answered yet
+                    charge = Charge(job.inbox, reserved.credits, now)
+                if charge is not None:
+                    live.append(charge)
+            self._live = (key, live)
+        days = [Charge(box, credits, datetime(day.year, day.month, day.day, tzinfo=UTC))
+                for (day, box), credits in self._ledger_days.items()]
+        return spent([*days, *self._live[1]], inbox, now)
+
+    def _ledger_put(self, job_id: str, charge: Charge) -> None:
+        assert self._ledger is not None
+        self._ledger_pop(job_id)
+        self._ledger[job_id] = charge
+        day = (charge.at.astimezone(UTC).date(), charge.inbox)
+        self._ledger_days[day] = self._ledger_days.get(day, 0.0) + charge.credits
+
+    def _ledger_pop(self, job_id: str) -> None:
+        old = self._ledger.pop(job_id, None) if self._ledger is not None else None
+        if old is not None:
+            day = (old.at.astimezone(UTC).date(), old.inbox)
+            self._ledger_days[day] = self._ledger_days.get(day, 0.0) - old.credits
 
     def _balance(self) -> float | None:
         balance = self._org.get("creditBalance") if self._org else None
@@ -444,9 +554,20 @@ class Engine:
 
     def _recheck_held(self) -> None:
         """Let held requests go when their budget, the balance or the daily limit has freed."""
+        key = (self._money_gen, self._org_gen, self.wall().date())
+        # Nothing moved since the last look: skip it, but look at least every org_ttl (which refreshes the
+        # balance: a top-up releases requests held for it) and when a held request's wait is over.
+        if key == self._rechecked and time.time() < self._held_wake and \
+                self.clock() - self._last_recheck < self.org_ttl:
+            return
+        self._last_recheck = self.clock()
+        self._rechecked, self._held_wake = key, float("inf")
         for job in [j for j in self.jobs.values() if j.state == "held"]:
             runtime = self.rt[job.id]
-            if runtime.busy or job.cancel_requested or (job.not_before and job.not_before > time.time()):
+            if job.not_before and job.not_before > time.time():
+                self._held_wake = min(self._held_wake, job.not_before)
+                continue
+            if runtime.busy or job.cancel_requested:
                 continue
             req = self._request(job)
             verdict = self._hold_reason(job, req) if req is not None else None
@@ -495,11 +616,15 @@ class Engine:
         per_inbox: dict[str, int] = {}
         per_model: dict[str, int] = {}
         for job in self.jobs.values():
-            if job.state in IN_FLIGHT:
+            if self._in_flight(job):
                 total += 1
                 per_inbox[job.inbox] = per_inbox.get(job.inbox, 0) + 1
                 per_model[job.model or ""] = per_model.get(job.model or "", 0) + 1
         return total, per_inbox, per_model
+
+    def _in_flight(self, job: Job) -> bool:
+        # A create on its way counts too: its task may already exist at Runway.
+        return job.state in IN_FLIGHT or self.rt[job.id].busy == "created"
 
     def _model_cap(self, model: str | None) -> int | None:
         if self.config.scheduler.per_model is not None:
@@ -508,18 +633,24 @@ class Engine:
 
     def _dispatch(self) -> None:
         now = time.time()
-        while True:
-            total, per_inbox, per_model = self._counts()
-            waiting = [
-                Candidate(j.id, j.inbox, j.model, j.priority, j.seq, j.not_before)
-                for j in self.jobs.values() if j.state == "accepted" and not self.rt[j.id].busy
-            ]
-            cand = pick(waiting, now=now, in_flight=total, max_in_flight=self.config.scheduler.max_in_flight,
+        total, per_inbox, per_model = self._counts()
+        waiting = {
+            j.id: Candidate(j.id, j.inbox, j.model, j.priority, j.seq, j.not_before)
+            for j in self.jobs.values() if j.state == "accepted" and not self.rt[j.id].busy
+        }
+        while waiting:
+            cand = pick(waiting.values(), now=now, in_flight=total, max_in_flight=self.config.scheduler.max_in_flight,
                         per_inbox=per_inbox, per_model=per_model, model_cap=self._model_cap,
                         paused_models=self._paused_models)
             if cand is None:
                 return
-            self._start(self.jobs[cand.job_id])
+            del waiting[cand.job_id]
+            job = self.jobs[cand.job_id]
+            self._start(job)
+            if job.id in self.jobs and self._in_flight(job):  # counted as it went, not by a new pass over all
+                total += 1
+                per_inbox[job.inbox] = per_inbox.get(job.inbox, 0) + 1
+                per_model[job.model or ""] = per_model.get(job.model or "", 0) + 1
 
     def _start(self, job: Job) -> None:
         inbox = self.inboxes.get(job.inbox)
@@ -527,14 +658,16 @@ class Engine:
             self._finish(job, "failed",
                          error={"code": "inbox_gone", "message": "the job's inbox is no longer configured"})
             return
-        try:
-            req = self._load(Path(job.request_path), Path(job.job_dir), inbox)
-        except RequestError as exc:
-            self._finish(job, "failed", error={"code": "invalid_request", "message": str(exc).splitlines()[0],
-                                               "issues": [{"path": p.path, "message": p.message}
-                                                          for p in exc.problems]})
-            return
-        self.rt[job.id].request = req
+        req = self.rt[job.id].request  # as read at the claim; read again after a restart
+        if req is None:
+            try:
+                req = self._load(Path(job.request_path), Path(job.job_dir), inbox)
+            except RequestError as exc:
+                self._finish(job, "failed", error={"code": "invalid_request", "message": str(exc).splitlines()[0],
+                                                   "issues": [{"path": p.path, "message": p.message}
+                                                              for p in exc.problems]})
+                return
+            self.rt[job.id].request = req
         # Checked here, before any upload, and not only at the claim: budgets and the balance change.
         verdict = self._hold_reason(job, req)
         if verdict:
@@ -543,6 +676,7 @@ class Engine:
             return
         guess = self._estimate(job, req)
         self._reserved[job.id] = _Reserved(job.model, float(guess.credits or 0))
+        self._money_gen += 1
         if not req.media:
             self._create(job, req.body)
             return
@@ -588,10 +722,12 @@ class Engine:
             self._finish(job, "cancelled")
             return
         first = [True]
+        runtime = self.rt[job.id]
 
         def before_send() -> None:
             # The intent is committed (fsync'd) before each attempt leaves: a crash from here on is seen.
             # (Runs on the worker; the engine leaves a job alone while its call is in flight.)
+            runtime.not_running_at = self.clock()  # a task made by this attempt cannot be running yet
             if first[0]:
                 first[0] = False
                 self.journal.update(job, create_started_at=now_iso(), attempts=job.attempts + 1)
@@ -713,12 +849,15 @@ class Engine:
             if isinstance(progress, int | float):
                 runtime.samples.append(Sample(now, float(progress)))
                 del runtime.samples[:-20]
+            elif status != "RUNNING":
+                runtime.not_running_at = now
             changed = _STATE_OF[status] != job.state
             self.journal.update(job, state=_STATE_OF[status],
                                 progress=float(progress) if isinstance(progress, int | float) else job.progress)
             if changed or now - runtime.last_write > 1.0:
                 self._write(job)
-            self._schedule(job.id, next_poll(status, runtime.samples, now=now, interval=self._interval()))
+            self._schedule(job.id, next_poll(status, runtime.samples, now=now, interval=self._interval(),
+                                             since=runtime.not_running_at))
         elif status == "SUCCEEDED":
             cost = result.get("cost", {})
             credits = cost.get("credits") if isinstance(cost, dict) else None
@@ -774,6 +913,7 @@ class Engine:
             self.journal.finish_command(command.id, result)
 
     def _control(self, kind: str, name: str, inbox: str | None) -> str:
+        self._money_gen += 1  # an approval or a retry changes what may be sent
         if kind == "cancel":
             return self._cancel(name, inbox)
         if kind == "retry":
@@ -861,11 +1001,12 @@ class Engine:
         if state != "needs_attention":
             self._cleanup_placed(job)
         self._set(job, state, finished_at=now_iso(), **changes)
-        self.jobs.pop(job.id, None)
+        self._untrack(job)
+        self._money_gen += 1
         if self._ledger is not None:
             charge = charge_of(job, self.wall())
             if charge is not None:
-                self._ledger[job.id] = charge
+                self._ledger_put(job.id, charge)
 
     def _move_record(self, inbox: str, job_dir: Path, request_file: Path, where: str) -> tuple[Path, Path]:
         """Keep a taken request as a done/failed record (or bring it back for a retry)."""
@@ -904,7 +1045,7 @@ class Engine:
         try:
             inbox.outbox.mkdir(parents=True, exist_ok=True)
             write_status(inbox.outbox, job.name, "toml" if job.format == "toml" else "json",
-                         _clean(status_document(job)))
+                         _clean(status_document(job)), durable=job.state in FINAL_STATES)
         except (OutboxError, OSError) as exc:
             self.log.error("outbox.status_failed", request=job.name, error=str(exc))
         if job.id in self.rt:

@@ -209,17 +209,22 @@ class Journal:
     # -- jobs -------------------------------------------------------------------------------------
 
     def add(self, job: Job) -> Job:
+        self.add_many([job])
+        return job
+
+    def add_many(self, jobs: Sequence[Job]) -> None:
+        """Record new jobs in one commit (a burst of claims costs one fsync, not one each)."""
         stamp = now_iso()
-        job.created_at = job.created_at or stamp
-        job.updated_at = stamp
+        cols = ", ".join(_COLUMNS)
+        marks = ", ".join("?" for _ in _COLUMNS)
         with self._tx() as db:
             (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()
-            job.seq = int(seq)
-            cols = ", ".join(_COLUMNS)
-            marks = ", ".join("?" for _ in _COLUMNS)
-            db.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})",  # noqa: S608 - column names are ours
-                       [_encode(k, getattr(job, k)) for k in _COLUMNS])
-        return job
+            for offset, job in enumerate(jobs):
+                job.created_at = job.created_at or stamp
+                job.updated_at = stamp
+                job.seq = int(seq) + offset
+                db.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})",  # noqa: S608 - column names are ours
+                           [_encode(k, getattr(job, k)) for k in _COLUMNS])
 
     def update(self, job: Job, **changes: Any) -> Job:
         """Apply changes to the job and commit them (durably) before returning."""
@@ -258,6 +263,12 @@ class Journal:
             rows = self._query("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
         else:
             rows = self._query("SELECT * FROM jobs WHERE name = ? ORDER BY seq DESC LIMIT ?", (name, limit))
+        return [_row_to_job(r) for r in rows]
+
+    def recently_finished(self, limit: int) -> list[Job]:
+        """The jobs that reached a final state last, newest first."""
+        rows = self._query("SELECT * FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC, seq DESC "
+                           "LIMIT ?", (limit,))
         return [_row_to_job(r) for r in rows]
 
     def known_dirs(self) -> set[str]:

@@ -6,8 +6,12 @@ per model (the configured cap, else the organization's ``maxConcurrentGeneration
 only hold ``THROTTLED`` is better kept here, where it can still be cancelled for free.
 
 Polling: Runway updates a task about every 5 s, so a task is polled every ``interval`` (with jitter, so
-a thousand tasks do not poll in lockstep) — except when its RUNNING progress says it will end sooner:
-then the poll is aimed just after the expected end, never sooner than ``interval / 5``.
+a thousand tasks do not poll in lockstep) unless its RUNNING progress says when it will end. Progress is
+read as a rate: from two RUNNING samples, or from one sample and the last moment the task was known not
+to be running yet (which makes the rate a lower bound, so the end is never predicted too early). With an
+end in sight (within two intervals) the poll is aimed just after it; with the end further off the wait is
+half the remaining time (at least ``interval``, at most ``6 * interval``), so a long task costs a few
+GETs instead of one every interval. A task that outlives its prediction goes back to the plain interval.
 """
 
 from __future__ import annotations
@@ -64,27 +68,35 @@ def pick(
 
 
 def next_poll(
-    status: str, samples: Sequence[Sample], *, now: float, interval: float,
+    status: str, samples: Sequence[Sample], *, now: float, interval: float, since: float | None = None,
     rng: Callable[[], float] = random.random,
 ) -> float:
-    """Seconds until the next GET of a task in ``status`` (THROTTLED, PENDING, RUNNING, ...)."""
+    """Seconds until the next GET of a task in ``status`` (THROTTLED, PENDING, RUNNING, ...).
+
+    ``samples`` are the task's RUNNING observations, oldest first; ``since`` is the latest moment the task
+    was known not to be running yet (its create, or a poll that saw it PENDING), if known.
+    """
     jittered = interval * (0.9 + 0.2 * rng())
-    floor = interval / 5
-    if status != "RUNNING" or len(samples) < 2:
+    if status != "RUNNING" or not samples:
         return jittered
     first, last = _rising_span(samples)
+    if first is None and since is not None and samples[-1].at > since and samples[-1].progress > 0:
+        first, last = Sample(since, 0.0), samples[-1]
     if first is None or last is None:
         return jittered
     rate = (last.progress - first.progress) / (last.at - first.at)
     remaining = (1.0 - last.progress) / rate - (now - last.at)
-    if remaining >= jittered:
-        return jittered
-    # Aim a little after the expected end; Runway's progress is coarse, so leave a margin.
-    return max(floor, remaining + 0.1 * interval)
+    if remaining <= 0:
+        return jittered  # the prediction failed; nothing says the end is near
+    if remaining <= 2 * interval:
+        # Aim a little after the expected end; Runway's progress is coarse, so leave a margin.
+        return max(interval / 5, remaining + 0.1 * interval)
+    return min(6 * interval, max(jittered, remaining / 2))
 
 
 def _rising_span(samples: Sequence[Sample]) -> tuple[Sample | None, Sample | None]:
-    """The first and last samples of the latest stretch where progress rose (ignoring flat repeats)."""
+    """The earliest sample below the last one, and the last: the average rate of the whole run so far,
+    steadier than the latest step when progress is coarse (flat repeats give no rate)."""
     last = samples[-1]
     first = None
     for s in samples[:-1]:

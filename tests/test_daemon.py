@@ -255,6 +255,60 @@ class TestRecovery:
         time.sleep(0.3)
         assert sim.create_count() == 0
 
+    def test_status_of_waiting_jobs_rewritten_at_start(
+        self, rig_factory: Callable[..., Rig], sim: Simulator,
+    ) -> None:
+        """Status files of unfinished jobs are written without fsync, so a start writes them again: a file
+        lost to a power cut comes back, matching the journal."""
+        from runwatch.journal import Job
+
+        rig = rig_factory(sim)
+        job_dir = rig.inbox / ".runwatch" / "jobs" / "20261128T000000Z-00c0ffee"
+        job_dir.mkdir(parents=True)
+        (job_dir / "waiting.json").write_text(json.dumps(SEED_REQUESTS["text_to_speech"][0]))
+        journal = rig.journal()
+        # Waiting to be retried in an hour: nothing else in the engine would touch it before then.
+        journal.add(Job(id=job_dir.name, name="waiting", inbox="inbox", format="json", endpoint="text_to_speech",
+                        model="eleven_multilingual_v2", job_dir=str(job_dir), not_before=time.time() + 3600,
+                        error={"code": "upload_failed", "message": "S3 was unreachable"},
+                        request_path=str(job_dir / "waiting.json")))
+        journal.close()
+        assert rig.status("waiting") is None
+        rig.start()
+        status = rig.wait("waiting", {"accepted"})
+        assert status["error"]["message"] == "S3 was unreachable" and sim.create_count() == 0
+
+    def test_status_file_behind_the_journal_is_renewed(
+        self, rig_factory: Callable[..., Rig], sim: Simulator,
+    ) -> None:
+        """A kill between a job's final commit and the rename of its status file: the next start brings the
+        file up to the journal's state and removes the temporary file; a status file taken away is not
+        brought back."""
+        from runwatch.journal import Job, now_iso
+
+        rig = rig_factory(sim)
+        rig.outbox.mkdir()
+        journal = rig.journal()
+        for name in ("behind", "taken"):
+            job_id = f"20261128T000000Z-{'0000beef' if name == 'behind' else '0000cafe'}"
+            journal.add(Job(id=job_id, name=name, inbox="inbox", format="json", endpoint="sound_effect",
+                            model="eleven_text_to_sound_v2", state="failed", finished_at=now_iso(),
+                            error={"code": "INTERNAL", "message": "went wrong"},
+                            request_path=str(rig.inbox / ".runwatch" / "failed" / job_id / f"{name}.json")))
+        journal.close()
+        stale = {"name": "behind", "state": "running",
+                 "request": str(rig.inbox / ".runwatch" / "jobs" / "20261128T000000Z-0000beef" / "behind.json")}
+        (rig.outbox / "behind.status.json").write_text(json.dumps(stale))
+        leftover = rig.outbox / ".behind.status.json.0123456789abcdef.tmp"
+        leftover.write_text("{")
+        rig.start()
+        deadline = time.monotonic() + 10
+        while (rig.status("behind") or {}).get("state") != "failed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = rig.status("behind")
+        assert status is not None and status["state"] == "failed" and status["error"]["code"] == "INTERNAL"
+        assert not leftover.exists() and rig.status("taken") is None
+
     def test_claim_without_journal_row_is_taken(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
         """A crash right after the claim (file moved, nothing recorded): the next start processes it."""
         rig = rig_factory(sim)
@@ -418,3 +472,27 @@ class TestMoneyGuards:
         assert main(["status", "--config", str(path)]) == 0
         line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("film "))
         assert " held " in line and "estimated 320 credits would exceed" in line
+
+
+class TestCaps:
+    @pytest.mark.parametrize("cap", ["max_in_flight", "per_model"])
+    def test_never_more_at_runway_than_the_cap(self, rig_factory: Callable[..., Rig], sim: Simulator,
+                                               cap: str) -> None:
+        """A create on its way counts against the caps: eight requests dropped at once never have more than
+        two tasks alive at Runway together."""
+        import dataclasses
+
+        sim.config.time_scale = 0.02  # tasks of ~0.1 s: long enough to overlap if the caps leaked
+        rig = rig_factory(sim)
+        rig.config = dataclasses.replace(rig.config,
+                                         scheduler=dataclasses.replace(rig.config.scheduler, **{cap: 2}))
+        names = [f"say{i}" for i in range(8)]
+        for i, name in enumerate(names):
+            rig.drop(name, dict(SEED_REQUESTS["text_to_speech"][0], promptText=f"line {i}"))
+        rig.start()
+        for name in names:
+            assert rig.wait(name)["state"] == "succeeded"
+        spans = [(t.created, t.ended_at or t.created) for t in sim.world.tasks.values()]
+        assert len(spans) == 8
+        alive = max(sum(1 for c, e in spans if c <= at < e) for at, _ in spans)
+        assert alive <= 2, f"{alive} tasks alive at Runway at once with {cap} = 2"

@@ -61,19 +61,40 @@ class TestNextPoll:
         assert next_poll(status, [], now=0.0, interval=5.0, rng=lambda: 0.0) == pytest.approx(4.5)
         assert next_poll(status, [], now=0.0, interval=5.0, rng=lambda: 1.0) == pytest.approx(5.5)
 
-    @pytest.mark.parametrize(("samples", "now", "expected"), [
+    @pytest.mark.parametrize(("samples", "now", "since", "expected"), [
         # 10%/s: at 0.9 after 9 s, the end is 1 s away -> poll just after it (1 + 0.5 margin)
-        ([Sample(0.0, 0.0), Sample(9.0, 0.9)], 9.0, 1.5),
-        # far from the end: the plain interval
-        ([Sample(0.0, 0.0), Sample(1.0, 0.1)], 1.0, 5.0),
-        # the end is past already: never sooner than interval / 5
-        ([Sample(0.0, 0.0), Sample(9.0, 0.99)], 12.0, 1.0),
+        ([Sample(0.0, 0.0), Sample(9.0, 0.9)], 9.0, None, 1.5),
+        # the end within two intervals (9 s away): aim at it rather than look in between
+        ([Sample(0.0, 0.0), Sample(1.0, 0.1)], 1.0, None, 9.5),
+        # the end 30 s away: half of it, so a long task costs a few GETs, not one every interval
+        ([Sample(0.0, 0.0), Sample(10.0, 0.25)], 10.0, None, 15.0),
+        # the end far off: never longer than six intervals between looks
+        ([Sample(0.0, 0.0), Sample(1.0, 0.01)], 1.0, None, 30.0),
+        # the end 12 s away: half of it (6 s), then the aimed poll
+        ([Sample(0.0, 0.0), Sample(4.0, 0.25)], 4.0, None, 6.0),
+        # the task outlived its prediction: back to the plain interval, no burst of early polls
+        ([Sample(0.0, 0.0), Sample(9.0, 0.99)], 12.0, None, 5.0),
         # flat progress gives no rate: the plain interval
-        ([Sample(0.0, 0.5), Sample(5.0, 0.5)], 5.0, 5.0),
+        ([Sample(0.0, 0.5), Sample(5.0, 0.5)], 5.0, None, 5.0),
+        # one sample: the rate since the task was last known not running is a lower bound (0.8 in 5 s)
+        ([Sample(5.0, 0.8)], 5.0, 0.0, 1.75),
+        # one sample and nothing known of the start: the plain interval
+        ([Sample(5.0, 0.8)], 5.0, None, 5.0),
+        # one sample at 0: no rate
+        ([Sample(5.0, 0.0)], 5.0, 0.0, 5.0),
     ])
-    def test_aims_at_the_expected_end(self, samples: list[Sample], now: float, expected: float) -> None:
-        """RUNNING progress tells when a task will end; the next poll goes just after that."""
-        assert next_poll("RUNNING", samples, now=now, interval=5.0, rng=lambda: 0.5) == pytest.approx(expected)
+    def test_aims_at_the_expected_end(
+        self, samples: list[Sample], now: float, since: float | None, expected: float,
+    ) -> None:
+        """RUNNING progress tells when a task will end; the polls home in on that moment."""
+        got = next_poll("RUNNING", samples, now=now, interval=5.0, since=since, rng=lambda: 0.5)
+        assert got == pytest.approx(expected)
+
+    @pytest.mark.parametrize("status", ["THROTTLED", "PENDING"])
+    def test_waiting_states_ignore_samples(self, status: str) -> None:
+        """Progress seen earlier says nothing about a task that is (again) waiting."""
+        samples = [Sample(0.0, 0.0), Sample(9.0, 0.9)]
+        assert next_poll(status, samples, now=9.0, interval=5.0, since=0.0, rng=lambda: 0.5) == pytest.approx(5.0)
 
 
 def _job(job_id: str, name: str = "clip") -> Job:
