@@ -8,7 +8,8 @@ moments, restarting after each kill, then lets a last run finish everything. It 
 
 - every request has a status file in a final state;
 - no create was sent twice (the simulator's log of create bodies, and per request by its marker);
-- no paid output lost: every succeeded request's outputs exist and are byte-identical to a fresh download;
+- no paid output lost: every succeeded request's outputs exist and are byte-identical to a fresh download,
+  and no output was left twice (every file in the outbox is recorded by a status file);
 - the journal is consistent: every job final, no task id in two jobs, every task at the simulator owned by
   one job (or by a needs_attention job whose create was cut off between send and record).
 
@@ -263,6 +264,11 @@ class Harness:
                 if data != fresh or hashlib.sha256(data).hexdigest() != out["sha256"] or len(data) != out["bytes"]:
                     report.problems.append(f"{name}: output {out['file']} differs from the simulator's bytes")
                 report.outputs_checked += 1
+        # An output downloaded again after a kill must not be left as a second copy (NAME.2.EXT).
+        recorded = {out["file"] for status in statuses.values() for out in status.get("outputs") or []}
+        for path in sorted(self.outbox.iterdir()):
+            if ".status." not in path.name and not path.name.startswith(".") and path.name not in recorded:
+                report.problems.append(f"{path.name}: an output file no status file records")
 
     def _check_journal(self, tasks: list[dict[str, Any]], by_request: dict[str, list[str]],
                        report: Report) -> None:

@@ -72,7 +72,6 @@ class _Runtime:
 
     busy: str | None = None  # the kind of worker call in flight, if any
     samples: list[Sample] = field(default_factory=list)
-    last_write: float = 0.0
     poll_failures: int = 0
     not_running_at: float | None = None  # latest moment the task was surely not running yet (for next_poll)
     request: Request | None = None  # as loaded from the job dir (local paths), for the money checks
@@ -121,6 +120,8 @@ class Engine:
         self._model_caps: dict[str, int | None] = {}
         self._futures: dict[Future[Any], tuple[str, str]] = {}
         self._last_commands = 0.0
+        self._progress: dict[str, float] = {}  # progress seen since the last flush to the journal
+        self._last_progress = 0.0
         self._last_recheck = 0.0
         self._org: dict[str, Any] | None = None
         self._org_at = float("-inf")
@@ -236,6 +237,8 @@ class Engine:
         if self.clock() - self._last_commands > 0.5:
             self._last_commands = self.clock()
             self._commands()
+        if self._progress and self.clock() - self._last_progress > 5.0:
+            self._flush_progress()
         if self.clock() - self._last_recheck > self.recheck_every and not self.stopping.is_set():
             self._recheck_held()
         if not self.stopping.is_set():
@@ -258,6 +261,8 @@ class Engine:
             self.step(0.1)
         while not self.events.empty():
             self.step(0.0)
+        if self._progress:
+            self._flush_progress()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _next_timer(self) -> float:
@@ -347,8 +352,11 @@ class Engine:
         self.jobs[job.id] = job
         self._names[(job.inbox, job.name)] = job.id
         self.rt.setdefault(job.id, _Runtime())
-        self._ledger_pop(job.id)  # followed again (a retry): counted from the live job
-        self._money_gen += 1
+        if self._ledger is not None and job.id in self._ledger:
+            self._ledger_pop(job.id)  # followed again (a retry): counted from the live job
+            self._money_gen += 1
+        elif job.state not in ("accepted", "held"):  # followed again after a start: it may have cost
+            self._money_gen += 1
 
     def _untrack(self, job: Job) -> None:
         self.jobs.pop(job.id, None)
@@ -372,7 +380,8 @@ class Engine:
         for claim in claims:
             inbox = self.inboxes[claim.inbox]
             try:
-                req = self._load(claim.request_file, claim.job_dir, inbox)
+                # The watcher loaded it from the job dir already; a claim found at start-up is read here.
+                req = claim.request or self._load(claim.request_file, claim.job_dir, inbox)
             except RequestError as exc:
                 self._on_refused(Refused(claim.job_id, claim.inbox, claim.job_dir, claim.request_file, claim.name,
                                          claim.format, tuple(exc.problems)), move=True)
@@ -816,6 +825,14 @@ class Engine:
     def _schedule(self, job_id: str, delay: float) -> None:
         heapq.heappush(self._timers, (self.clock() + delay, next(self._tick), job_id))
 
+    def _flush_progress(self) -> None:
+        self._last_progress = self.clock()
+        progress, self._progress = self._progress, {}
+        try:
+            self.journal.set_progress(progress)
+        except RunwatchError as exc:
+            self.log.warning("journal.progress_failed", error=str(exc))
+
     def _fire_timers(self) -> None:
         now = self.clock()
         while self._timers and self._timers[0][0] <= now:
@@ -852,9 +869,14 @@ class Engine:
             elif status != "RUNNING":
                 runtime.not_running_at = now
             changed = _STATE_OF[status] != job.state
-            self.journal.update(job, state=_STATE_OF[status],
-                                progress=float(progress) if isinstance(progress, int | float) else job.progress)
-            if changed or now - runtime.last_write > 1.0:
+            if changed:
+                self.journal.update(job, state=_STATE_OF[status],
+                                    progress=float(progress) if isinstance(progress, int | float) else job.progress)
+                self._write(job)
+            elif isinstance(progress, int | float) and float(progress) != job.progress:
+                # Progress is for people: in the status file at once, in the journal every few seconds.
+                job.progress = float(progress)
+                self._progress[job.id] = job.progress
                 self._write(job)
             self._schedule(job.id, next_poll(status, runtime.samples, now=now, interval=self._interval(),
                                              since=runtime.not_running_at))
@@ -1048,8 +1070,6 @@ class Engine:
                          _clean(status_document(job)), durable=job.state in FINAL_STATES)
         except (OutboxError, OSError) as exc:
             self.log.error("outbox.status_failed", request=job.name, error=str(exc))
-        if job.id in self.rt:
-            self.rt[job.id].last_write = self.clock()
 
 
 def status_document(job: Job) -> dict[str, Any]:

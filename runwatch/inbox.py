@@ -117,6 +117,9 @@ class InboxWatcher:
         self._folder = FolderWatch(inbox, self._area, Handler(self._queue.put), polling=polling, log=self._log)
         self._hist: dict[Path, History] = {}
         self._cands: dict[Path, _Cand] = {}
+        # Indexes into _cands, so one event or one claim costs no pass over thousands of waiting files:
+        self._media: set[Path] = set()  # bare media candidates
+        self._dependent: set[Path] = set()  # requests that name files, or miss some: a file event may wake them
         self._held: dict[Path, Sig] = {}  # media a refused request named: never sent alone while unchanged
         self._thread: threading.Thread | None = None
 
@@ -276,7 +279,8 @@ class InboxWatcher:
         if len(rel.parts) == 1:
             self._consider(path)
         now = self._clock()
-        for cand in self._cands.values():
+        for waiting in self._dependent:
+            cand = self._cands[waiting]
             if cand.missing or (cand.names is not None and path in cand.names):
                 cand.due = now
 
@@ -308,20 +312,26 @@ class InboxWatcher:
         cand = self._cands.get(path)
         if cand is None:
             self._cands[path] = _Cand(kind, self._clock())
+            if kind == "media":
+                self._media.add(path)
         else:
             cand.due = self._clock()
 
     def _forget(self, path: Path) -> None:
         self._hist.pop(path, None)
-        cand = self._cands.pop(path, None)
+        cand = self._drop_cand(path)
         if cand is not None and cand.kind == "request":
             self._wake_media()
 
+    def _drop_cand(self, path: Path) -> _Cand | None:
+        self._media.discard(path)
+        self._dependent.discard(path)
+        return self._cands.pop(path, None)
+
     def _wake_media(self) -> None:
         now = self._clock()
-        for cand in self._cands.values():
-            if cand.kind == "media":
-                cand.due = now
+        for path in self._media:
+            self._cands[path].due = now
 
     def _watch_tree(self, folder: Path) -> None:
         """A folder that appeared: watch it and what it holds (files in it so far are seen, not signalled)."""
@@ -380,6 +390,8 @@ class InboxWatcher:
             req = self._load(path, self._root)
         except RequestError as exc:
             cand.missing = exc.incomplete
+            if exc.incomplete:
+                self._dependent.add(path)
             if exc.incomplete and now - history.changed < settle:
                 cand.due = history.changed + settle  # maybe still being written: not yet, not rejected
                 return
@@ -394,6 +406,10 @@ class InboxWatcher:
         cand.missing = False
         files = [self._area.lex(m.file) for m in req.media]
         names = frozenset([*files, *(Path(os.path.normpath(self._root / m.rel)) for m in req.media)])
+        if names:
+            self._dependent.add(path)
+        else:
+            self._dependent.discard(path)
         if names != cand.names:
             cand.names = names
             self._wake_media()
@@ -465,7 +481,7 @@ class InboxWatcher:
             except RequestError as exc:
                 problems = list(exc.problems)
             else:
-                self._area.claimed(job_id, job_dir, dest, final.name, fmt, bare)
+                self._area.claimed(job_id, job_dir, dest, final.name, fmt, bare, final)
                 return
         self._area.fail(job_id, job_dir, dest, req.name, fmt, tuple(problems))
 
@@ -480,6 +496,6 @@ class InboxWatcher:
             history = self._hist.get(file)
             if self.inbox.accept_media and history is not None and file.parent == self._root:
                 self._held[file] = history.sig
-                self._cands.pop(file, None)
+                self._drop_cand(file)
         fmt: Format = "toml" if path.suffix.lower() == ".toml" and not bare else "json"
         self._area.fail(job_id, job_dir, dest, request_name(path), fmt, problems)

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -239,6 +239,11 @@ class Journal:
             db.execute(f"UPDATE jobs SET {sets} WHERE id = ?",  # noqa: S608 - column names checked above
                        [*(_encode(k, v) for k, v in changes.items()), job.id])
         return job
+
+    def set_progress(self, progress: Mapping[str, float]) -> None:
+        """Progress of many jobs in one commit: shown by `runwatch status`, not worth a commit per poll."""
+        with self._tx() as db:
+            db.executemany("UPDATE jobs SET progress = ? WHERE id = ?", [(v, k) for k, v in progress.items()])
 
     def get(self, job_id: str) -> Job | None:
         rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))

@@ -309,7 +309,9 @@ def _download_one(
                     size += len(data)
                 f.flush()
                 os.fsync(f.fileno())
-        final = _publish(tmp, outbox, output_name(name, index, count, ext))
+        filename = output_name(name, index, count, ext)
+        earlier = _already_there(outbox, filename, size, digest.hexdigest())
+        final = earlier or _publish(tmp, outbox, filename)
         return OutputRecord(final.name, size, digest.hexdigest(), index)
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
         raise OutboxError(f"{where}: {type(exc).__name__}: {exc}") from exc
@@ -322,6 +324,35 @@ def _download_one(
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)  # already gone after a successful publish
+
+
+def _already_there(outbox: Path, filename: str, size: int, sha256: str) -> Path | None:
+    """The file among ``filename``, ``STEM.2.EXT``... holding exactly these bytes, if any.
+
+    A kill after an output was published but before the journal recorded it makes the next start download it
+    again: the same bytes under the same name are that earlier download, not a reason for a ``.2`` copy.
+    """
+    stem, dot, ext = filename.rpartition(".")
+    if not stem:
+        stem, dot, ext = filename, "", ""
+    for n in range(1, 10_000):
+        path = outbox / (filename if n == 1 else f"{stem}.{n}{dot}{ext}")
+        try:
+            if not path.is_file() or path.is_symlink():
+                return None
+            if path.stat().st_size == size and _sha256(path) == sha256:
+                return path
+        except OSError:
+            return None
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _publish(tmp: Path, outbox: Path, filename: str) -> Path:

@@ -21,7 +21,7 @@ import os
 import secrets
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -59,6 +59,7 @@ class Claimed:
     name: str
     format: Format
     bare: bool
+    request: Request | None = field(default=None, compare=False)  # as loaded from the job dir, if it was
 
 
 @dataclass(frozen=True)
@@ -219,9 +220,10 @@ class WorkArea:
             self._forget(src)
         return problems
 
-    def claimed(self, job_id: str, job_dir: Path, request_file: Path, name: str, fmt: Format, bare: bool) -> None:
+    def claimed(self, job_id: str, job_dir: Path, request_file: Path, name: str, fmt: Format, bare: bool,
+                request: Request | None = None) -> None:
         self._log.info("inbox.claimed", name=name, job_id=job_id, bare=bare)
-        self._emit(Claimed(job_id, self.inbox, job_dir, request_file, name, fmt, bare))
+        self._emit(Claimed(job_id, self.inbox, job_dir, request_file, name, fmt, bare, request))
 
     def fail(self, job_id: str, job_dir: Path, request_file: Path, name: str, fmt: Format,
              problems: tuple[Problem, ...]) -> None:

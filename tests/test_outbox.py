@@ -454,6 +454,18 @@ class TestDownloads:
         assert (outbox / "clip.2.mp4").read_bytes() == b"an earlier run"
         assert (outbox / "clip.3.mp4").read_bytes() == b"new output"
 
+    def test_a_repeated_download_is_not_copied(self, origin: Origin, http: httpx.Client, outbox: Path) -> None:
+        """A kill after an output was published but before it was recorded: downloading it again finds the
+        same bytes under its name and uses that file instead of adding NAME.2 (found behind a user's file too)."""
+        (outbox / "clip.mp4").write_bytes(b"the user's edit")
+        body = os.urandom(50_000)
+        url = origin.static("/o/0", body, "video/mp4")
+        first = download_outputs(http, [url], outbox, "clip")
+        again = download_outputs(http, [url], outbox, "clip")
+        assert first == again and first[0].file == "clip.2.mp4"
+        assert sorted(p.name for p in outbox.iterdir()) == ["clip.2.mp4", "clip.mp4"]
+        assert (outbox / "clip.mp4").read_bytes() == b"the user's edit" and _leftovers(outbox) == []
+
     def test_redirects_are_followed(self, origin: Origin, http: httpx.Client, outbox: Path) -> None:
         """A CDN redirect leads to the file, and the extension still comes from the final Content-Type."""
         origin.static("/real", b"moved", "audio/mpeg")

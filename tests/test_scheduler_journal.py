@@ -119,6 +119,14 @@ class TestJournal:
         assert again is not None and again.outputs[0]["file"] == "a.mp4" and again.approved is True
         assert again.seq == 1 and again.created_at.endswith("Z")
 
+    def test_progress_of_many_in_one_commit(self, tmp_path: Path) -> None:
+        """Progress seen by polls is flushed for many jobs at once, and reads back per job."""
+        journal = Journal(tmp_path / "j.sqlite3")
+        jobs = [journal.add(_job(str(i), name=f"clip{i}")) for i in range(3)]
+        journal.set_progress({jobs[0].id: 0.25, jobs[2].id: 0.75})
+        again = Journal(tmp_path / "j.sqlite3")
+        assert [again.get(j.id).progress for j in jobs] == [0.25, jobs[1].progress, 0.75]  # type: ignore[union-attr]
+
     def test_intent_survives_reopen(self, tmp_path: Path) -> None:
         """An intent without a task id is what a restart sees as an unconfirmed create."""
         journal = Journal(tmp_path / "j.sqlite3")
