@@ -21,6 +21,7 @@ import queue
 import threading
 import time
 import tomllib
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class _Runtime:
     samples: list[Sample] = field(default_factory=list)
     poll_failures: int = 0
     not_running_at: float | None = None  # latest moment the task was surely not running yet (for next_poll)
+    charge: tuple[tuple[Any, ...], Charge | None] | None = None  # charge_of and the fields it was read from
     request: Request | None = None  # as loaded from the job dir (local paths), for the money checks
     estimate: Estimate | None = None
 
@@ -113,6 +115,13 @@ class Engine:
                                        thread_name_prefix="runwatch-io")
         self.jobs: dict[str, Job] = {}
         self._names: dict[tuple[str, str], str] = {}  # (inbox, name) of every followed job -> its id
+        # Jobs sent or on their way (a create in flight counts: its task may exist) until their task ends,
+        # counted as they go, so the caps cost no pass over thousands of waiting jobs; and the jobs that may
+        # have cost something until they are final (downloads too), whose spending is summed.
+        self._flying: dict[str, tuple[str, str]] = {}  # job id -> (inbox, model)
+        self._charged: set[str] = set()
+        self._fly_inbox: Counter[str] = Counter()
+        self._fly_model: Counter[str] = Counter()
         self.rt: dict[str, _Runtime] = {}
         self._timers: list[tuple[float, int, str]] = []
         self._tick = itertools.count()
@@ -133,7 +142,11 @@ class Engine:
         # Bumped by everything that can change what is spent or may be sent: the spending of live jobs is
         # summed once per generation, and held requests are looked at again only when it moved.
         self._money_gen = 0
-        self._live: tuple[tuple[int, date], list[Charge]] | None = None
+        # Spending of live jobs per UTC day and inbox, kept up to date job by job: an event marks its job.
+        self._live_parts: dict[str, tuple[tuple[date, str], float]] = {}
+        self._live_days: dict[tuple[date, str], float] = {}
+        self._live_dirty: set[str] = set()
+        self._live_rebuild = True
         self._rechecked: tuple[int, int, date] | None = None
         self._held_wake = float("inf")  # the earliest not_before among held requests
         self.stopping = threading.Event()
@@ -291,6 +304,10 @@ class Engine:
 
     def _handle(self, kind: str, payload: Any) -> None:
         self._money_gen += 1  # an answer from Runway, a command...: spending may have moved
+        if isinstance(payload, tuple) and payload and isinstance(payload[0], str) and payload[0] in self.jobs:
+            self._live_dirty.add(payload[0])  # the job this answer is about
+        else:
+            self._live_rebuild = True  # the organization's figures, a control file: anything may have moved
         try:
             self._handle_one(kind, payload)
         except Exception as exc:
@@ -357,9 +374,16 @@ class Engine:
             self._money_gen += 1
         elif job.state not in ("accepted", "held"):  # followed again after a start: it may have cost
             self._money_gen += 1
+        if job.state not in ("accepted", "held") and job.state not in FINAL_STATES:
+            self._fly(job)
+            self._live_dirty.add(job.id)
+            if job.state == "downloading":
+                self._land(job.id)
 
     def _untrack(self, job: Job) -> None:
         self.jobs.pop(job.id, None)
+        self._land(job.id)
+        self._charged.discard(job.id)
         if self._names.get((job.inbox, job.name)) == job.id:
             del self._names[(job.inbox, job.name)]
 
@@ -475,20 +499,42 @@ class Engine:
                 charge = charge_of(done, now) if done.id not in self.jobs else None
                 if charge is not None:
                     self._ledger_put(done.id, charge)
-        key = (self._money_gen, now.date())
-        if self._live is None or self._live[0] != key:
-            live = []
-            for job in self.jobs.values():
-                charge = charge_of(job, now)
-                reserved = self._reserved.get(job.id)
-                if charge is None and reserved is not None:  # let through, create not answered yet
-                    charge = Charge(job.inbox, reserved.credits, now)
-                if charge is not None:
-                    live.append(charge)
-            self._live = (key, live)
+        if self._live_rebuild:
+            self._live_rebuild = False
+            self._live_parts.clear()
+            self._live_days.clear()
+            self._live_dirty = set(self._charged)
+        for job_id in self._live_dirty:
+            self._live_refresh(job_id, now)
+        self._live_dirty = set()
         days = [Charge(box, credits, datetime(day.year, day.month, day.day, tzinfo=UTC))
-                for (day, box), credits in self._ledger_days.items()]
-        return spent([*days, *self._live[1]], inbox, now)
+                for buckets in (self._ledger_days, self._live_days) for (day, box), credits in buckets.items()]
+        return spent(days, inbox, now)
+
+    def _live_refresh(self, job_id: str, now: datetime) -> None:
+        """One job's part in the spending of live jobs, taken out and put back as it is now."""
+        old = self._live_parts.pop(job_id, None)
+        if old is not None:
+            self._live_days[old[0]] -= old[1]
+        job = self.jobs.get(job_id)
+        if job is None or job_id not in self._charged:
+            return
+        charge = self._charge(job, now)
+        reserved = self._reserved.get(job_id)
+        if charge is None and reserved is not None:  # let through, create not answered yet
+            charge = Charge(job.inbox, reserved.credits, now)
+        if charge is not None:
+            bucket = (charge.at.astimezone(UTC).date(), charge.inbox)
+            self._live_parts[job_id] = (bucket, charge.credits)
+            self._live_days[bucket] = self._live_days.get(bucket, 0.0) + charge.credits
+
+    def _charge(self, job: Job, now: datetime) -> Charge | None:
+        """charge_of, remembered while the fields it reads stay the same (it parses timestamps)."""
+        runtime = self.rt[job.id]
+        key = (job.state, job.credits, job.estimated_credits, job.create_started_at, job.updated_at)
+        if runtime.charge is None or runtime.charge[0] != key:
+            runtime.charge = (key, charge_of(job, now))
+        return runtime.charge[1]
 
     def _ledger_put(self, job_id: str, charge: Charge) -> None:
         assert self._ledger is not None
@@ -620,20 +666,18 @@ class Engine:
 
     # -- submission -------------------------------------------------------------------------------
 
-    def _counts(self) -> tuple[int, dict[str, int], dict[str, int]]:
-        total = 0
-        per_inbox: dict[str, int] = {}
-        per_model: dict[str, int] = {}
-        for job in self.jobs.values():
-            if self._in_flight(job):
-                total += 1
-                per_inbox[job.inbox] = per_inbox.get(job.inbox, 0) + 1
-                per_model[job.model or ""] = per_model.get(job.model or "", 0) + 1
-        return total, per_inbox, per_model
+    def _fly(self, job: Job) -> None:
+        self._charged.add(job.id)
+        if job.id not in self._flying:
+            self._flying[job.id] = (job.inbox, job.model or "")
+            self._fly_inbox[job.inbox] += 1
+            self._fly_model[job.model or ""] += 1
 
-    def _in_flight(self, job: Job) -> bool:
-        # A create on its way counts too: its task may already exist at Runway.
-        return job.state in IN_FLIGHT or self.rt[job.id].busy == "created"
+    def _land(self, job_id: str) -> None:
+        entry = self._flying.pop(job_id, None)
+        if entry is not None:
+            self._fly_inbox[entry[0]] -= 1
+            self._fly_model[entry[1]] -= 1
 
     def _model_cap(self, model: str | None) -> int | None:
         if self.config.scheduler.per_model is not None:
@@ -642,24 +686,18 @@ class Engine:
 
     def _dispatch(self) -> None:
         now = time.time()
-        total, per_inbox, per_model = self._counts()
         waiting = {
             j.id: Candidate(j.id, j.inbox, j.model, j.priority, j.seq, j.not_before)
             for j in self.jobs.values() if j.state == "accepted" and not self.rt[j.id].busy
         }
         while waiting:
-            cand = pick(waiting.values(), now=now, in_flight=total, max_in_flight=self.config.scheduler.max_in_flight,
-                        per_inbox=per_inbox, per_model=per_model, model_cap=self._model_cap,
-                        paused_models=self._paused_models)
+            cand = pick(waiting.values(), now=now, in_flight=len(self._flying),
+                        max_in_flight=self.config.scheduler.max_in_flight, per_inbox=self._fly_inbox,
+                        per_model=self._fly_model, model_cap=self._model_cap, paused_models=self._paused_models)
             if cand is None:
                 return
             del waiting[cand.job_id]
-            job = self.jobs[cand.job_id]
-            self._start(job)
-            if job.id in self.jobs and self._in_flight(job):  # counted as it went, not by a new pass over all
-                total += 1
-                per_inbox[job.inbox] = per_inbox.get(job.inbox, 0) + 1
-                per_model[job.model or ""] = per_model.get(job.model or "", 0) + 1
+            self._start(self.jobs[cand.job_id])
 
     def _start(self, job: Job) -> None:
         inbox = self.inboxes.get(job.inbox)
@@ -685,6 +723,8 @@ class Engine:
             return
         guess = self._estimate(job, req)
         self._reserved[job.id] = _Reserved(job.model, float(guess.credits or 0))
+        self._fly(job)
+        self._live_dirty.add(job.id)
         self._money_gen += 1
         if not req.media:
             self._create(job, req.body)
@@ -936,6 +976,7 @@ class Engine:
 
     def _control(self, kind: str, name: str, inbox: str | None) -> str:
         self._money_gen += 1  # an approval or a retry changes what may be sent
+        self._live_rebuild = True
         if kind == "cancel":
             return self._cancel(name, inbox)
         if kind == "retry":
@@ -1009,6 +1050,10 @@ class Engine:
 
     def _set(self, job: Job, state: str, **changes: Any) -> None:
         self.journal.update(job, state=state, **changes)
+        if state in ("accepted", "held") or state in FINAL_STATES or state == "downloading":
+            self._land(job.id)  # no longer holding a slot at Runway
+        if state in ("accepted", "held") or state in FINAL_STATES:
+            self._charged.discard(job.id)
         if state in ("accepted", "held") or (state in FINAL_STATES and job.task_id is None):
             self._reserved.pop(job.id, None)  # not sent (or surely not created): nothing to reserve
         self._write(job)
@@ -1024,6 +1069,7 @@ class Engine:
             self._cleanup_placed(job)
         self._set(job, state, finished_at=now_iso(), **changes)
         self._untrack(job)
+        self._live_dirty.add(job.id)
         self._money_gen += 1
         if self._ledger is not None:
             charge = charge_of(job, self.wall())
