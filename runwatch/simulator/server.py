@@ -274,8 +274,9 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, OSError):
             self._drop()
             return
+        now = sim.world.clock.now()
         entry: dict[str, Any] = {
-            "time": iso_ms(sim.world.clock.now()), "method": method, "path": path, "query": parts.query,
+            "time": iso_ms(now), "at": now, "method": method, "path": path, "query": parts.query,
             "headers": {k: (mask_key(v) if k.lower() == "authorization" else v) for k, v in self.headers.items()},
         }
         try:
