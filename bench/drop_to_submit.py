@@ -27,6 +27,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import emit
 from scale import Daemon, Tree, simulator
 
 BODY = {"endpoint": "text_to_speech", "model": "eleven_multilingual_v2",
@@ -132,13 +133,7 @@ def main() -> int:
         raw = baseline(args.drops, Path(tmp))
         ours = runwatch(args.drops, Path(tmp))
     out = rows(raw, ours)
-    if args.json:
-        print(json.dumps(out, ensure_ascii=False))
-    else:
-        print("| what | runwatch | baseline | target |\n|---|---|---|---|")
-        for r in out:
-            mark = "" if r["met"] is None else (" ✓" if r["met"] else " ✗")
-            print(f"| {r['what']} | {r['figure']} | {r['baseline']} | {r['target']}{mark} |")
+    emit(out, args.json)
     return 0
 
 

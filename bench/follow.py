@@ -66,6 +66,9 @@ from runwatch.daemon import Daemon
 from runwatch.logs import configure_logging
 from runwatch.simulator import SimConfig, Simulator
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import emit
+
 SAMPLES = Path(__file__).resolve().parent.parent / "runwatch" / "data" / "samples"
 _TASK_GET = re.compile(r"^/v1/tasks/([^/]+)$")
 
@@ -326,16 +329,10 @@ def main() -> int:
     table = rows(ours, sdk, args.scale, args.tasks)
     if args.dump:
         args.dump.write_text(json.dumps({side.name: per_task(side) for side in (ours, sdk)}, indent=1))
-    if args.json:
-        print(json.dumps(table, indent=1, ensure_ascii=False))
-    else:
+    if not args.json:
         print(f"{args.tasks} tasks, scale {args.scale:g} (runwatch poll_interval {5 * args.scale:g} s, "
               f"SDK POLL_TIME {6 * args.scale:g} s ± {1.5 * args.scale:g} s)\n")
-        print("| what | runwatch | SDK baseline | target |")
-        print("|---|---|---|---|")
-        for r in table:
-            mark = "" if r["met"] is None else (" ✓" if r["met"] else " ✗")
-            print(f"| {r['what']} | {r['figure']} | {r['baseline']} | {r['target']}{mark} |")
+    emit(table, args.json, baseline="SDK baseline")
     for side in (ours, sdk):
         for problem in side.failed[:10]:
             print(f"{side.name} did not complete {problem}", file=sys.stderr)

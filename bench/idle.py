@@ -15,7 +15,6 @@ bare sleeping Python process is measured beside the first row.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -25,6 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import emit
 
 KEY = "key_" + "c" * 128
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -36,6 +38,7 @@ import sys, time
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
+
 observer = PollingObserver(timeout=1.0) if sys.argv[1] == "polling" else Observer()
 for folder in sys.argv[2:]:
     observer.schedule(FileSystemEventHandler(), folder, recursive=False)
@@ -189,14 +192,7 @@ def main() -> int:
         if "sleep" in r:
             rows.append({"what": "idle CPU, bare sleeping Python process (same window)",
                          "figure": "", "baseline": f"{r['sleep']:.2f}%", "target": "", "met": None})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print("| what | runwatch | baseline | target |")
-        print("|---|---|---|---|")
-        for row in rows:
-            mark = "" if row["met"] is None else (" (met)" if row["met"] else " (MISSED)")
-            print(f"| {row['what']} | {row['figure']}{mark} | {row['baseline']} | {row['target']} |")
+    emit(rows, args.json)
     return 0
 
 

@@ -59,7 +59,7 @@ def run_part(name: str, args: list[str]) -> tuple[list[dict[str, Any]], str, flo
     started = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     took = time.monotonic() - started
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("[")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("[{")]  # report.emit's JSON line
     if not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         failed = {"what": f"{name}: did not finish (exit {proc.returncode})", "figure": " / ".join(tail),

@@ -58,6 +58,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import emit
+
 KEY = "key_" + "0" * 128
 FINAL = frozenset({"succeeded", "rejected", "failed", "cancelled", "needs_attention"})
 AT_RUNWAY = frozenset({"submitted", "throttled", "pending", "running"})
@@ -397,14 +400,6 @@ def in_flight(n: int, root: Path, args: argparse.Namespace, log: Callable[[str],
 # -- output ---------------------------------------------------------------------------------------------
 
 
-def table(rows: list[Row]) -> str:
-    out = ["| what | runwatch | baseline | target |", "|---|---|---|---|"]
-    for row in rows:
-        mark = "" if row.met is None else (" ✓" if row.met else " ✗")
-        out.append(f"| {row.what} | {row.figure} | {row.baseline} | {row.target}{mark} |")
-    return "\n".join(out)
-
-
 def sizes(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()] if text.strip() else []
 
@@ -443,10 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.dir:
             shutil.rmtree(root, ignore_errors=True)
-    if args.json:
-        print(json.dumps([row.__dict__ for row in rows], indent=2, ensure_ascii=False))
-    else:
-        print(table(rows))
+    emit([row.__dict__ for row in rows], args.json)
     return 0 if all(row.met is not False for row in rows) else 1
 
 

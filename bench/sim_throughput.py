@@ -9,14 +9,17 @@ the median.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import emit
 
 KEY = "key_" + "e" * 128
 BODY = {"model": "eleven_multilingual_v2", "promptText": "hello",
@@ -74,10 +77,7 @@ def main() -> int:
                        "another process", "figure": f"{total / elapsed:.0f} requests/s (p50 {p50:.1f} ms, p99 "
                        f"{p99:.1f} ms)", "baseline": "—", "target": "hundreds per second",
                "met": total / elapsed >= 200}
-        if args.json:
-            print(json.dumps([row], ensure_ascii=False))
-        else:
-            print(f"| what | figure |\n|---|---|\n| {row['what']} | {row['figure']} |")
+        emit([row], args.json)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import emit
+
 BODIES: list[dict[str, Any]] = [
     {"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": "Hello.",
      "voice": {"type": "runway-preset", "presetId": "Maya"}},
@@ -99,14 +102,7 @@ def main() -> int:
     print(f"runs (ms): python -c pass {[round(x * 1000) for x in bare]}, --help {[round(x * 1000) for x in helps]}, "
           f"json parse {[round(x * 1000) for x in parse]}, validate {[round(x * 1000) for x in validate]}",
           file=sys.stderr)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print("| what | runwatch | baseline | target |")
-        print("|---|---|---|---|")
-        for row in rows:
-            mark = " (met)" if row["met"] else " (MISSED)"
-            print(f"| {row['what']} | {row['figure']}{mark} | {row['baseline']} | {row['target']} |")
+    emit(rows, args.json)
     return 0
 
 

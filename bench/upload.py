@@ -39,6 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import emit
+
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 KEY = "key_" + "b" * 128
@@ -278,14 +281,6 @@ def sizes(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    print("| what | runwatch | baseline | target |")
-    print("|---|---|---|---|")
-    for r in rows:
-        mark = "" if r["met"] is None else (" (met)" if r["met"] else " (MISSED)")
-        print(f"| {r['what']} | {r['figure']}{mark} | {r['baseline']} | {r['target']} |")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024, help="file size of the throughput runs (MiB)")
@@ -310,10 +305,7 @@ def main() -> int:
             rows += runway_rows(args, work, sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print_table(rows)
+    emit(rows, args.json)
     return 0
 
 

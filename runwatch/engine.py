@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ import structlog
 
 from runwatch import __version__
 from runwatch.api import Created, RunwayClient, create_may_be_retried
-from runwatch.budget import Charge, Limits, Spent, balance_hold, charge_of, daily_limit_hold, spent, user_hold
+from runwatch.budget import Charge, Limits
 from runwatch.catalog import Catalog, format_path
 from runwatch.config import Config, InboxConfig
 from runwatch.errors import (
@@ -46,6 +46,7 @@ from runwatch.errors import (
     RunwatchError,
     UploadError,
 )
+from runwatch.guard import MoneyGuard
 from runwatch.inbox import Claimed, Control, Refused
 from runwatch.journal import AT_RUNWAY, FINAL_STATES, Job, Journal, now_iso
 from runwatch.media import Placed
@@ -80,15 +81,6 @@ class _Runtime:
     estimate: Estimate | None = None
 
 
-@dataclass
-class _Reserved:
-    """A create let through since the organization's figures were last read: not yet in them."""
-
-    model: str | None
-    credits: float
-    answered: int | None = None  # the organization fetch generation when Runway answered the create
-
-
 class Engine:
     """Owns the jobs. Feed it inbox items with :meth:`deliver`; call :meth:`step` in a loop."""
 
@@ -103,10 +95,6 @@ class Engine:
         self.transports = dict(transports)
         self.http = http
         self.catalog = catalog
-        self.clock = clock
-        self.wall = wall or _utcnow  # UTC wall time for daily/monthly budgets; replaceable in tests
-        self.org_ttl = 30.0  # seconds the organization's balance and usage are trusted
-        self.recheck_every = 2.0  # seconds between looks at held requests
         self.log = log or structlog.get_logger("runwatch")
         self.inboxes: dict[str, InboxConfig] = {i.name: i for i in config.inboxes}
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -116,41 +104,56 @@ class Engine:
         self.jobs: dict[str, Job] = {}
         self._names: dict[tuple[str, str], str] = {}  # (inbox, name) of every followed job -> its id
         # Jobs sent or on their way (a create in flight counts: its task may exist) until their task ends,
-        # counted as they go, so the caps cost no pass over thousands of waiting jobs; and the jobs that may
-        # have cost something until they are final (downloads too), whose spending is summed.
+        # counted as they go, so the caps cost no pass over thousands of waiting jobs.
         self._flying: dict[str, tuple[str, str]] = {}  # job id -> (inbox, model)
-        self._charged: set[str] = set()
         self._fly_inbox: Counter[str] = Counter()
         self._fly_model: Counter[str] = Counter()
         self.rt: dict[str, _Runtime] = {}
         self._timers: list[tuple[float, int, str]] = []
         self._tick = itertools.count()
         self._paused_models: dict[str, float] = {}
-        self._model_caps: dict[str, int | None] = {}
         self._futures: dict[Future[Any], tuple[str, str]] = {}
         self._last_commands = 0.0
         self._progress: dict[str, float] = {}  # progress seen since the last flush to the journal
         self._last_progress = 0.0
-        self._last_recheck = 0.0
-        self._org: dict[str, Any] | None = None
-        self._org_at = float("-inf")
-        self._org_busy = False
-        self._org_gen = 0
-        self._reserved: dict[str, _Reserved] = {}
-        self._ledger: dict[str, Charge] | None = None  # charges of jobs no longer followed; loaded once
-        self._ledger_days: dict[tuple[date, str], float] = {}  # the same, summed per UTC day and inbox
-        # Bumped by everything that can change what is spent or may be sent: the spending of live jobs is
-        # summed once per generation, and held requests are looked at again only when it moved.
-        self._money_gen = 0
-        # Spending of live jobs per UTC day and inbox, kept up to date job by job: an event marks its job.
-        self._live_parts: dict[str, tuple[tuple[date, str], float]] = {}
-        self._live_days: dict[tuple[date, str], float] = {}
-        self._live_dirty: set[str] = set()
-        self._live_rebuild = True
-        self._rechecked: tuple[int, int, date] | None = None
-        self._held_wake = float("inf")  # the earliest not_before among held requests
         self.stopping = threading.Event()
         self.downloads_stop = threading.Event()
+        # Spending, holds and the organization's figures; it computes, the engine writes.
+        self.money = MoneyGuard(journal, api, self.pool, self.events, self.stopping, self.jobs, self.rt,
+                                clock=clock, wall=wall or _utcnow, log=self.log)
+
+    # One clock for the engine and its guard, and the guard's intervals: settable here (tests shorten them).
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.money.clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:
+        self.money.clock = clock
+
+    @property
+    def wall(self) -> Callable[[], datetime]:
+        return self.money.wall
+
+    @wall.setter
+    def wall(self, wall: Callable[[], datetime]) -> None:
+        self.money.wall = wall
+
+    @property
+    def org_ttl(self) -> float:
+        return self.money.org_ttl
+
+    @org_ttl.setter
+    def org_ttl(self, seconds: float) -> None:
+        self.money.org_ttl = seconds
+
+    @property
+    def recheck_every(self) -> float:
+        return self.money.recheck_every
+
+    @recheck_every.setter
+    def recheck_every(self, seconds: float) -> None:
+        self.money.recheck_every = seconds
 
     # -- inputs -----------------------------------------------------------------------------------
 
@@ -165,7 +168,7 @@ class Engine:
         except RunwatchError as exc:
             self.log.warning("api.organization_unavailable", error=str(exc))
             return
-        self._take_org(org)
+        self.money.take_org(org)
 
     def recover(self, claimed_dirs: list[tuple[InboxConfig, Path]]) -> None:
         """After a start: follow every job the journal knows, and take claims the journal never saw."""
@@ -252,7 +255,7 @@ class Engine:
             self._commands()
         if self._progress and self.clock() - self._last_progress > 5.0:
             self._flush_progress()
-        if self.clock() - self._last_recheck > self.recheck_every and not self.stopping.is_set():
+        if self.money.recheck_due() and not self.stopping.is_set():
             self._recheck_held()
         if not self.stopping.is_set():
             self._dispatch()
@@ -303,11 +306,12 @@ class Engine:
         return following
 
     def _handle(self, kind: str, payload: Any) -> None:
-        self._money_gen += 1  # an answer from Runway, a command...: spending may have moved
+        # An answer from Runway about one job, or the organization's figures, a control file...: spending
+        # may have moved, that job's or anything's.
         if isinstance(payload, tuple) and payload and isinstance(payload[0], str) and payload[0] in self.jobs:
-            self._live_dirty.add(payload[0])  # the job this answer is about
+            self.money.touched(payload[0])
         else:
-            self._live_rebuild = True  # the organization's figures, a control file: anything may have moved
+            self.money.touched()
         try:
             self._handle_one(kind, payload)
         except Exception as exc:
@@ -323,7 +327,7 @@ class Engine:
 
     def _handle_one(self, kind: str, payload: Any) -> None:
         if kind == "org":
-            self._after_org(*payload)
+            self.money.after_org(*payload)
             return
         if kind == "inbox":
             if isinstance(payload, Claimed):
@@ -369,21 +373,16 @@ class Engine:
         self.jobs[job.id] = job
         self._names[(job.inbox, job.name)] = job.id
         self.rt.setdefault(job.id, _Runtime())
-        if self._ledger is not None and job.id in self._ledger:
-            self._ledger_pop(job.id)  # followed again (a retry): counted from the live job
-            self._money_gen += 1
-        elif job.state not in ("accepted", "held"):  # followed again after a start: it may have cost
-            self._money_gen += 1
+        self.money.followed(job)
         if job.state not in ("accepted", "held") and job.state not in FINAL_STATES:
             self._fly(job)
-            self._live_dirty.add(job.id)
             if job.state == "downloading":
                 self._land(job.id)
 
     def _untrack(self, job: Job) -> None:
         self.jobs.pop(job.id, None)
         self._land(job.id)
-        self._charged.discard(job.id)
+        self.money.charged.discard(job.id)
         if self._names.get((job.inbox, job.name)) == job.id:
             del self._names[(job.inbox, job.name)]
 
@@ -476,151 +475,16 @@ class Engine:
         limits = Limits(max_credits=req.options.max_credits, approve_above=inbox.approve_above,
                         inbox_daily=inbox.budget_daily, daily=budget.daily, monthly=budget.monthly,
                         unknown_price=budget.unknown_price)
-        now = self.wall()
-        reason = user_hold(job.name, job.model, guess.credits, guess.basis, limits, self._spent(job.inbox, now),
-                           approved=job.approved)
-        if reason:
-            return "held", reason
-        # Approval never passes these two: Runway would refuse the create anyway.
-        self._refresh_org()
-        reason = balance_hold(guess.credits, self._balance())
-        if reason:
-            return "balance", reason
-        used, cap = self._daily_use(job.model)
-        reason = daily_limit_hold(job.model, used, cap)
-        if reason:
-            return "daily_limit", reason
-        return None
-
-    def _spent(self, inbox: str, now: datetime) -> Spent:
-        if self._ledger is None:
-            self._ledger = {}
-            for done in self.journal.jobs(limit=2**62):
-                charge = charge_of(done, now) if done.id not in self.jobs else None
-                if charge is not None:
-                    self._ledger_put(done.id, charge)
-        if self._live_rebuild:
-            self._live_rebuild = False
-            self._live_parts.clear()
-            self._live_days.clear()
-            self._live_dirty = set(self._charged)
-        for job_id in self._live_dirty:
-            self._live_refresh(job_id, now)
-        self._live_dirty = set()
-        days = [Charge(box, credits, datetime(day.year, day.month, day.day, tzinfo=UTC))
-                for buckets in (self._ledger_days, self._live_days) for (day, box), credits in buckets.items()]
-        return spent(days, inbox, now)
-
-    def _live_refresh(self, job_id: str, now: datetime) -> None:
-        """One job's part in the spending of live jobs, taken out and put back as it is now."""
-        old = self._live_parts.pop(job_id, None)
-        if old is not None:
-            self._live_days[old[0]] -= old[1]
-        job = self.jobs.get(job_id)
-        if job is None or job_id not in self._charged:
-            return
-        charge = self._charge(job, now)
-        reserved = self._reserved.get(job_id)
-        if charge is None and reserved is not None:  # let through, create not answered yet
-            charge = Charge(job.inbox, reserved.credits, now)
-        if charge is not None:
-            bucket = (charge.at.astimezone(UTC).date(), charge.inbox)
-            self._live_parts[job_id] = (bucket, charge.credits)
-            self._live_days[bucket] = self._live_days.get(bucket, 0.0) + charge.credits
-
-    def _charge(self, job: Job, now: datetime) -> Charge | None:
-        """charge_of, remembered while the fields it reads stay the same (it parses timestamps)."""
-        runtime = self.rt[job.id]
-        key = (job.state, job.credits, job.estimated_credits, job.create_started_at, job.updated_at)
-        if runtime.charge is None or runtime.charge[0] != key:
-            runtime.charge = (key, charge_of(job, now))
-        return runtime.charge[1]
-
-    def _ledger_put(self, job_id: str, charge: Charge) -> None:
-        assert self._ledger is not None
-        self._ledger_pop(job_id)
-        self._ledger[job_id] = charge
-        day = (charge.at.astimezone(UTC).date(), charge.inbox)
-        self._ledger_days[day] = self._ledger_days.get(day, 0.0) + charge.credits
-
-    def _ledger_pop(self, job_id: str) -> None:
-        old = self._ledger.pop(job_id, None) if self._ledger is not None else None
-        if old is not None:
-            day = (old.at.astimezone(UTC).date(), old.inbox)
-            self._ledger_days[day] = self._ledger_days.get(day, 0.0) - old.credits
-
-    def _balance(self) -> float | None:
-        balance = self._org.get("creditBalance") if self._org else None
-        if not isinstance(balance, int | float):
-            return None
-        return float(balance) - sum(r.credits for r in self._reserved.values())
-
-    def _daily_use(self, model: str | None) -> tuple[int, int | None]:
-        """Creates of the model in Runway's rolling day (plus ours not yet counted there), and the cap."""
-        if self._org is None or not isinstance(model, str):
-            return 0, None
-        tier = self._org.get("tier")
-        limits = tier.get("models", {}).get(model) if isinstance(tier, dict) else None
-        cap = limits.get("maxDailyGenerations") if isinstance(limits, dict) else None
-        usage = self._org.get("usage")
-        counted = usage.get("models", {}).get(model) if isinstance(usage, dict) else None
-        used = counted.get("dailyGenerations") if isinstance(counted, dict) else None
-        used = used if isinstance(used, int) else 0
-        used += sum(1 for r in self._reserved.values() if r.model == model)
-        return used, cap if isinstance(cap, int) else None
-
-    def _take_org(self, org: dict[str, Any], gen: int | None = None) -> None:
-        self._org, self._org_at = org, self.clock()
-        models = org.get("tier", {}).get("models", {}) if isinstance(org.get("tier"), dict) else {}
-        for model, limits in models.items():  # a tier upgrade raises these while the daemon runs
-            if isinstance(limits, dict):
-                cap = limits.get("maxConcurrentGenerations")
-                self._model_caps[model] = cap if isinstance(cap, int) and cap > 0 else None
-        # Creates Runway had answered before this read began are in its figures now.
-        self._reserved = {k: r for k, r in self._reserved.items()
-                          if r.answered is None or (gen is not None and r.answered >= gen)}
-
-    def _refresh_org(self, force: bool = False) -> None:
-        """Read the organization again in the background when its figures are old (or after spending)."""
-        if self._org_busy or self.stopping.is_set() or (not force and self.clock() - self._org_at < self.org_ttl):
-            return
-        self._org_busy = True
-        self._org_gen += 1
-        gen = self._org_gen
-        future = self.pool.submit(self.api.organization)
-
-        def done(f: Future[Any]) -> None:
-            try:
-                result: Any = f.result()
-            except BaseException as exc:  # noqa: BLE001 - reported by the engine
-                result = exc
-            self.events.put(("org", (gen, result)))
-
-        future.add_done_callback(done)
-
-    def _after_org(self, gen: int, result: Any) -> None:
-        self._org_busy = False
-        if isinstance(result, BaseException):
-            self._org_at = self.clock()  # try again after the usual interval; Runway's own checks stay
-            self.log.warning("api.organization_unavailable", error=str(result))
-            return
-        if isinstance(result, dict):
-            self._take_org(result, gen)
+        return self.money.hold_reason(job, guess, limits)
 
     def _recheck_held(self) -> None:
         """Let held requests go when their budget, the balance or the daily limit has freed."""
-        key = (self._money_gen, self._org_gen, self.wall().date())
-        # Nothing moved since the last look: skip it, but look at least every org_ttl (which refreshes the
-        # balance: a top-up releases requests held for it) and when a held request's wait is over.
-        if key == self._rechecked and time.time() < self._held_wake and \
-                self.clock() - self._last_recheck < self.org_ttl:
+        if not self.money.begin_recheck():  # nothing moved since the last look
             return
-        self._last_recheck = self.clock()
-        self._rechecked, self._held_wake = key, float("inf")
         for job in [j for j in self.jobs.values() if j.state == "held"]:
             runtime = self.rt[job.id]
             if job.not_before and job.not_before > time.time():
-                self._held_wake = min(self._held_wake, job.not_before)
+                self.money.wake_at(job.not_before)
                 continue
             if runtime.busy or job.cancel_requested:
                 continue
@@ -667,7 +531,7 @@ class Engine:
     # -- submission -------------------------------------------------------------------------------
 
     def _fly(self, job: Job) -> None:
-        self._charged.add(job.id)
+        self.money.charged.add(job.id)
         if job.id not in self._flying:
             self._flying[job.id] = (job.inbox, job.model or "")
             self._fly_inbox[job.inbox] += 1
@@ -682,7 +546,7 @@ class Engine:
     def _model_cap(self, model: str | None) -> int | None:
         if self.config.scheduler.per_model is not None:
             return self.config.scheduler.per_model
-        return self._model_caps.get(model or "")
+        return self.money.model_caps.get(model or "")
 
     def _dispatch(self) -> None:
         now = time.time()
@@ -722,10 +586,9 @@ class Engine:
             self.log.info("job.held", request=job.name, job=job.id, reason=verdict[1])
             return
         guess = self._estimate(job, req)
-        self._reserved[job.id] = _Reserved(job.model, float(guess.credits or 0))
+        self.money.reserve(job, float(guess.credits or 0))
         self._fly(job)
-        self._live_dirty.add(job.id)
-        self._money_gen += 1
+        self.money.touched(job.id)
         if not req.media:
             self._create(job, req.body)
             return
@@ -801,11 +664,8 @@ class Engine:
         log = self.log.bind(request=job.name, job=job.id)
         if not isinstance(result, BaseException):
             estimated = job.estimated_credits  # recorded with the task id by the worker that sent the create
-            reserved = self._reserved.get(job.id)
-            if reserved is not None:
-                reserved.credits = float(estimated or reserved.credits)
-                reserved.answered = self._org_gen
-            self._refresh_org(force=True)  # credits were spent: read the balance and usage again
+            self.money.answered(job.id, estimated)
+            self.money.refresh_org(force=True)  # credits were spent: read the balance and usage again
             self._set(job, "submitted")
             log.info("api.created", task_id=result.id, estimated_credits=result.estimated_credits)
             if job.cancel_requested:
@@ -826,7 +686,7 @@ class Engine:
             self._set(job, "held", not_before=until, error={
                 "code": "429", "message": f"Runway's daily task limit for {job.model} is reached; "
                 "trying again in 30 minutes (other models go on)"})
-            self._refresh_org(force=True)
+            self.money.refresh_org(force=True)
             log.warning("api.daily_limit", model=job.model)
             return
         if isinstance(result, ApiStatusError) and result.status < 500:
@@ -837,7 +697,7 @@ class Engine:
             if result.status == 400 and "enough credits" in str(message):
                 self._set(job, "held", not_before=time.time() + 300, error={
                     "code": "400", "message": f"{message} Trying again in 5 minutes."})
-                self._refresh_org(force=True)
+                self.money.refresh_org(force=True)
                 return
             self._finish(job, state, error={"code": str(result.status), "message": str(message), "issues": issues})
             log.warning("api.refused", status=result.status)
@@ -975,8 +835,7 @@ class Engine:
             self.journal.finish_command(command.id, result)
 
     def _control(self, kind: str, name: str, inbox: str | None) -> str:
-        self._money_gen += 1  # an approval or a retry changes what may be sent
-        self._live_rebuild = True
+        self.money.touched()  # an approval or a retry changes what may be sent
         if kind == "cancel":
             return self._cancel(name, inbox)
         if kind == "retry":
@@ -1053,9 +912,9 @@ class Engine:
         if state in ("accepted", "held") or state in FINAL_STATES or state == "downloading":
             self._land(job.id)  # no longer holding a slot at Runway
         if state in ("accepted", "held") or state in FINAL_STATES:
-            self._charged.discard(job.id)
+            self.money.charged.discard(job.id)
         if state in ("accepted", "held") or (state in FINAL_STATES and job.task_id is None):
-            self._reserved.pop(job.id, None)  # not sent (or surely not created): nothing to reserve
+            self.money.reserved.pop(job.id, None)  # not sent (or surely not created): nothing to reserve
         self._write(job)
         self.log.info(f"job.{state}", request=job.name, job=job.id, task_id=job.task_id)
 
@@ -1069,12 +928,7 @@ class Engine:
             self._cleanup_placed(job)
         self._set(job, state, finished_at=now_iso(), **changes)
         self._untrack(job)
-        self._live_dirty.add(job.id)
-        self._money_gen += 1
-        if self._ledger is not None:
-            charge = charge_of(job, self.wall())
-            if charge is not None:
-                self._ledger_put(job.id, charge)
+        self.money.finished(job)
 
     def _move_record(self, inbox: str, job_dir: Path, request_file: Path, where: str) -> tuple[Path, Path]:
         """Keep a taken request as a done/failed record (or bring it back for a retry)."""
