@@ -86,7 +86,7 @@ def runwatch(drops: int, root: Path) -> list[float]:
     tree = Tree.make(root / "daemon")
     renamed: dict[str, float] = {}
     with simulator("--time-scale", "0.001", "--daily-limit", "0", "--concurrency", "0") as url:
-        daemon = Daemon(tree, tree.config(url, scheduler={}, inbox={}, poll=0.5), "warning")
+        daemon = Daemon(tree, tree.config(url, scheduler={}, inbox={}, poll=0.5), "info")
         try:
             daemon.wait_started()
             for i in range(drops):
