@@ -25,11 +25,13 @@ Part B, in flight (per size N of ``--in-flight``): the simulator runs with no co
 the requests are 4-second text_to_video clips, which the simulator queues for ~3 s and runs for ~44 s (each
 phase jittered ±25 %), Runway's own pace (time scale 1) unless ``--task-seconds`` asks for another length;
 the config allows ``max_in_flight = per_model = N`` and polls every ``--poll-interval`` seconds (Runway's
-default 5). N requests are dropped at once; once every job has a task id (read from the journal, read-only)
-and two seconds have passed, the daemon's CPU is sampled over ``--window`` seconds in which nothing but
-waiting happens (checked: no job left the in-flight states during the window), then the clock runs until
-every job is final. Figures: drop → all submitted, CPU % of one core while waiting, peak RSS, drop → all
-final (baseline: how long the tasks themselves last at the simulator).
+default 5). N requests are dropped at once. "While waiting" is the whole wait: from the moment every job has
+a task id (read from the journal, read-only) to the moment the first task is done; the target is judged on
+it. Inside it, the ``--window`` seconds from two seconds after the last create are also shown alone: they
+hold every task's first look (a GET, a state change, a status file), the busiest part of the wait (checked:
+no job left the in-flight states during the window). Then the clock runs until every job is final. Figures:
+drop → all submitted, CPU % of one core while waiting, peak RSS, drop → all final (baseline: how long the
+tasks themselves last at the simulator).
 
 Part A's requests are text_to_speech with eleven_multilingual_v2 and a distinct promptText each; no media.
 Output: a markdown table | what | runwatch | baseline | target |, or with ``--json`` a JSON list of rows
@@ -359,6 +361,7 @@ def in_flight(n: int, root: Path, args: argparse.Namespace, log: Callable[[str],
             all_sent = wait_for(submitted, args.timeout, 0.25)
             sent_at = time.perf_counter() - start
             cpu_sent = daemon.cpu() - cpu0
+            span0, spanc0 = time.perf_counter(), daemon.cpu()
             time.sleep(2.0)
             daemon.profile(args.py_spy / f"flight-{n}.txt" if args.py_spy else None)
             before = tree.journal_states()
@@ -368,6 +371,9 @@ def in_flight(n: int, root: Path, args: argparse.Namespace, log: Callable[[str],
             after = tree.journal_states()
             daemon.stop_profile()
             quiet = sum(after[s] for s in AT_RUNWAY) == n and sum(before[s] for s in AT_RUNWAY) == n
+            # The whole wait: from every task created to the first one done (nothing else happens meanwhile).
+            wait_for(lambda: sum(tree.journal_states()[s] for s in FINAL | {"downloading"}) > 0, args.timeout, 0.1)
+            span_cpu, span = daemon.cpu() - spanc0, time.perf_counter() - span0
             ended = wait_for(lambda: sum(tree.journal_states()[s] for s in FINAL) >= n, args.timeout, 0.5)
             final_at = time.perf_counter() - start
             cpu_total = daemon.cpu() - cpu0
@@ -376,6 +382,7 @@ def in_flight(n: int, root: Path, args: argparse.Namespace, log: Callable[[str],
         finally:
             daemon.stop()
     waiting = pct(window_cpu, window)
+    whole = pct(span_cpu, span)
     log(f"in flight {n}: all sent {sent_at:.1f} s (cpu {cpu_sent:.1f} s), waiting {waiting:.1f} % over "
         f"{window:.0f} s{'' if quiet else ' (NOT quiet)'}, all final {final_at:.1f} s, cpu total "
         f"{cpu_total:.1f} s, peak {peak:.0f} MB, states {dict(states)}")
@@ -384,9 +391,11 @@ def in_flight(n: int, root: Path, args: argparse.Namespace, log: Callable[[str],
     return [
         Row(f"{what}: drop → every task created", f"{sent_at:.1f} s" if all_sent else "not all sent",
             met=None),
-        Row(f"{what}: daemon CPU while waiting (poll every {args.poll_interval:g} s)",
-            f"{waiting:.1f} % of one core over {window:.0f} s{note}", target=f"< {CPU_TARGET_PCT:.0f} % of one core",
-            met=waiting < CPU_TARGET_PCT and quiet),
+        Row(f"{what}: daemon CPU while waiting, every task created → the first one done "
+            f"(poll every {args.poll_interval:g} s)", f"{whole:.1f} % of one core over {span:.0f} s",
+            target=f"< {CPU_TARGET_PCT:.0f} % of one core", met=whole < CPU_TARGET_PCT),
+        Row(f"{what}: … of which the {window:.0f} s from 2 s after the last create (every task's first look)",
+            f"{waiting:.1f} % of one core{note}"),
         Row(f"{what}: daemon peak RSS", f"{peak:.0f} MB", target=f"≤ {RSS_TARGET_MB:.0f} MB",
             met=peak <= RSS_TARGET_MB),
         Row(f"{what}: drop → every job final",

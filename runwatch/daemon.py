@@ -39,7 +39,7 @@ __all__ = ["Daemon", "run_daemon", "status_line"]
 
 _FIRST_LOOK = 5.0  # seconds start-up waits for the first scan of the inboxes before READY=1 regardless
 _STATUS_EVERY = 1.0  # at most one STATUS= per this many seconds: systemd need not hear every poll
-_STEP = 0.2  # seconds one turn of the main loop may wait for work
+_STEP = 0.5  # seconds one turn of the main loop may wait when idle (work wakes it at once)
 # Settings held by objects built once at start (HTTP client, S3 transport, thread pool, state lock):
 # a reload reports a change to them and keeps the running value.
 _RESTART_ONLY: dict[str, tuple[str, ...]] = {
@@ -196,10 +196,10 @@ class Daemon:
                            watched=sum(not w.paused for w in watchers), paused=sum(w.paused for w in watchers))
         if self._reload_failed:
             text += "; the last reload failed, see the log"
+        self._status_at = now  # counted every _STATUS_EVERY, sent only when it changed
         if text != self._status_sent:
             notify.status(text)
             self._status_sent = text
-            self._status_at = now
 
     # -- reload -----------------------------------------------------------------------------------
 

@@ -770,7 +770,8 @@ class Engine:
                 runtime.not_running_at = now
             changed = _STATE_OF[status] != job.state
             if changed:
-                self.journal.update(job, state=_STATE_OF[status],
+                # THROTTLED/PENDING/RUNNING: lost to a power cut, the next start's first poll finds it again.
+                self.journal.update(job, durable=False, state=_STATE_OF[status],
                                     progress=float(progress) if isinstance(progress, int | float) else job.progress)
                 self._write(job)
             elif isinstance(progress, int | float) and float(progress) != job.progress:

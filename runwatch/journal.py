@@ -184,9 +184,11 @@ class Journal:
             self._db.close()
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
         with self._lock:
             try:
+                if not durable:  # WAL keeps it atomic; only the fsync is left to the next durable commit
+                    self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
                 self._db.execute("COMMIT")
@@ -198,6 +200,10 @@ class Journal:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 raise
+            finally:
+                if not durable:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("PRAGMA synchronous=FULL")
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -226,8 +232,9 @@ class Journal:
                 db.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})",  # noqa: S608 - column names are ours
                            [_encode(k, getattr(job, k)) for k in _COLUMNS])
 
-    def update(self, job: Job, **changes: Any) -> Job:
-        """Apply changes to the job and commit them (durably) before returning."""
+    def update(self, job: Job, durable: bool = True, **changes: Any) -> Job:
+        """Apply changes to the job and commit them before returning: durably (fsync'd) unless told that a
+        power cut may lose them (a step a restart finds again on its own, e.g. PENDING to RUNNING)."""
         for key, value in changes.items():
             if key not in _COLUMNS or key in ("id", "seq"):
                 raise JournalError(f"journal: {key!r} is not a job field that may change")
@@ -235,14 +242,14 @@ class Journal:
         job.updated_at = now_iso()
         changes["updated_at"] = job.updated_at
         sets = ", ".join(f"{k} = ?" for k in changes)
-        with self._tx() as db:
+        with self._tx(durable) as db:
             db.execute(f"UPDATE jobs SET {sets} WHERE id = ?",  # noqa: S608 - column names checked above
                        [*(_encode(k, v) for k, v in changes.items()), job.id])
         return job
 
     def set_progress(self, progress: Mapping[str, float]) -> None:
         """Progress of many jobs in one commit: shown by `runwatch status`, not worth a commit per poll."""
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.executemany("UPDATE jobs SET progress = ? WHERE id = ?", [(v, k) for k, v in progress.items()])
 
     def get(self, job_id: str) -> Job | None:

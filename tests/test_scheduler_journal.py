@@ -127,6 +127,15 @@ class TestJournal:
         again = Journal(tmp_path / "j.sqlite3")
         assert [again.get(j.id).progress for j in jobs] == [0.25, jobs[1].progress, 0.75]  # type: ignore[union-attr]
 
+    def test_a_step_without_fsync_leaves_the_next_commit_durable(self, tmp_path: Path) -> None:
+        """A PENDING-to-RUNNING step is committed without fsync; the journal goes back to full sync at once."""
+        journal = Journal(tmp_path / "j.sqlite3")
+        job = journal.add(_job("1"))
+        journal.update(job, durable=False, state="running", progress=0.5)
+        assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        again = Journal(tmp_path / "j.sqlite3").get("1")
+        assert again is not None and again.state == "running" and again.progress == 0.5
+
     def test_intent_survives_reopen(self, tmp_path: Path) -> None:
         """An intent without a task id is what a restart sees as an unconfirmed create."""
         journal = Journal(tmp_path / "j.sqlite3")
