@@ -51,18 +51,6 @@ MP4_HEAD = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
 
 
 @dataclass(frozen=True)
-class Media:
-    """What ``runwatch.media`` reads of a local media file (``LocalMediaLike``)."""
-
-    field: tuple[str | int, ...]
-    rel: str
-    file: Path
-    kind: str
-    size: int
-    content_type: str | None
-
-
-@dataclass(frozen=True)
 class Sample:
     seconds: float
     size: int
@@ -89,7 +77,9 @@ def worker(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Do one upload of ``spec["file"]`` and return its timing and memory. Runs in its own process."""
     path = Path(spec["file"])
     size = path.stat().st_size
-    media = Media(("videoUri",), "clip.mp4", path, "video", size, "video/mp4")
+    from runwatch.localmedia import LocalMedia
+
+    media = LocalMedia(("videoUri",), "clip.mp4", path, "video", size, "video/mp4")
     if kind == "boto3":
         import boto3
 
