@@ -375,17 +375,24 @@ class InboxWatcher:
         loader = bare_media_request if bare else load_request
         return loader(path, root=root, inbox=self.inbox, catalog=self._catalog, unknown_models=self._unknown)
 
-    def _examine(self, path: Path, cand: _Cand, now: float) -> None:
+    def _settled(self, path: Path, cand: _Cand, now: float, *, bare: bool = False) -> History | None:
+        """The file's history when it may be read now; None when it is gone, refused, or not complete yet."""
         history = self._refresh(path)
         if history is None:
-            return
+            return None
         if os.path.islink(path):  # taken, it would point elsewhere than the job dir
-            self._refuse(path, (_LINKED,))
+            self._refuse(path, (_LINKED,), bare=bare)
+            return None
+        if not is_ready(history, now, settle=self.inbox.settle, events=self._folder.mode == "inotify"):
+            cand.due = history.changed + self.inbox.settle
+            return None
+        return history
+
+    def _examine(self, path: Path, cand: _Cand, now: float) -> None:
+        history = self._settled(path, cand, now)
+        if history is None:
             return
         settle = self.inbox.settle
-        if not is_ready(history, now, settle=settle, events=self._folder.mode == "inotify"):
-            cand.due = history.changed + settle
-            return
         try:
             req = self._load(path, self._root)
         except RequestError as exc:
@@ -425,16 +432,10 @@ class InboxWatcher:
         if any(c.names is None or path in c.names for c in requests):
             cand.due = math.inf
             return
-        history = self._refresh(path)
+        history = self._settled(path, cand, now, bare=True)
         if history is None:
             return
-        if os.path.islink(path):
-            self._refuse(path, (_LINKED,), bare=True)
-            return
         settle = self.inbox.settle
-        if not is_ready(history, now, settle=settle, events=self._folder.mode == "inotify"):
-            cand.due = history.changed + settle
-            return
         try:
             req = self._load(path, self._root, bare=True)
         except RequestError as exc:
