@@ -13,8 +13,6 @@ rule that decides whether a create may be sent again.
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import json
 import os
 import queue
@@ -22,7 +20,7 @@ import threading
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,19 +51,24 @@ from runwatch.media import Placed
 from runwatch.outbox import (
     DownloadError,
     OutputRecord,
+    StatusFormat,
     clean_partials,
     download_outputs,
     status_path,
     write_status,
 )
+from runwatch.polls import NOT_POLLED, PollTimers
 from runwatch.pricing import Estimate
 from runwatch.request import MEDIA_SUFFIXES, Request, load_request
-from runwatch.scheduler import Candidate, Sample, next_poll, pick
+from runwatch.scheduler import Candidate, Sample, next_poll, pick, poll_slack
 
 __all__ = ["Engine"]
 
 _STATE_OF = {"THROTTLED": "throttled", "PENDING": "pending", "RUNNING": "running"}
 IN_FLIGHT = frozenset({"uploading", "submitted", "throttled", "pending", "running"})
+# What polls learn of tasks waiting at Runway reaches the journal (and `runwatch status`) this many seconds late
+# at most, in one commit for all of them; the status files have it at once.
+WAITING_FLUSH = 2.0
 
 
 @dataclass
@@ -108,14 +111,17 @@ class Engine:
         self._flying: dict[str, tuple[str, str]] = {}  # job id -> (inbox, model)
         self._fly_inbox: Counter[str] = Counter()
         self._fly_model: Counter[str] = Counter()
+        # Jobs that may be accepted (a superset, pruned as dispatch meets them): a turn of the loop looks at
+        # these, not at every followed job. A job becomes accepted only through _track or _set.
+        self._ready: set[str] = set()
         self.rt: dict[str, _Runtime] = {}
-        self._timers: list[tuple[float, int, str]] = []
-        self._tick = itertools.count()
+        self.polls = PollTimers()
         self._paused_models: dict[str, float] = {}
         self._futures: dict[Future[Any], tuple[str, str]] = {}
         self._last_commands = 0.0
-        self._progress: dict[str, float] = {}  # progress seen since the last flush to the journal
-        self._last_progress = 0.0
+        # Jobs whose waiting state or progress changed since the journal last heard of it (see _flush_waiting).
+        self._waiting: dict[str, Job] = {}
+        self._last_waiting = 0.0
         self.stopping = threading.Event()
         self.downloads_stop = threading.Event()
         # Spending, holds and the organization's figures; it computes, the engine writes.
@@ -253,8 +259,8 @@ class Engine:
         if self.clock() - self._last_commands > 0.5:
             self._last_commands = self.clock()
             self._commands()
-        if self._progress and self.clock() - self._last_progress > 5.0:
-            self._flush_progress()
+        if self._waiting and self.clock() - self._last_waiting > WAITING_FLUSH:
+            self._flush_waiting()
         if self.money.recheck_due() and not self.stopping.is_set():
             self._recheck_held()
         if not self.stopping.is_set():
@@ -277,12 +283,12 @@ class Engine:
             self.step(0.1)
         while not self.events.empty():
             self.step(0.0)
-        if self._progress:
-            self._flush_progress()
+        if self._waiting:
+            self._flush_waiting()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _next_timer(self) -> float:
-        return self._timers[0][0] if self._timers else float("inf")
+        return self.polls.next_due(poll_slack(self._interval()))
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -374,6 +380,8 @@ class Engine:
         self._names[(job.inbox, job.name)] = job.id
         self.rt.setdefault(job.id, _Runtime())
         self.money.followed(job)
+        if job.state == "accepted":
+            self._ready.add(job.id)
         if job.state not in ("accepted", "held") and job.state not in FINAL_STATES:
             self._fly(job)
             if job.state == "downloading":
@@ -549,11 +557,16 @@ class Engine:
         return self.money.model_caps.get(model or "")
 
     def _dispatch(self) -> None:
+        if not self._ready or len(self._flying) >= self.config.scheduler.max_in_flight:
+            return
         now = time.time()
-        waiting = {
-            j.id: Candidate(j.id, j.inbox, j.model, j.priority, j.seq, j.not_before)
-            for j in self.jobs.values() if j.state == "accepted" and not self.rt[j.id].busy
-        }
+        waiting: dict[str, Candidate] = {}
+        for job_id in list(self._ready):
+            j = self.jobs.get(job_id)
+            if j is None or j.state != "accepted":
+                self._ready.discard(job_id)
+            elif not self.rt[job_id].busy:
+                waiting[job_id] = Candidate(j.id, j.inbox, j.model, j.priority, j.seq, j.not_before)
         while waiting:
             cand = pick(waiting.values(), now=now, in_flight=len(self._flying),
                         max_in_flight=self.config.scheduler.max_in_flight, per_inbox=self._fly_inbox,
@@ -723,28 +736,54 @@ class Engine:
         return self.config.runway.poll_interval
 
     def _schedule(self, job_id: str, delay: float) -> None:
-        heapq.heappush(self._timers, (self.clock() + delay, next(self._tick), job_id))
+        self.polls.schedule(job_id, self.clock() + delay)
 
-    def _flush_progress(self) -> None:
-        self._last_progress = self.clock()
-        progress, self._progress = self._progress, {}
+    def _flush_waiting(self) -> None:
+        self._last_waiting = self.clock()
+        # Only jobs still followed as these objects: one finished (or retried) since was committed on its own.
+        jobs = [job for job in self._waiting.values() if self.jobs.get(job.id) is job]
+        self._waiting = {}
         try:
-            self.journal.set_progress(progress)
+            self.journal.save_waiting(jobs)
         except RunwatchError as exc:
-            self.log.warning("journal.progress_failed", error=str(exc))
+            self.log.warning("journal.waiting_failed", error=str(exc))
 
     def _fire_timers(self) -> None:
-        now = self.clock()
-        while self._timers and self._timers[0][0] <= now:
-            _, _, job_id = heapq.heappop(self._timers)
+        """Send the due polls in runs (see :mod:`runwatch.polls`)."""
+        slack = poll_slack(self._interval())
+        due: list[Job] = []
+        for job_id in self.polls.take_due(self.clock(), slack):
             job = self.jobs.get(job_id)
             if job is None or self.rt[job_id].busy or self.stopping.is_set():
                 continue
             if job.task_id and (job.state in AT_RUNWAY or job.state == "downloading"):
-                self._run(job, "polled", self.api.get_task, job.task_id)
+                due.append(job)
+        for run in self.polls.runs(due, slack):
+            self._poll_run(run, budget=slack)
+
+    def _poll_run(self, jobs: Sequence[Job], budget: float) -> None:
+        tasks = [(job.id, str(job.task_id)) for job in jobs]
+        for job in jobs:
+            self.rt[job.id].busy = "polled"
+        future = self.pool.submit(self.polls.get_run, self.api.get_task, tasks, budget)
+        self._futures[future] = ("polled", tasks[0][0])
+
+        def done(f: Future[list[tuple[str, Any]]]) -> None:
+            try:
+                results = f.result()
+            except BaseException as exc:  # noqa: BLE001 - every failure goes back to the engine to decide
+                results = [(job_id, exc) for job_id, _ in tasks]
+            for job_id, result in results:
+                self.events.put(("polled", (job_id, result)))
+            self._futures.pop(f, None)
+
+        future.add_done_callback(done)
 
     def _after_polled(self, job: Job, result: Any) -> None:
         runtime = self.rt[job.id]
+        if result is NOT_POLLED:
+            self._schedule(job.id, 0.0)
+            return
         if isinstance(result, ApiStatusError) and result.status == 404:
             if job.cancel_requested:
                 self._finish(job, "cancelled")
@@ -768,16 +807,15 @@ class Engine:
                 del runtime.samples[:-20]
             elif status != "RUNNING":
                 runtime.not_running_at = now
-            changed = _STATE_OF[status] != job.state
-            if changed:
-                # THROTTLED/PENDING/RUNNING: lost to a power cut, the next start's first poll finds it again.
-                self.journal.update(job, durable=False, state=_STATE_OF[status],
-                                    progress=float(progress) if isinstance(progress, int | float) else job.progress)
-                self._write(job)
-            elif isinstance(progress, int | float) and float(progress) != job.progress:
-                # Progress is for people: in the status file at once, in the journal every few seconds.
-                job.progress = float(progress)
-                self._progress[job.id] = job.progress
+            state = _STATE_OF[status]
+            moved = float(progress) if isinstance(progress, int | float) else job.progress
+            if state != job.state or moved != job.progress:
+                # THROTTLED/PENDING/RUNNING and progress are for people: in the status file at once, in the
+                # journal within seconds (lost to a power cut, the next start's first poll finds them again).
+                if state != job.state:
+                    job.state, job.updated_at = state, now_iso()
+                job.progress = moved
+                self._waiting[job.id] = job
                 self._write(job)
             self._schedule(job.id, next_poll(status, runtime.samples, now=now, interval=self._interval(),
                                              since=runtime.not_running_at))
@@ -910,6 +948,8 @@ class Engine:
 
     def _set(self, job: Job, state: str, **changes: Any) -> None:
         self.journal.update(job, state=state, **changes)
+        if state == "accepted":
+            self._ready.add(job.id)
         if state in ("accepted", "held") or state in FINAL_STATES or state == "downloading":
             self._land(job.id)  # no longer holding a slot at Runway
         if state in ("accepted", "held") or state in FINAL_STATES:
@@ -965,10 +1005,16 @@ class Engine:
         inbox = self.inboxes.get(job.inbox)
         if inbox is None:
             return
+        fmt: StatusFormat = "toml" if job.format == "toml" else "json"
+        document, durable = _clean(status_document(job)), job.state in FINAL_STATES
         try:
-            inbox.outbox.mkdir(parents=True, exist_ok=True)
-            write_status(inbox.outbox, job.name, "toml" if job.format == "toml" else "json",
-                         _clean(status_document(job)), durable=job.state in FINAL_STATES)
+            try:
+                write_status(inbox.outbox, job.name, fmt, document, durable=durable)
+            except OutboxError:
+                if inbox.outbox.is_dir():
+                    raise
+                inbox.outbox.mkdir(parents=True, exist_ok=True)  # taken away while we run: made again
+                write_status(inbox.outbox, job.name, fmt, document, durable=durable)
         except (OutboxError, OSError) as exc:
             self.log.error("outbox.status_failed", request=job.name, error=str(exc))
 

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -232,9 +232,8 @@ class Journal:
                 db.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})",  # noqa: S608 - column names are ours
                            [_encode(k, getattr(job, k)) for k in _COLUMNS])
 
-    def update(self, job: Job, durable: bool = True, **changes: Any) -> Job:
-        """Apply changes to the job and commit them before returning: durably (fsync'd) unless told that a
-        power cut may lose them (a step a restart finds again on its own, e.g. PENDING to RUNNING)."""
+    def update(self, job: Job, **changes: Any) -> Job:
+        """Apply changes to the job and commit them durably (fsync'd) before returning."""
         for key, value in changes.items():
             if key not in _COLUMNS or key in ("id", "seq"):
                 raise JournalError(f"journal: {key!r} is not a job field that may change")
@@ -242,15 +241,24 @@ class Journal:
         job.updated_at = now_iso()
         changes["updated_at"] = job.updated_at
         sets = ", ".join(f"{k} = ?" for k in changes)
-        with self._tx(durable) as db:
+        with self._tx() as db:
             db.execute(f"UPDATE jobs SET {sets} WHERE id = ?",  # noqa: S608 - column names checked above
                        [*(_encode(k, v) for k, v in changes.items()), job.id])
         return job
 
-    def set_progress(self, progress: Mapping[str, float]) -> None:
-        """Progress of many jobs in one commit: shown by `runwatch status`, not worth a commit per poll."""
+    def save_waiting(self, jobs: Iterable[Job]) -> None:
+        """State, progress and updated_at of many jobs waiting at Runway, in one commit without fsync.
+
+        What a poll learns (PENDING to RUNNING, progress) is for people and is found again by the next start's
+        first poll, so it is not worth a commit per poll. Only rows still in a waiting state change: a late
+        batch never overwrites a state committed on its own (downloading, succeeded...).
+        """
+        waiting = ", ".join(f"'{state}'" for state in sorted(AT_RUNWAY))
         with self._tx(durable=False) as db:
-            db.executemany("UPDATE jobs SET progress = ? WHERE id = ?", [(v, k) for k, v in progress.items()])
+            db.executemany(
+                f"UPDATE jobs SET state = ?, progress = ?, updated_at = ? WHERE id = ? AND state IN ({waiting})",  # noqa: S608 - constants
+                [(job.state, job.progress, job.updated_at, job.id) for job in jobs if job.state in AT_RUNWAY],
+            )
 
     def get(self, job_id: str) -> Job | None:
         rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))

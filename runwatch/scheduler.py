@@ -12,6 +12,11 @@ to be running yet (which makes the rate a lower bound, so the end is never predi
 end in sight (within two intervals) the poll is aimed just after it; with the end further off the wait is
 half the remaining time (at least ``interval``, at most ``6 * interval``), so a long task costs a few
 GETs instead of one every interval. A task that outlives its prediction goes back to the plain interval.
+
+Polls go out in runs: a due poll waits up to a twentieth of the interval (the slack) for others due about
+then, and one thread GETs as many of them in a row as fit in the slack at the latency seen. A thousand tasks
+created together come due together; waking a thread for each GET then costs more CPU than the GETs. Against
+a distant Runway a run is one GET, so slow answers never delay other polls.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Candidate", "Sample", "next_poll", "pick"]
+__all__ = ["Candidate", "Sample", "next_poll", "pick", "poll_slack", "run_length"]
 
 
 @dataclass(frozen=True)
@@ -104,3 +109,18 @@ def _rising_span(samples: Sequence[Sample]) -> tuple[Sample | None, Sample | Non
             first = s
             break
     return first, (last if first else None)
+
+
+def poll_slack(interval: float) -> float:
+    """How long a due poll may wait for others due about then, to go out in one run."""
+    return interval / 20
+
+
+def run_length(slack: float, latency: float | None, most: int = 64) -> int:
+    """How many GETs one thread makes in a row: as many as fit in the slack at ``latency`` each, 1 to ``most``
+    (1 while the latency is not known yet)."""
+    if latency is None:
+        return 1
+    if latency <= 0:
+        return most
+    return max(1, min(most, int(slack / latency)))

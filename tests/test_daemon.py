@@ -4,7 +4,9 @@ SeaweedFS as the S3 server. A request file goes in; outputs and a status file co
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 import tomli_w
 
+from runwatch.polls import NOT_POLLED
 from runwatch.simulator import Fault, Simulator
 
 from .conftest import SAMPLES
@@ -147,6 +150,103 @@ class TestEndings:
             "inbox": [{"path": str(rig.inbox), "outbox": str(rig.outbox)}],
         }))
         return path
+
+
+    def test_waiting_states_reach_the_journal(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """What a poll learns is in the status file at once and in the journal (`runwatch status`) soon after."""
+        sim.config.time_scale = 1.0  # a clip runs for tens of seconds
+        rig = rig_factory(sim).start()
+        rig.drop("film", SEED_REQUESTS["text_to_video"][0])
+        shown = rig.wait("film", {"running"})
+        deadline = time.monotonic() + 10
+        while True:
+            job = rig.journal().find("film")
+            if job is not None and job.state == "running" and job.progress is not None:
+                break
+            assert time.monotonic() < deadline, f"the journal still says {job and job.state}"
+            time.sleep(0.1)
+        assert job.task_id == shown["task_id"] and 0.0 <= job.progress <= 1.0
+
+
+    def test_outbox_taken_away_is_made_again(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """Someone removes the outbox while a task runs: it is made again for the status file and outputs."""
+        sim.config.time_scale = 0.05
+        rig = rig_factory(sim).start()
+        rig.drop("film", SEED_REQUESTS["text_to_video"][0])
+        rig.wait("film", {"submitted", "pending", "throttled", "running"})
+        shutil.rmtree(rig.outbox)
+        status = rig.wait("film")
+        assert status["state"] == "succeeded"
+        rig.check_outputs(status)
+
+
+class TestPollRuns:
+    """Polls due together go out in runs: one thread GETs several tasks in a row (see runwatch.scheduler)."""
+
+    @staticmethod
+    def _watch(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> tuple[list[tuple[int, str]], list[Any]]:
+        assert rig.daemon is not None
+        engine = rig.daemon.engine
+        calls: list[tuple[int, str]] = []  # (thread, task id) of every task GET, in order
+        results: list[Any] = []  # what every run handed back
+        get_task, get_run = engine.api.get_task, engine.polls.get_run
+
+        def recorded_get(task_id: str) -> dict[str, Any]:
+            calls.append((threading.get_ident(), task_id))
+            return get_task(task_id)
+
+        def recorded_run(get: Callable[[str], Any], tasks: list[tuple[str, str]],
+                         budget: float) -> list[tuple[str, Any]]:
+            out = get_run(get, tasks, budget)
+            results.extend(result for _, result in out)
+            return out
+
+        monkeypatch.setattr(engine.api, "get_task", recorded_get)
+        monkeypatch.setattr(engine.polls, "get_run", recorded_run)
+        return calls, results
+
+    @staticmethod
+    def _drop_together(rig: Rig, names: list[str]) -> None:
+        body = SEED_REQUESTS["text_to_video"][0]
+        for name in names:
+            (rig.inbox / f"{name}.json.tmp").write_text(json.dumps(body))
+        for name in names:
+            os.rename(rig.inbox / f"{name}.json.tmp", rig.inbox / f"{name}.json")
+
+    def test_polls_due_together_share_a_thread(self, rig_factory: Callable[..., Rig], sim: Simulator,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+        """Tasks created together are first looked at by one thread in a row, and all followed to the end."""
+        sim.config.time_scale = 0.04  # clips of 1.4-2.4 s; the first look comes 1 s after the create
+        rig = rig_factory(sim, runway={"poll_interval": 1.0}).start()
+        calls, _ = self._watch(rig, monkeypatch)
+        rig.drop("warm", SEED_REQUESTS["text_to_video"][0])  # the first GETs tell how fast Runway answers
+        assert rig.wait("warm")["state"] == "succeeded"
+        names = [f"clip{i}" for i in range(6)]
+        self._drop_together(rig, names)
+        statuses = [rig.wait(name) for name in names]
+        assert [s["state"] for s in statuses] == ["succeeded"] * 6
+        tasks = {s["task_id"] for s in statuses}
+        first: dict[str, int] = {}
+        for thread, task_id in calls:
+            if task_id in tasks:
+                first.setdefault(task_id, thread)
+        assert len(first) == 6
+        assert len(set(first.values())) <= 2, f"first looks spread over {len(set(first.values()))} threads"
+
+    def test_a_run_slower_than_its_budget_hands_the_rest_back(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Runway suddenly slow: a run stops after its budget, the rest go out again, nothing is lost."""
+        sim.config.time_scale = 0.04
+        rig = rig_factory(sim, runway={"poll_interval": 1.0}).start()
+        _, results = self._watch(rig, monkeypatch)
+        rig.drop("warm", SEED_REQUESTS["text_to_video"][0])
+        assert rig.wait("warm")["state"] == "succeeded"
+        sim.faults.add(Fault("slow", endpoint="tasks", method="GET", delay=0.5, count=1))
+        names = [f"clip{i}" for i in range(4)]
+        self._drop_together(rig, names)
+        assert [rig.wait(name)["state"] for name in names] == ["succeeded"] * 4
+        assert any(result is NOT_POLLED for result in results), "no run outlasted its budget"
 
 
 class TestCrashSafety:

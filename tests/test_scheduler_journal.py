@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 from pathlib import Path
 
 import pytest
 
-from runwatch.errors import JournalError
+from runwatch.errors import ApiStatusError, JournalError
 from runwatch.journal import Job, Journal, StateLock
-from runwatch.scheduler import Candidate, Sample, next_poll, pick
+from runwatch.polls import NOT_POLLED, PollTimers
+from runwatch.scheduler import Candidate, Sample, next_poll, pick, poll_slack, run_length
 
 
 def cand(job_id: str, inbox: str = "a", model: str = "m", priority: int = 0, seq: int = 0,
@@ -109,6 +111,69 @@ def _hold_lock(path: str, ready: multiprocessing.synchronize.Event, done: multip
     lock.release()
 
 
+class TestPollRuns:
+    def test_slack_is_a_twentieth_of_the_interval(self) -> None:
+        assert poll_slack(5.0) == 0.25 and poll_slack(1.0) == 0.05
+
+    @pytest.mark.parametrize(("slack", "latency", "length"), [
+        (0.25, None, 1),  # nothing measured yet: one GET per thread
+        (0.25, 0.001, 64),  # a near simulator: as many as allowed
+        (0.25, 0.01, 25),
+        (0.25, 0.1, 2),
+        (0.25, 0.3, 1),  # slower than the slack: one GET per thread, as without runs
+        (0.25, 0.0, 64),
+    ])
+    def test_run_length_fits_the_slack(self, slack: float, latency: float | None, length: int) -> None:
+        assert run_length(slack, latency) == length
+
+
+class TestPollTimers:
+    def test_a_due_poll_waits_the_slack_for_others(self) -> None:
+        timers = PollTimers()
+        for job_id, at in (("a", 10.0), ("b", 10.05), ("c", 11.0)):
+            timers.schedule(job_id, at)
+        assert timers.next_due(0.1) == pytest.approx(10.1)
+        assert timers.take_due(10.05, 0.1) == []  # the oldest has not waited the slack yet
+        assert timers.take_due(10.1, 0.1) == ["a", "b"]  # then everything due by now goes
+        assert len(timers) == 1 and timers.next_due(0.1) == pytest.approx(11.1)
+
+    def test_runs_follow_the_latency_seen(self) -> None:
+        timers = PollTimers()
+        items = list(range(10))
+        assert timers.runs(items, 0.25) == [[i] for i in items]  # nothing measured: one GET per run
+        timers.latency = 0.001
+        assert timers.runs(items, 0.25) == [items]
+        timers.latency = 0.1
+        assert timers.runs(items, 0.25) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+
+    def test_a_run_gets_in_a_row_and_learns_the_latency(self) -> None:
+        timers = PollTimers()
+        asked: list[str] = []
+
+        def get(task_id: str) -> dict[str, str]:
+            asked.append(task_id)
+            if task_id == "t2":
+                raise ApiStatusError(503, {}, "busy")
+            return {"id": task_id}
+
+        out = timers.get_run(get, [("j1", "t1"), ("j2", "t2"), ("j3", "t3")], budget=60.0)
+        assert asked == ["t1", "t2", "t3"]
+        assert out[0] == ("j1", {"id": "t1"}) and out[2] == ("j3", {"id": "t3"})
+        assert isinstance(out[1][1], ApiStatusError)  # a failed poll is the engine's to judge
+        assert timers.latency is not None and timers.latency >= 0
+
+    def test_a_run_past_its_budget_hands_the_rest_back(self) -> None:
+        timers = PollTimers()
+
+        def slow(task_id: str) -> dict[str, str]:
+            time.sleep(0.05)
+            return {"id": task_id}
+
+        out = timers.get_run(slow, [("j1", "t1"), ("j2", "t2"), ("j3", "t3")], budget=0.01)
+        assert out[0] == ("j1", {"id": "t1"})  # one GET is always made
+        assert [result for _, result in out[1:]] == [NOT_POLLED, NOT_POLLED]
+
+
 class TestJournal:
     def test_round_trip(self, tmp_path: Path) -> None:
         """Jobs come back as they were written, JSON fields included."""
@@ -119,19 +184,39 @@ class TestJournal:
         assert again is not None and again.outputs[0]["file"] == "a.mp4" and again.approved is True
         assert again.seq == 1 and again.created_at.endswith("Z")
 
-    def test_progress_of_many_in_one_commit(self, tmp_path: Path) -> None:
-        """Progress seen by polls is flushed for many jobs at once, and reads back per job."""
+    def test_waiting_states_of_many_in_one_commit(self, tmp_path: Path) -> None:
+        """What polls learn (state, progress) is saved for many jobs at once and reads back per job."""
         journal = Journal(tmp_path / "j.sqlite3")
         jobs = [journal.add(_job(str(i), name=f"clip{i}")) for i in range(3)]
-        journal.set_progress({jobs[0].id: 0.25, jobs[2].id: 0.75})
+        for job in jobs:
+            journal.update(job, state="submitted", task_id=f"t{job.id}")
+        jobs[0].state, jobs[0].progress = "running", 0.25
+        jobs[2].state, jobs[2].progress, jobs[2].updated_at = "pending", None, "2026-11-28T10:00:00.000Z"
+        journal.save_waiting([jobs[0], jobs[2]])
         again = Journal(tmp_path / "j.sqlite3")
-        assert [again.get(j.id).progress for j in jobs] == [0.25, jobs[1].progress, 0.75]  # type: ignore[union-attr]
+        seen = [again.get(j.id) for j in jobs]
+        assert [(j.state, j.progress) for j in seen if j] == [("running", 0.25), ("submitted", None), ("pending", None)]
+        assert seen[2] is not None and seen[2].updated_at == "2026-11-28T10:00:00.000Z"
 
-    def test_a_step_without_fsync_leaves_the_next_commit_durable(self, tmp_path: Path) -> None:
-        """A PENDING-to-RUNNING step is committed without fsync; the journal goes back to full sync at once."""
+    def test_a_late_waiting_batch_never_overwrites_a_committed_state(self, tmp_path: Path) -> None:
+        """A job that went on (downloading, failed...) in its own commit keeps that state whatever a batch says."""
         journal = Journal(tmp_path / "j.sqlite3")
         job = journal.add(_job("1"))
-        journal.update(job, durable=False, state="running", progress=0.5)
+        journal.update(job, state="downloading", task_id="t1", progress=1.0)
+        stale = journal.get("1")
+        assert stale is not None
+        stale.state, stale.progress = "running", 0.5
+        journal.save_waiting([stale])
+        again = Journal(tmp_path / "j.sqlite3").get("1")
+        assert again is not None and (again.state, again.progress) == ("downloading", 1.0)
+
+    def test_a_step_without_fsync_leaves_the_next_commit_durable(self, tmp_path: Path) -> None:
+        """Waiting states are committed without fsync; the journal goes back to full sync at once."""
+        journal = Journal(tmp_path / "j.sqlite3")
+        job = journal.add(_job("1"))
+        journal.update(job, state="submitted", task_id="t1")
+        job.state, job.progress = "running", 0.5
+        journal.save_waiting([job])
         assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         again = Journal(tmp_path / "j.sqlite3").get("1")
         assert again is not None and again.state == "running" and again.progress == 0.5
