@@ -31,7 +31,10 @@ it. Inside it, the ``--window`` seconds from two seconds after the last create a
 hold every task's first look (a GET, a state change, a status file), the busiest part of the wait (checked:
 no job left the in-flight states during the window). Then the clock runs until every job is final. Figures:
 drop → all submitted, CPU % of one core while waiting, peak RSS, drop → all final (baseline: how long the
-tasks themselves last at the simulator).
+tasks themselves last at the simulator). Baseline for the CPU and RSS rows: the same N tasks followed the
+official SDK's way against a fresh simulator, one thread per task in ``wait_for_task_output`` at its default
+interval (bench/sdk_wait.py, its own process, CPU read over the same span: all created → first done);
+``--no-sdk`` skips it.
 
 Part A's requests are text_to_speech with eleven_multilingual_v2 and a distinct promptText each; no media.
 Output: a markdown table | what | runwatch | baseline | target |, or with ``--json`` a JSON list of rows
@@ -59,6 +62,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import emit
@@ -246,7 +251,7 @@ class Daemon:
             return
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         self.spy = subprocess.Popen([spy, "record", "--pid", str(self.pid), "--format", "raw",
-                                     "--rate", "50", "--threads", "--idle", "--nonblocking", "--output", str(out)],
+                                     "--rate", "50", "--threads", "--nonblocking", "--output", str(out)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # let it attach
 
@@ -262,6 +267,13 @@ class Daemon:
     def stop(self) -> None:
         self.stop_profile()
         stop(self.proc)
+
+
+def task_gets(url: str, since: float, until: float) -> int:
+    """How many task GETs the simulator answered between two wall-clock moments."""
+    rows = httpx.get(f"{url}/_sim/requests", timeout=60).json()["requests"]
+    return sum(1 for r in rows if r["method"] == "GET" and r["path"].startswith("/v1/tasks/")
+               and since <= float(r["at"]) <= until)
 
 
 def wait_for(check: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
@@ -361,7 +373,7 @@ def in_flight(n: int, root: Path, args: argparse.Namespace, log: Callable[[str],
             all_sent = wait_for(submitted, args.timeout, 0.25)
             sent_at = time.perf_counter() - start
             cpu_sent = daemon.cpu() - cpu0
-            span0, spanc0 = time.perf_counter(), daemon.cpu()
+            span0, spanc0, wall0 = time.perf_counter(), daemon.cpu(), time.time()
             time.sleep(2.0)
             daemon.profile(args.py_spy / f"flight-{n}.txt" if args.py_spy else None)
             before = tree.journal_states()
@@ -374,6 +386,7 @@ def in_flight(n: int, root: Path, args: argparse.Namespace, log: Callable[[str],
             # The whole wait: from every task created to the first one done (nothing else happens meanwhile).
             wait_for(lambda: sum(tree.journal_states()[s] for s in FINAL | {"downloading"}) > 0, args.timeout, 0.1)
             span_cpu, span = daemon.cpu() - spanc0, time.perf_counter() - span0
+            looks = task_gets(url, wall0, wall0 + span)
             ended = wait_for(lambda: sum(tree.journal_states()[s] for s in FINAL) >= n, args.timeout, 0.5)
             final_at = time.perf_counter() - start
             cpu_total = daemon.cpu() - cpu0
@@ -383,8 +396,13 @@ def in_flight(n: int, root: Path, args: argparse.Namespace, log: Callable[[str],
             daemon.stop()
     waiting = pct(window_cpu, window)
     whole = pct(span_cpu, span)
-    log(f"in flight {n}: all sent {sent_at:.1f} s (cpu {cpu_sent:.1f} s), waiting {waiting:.1f} % over "
-        f"{window:.0f} s{'' if quiet else ' (NOT quiet)'}, all final {final_at:.1f} s, cpu total "
+    sdk = None if args.no_sdk else sdk_baseline(n, args, log)
+    sdk_cpu = f"SDK, a thread per task: {sdk[0]:.1f} % over {sdk[1]:.0f} s" if sdk else "—"
+    sdk_rss = f"SDK: {sdk[2]:.0f} MB" if sdk else "—"
+    per_get = 1000 * span_cpu / looks if looks else 0.0
+    log(f"in flight {n}: all sent {sent_at:.1f} s (cpu {cpu_sent:.1f} s), waiting {whole:.1f} % over {span:.0f} s "
+        f"({looks} task GETs, {per_get:.2f} ms CPU each), first {window:.0f} s {waiting:.1f} %"
+        f"{'' if quiet else ' (NOT quiet)'}, all final {final_at:.1f} s, cpu total "
         f"{cpu_total:.1f} s, peak {peak:.0f} MB, states {dict(states)}")
     what = f"{human(n)} in flight"
     note = "" if quiet else " (jobs changed state during the window)"
@@ -392,11 +410,13 @@ def in_flight(n: int, root: Path, args: argparse.Namespace, log: Callable[[str],
         Row(f"{what}: drop → every task created", f"{sent_at:.1f} s" if all_sent else "not all sent",
             met=None),
         Row(f"{what}: daemon CPU while waiting, every task created → the first one done "
-            f"(poll every {args.poll_interval:g} s)", f"{whole:.1f} % of one core over {span:.0f} s",
+            f"(poll every {args.poll_interval:g} s)", f"{whole:.1f} % of one core over {span:.0f} s", sdk_cpu,
             target=f"< {CPU_TARGET_PCT:.0f} % of one core", met=whole < CPU_TARGET_PCT),
+        Row(f"{what}: … task GETs while waiting", f"{looks} ({looks / n:.1f} per task, {per_get:.2f} ms of "
+            "daemon CPU per GET)"),
         Row(f"{what}: … of which the {window:.0f} s from 2 s after the last create (every task's first look)",
             f"{waiting:.1f} % of one core{note}"),
-        Row(f"{what}: daemon peak RSS", f"{peak:.0f} MB", target=f"≤ {RSS_TARGET_MB:.0f} MB",
+        Row(f"{what}: daemon peak RSS", f"{peak:.0f} MB", sdk_rss, target=f"≤ {RSS_TARGET_MB:.0f} MB",
             met=peak <= RSS_TARGET_MB),
         Row(f"{what}: drop → every job final",
             f"{final_at:.1f} s ({states['succeeded']} succeeded), daemon CPU {cpu_total:.0f} s"
@@ -404,6 +424,32 @@ def in_flight(n: int, root: Path, args: argparse.Namespace, log: Callable[[str],
             f"tasks last {shortest:.0f}–{longest:.0f} s at the simulator", "followed to the end",
             ended and states["succeeded"] == n),
     ]
+
+
+def sdk_baseline(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> tuple[float, float, float] | None:
+    """bench/sdk_wait.py against a fresh simulator: (CPU % while waiting, over seconds, peak RSS MB)."""
+    scale = args.task_seconds / sum(VIDEO_PHASES)
+    sim_args = ["--seed", "1", "--balance", "1000000000", "--concurrency", "0", "--daily-limit", "0",
+                "--time-scale", f"{scale:g}"]
+    script = Path(__file__).resolve().parent / "sdk_wait.py"
+    with simulator(*sim_args) as url:
+        proc = subprocess.Popen([sys.executable, str(script), url, str(n), "--timeout", str(args.timeout)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "created":
+                log(f"SDK baseline: no 'created' line: {proc.stderr.read() if proc.stderr else ''}")
+                return None
+            c0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+            if proc.stdout.readline().strip() != "first-done":
+                return None
+            cpu, span = cpu_seconds(proc.pid) - c0, time.perf_counter() - t0
+            tail = proc.stdout.readline().split()  # "done OK FAILED" once every wait returned
+            peak = memory_mb(proc.pid)[0]
+        finally:
+            stop(proc)
+    log(f"SDK baseline {n}: waiting {pct(cpu, span):.1f} % over {span:.0f} s, peak {peak:.0f} MB, {tail}")
+    return pct(cpu, span), span, peak
 
 
 # -- output ---------------------------------------------------------------------------------------------
@@ -427,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="give up a phase after this many seconds")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--dir", type=Path, help="work in DIR and keep it (default: a temporary folder)")
+    parser.add_argument("--no-sdk", action="store_true", help="part B: skip the SDK baseline (bench/sdk_wait.py)")
     parser.add_argument("--py-spy", type=Path, help="record py-spy profiles of the daemon into DIR")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
