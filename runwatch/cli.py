@@ -84,8 +84,8 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import json
 
-    from runwatch.engine import status_document
     from runwatch.journal import Journal
+    from runwatch.outbox import status_document
 
     config = _config(args)
     journal = Journal(config.state.dir / "journal.sqlite3")

@@ -30,7 +30,6 @@ from typing import Any
 import httpx
 import structlog
 
-from runwatch import __version__
 from runwatch.api import Created, RunwayClient, create_may_be_retried
 from runwatch.budget import Charge, Limits
 from runwatch.catalog import Catalog, format_path
@@ -54,6 +53,8 @@ from runwatch.outbox import (
     StatusFormat,
     clean_partials,
     download_outputs,
+    printable,
+    status_document,
     status_path,
     write_status,
 )
@@ -517,14 +518,14 @@ class Engine:
 
     def _on_refused(self, ref: Refused, move: bool = False) -> None:
         # A file name that is not UTF-8 still gets a journal row and a status file, under a readable name.
-        ref = Refused(ref.job_id, ref.inbox, ref.job_dir, ref.request_file, _printable(ref.name), ref.format,
+        ref = Refused(ref.job_id, ref.inbox, ref.job_dir, ref.request_file, printable(ref.name), ref.format,
                       ref.problems)
         job_dir, request_file = ref.job_dir, ref.request_file
         if move:
             job_dir, request_file = self._move_record(ref.inbox, job_dir, request_file, "failed")
         issues = [{"path": p.path, "message": p.message} for p in ref.problems]
         job = Job(id=ref.job_id, name=self._unique_name(ref.inbox, ref.name), inbox=ref.inbox, format=ref.format,
-                  state="rejected", job_dir=_printable(str(job_dir)), request_path=_printable(str(request_file)),
+                  state="rejected", job_dir=printable(str(job_dir)), request_path=printable(str(request_file)),
                   error={"code": "invalid_request", "message": f"{len(issues)} problem(s) in the request file",
                          "issues": issues},
                   finished_at=now_iso())
@@ -1006,7 +1007,7 @@ class Engine:
         if inbox is None:
             return
         fmt: StatusFormat = "toml" if job.format == "toml" else "json"
-        document, durable = _clean(status_document(job)), job.state in FINAL_STATES
+        document, durable = status_document(job), job.state in FINAL_STATES
         try:
             try:
                 write_status(inbox.outbox, job.name, fmt, document, durable=durable)
@@ -1017,18 +1018,6 @@ class Engine:
                 write_status(inbox.outbox, job.name, fmt, document, durable=durable)
         except (OutboxError, OSError) as exc:
             self.log.error("outbox.status_failed", request=job.name, error=str(exc))
-
-
-def status_document(job: Job) -> dict[str, Any]:
-    """The status file's content for a job (the contract's keys, in its order)."""
-    return {
-        "name": job.name, "state": job.state, "endpoint": job.endpoint, "model": job.model,
-        "task_id": job.task_id, "progress": job.progress, "estimated_credits": job.estimated_credits,
-        "credits": job.credits, "created_at": job.created_at, "updated_at": job.updated_at,
-        "finished_at": job.finished_at,
-        "outputs": [{"file": o["file"], "bytes": o["bytes"], "sha256": o["sha256"]} for o in job.outputs],
-        "error": job.error, "request": job.request_path, "runwatch_version": __version__,
-    }
 
 
 def _utcnow() -> datetime:
@@ -1042,22 +1031,6 @@ def _unconfirmed_error(detail: str = "") -> dict[str, Any]:
     if detail:
         message = f"{message} ({detail})"
     return {"code": "create_unconfirmed", "message": message}
-
-
-def _printable(text: str) -> str:
-    """Text that came from a file name, made valid UTF-8 (undecodable bytes shown as \\xNN)."""
-    return os.fsencode(text).decode("utf-8", "backslashreplace")
-
-
-def _clean(value: Any) -> Any:
-    """Every string of a document made valid UTF-8: names and messages may carry bytes of a file name."""
-    if isinstance(value, str):
-        return _printable(value)
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
 
 
 def _issue_path(path: Any) -> str:

@@ -25,15 +25,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import httpx
 import tomli_w
 
+from runwatch import __version__
 from runwatch.errors import OutboxError, RunwatchError
 from runwatch.redact import redact
 from runwatch.redact import redact_text as _redact_text
+
+if TYPE_CHECKING:
+    from runwatch.journal import Job
 
 __all__ = [
     "STATUS_KEYS",
@@ -96,6 +100,35 @@ def ordered_status(status: Mapping[str, Any]) -> dict[str, Any]:
     ordered = {key: status[key] for key in STATUS_KEYS if key in status}
     ordered.update((key, status[key]) for key in sorted((k for k in status if k not in ordered), key=str))
     return ordered
+
+
+def status_document(job: Job) -> dict[str, Any]:
+    """The status file's content for a job: the contract's keys in its order, every string valid UTF-8."""
+    document: dict[str, Any] = _printable_all({
+        "name": job.name, "state": job.state, "endpoint": job.endpoint, "model": job.model,
+        "task_id": job.task_id, "progress": job.progress, "estimated_credits": job.estimated_credits,
+        "credits": job.credits, "created_at": job.created_at, "updated_at": job.updated_at,
+        "finished_at": job.finished_at,
+        "outputs": [{"file": o["file"], "bytes": o["bytes"], "sha256": o["sha256"]} for o in job.outputs],
+        "error": job.error, "request": job.request_path, "runwatch_version": __version__,
+    })
+    return document
+
+
+def printable(text: str) -> str:
+    """Text that came from a file name, made valid UTF-8 (undecodable bytes shown as \\xNN)."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _printable_all(value: Any) -> Any:
+    # Names and messages may carry the undecodable bytes of a file name.
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {k: _printable_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable_all(v) for v in value]
+    return value
 
 
 def write_status(

@@ -428,9 +428,8 @@ def _record(r: Any) -> dict[str, Any]:
 
 
 def _ended(run: _Submission, target: Path, state: str, err: TextIO, **changes: Any) -> int:
-    from runwatch.engine import status_document
     from runwatch.errors import OutboxError
-    from runwatch.outbox import write_status
+    from runwatch.outbox import status_document, write_status
 
     job = run.job
     _finish(run, state, **changes)

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from runwatch.errors import OutboxError
+from runwatch.journal import Job
 from runwatch.outbox import (
     STATUS_KEYS,
     DownloadError,
@@ -30,6 +31,7 @@ from runwatch.outbox import (
     ordered_status,
     output_name,
     reserve_unique,
+    status_document,
     status_path,
     write_status,
 )
@@ -280,6 +282,20 @@ class TestWriteStatus:
         finally:
             os.umask(old)
         assert path.stat().st_mode & 0o777 == 0o644
+
+
+class TestStatusDocument:
+    @pytest.mark.parametrize("fmt", ["json", "toml"])
+    def test_a_name_with_undecodable_bytes_is_written(self, tmp_path: Path, fmt: Format) -> None:
+        """A request named by a file whose name is not UTF-8 still gets a status file, bytes shown as \\xNN."""
+        name = os.fsdecode(b"clip-\xff")
+        job = Job(id="j1", name=name, inbox="main", format=fmt, endpoint="text_to_video", model="veo3.1",
+                  state="running", request_path=str(tmp_path / os.fsdecode(b"clip-\xff.json")))
+        document = status_document(job)
+        assert document["name"] == "clip-\\xff" and document["request"].endswith("clip-\\xff.json")
+        assert list(document) == [key for key in STATUS_KEYS if key in document]
+        path = write_status(tmp_path, document["name"], fmt, document)
+        assert "clip-\\\\xff" in path.read_text(encoding="utf-8")  # the backslash escaped, in JSON and TOML
 
 
 class TestAtomicStatus:
