@@ -129,38 +129,10 @@ class Engine:
         self.money = MoneyGuard(journal, api, self.pool, self.events, self.stopping, self.jobs, self.rt,
                                 clock=clock, wall=wall or _utcnow, log=self.log)
 
-    # One clock for the engine and its guard, and the guard's intervals: settable here (tests shorten them).
     @property
     def clock(self) -> Callable[[], float]:
+        """The engine's clock, which is its money guard's (one clock for both; tests may replace it there)."""
         return self.money.clock
-
-    @clock.setter
-    def clock(self, clock: Callable[[], float]) -> None:
-        self.money.clock = clock
-
-    @property
-    def wall(self) -> Callable[[], datetime]:
-        return self.money.wall
-
-    @wall.setter
-    def wall(self, wall: Callable[[], datetime]) -> None:
-        self.money.wall = wall
-
-    @property
-    def org_ttl(self) -> float:
-        return self.money.org_ttl
-
-    @org_ttl.setter
-    def org_ttl(self, seconds: float) -> None:
-        self.money.org_ttl = seconds
-
-    @property
-    def recheck_every(self) -> float:
-        return self.money.recheck_every
-
-    @recheck_every.setter
-    def recheck_every(self, seconds: float) -> None:
-        self.money.recheck_every = seconds
 
     # -- inputs -----------------------------------------------------------------------------------
 
@@ -360,16 +332,23 @@ class Engine:
 
     def _run(self, job: Job, kind: str, fn: Callable[..., Any], *args: Any) -> None:
         """Run blocking work for a job on the pool; its result comes back as an event."""
-        self.rt[job.id].busy = kind
-        future = self.pool.submit(fn, *args)
-        self._futures[future] = (kind, job.id)
+        self._run_for([job], kind, lambda: [(job.id, fn(*args))])
 
-        def done(f: Future[Any]) -> None:
+    def _run_for(self, jobs: Sequence[Job], kind: str, work: Callable[[], list[tuple[str, Any]]]) -> None:
+        """Run blocking work for several jobs on one pool thread; each job's result comes back as an event
+        of its own (an exception the work raises is every job's result)."""
+        for job in jobs:
+            self.rt[job.id].busy = kind
+        future = self.pool.submit(work)
+        self._futures[future] = (kind, jobs[0].id)
+
+        def done(f: Future[list[tuple[str, Any]]]) -> None:
             try:
-                result: Any = f.result()
+                results = f.result()
             except BaseException as exc:  # noqa: BLE001 - every failure goes back to the engine to decide
-                result = exc
-            self.events.put((kind, (job.id, result)))
+                results = [(job.id, exc) for job in jobs]
+            for job_id, result in results:
+                self.events.put((kind, (job_id, result)))
             self._futures.pop(f, None)
 
         future.add_done_callback(done)
@@ -764,21 +743,7 @@ class Engine:
 
     def _poll_run(self, jobs: Sequence[Job], budget: float) -> None:
         tasks = [(job.id, str(job.task_id)) for job in jobs]
-        for job in jobs:
-            self.rt[job.id].busy = "polled"
-        future = self.pool.submit(self.polls.get_run, self.api.get_task, tasks, budget)
-        self._futures[future] = ("polled", tasks[0][0])
-
-        def done(f: Future[list[tuple[str, Any]]]) -> None:
-            try:
-                results = f.result()
-            except BaseException as exc:  # noqa: BLE001 - every failure goes back to the engine to decide
-                results = [(job_id, exc) for job_id, _ in tasks]
-            for job_id, result in results:
-                self.events.put(("polled", (job_id, result)))
-            self._futures.pop(f, None)
-
-        future.add_done_callback(done)
+        self._run_for(jobs, "polled", lambda: self.polls.get_run(self.api.get_task, tasks, budget))
 
     def _after_polled(self, job: Job, result: Any) -> None:
         runtime = self.rt[job.id]

@@ -448,8 +448,8 @@ def _approve(rig: Rig, name: str, by: str) -> None:
 def _fast_rechecks(rig: Rig) -> Any:
     assert rig.daemon is not None
     engine = rig.daemon.engine
-    engine.recheck_every = 0.1
-    engine.org_ttl = 0.2
+    engine.money.recheck_every = 0.1
+    engine.money.org_ttl = 0.2
     return engine
 
 
@@ -516,7 +516,7 @@ class TestMoneyGuards:
         rig = rig_factory(sim, inbox={"budget_daily": 1}).start()
         engine = _fast_rechecks(rig)
         shift = [timedelta(0)]
-        engine.wall = lambda: datetime.now(UTC) + shift[0]
+        engine.money.wall = lambda: datetime.now(UTC) + shift[0]
         rig.drop("first", speech)
         assert rig.wait("first")["state"] == "succeeded"
         rig.drop("second", dict(speech, promptText="Goodbye."))
