@@ -45,8 +45,12 @@ SAMPLES = Path(__file__).resolve().parent.parent / "runwatch" / "data" / "sample
 MARK = re.compile(r"\[rq-(\d+)\]")
 
 # Faults that a client must survive without duplicating anything: 5xx and 429 before the work, task failures.
-FAULTS = ("error:rate=0.04:status=503", "error:rate=0.02:status=502", "rate_limit:rate=0.04:retry_after=0.05",
-          "fail:rate=0.03:failure_code=INTERNAL.BAD_OUTPUT.CODE01")
+FAULTS = (
+    "error:rate=0.04:status=503",
+    "error:rate=0.02:status=502",
+    "rate_limit:rate=0.04:retry_after=0.05",
+    "fail:rate=0.03:failure_code=INTERNAL.BAD_OUTPUT.CODE01",
+)
 
 
 def request_body(index: int) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -54,19 +58,38 @@ def request_body(index: int) -> tuple[dict[str, Any], tuple[str, ...]]:
     mark = f"[rq-{index:04d}]"
     kind = index % 5
     if kind == 0:
-        return {"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": f"Hello {mark}",
-                "voice": {"type": "runway-preset", "presetId": "Maya"}}, ()
+        return {
+            "endpoint": "text_to_speech",
+            "model": "eleven_multilingual_v2",
+            "promptText": f"Hello {mark}",
+            "voice": {"type": "runway-preset", "presetId": "Maya"},
+        }, ()
     if kind == 1:
         return {"endpoint": "sound_effect", "model": "eleven_text_to_sound_v2", "promptText": f"rain {mark}"}, ()
     if kind == 2:
-        return {"endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": f"still{index:04d}.jpg",
-                "ratio": "1280:720", "duration": 5, "promptText": f"waves {mark}"}, (f"still{index:04d}.jpg",)
+        return {
+            "endpoint": "image_to_video",
+            "model": "gen4_turbo",
+            "promptImage": f"still{index:04d}.jpg",
+            "ratio": "1280:720",
+            "duration": 5,
+            "promptText": f"waves {mark}",
+        }, (f"still{index:04d}.jpg",)
     if kind == 3:
-        return {"endpoint": "text_to_image", "model": "gen4_image_turbo", "promptText": f"a cat {mark}",
-                "ratio": "1920:1080", "referenceImages": [{"uri": f"ref{index:04d}.jpg", "tag": "cat"}]}, \
-            (f"ref{index:04d}.jpg",)
-    return {"endpoint": "text_to_video", "model": "veo3.1", "promptText": f"a forest {mark}",
-            "ratio": "1280:720", "duration": 8}, ()
+        return {
+            "endpoint": "text_to_image",
+            "model": "gen4_image_turbo",
+            "promptText": f"a cat {mark}",
+            "ratio": "1920:1080",
+            "referenceImages": [{"uri": f"ref{index:04d}.jpg", "tag": "cat"}],
+        }, (f"ref{index:04d}.jpg",)
+    return {
+        "endpoint": "text_to_video",
+        "model": "veo3.1",
+        "promptText": f"a forest {mark}",
+        "ratio": "1280:720",
+        "duration": 8,
+    }, ()
 
 
 @dataclass
@@ -95,8 +118,17 @@ class Report:
 
 
 class Harness:
-    def __init__(self, root: Path, *, requests: int, kills: int, seed: int, time_scale: float,
-                 faults: tuple[str, ...] = FAULTS, log: Any = print) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        requests: int,
+        kills: int,
+        seed: int,
+        time_scale: float,
+        faults: tuple[str, ...] = FAULTS,
+        log: Any = print,
+    ) -> None:
         self.root, self.requests, self.kills, self.seed = root, requests, kills, seed
         self.time_scale, self.faults, self.log = time_scale, faults, log
         self.rng = random.Random(seed)  # seeded: a run can be replayed
@@ -113,8 +145,20 @@ class Harness:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        argv = [sys.executable, "-m", "runwatch.cli", "simulate", "--port", str(port), "--time-scale",
-                str(self.time_scale), "--seed", str(self.seed), "--concurrency", "0"]
+        argv = [
+            sys.executable,
+            "-m",
+            "runwatch.cli",
+            "simulate",
+            "--port",
+            str(port),
+            "--time-scale",
+            str(self.time_scale),
+            "--seed",
+            str(self.seed),
+            "--concurrency",
+            "0",
+        ]
         for spec in self.faults:
             argv += ["--fault", spec]
         self.sim = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -186,8 +230,10 @@ class Harness:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
                 report.kills += 1
-                self.log(f"kill {kill + 1}/{self.kills}: {dropped} dropped, "
-                         f"{sum(1 for s in self.statuses().values() if s['state'] in FINAL)} final")
+                self.log(
+                    f"kill {kill + 1}/{self.kills}: {dropped} dropped, "
+                    f"{sum(1 for s in self.statuses().values() if s['state'] in FINAL)} final"
+                )
             while dropped < self.requests:
                 self.drop(dropped)
                 dropped += 1
@@ -226,8 +272,9 @@ class Harness:
             report.states[status["state"] if status else "missing"] += 1
         report.needs_attention = [n for n, s in statuses.items() if s["state"] == "needs_attention"]
 
-        with httpx.Client(base_url=self.url, timeout=30,
-                          headers={"Authorization": f"Bearer {KEY}", "X-Runway-Version": "2024-11-06"}) as http:
+        with httpx.Client(
+            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {KEY}", "X-Runway-Version": "2024-11-06"}
+        ) as http:
             creates = http.get("/_sim/creates").json()
             tasks = http.get("/_sim/tasks").json()["tasks"]
             report.creates = creates["total"]
@@ -270,8 +317,7 @@ class Harness:
             if ".status." not in path.name and not path.name.startswith(".") and path.name not in recorded:
                 report.problems.append(f"{path.name}: an output file no status file records")
 
-    def _check_journal(self, tasks: list[dict[str, Any]], by_request: dict[str, list[str]],
-                       report: Report) -> None:
+    def _check_journal(self, tasks: list[dict[str, Any]], by_request: dict[str, list[str]], report: Report) -> None:
         from runwatch.journal import Journal
 
         journal = Journal(self.state / "journal.sqlite3")
@@ -316,8 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="runwatch-crash-"))
     root.mkdir(parents=True, exist_ok=True)
-    report = Harness(root, requests=args.requests, kills=args.kills, seed=args.seed,
-                     time_scale=args.time_scale).run()
+    report = Harness(root, requests=args.requests, kills=args.kills, seed=args.seed, time_scale=args.time_scale).run()
     for line in report.lines():
         print(line)
     if report.problems:

@@ -77,18 +77,32 @@ def bodies(count: int) -> list[dict[str, Any]]:
     """Request bodies as the API spells them (plus `endpoint`), cycling through seven task lengths."""
     image = "data:image/jpeg;base64," + base64.b64encode((SAMPLES / "base.jpg").read_bytes()).decode()
     kinds: list[dict[str, Any]] = [
-        {"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": "Hello",
-         "voice": {"type": "runway-preset", "presetId": "Maya"}},
+        {
+            "endpoint": "text_to_speech",
+            "model": "eleven_multilingual_v2",
+            "promptText": "Hello",
+            "voice": {"type": "runway-preset", "presetId": "Maya"},
+        },
         {"endpoint": "sound_effect", "model": "eleven_text_to_sound_v2", "promptText": "rain"},
         {"endpoint": "text_to_image", "model": "gen4_image", "promptText": "a cat", "ratio": "1920:1080"},
-        {"endpoint": "text_to_video", "model": "veo3.1", "promptText": "a forest", "ratio": "1280:720",
-         "duration": 4},
-        {"endpoint": "text_to_video", "model": "veo3.1", "promptText": "a river", "ratio": "1280:720",
-         "duration": 8},
-        {"endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": image, "ratio": "1280:720",
-         "duration": 5, "promptText": "waves"},
-        {"endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": image, "ratio": "1280:720",
-         "duration": 10, "promptText": "clouds"},
+        {"endpoint": "text_to_video", "model": "veo3.1", "promptText": "a forest", "ratio": "1280:720", "duration": 4},
+        {"endpoint": "text_to_video", "model": "veo3.1", "promptText": "a river", "ratio": "1280:720", "duration": 8},
+        {
+            "endpoint": "image_to_video",
+            "model": "gen4_turbo",
+            "promptImage": image,
+            "ratio": "1280:720",
+            "duration": 5,
+            "promptText": "waves",
+        },
+        {
+            "endpoint": "image_to_video",
+            "model": "gen4_turbo",
+            "promptImage": image,
+            "ratio": "1280:720",
+            "duration": 10,
+            "promptText": "clouds",
+        },
     ]
     out = []
     for i in range(count):
@@ -127,8 +141,14 @@ class Side:
 
 
 def sim_config(scale: float, seed: int) -> SimConfig:
-    return SimConfig(time_scale=scale, seed=seed, concurrency=None, daily_limit=None,
-                     credit_balance=10_000_000, max_monthly_credit_spend=100_000_000)
+    return SimConfig(
+        time_scale=scale,
+        seed=seed,
+        concurrency=None,
+        daily_limit=None,
+        credit_balance=10_000_000,
+        max_monthly_credit_spend=100_000_000,
+    )
 
 
 def parse_ms(text: str) -> float:
@@ -173,12 +193,15 @@ def run_runwatch(root: Path, all_bodies: list[dict[str, Any]], scale: float, see
     inbox, outbox = root / "inbox", root / "outbox"
     inbox.mkdir(parents=True)
     with Simulator(sim_config(scale, seed)) as sim:
-        config = parse_config({
-            "runway": {"base_url": sim.url, "poll_interval": 5.0 * scale},
-            "state": {"dir": str(root / "state")},
-            "scheduler": {"max_in_flight": len(all_bodies) + 10, "per_model": len(all_bodies) + 10},
-            "inbox": [{"path": str(inbox), "outbox": str(outbox)}],
-        }, "bench")
+        config = parse_config(
+            {
+                "runway": {"base_url": sim.url, "poll_interval": 5.0 * scale},
+                "state": {"dir": str(root / "state")},
+                "scheduler": {"max_in_flight": len(all_bodies) + 10, "per_model": len(all_bodies) + 10},
+                "inbox": [{"path": str(inbox), "outbox": str(outbox)}],
+            },
+            "bench",
+        )
         daemon = Daemon(config, api_key=sim.key)
         daemon.start()
         started = time.time()
@@ -217,8 +240,11 @@ def run_sdk(root: Path, all_bodies: list[dict[str, Any]], scale: float, seed: in
     # Module globals, read by wait_for_task_output at every sleep: the only knob the SDK has.
     sdk_polling.POLL_TIME, sdk_polling.POLL_JITTER = 6 * scale, 3 * scale  # type: ignore[assignment]
     try:
-        with Simulator(sim_config(scale, seed)) as sim, \
-                runwayml.RunwayML(base_url=sim.url, api_key=sim.key) as client, httpx.Client() as http:
+        with (
+            Simulator(sim_config(scale, seed)) as sim,
+            runwayml.RunwayML(base_url=sim.url, api_key=sim.key) as client,
+            httpx.Client() as http,
+        ):
 
             def one(i: int, body: dict[str, Any]) -> None:
                 args = snake({k: v for k, v in body.items() if k != "endpoint"})
@@ -250,10 +276,21 @@ def run_sdk(root: Path, all_bodies: list[dict[str, Any]], scale: float, seed: in
 
 
 def per_task(side: Side) -> list[dict[str, Any]]:
-    return [{"task": t, "endpoint": side.endpoints.get(t), "created": side.created.get(t),
-             "first_get": side.first_get.get(t), "ends": side.ends.get(t), "lag": lag,
-             "poll_wait": side.poll_wait.get(t), "download": side.download.get(t),
-             "status_write": side.status_write.get(t), "gets": side.gets.get(t)} for t, lag in side.lag.items()]
+    return [
+        {
+            "task": t,
+            "endpoint": side.endpoints.get(t),
+            "created": side.created.get(t),
+            "first_get": side.first_get.get(t),
+            "ends": side.ends.get(t),
+            "lag": lag,
+            "poll_wait": side.poll_wait.get(t),
+            "download": side.download.get(t),
+            "status_write": side.status_write.get(t),
+            "gets": side.gets.get(t),
+        }
+        for t, lag in side.lag.items()
+    ]
 
 
 # -- the table --------------------------------------------------------------------------------------------
@@ -289,24 +326,45 @@ def rows(ours: Side, sdk: Side, scale: float, tasks: int) -> list[dict[str, Any]
         out.append({"what": what, "figure": figure, "baseline": baseline, "target": target, "met": met})
 
     a, b = list(ours.lag.values()), list(sdk.lag.values())
-    add("tasks with outputs complete", f"{len(a)} of {tasks}", f"{len(b)} of {tasks}", f"all {tasks}",
-        len(a) == tasks and len(b) == tasks)
-    add("lag p50, task end -> outputs complete", secs(a, None), secs(b, None), "runwatch lower than SDK",
-        bool(a and b) and statistics.median(a) < statistics.median(b))
+    add(
+        "tasks with outputs complete",
+        f"{len(a)} of {tasks}",
+        f"{len(b)} of {tasks}",
+        f"all {tasks}",
+        len(a) == tasks and len(b) == tasks,
+    )
+    add(
+        "lag p50, task end -> outputs complete",
+        secs(a, None),
+        secs(b, None),
+        "runwatch lower than SDK",
+        bool(a and b) and statistics.median(a) < statistics.median(b),
+    )
     add("lag p90", secs(a, 0.9), secs(b, 0.9))
     add("lag max", secs(a, 1.0), secs(b, 1.0))
     add("… p50 create -> first GET of the task", part(ours, first_look), part(sdk, first_look))
-    add("… p50 poll wait (end -> first GET after it)", part(ours, lambda s: s.poll_wait),
-        part(sdk, lambda s: s.poll_wait))
+    add(
+        "… p50 poll wait (end -> first GET after it)",
+        part(ours, lambda s: s.poll_wait),
+        part(sdk, lambda s: s.poll_wait),
+    )
     add("… p50 download (-> outputs complete)", part(ours, lambda s: s.download), part(sdk, lambda s: s.download))
     add("… p50 status file write (-> final status file)", part(ours, lambda s: s.status_write), "none")
     mean_a = statistics.fmean(ours.gets.values()) if ours.gets else math.inf
     mean_b = statistics.fmean(sdk.gets.values()) if sdk.gets else 0.0
-    add("GETs per task, mean", gets(ours, statistics.fmean), gets(sdk, statistics.fmean), "runwatch ≤ SDK",
-        bool(ours.gets and sdk.gets) and mean_a <= mean_b)
+    add(
+        "GETs per task, mean",
+        gets(ours, statistics.fmean),
+        gets(sdk, statistics.fmean),
+        "runwatch ≤ SDK",
+        bool(ours.gets and sdk.gets) and mean_a <= mean_b,
+    )
     add("GETs per task, max", gets(ours, max), gets(sdk, max))
-    add("other /v1 requests (organization, failed creates), whole run", str(ours.other_requests),
-        str(sdk.other_requests))
+    add(
+        "other /v1 requests (organization, failed creates), whole run",
+        str(ours.other_requests),
+        str(sdk.other_requests),
+    )
     add("wall time of the side", f"{ours.seconds:.1f} s", f"{sdk.seconds:.1f} s")
     return out
 
@@ -330,8 +388,10 @@ def main() -> int:
     if args.dump:
         args.dump.write_text(json.dumps({side.name: per_task(side) for side in (ours, sdk)}, indent=1))
     if not args.json:
-        print(f"{args.tasks} tasks, scale {args.scale:g} (runwatch poll_interval {5 * args.scale:g} s, "
-              f"SDK POLL_TIME {6 * args.scale:g} s ± {1.5 * args.scale:g} s)\n")
+        print(
+            f"{args.tasks} tasks, scale {args.scale:g} (runwatch poll_interval {5 * args.scale:g} s, "
+            f"SDK POLL_TIME {6 * args.scale:g} s ± {1.5 * args.scale:g} s)\n"
+        )
     emit(table, args.json, baseline="SDK baseline")
     for side in (ours, sdk):
         for problem in side.failed[:10]:

@@ -53,14 +53,17 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` (all its threads), in seconds."""
     with open(f"/proc/{pid}/stat") as fh:
         text = fh.read()
-    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
     return (int(fields[11]) + int(fields[12])) / TICKS  # fields 14 and 15 of stat(5)
 
 
 def start_sim(root: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "runwatch.cli", "simulate", "--port", "0", "--key", KEY],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=root,
     )
     assert proc.stdout is not None
     return proc, proc.stdout.readline().split()[-1]
@@ -71,8 +74,13 @@ def write_config(root: Path, url: str, inboxes: int, polling: bool) -> tuple[Pat
     lines = ["[runway]", f'base_url = "{url}"', "", "[state]", f'dir = "{root / "state"}"', ""]
     for i, folder in enumerate(folders):
         folder.mkdir()
-        lines += ["[[inbox]]", f'path = "{folder}"', f'outbox = "{root / f"outbox{i}"}"',
-                  f"polling = {'true' if polling else 'false'}", ""]
+        lines += [
+            "[[inbox]]",
+            f'path = "{folder}"',
+            f'outbox = "{root / f"outbox{i}"}"',
+            f"polling = {'true' if polling else 'false'}",
+            "",
+        ]
     config = root / "runwatch.toml"
     config.write_text("\n".join(lines))
     return config, folders
@@ -88,7 +96,11 @@ def start_daemon(config: Path, root: Path, timeout: float = 60.0) -> subprocess.
     env.pop("WATCHDOG_USEC", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "runwatch.cli", "run", "--config", str(config), "--allow-root"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=root,
     )
     deadline = time.monotonic() + timeout
     try:
@@ -110,8 +122,9 @@ def start_daemon(config: Path, root: Path, timeout: float = 60.0) -> subprocess.
 
 
 def start_ready(code: str, *argv: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
         raise SystemExit(f"baseline process {code[:40]!r} did not start")
@@ -172,8 +185,9 @@ def main() -> int:
     parser.add_argument("--inboxes", type=int, default=10)
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after READY=1 before measuring")
     parser.add_argument("--modes", default="inotify,polling", help="comma-separated: inotify, polling")
-    parser.add_argument("--no-sleeper", dest="sleeper", action="store_false",
-                        help="leave out the bare sleeping Python baseline")
+    parser.add_argument(
+        "--no-sleeper", dest="sleeper", action="store_false", help="leave out the bare sleeping Python baseline"
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
@@ -182,16 +196,25 @@ def main() -> int:
             parser.error(f"--modes: unknown mode {mode!r}")
         r = one_mode(mode, args, sys.stderr)
         observer = "Observer (inotify)" if mode == "inotify" else "PollingObserver(timeout=1.0)"
-        rows.append({
-            "what": f"idle CPU, `runwatch run` watching {args.inboxes} empty inboxes ({mode}), {args.seconds:g} s",
-            "figure": f"{r['runwatch']:.2f}% of one core",
-            "baseline": f"{r['watchdog']:.2f}% (bare watchdog {observer} over the same folders)",
-            "target": f"< {TARGET}% of one core",
-            "met": r["runwatch"] < TARGET,
-        })
+        rows.append(
+            {
+                "what": f"idle CPU, `runwatch run` watching {args.inboxes} empty inboxes ({mode}), {args.seconds:g} s",
+                "figure": f"{r['runwatch']:.2f}% of one core",
+                "baseline": f"{r['watchdog']:.2f}% (bare watchdog {observer} over the same folders)",
+                "target": f"< {TARGET}% of one core",
+                "met": r["runwatch"] < TARGET,
+            }
+        )
         if "sleep" in r:
-            rows.append({"what": "idle CPU, bare sleeping Python process (same window)",
-                         "figure": "", "baseline": f"{r['sleep']:.2f}%", "target": "", "met": None})
+            rows.append(
+                {
+                    "what": "idle CPU, bare sleeping Python process (same window)",
+                    "figure": "",
+                    "baseline": f"{r['sleep']:.2f}%",
+                    "target": "",
+                    "met": None,
+                }
+            )
     emit(rows, args.json)
     return 0
 

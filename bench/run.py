@@ -31,8 +31,10 @@ PARTS: dict[str, tuple[list[str], list[str]]] = {
     "startup": (["--runs", "10"], ["--runs", "3", "--files", "200"]),
     "drop_to_submit": (["--drops", "500"], ["--drops", "50"]),
     "follow": (["--tasks", "200"], ["--tasks", "40"]),
-    "scale": (["--sizes", "100,1000,10000", "--in-flight", "100,1000"],
-              ["--sizes", "100,1000", "--in-flight", "100", "--window", "10"]),
+    "scale": (
+        ["--sizes", "100,1000,10000", "--in-flight", "100,1000"],
+        ["--sizes", "100,1000", "--in-flight", "100", "--window", "10"],
+    ),
     "upload": (["--runs", "5"], ["--runs", "1", "--size-mib", "128", "--rss-sizes", "32,128", "--runway-sizes", "32"]),
     "idle": (["--seconds", "60"], ["--seconds", "10"]),
     "sim_throughput": (["--seconds", "8"], ["--seconds", "3"]),
@@ -49,8 +51,10 @@ def machine() -> str:
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}; "
-            f"load average {load:.2f} at the start")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}; "
+        f"load average {load:.2f} at the start"
+    )
 
 
 def run_part(name: str, args: list[str]) -> tuple[list[dict[str, Any]], str, float]:
@@ -62,8 +66,13 @@ def run_part(name: str, args: list[str]) -> tuple[list[dict[str, Any]], str, flo
     lines = [line for line in proc.stdout.splitlines() if line.startswith("[{")]  # report.emit's JSON line
     if not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        failed = {"what": f"{name}: did not finish (exit {proc.returncode})", "figure": " / ".join(tail),
-                  "baseline": "—", "target": "—", "met": False}
+        failed = {
+            "what": f"{name}: did not finish (exit {proc.returncode})",
+            "figure": " / ".join(tail),
+            "baseline": "—",
+            "target": "—",
+            "met": False,
+        }
         return [failed], command, took
     rows: list[dict[str, Any]] = json.loads(lines[-1])
     return rows, command, took
@@ -83,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in PARTS]
     if unknown:
         parser.error(f"unknown part(s): {', '.join(unknown)}")
-    out = [f"Machine: {machine()}. Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC."
-           + (" Quick sizes (--quick)." if args.quick else ""), ""]
+    out = [
+        f"Machine: {machine()}. Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC."
+        + (" Quick sizes (--quick)." if args.quick else ""),
+        "",
+    ]
     table = ["| what | runwatch | baseline | target | met | command |", "|---|---|---|---|---|---|"]
     missed = 0
     for name in names:
@@ -96,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             met = row.get("met")
             missed += met is False
             mark = "" if met is None else ("yes" if met else "**no**")
-            table.append(f"| {cell(row['what'])} | {cell(row['figure'])} | {cell(row.get('baseline', '—'))} | "
-                         f"{cell(row.get('target', '—'))} | {mark} | `{cell(command)}` |")
+            table.append(
+                f"| {cell(row['what'])} | {cell(row['figure'])} | {cell(row.get('baseline', '—'))} | "
+                f"{cell(row.get('target', '—'))} | {mark} | `{cell(command)}` |"
+            )
     text = "\n".join(out + table)
     print(text)
     if args.markdown:

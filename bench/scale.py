@@ -90,10 +90,19 @@ class Row:
 
 def body(index: int, video: bool = False) -> dict[str, Any]:
     if video:
-        return {"endpoint": "text_to_video", "model": "veo3.1", "promptText": f"scene {index}", "ratio": "1280:720",
-                "duration": 4}
-    return {"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": f"hi {index}",
-            "voice": {"type": "runway-preset", "presetId": "Maya"}}
+        return {
+            "endpoint": "text_to_video",
+            "model": "veo3.1",
+            "promptText": f"scene {index}",
+            "ratio": "1280:720",
+            "duration": 4,
+        }
+    return {
+        "endpoint": "text_to_speech",
+        "model": "eleven_multilingual_v2",
+        "promptText": f"hi {index}",
+        "voice": {"type": "runway-preset", "presetId": "Maya"},
+    }
 
 
 # -- /proc ----------------------------------------------------------------------------------------------
@@ -102,7 +111,7 @@ def body(index: int, video: bool = False) -> dict[str, Any]:
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds."""
     text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
 
 
@@ -172,8 +181,11 @@ class Tree:
         return tree
 
     def config(self, url: str, *, scheduler: dict[str, Any], inbox: dict[str, Any], poll: float) -> Path:
-        lines = [f'[runway]\nbase_url = "{url}"\npoll_interval = {poll}\n',
-                 f'[state]\ndir = "{self.state}"\n', "[scheduler]"]
+        lines = [
+            f'[runway]\nbase_url = "{url}"\npoll_interval = {poll}\n',
+            f'[state]\ndir = "{self.state}"\n',
+            "[scheduler]",
+        ]
         lines += [f"{k} = {v}" for k, v in scheduler.items()]
         lines += ["", "[[inbox]]", f'path = "{self.inbox}"', f'outbox = "{self.outbox}"']
         lines += [f"{k} = {v}" for k, v in inbox.items()]
@@ -250,9 +262,24 @@ class Daemon:
         if out is None:
             return
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        self.spy = subprocess.Popen([spy, "record", "--pid", str(self.pid), "--format", "raw",
-                                     "--rate", "50", "--threads", "--nonblocking", "--output", str(out)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.spy = subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "50",
+                "--threads",
+                "--nonblocking",
+                "--output",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(1.0)  # let it attach
 
     def stop_profile(self) -> None:
@@ -272,8 +299,11 @@ class Daemon:
 def task_gets(url: str, since: float, until: float) -> int:
     """How many task GETs the simulator answered between two wall-clock moments."""
     rows = httpx.get(f"{url}/_sim/requests", timeout=60).json()["requests"]
-    return sum(1 for r in rows if r["method"] == "GET" and r["path"].startswith("/v1/tasks/")
-               and since <= float(r["at"]) <= until)
+    return sum(
+        1
+        for r in rows
+        if r["method"] == "GET" and r["path"].startswith("/v1/tasks/") and since <= float(r["at"]) <= until
+    )
 
 
 def wait_for(check: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
@@ -330,19 +360,31 @@ def take(n: int, root: Path, args: argparse.Namespace, log: Callable[[str], None
             states = tree.status_states()
         finally:
             daemon.stop()
-    log(f"take {n}: {taken:.2f} s (renames {renames:.3f} s), cpu {cpu1 - cpu0:.1f} s, peak {peak:.0f} MB "
-        f"(idle before drop {idle_mb:.0f} MB), waiting {pct(idle_cpu, args.idle):.1f} %, states {dict(states)}")
+    log(
+        f"take {n}: {taken:.2f} s (renames {renames:.3f} s), cpu {cpu1 - cpu0:.1f} s, peak {peak:.0f} MB "
+        f"(idle before drop {idle_mb:.0f} MB), waiting {pct(idle_cpu, args.idle):.1f} %, states {dict(states)}"
+    )
     what = f"take {human(n)} dropped at once"
     figure = f"{taken:.2f} s" if done else f"not done in {args.timeout:.0f} s ({tree.status_count()} status files)"
     return [
-        Row(f"{what}: drop → every status file", figure, f"renames alone {renames:.3f} s",
-            f"≤ {TAKE_TARGET_S:.0f} s (at 10,000)", done and taken <= TAKE_TARGET_S),
+        Row(
+            f"{what}: drop → every status file",
+            figure,
+            f"renames alone {renames:.3f} s",
+            f"≤ {TAKE_TARGET_S:.0f} s (at 10,000)",
+            done and taken <= TAKE_TARGET_S,
+        ),
         Row(f"{what}: daemon peak RSS", f"{peak:.0f} MB (idle before the drop {idle_mb:.0f} MB)"),
-        Row(f"{what}: daemon CPU, drop → every status file",
-            f"{cpu1 - cpu0:.1f} s ({pct(cpu1 - cpu0, taken):.0f} % of one core)"),
-        Row(f"{what}: daemon CPU while the {human(n)} wait {'held' if args.hold == 'approve' else 'queued'}",
-            f"{pct(idle_cpu, args.idle):.1f} % of one core", target=f"< {CPU_TARGET_PCT:.0f} % (as in flight)",
-            met=pct(idle_cpu, args.idle) < CPU_TARGET_PCT),
+        Row(
+            f"{what}: daemon CPU, drop → every status file",
+            f"{cpu1 - cpu0:.1f} s ({pct(cpu1 - cpu0, taken):.0f} % of one core)",
+        ),
+        Row(
+            f"{what}: daemon CPU while the {human(n)} wait {'held' if args.hold == 'approve' else 'queued'}",
+            f"{pct(idle_cpu, args.idle):.1f} % of one core",
+            target=f"< {CPU_TARGET_PCT:.0f} % (as in flight)",
+            met=pct(idle_cpu, args.idle) < CPU_TARGET_PCT,
+        ),
     ]
 
 
@@ -354,11 +396,20 @@ def in_flight(n: int, root: Path, args: argparse.Namespace, log: Callable[[str],
     names = tree.stage(n, video=True)
     scale = args.task_seconds / sum(VIDEO_PHASES)
     shortest, longest = (sum(VIDEO_PHASES) * scale * j for j in JITTER)
-    sim_args = ["--seed", "1", "--balance", "1000000000", "--concurrency", "0", "--daily-limit", "0",
-                "--time-scale", f"{scale:g}"]
+    sim_args = [
+        "--seed",
+        "1",
+        "--balance",
+        "1000000000",
+        "--concurrency",
+        "0",
+        "--daily-limit",
+        "0",
+        "--time-scale",
+        f"{scale:g}",
+    ]
     with simulator(*sim_args) as url:
-        config = tree.config(url, scheduler={"max_in_flight": n, "per_model": n}, inbox={},
-                             poll=args.poll_interval)
+        config = tree.config(url, scheduler={"max_in_flight": n, "per_model": n}, inbox={}, poll=args.poll_interval)
         daemon = Daemon(tree, config, args.log_level)
         try:
             daemon.wait_started()
@@ -400,41 +451,74 @@ def in_flight(n: int, root: Path, args: argparse.Namespace, log: Callable[[str],
     sdk_cpu = f"SDK, a thread per task: {sdk[0]:.1f} % over {sdk[1]:.0f} s" if sdk else "—"
     sdk_rss = f"SDK: {sdk[2]:.0f} MB" if sdk else "—"
     per_get = 1000 * span_cpu / looks if looks else 0.0
-    log(f"in flight {n}: all sent {sent_at:.1f} s (cpu {cpu_sent:.1f} s), waiting {whole:.1f} % over {span:.0f} s "
+    log(
+        f"in flight {n}: all sent {sent_at:.1f} s (cpu {cpu_sent:.1f} s), waiting {whole:.1f} % over {span:.0f} s "
         f"({looks} task GETs, {per_get:.2f} ms CPU each), first {window:.0f} s {waiting:.1f} %"
         f"{'' if quiet else ' (NOT quiet)'}, all final {final_at:.1f} s, cpu total "
-        f"{cpu_total:.1f} s, peak {peak:.0f} MB, states {dict(states)}")
+        f"{cpu_total:.1f} s, peak {peak:.0f} MB, states {dict(states)}"
+    )
     what = f"{human(n)} in flight"
     note = "" if quiet else " (jobs changed state during the window)"
     return [
-        Row(f"{what}: drop → every task created", f"{sent_at:.1f} s" if all_sent else "not all sent",
-            met=None),
-        Row(f"{what}: daemon CPU while waiting, every task created → the first one done "
-            f"(poll every {args.poll_interval:g} s)", f"{whole:.1f} % of one core over {span:.0f} s", sdk_cpu,
-            target=f"< {CPU_TARGET_PCT:.0f} % of one core", met=whole < CPU_TARGET_PCT),
-        Row(f"{what}: … task GETs while waiting", f"{looks} ({looks / n:.1f} per task, {per_get:.2f} ms of "
-            "daemon CPU per GET)"),
-        Row(f"{what}: … of which the {window:.0f} s from 2 s after the last create (every task's first look)",
-            f"{waiting:.1f} % of one core{note}"),
-        Row(f"{what}: daemon peak RSS", f"{peak:.0f} MB", sdk_rss, target=f"≤ {RSS_TARGET_MB:.0f} MB",
-            met=peak <= RSS_TARGET_MB),
-        Row(f"{what}: drop → every job final",
+        Row(f"{what}: drop → every task created", f"{sent_at:.1f} s" if all_sent else "not all sent", met=None),
+        Row(
+            f"{what}: daemon CPU while waiting, every task created → the first one done "
+            f"(poll every {args.poll_interval:g} s)",
+            f"{whole:.1f} % of one core over {span:.0f} s",
+            sdk_cpu,
+            target=f"< {CPU_TARGET_PCT:.0f} % of one core",
+            met=whole < CPU_TARGET_PCT,
+        ),
+        Row(
+            f"{what}: … task GETs while waiting",
+            f"{looks} ({looks / n:.1f} per task, {per_get:.2f} ms of daemon CPU per GET)",
+        ),
+        Row(
+            f"{what}: … of which the {window:.0f} s from 2 s after the last create (every task's first look)",
+            f"{waiting:.1f} % of one core{note}",
+        ),
+        Row(
+            f"{what}: daemon peak RSS",
+            f"{peak:.0f} MB",
+            sdk_rss,
+            target=f"≤ {RSS_TARGET_MB:.0f} MB",
+            met=peak <= RSS_TARGET_MB,
+        ),
+        Row(
+            f"{what}: drop → every job final",
             f"{final_at:.1f} s ({states['succeeded']} succeeded), daemon CPU {cpu_total:.0f} s"
-            if ended else "not all final",
-            f"tasks last {shortest:.0f}–{longest:.0f} s at the simulator", "followed to the end",
-            ended and states["succeeded"] == n),
+            if ended
+            else "not all final",
+            f"tasks last {shortest:.0f}–{longest:.0f} s at the simulator",
+            "followed to the end",
+            ended and states["succeeded"] == n,
+        ),
     ]
 
 
 def sdk_baseline(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> tuple[float, float, float] | None:
     """bench/sdk_wait.py against a fresh simulator: (CPU % while waiting, over seconds, peak RSS MB)."""
     scale = args.task_seconds / sum(VIDEO_PHASES)
-    sim_args = ["--seed", "1", "--balance", "1000000000", "--concurrency", "0", "--daily-limit", "0",
-                "--time-scale", f"{scale:g}"]
+    sim_args = [
+        "--seed",
+        "1",
+        "--balance",
+        "1000000000",
+        "--concurrency",
+        "0",
+        "--daily-limit",
+        "0",
+        "--time-scale",
+        f"{scale:g}",
+    ]
     script = Path(__file__).resolve().parent / "sdk_wait.py"
     with simulator(*sim_args) as url:
-        proc = subprocess.Popen([sys.executable, str(script), url, str(n), "--timeout", str(args.timeout)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), url, str(n), "--timeout", str(args.timeout)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "created":
@@ -463,10 +547,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--sizes", type=sizes, default=[100, 1000, 10000], help="part A sizes (comma list)")
     parser.add_argument("--in-flight", type=sizes, default=[100, 1000], help="part B sizes (comma list; '' skips)")
-    parser.add_argument("--hold", choices=["approve", "cap"], default="approve",
-                        help="how part A keeps requests from the API (see the docstring)")
-    parser.add_argument("--task-seconds", type=float, default=sum(VIDEO_PHASES),
-                        help="part B: mean task length (default 47 s, Runway's pace)")
+    parser.add_argument(
+        "--hold",
+        choices=["approve", "cap"],
+        default="approve",
+        help="how part A keeps requests from the API (see the docstring)",
+    )
+    parser.add_argument(
+        "--task-seconds",
+        type=float,
+        default=sum(VIDEO_PHASES),
+        help="part B: mean task length (default 47 s, Runway's pace)",
+    )
     parser.add_argument("--poll-interval", type=float, default=5.0, help="[runway] poll_interval (default 5)")
     parser.add_argument("--window", type=float, default=20.0, help="part B: CPU sampling window, s (default 20)")
     parser.add_argument("--idle", type=float, default=5.0, help="part A: CPU sampling while held, s (default 5)")

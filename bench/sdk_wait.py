@@ -39,8 +39,9 @@ def main() -> int:
         def one(i: int) -> None:
             task = None
             try:
-                task = client.text_to_video.create(model="veo3.1", prompt_text=f"scene {i}", ratio="1280:720",
-                                                   duration=4)
+                task = client.text_to_video.create(
+                    model="veo3.1", prompt_text=f"scene {i}", ratio="1280:720", duration=4
+                )
             except Exception as exc:  # noqa: BLE001 - counted and shown
                 with lock:
                     failed.append(f"create {i}: {exc!r}")

@@ -22,8 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import emit
 
 KEY = "key_" + "e" * 128
-BODY = {"model": "eleven_multilingual_v2", "promptText": "hello",
-        "voice": {"type": "runway-preset", "presetId": "Maya"}}
+BODY = {
+    "model": "eleven_multilingual_v2",
+    "promptText": "hello",
+    "voice": {"type": "runway-preset", "presetId": "Maya"},
+}
 
 
 def worker(url: str, stop: threading.Event, counts: list[int], latencies: list[float]) -> None:
@@ -50,9 +53,24 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     args = parser.parse_args()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runwatch.cli", "simulate", "--port", "0", "--key", KEY, "--daily-limit", "0",
-         "--concurrency", "0", "--time-scale", "0.01"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "runwatch.cli",
+            "simulate",
+            "--port",
+            "0",
+            "--key",
+            KEY,
+            "--daily-limit",
+            "0",
+            "--concurrency",
+            "0",
+            "--time-scale",
+            "0.01",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -73,10 +91,14 @@ def main() -> int:
         flat = sorted(x for lat in lats for x in lat)
         p50 = statistics.median(flat) * 1000
         p99 = flat[int(len(flat) * 0.99)] * 1000
-        row = {"what": f"simulator throughput, create + 4 GETs per task, {args.clients} keep-alive clients in "
-                       "another process", "figure": f"{total / elapsed:.0f} requests/s (p50 {p50:.1f} ms, p99 "
-                       f"{p99:.1f} ms)", "baseline": "—", "target": "hundreds per second",
-               "met": total / elapsed >= 200}
+        row = {
+            "what": f"simulator throughput, create + 4 GETs per task, {args.clients} keep-alive clients in "
+            "another process",
+            "figure": f"{total / elapsed:.0f} requests/s (p50 {p50:.1f} ms, p99 {p99:.1f} ms)",
+            "baseline": "—",
+            "target": "hundreds per second",
+            "met": total / elapsed >= 200,
+        }
         emit([row], args.json)
     finally:
         proc.terminate()

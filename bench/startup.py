@@ -28,8 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import emit
 
 BODIES: list[dict[str, Any]] = [
-    {"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": "Hello.",
-     "voice": {"type": "runway-preset", "presetId": "Maya"}},
+    {
+        "endpoint": "text_to_speech",
+        "model": "eleven_multilingual_v2",
+        "promptText": "Hello.",
+        "voice": {"type": "runway-preset", "presetId": "Maya"},
+    },
     {"endpoint": "text_to_video", "model": "veo3.1", "promptText": "a forest", "ratio": "1280:720", "duration": 8},
     {"endpoint": "sound_effect", "model": "eleven_text_to_sound_v2", "promptText": "rain"},
     {"endpoint": "text_to_image", "model": "bria_fibo_1_5", "promptText": "a cat on a sofa", "ratio": "1024:1024"},
@@ -53,8 +57,10 @@ def time_command(argv: list[str], runs: int, cwd: Path, env: dict[str, str]) -> 
         proc = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True)
         elapsed = time.perf_counter() - started
         if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(argv)} exited with status {proc.returncode}:\n"
-                             f"{proc.stdout.decode(errors='replace')[-2000:]}{proc.stderr.decode(errors='replace')}")
+            raise SystemExit(
+                f"{' '.join(argv)} exited with status {proc.returncode}:\n"
+                f"{proc.stdout.decode(errors='replace')[-2000:]}{proc.stderr.decode(errors='replace')}"
+            )
         if i:
             out.append(elapsed)
     return out
@@ -91,17 +97,28 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = [
-        {"what": f"`runwatch --help`, whole process, median of {args.runs}", "figure": ms(helps),
-         "baseline": f"{ms(bare)} (`python -c pass`)", "target": "≤ 150 ms",
-         "met": statistics.median(helps) <= 0.150},
-        {"what": f"`runwatch validate DIR` of {args.files} valid request files, whole process, median of {args.runs}",
-         "figure": ms(validate),
-         "baseline": f"{ms(parse)} (bare Python: json.load of every file)", "target": "≤ 2 s",
-         "met": statistics.median(validate) <= 2.0},
+        {
+            "what": f"`runwatch --help`, whole process, median of {args.runs}",
+            "figure": ms(helps),
+            "baseline": f"{ms(bare)} (`python -c pass`)",
+            "target": "≤ 150 ms",
+            "met": statistics.median(helps) <= 0.150,
+        },
+        {
+            "what": (
+                f"`runwatch validate DIR` of {args.files} valid request files, whole process, median of {args.runs}"
+            ),
+            "figure": ms(validate),
+            "baseline": f"{ms(parse)} (bare Python: json.load of every file)",
+            "target": "≤ 2 s",
+            "met": statistics.median(validate) <= 2.0,
+        },
     ]
-    print(f"runs (ms): python -c pass {[round(x * 1000) for x in bare]}, --help {[round(x * 1000) for x in helps]}, "
-          f"json parse {[round(x * 1000) for x in parse]}, validate {[round(x * 1000) for x in validate]}",
-          file=sys.stderr)
+    print(
+        f"runs (ms): python -c pass {[round(x * 1000) for x in bare]}, --help {[round(x * 1000) for x in helps]}, "
+        f"json parse {[round(x * 1000) for x in parse]}, validate {[round(x * 1000) for x in validate]}",
+        file=sys.stderr,
+    )
     emit(rows, args.json)
     return 0
 

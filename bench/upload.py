@@ -95,12 +95,15 @@ def worker(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
         from runwatch.daemon import _s3_client
         from runwatch.media import S3Transport
 
-        config = parse_config({
-            "runway": {"base_url": "http://127.0.0.1:9"},
-            "state": {"dir": spec["scratch"]},
-            "s3": {"bucket": spec["bucket"], "endpoint_url": spec["endpoint_url"], "region": spec["region"]},
-            "inbox": [{"path": spec["scratch"] + "/inbox", "outbox": spec["scratch"] + "/outbox"}],
-        }, "bench")
+        config = parse_config(
+            {
+                "runway": {"base_url": "http://127.0.0.1:9"},
+                "state": {"dir": spec["scratch"]},
+                "s3": {"bucket": spec["bucket"], "endpoint_url": spec["endpoint_url"], "region": spec["region"]},
+                "inbox": [{"path": spec["scratch"] + "/inbox", "outbox": spec["scratch"] + "/outbox"}],
+            },
+            "bench",
+        )
         assert config.s3 is not None
         # Raw upload speed: let a file over Runway's URL caps through (see the module's docstring).
         transport = S3Transport(config.s3, _s3_client(config), url_caps={})
@@ -133,7 +136,11 @@ def worker(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
 def run_worker(kind: str, spec: dict[str, Any], env: dict[str, str]) -> Sample:
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", kind, "--spec", json.dumps(spec)],
-        capture_output=True, text=True, env=env, timeout=1800, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+        cwd=ROOT,
     )
     if proc.returncode != 0:
         raise SystemExit(f"{kind} upload of {spec['file']} failed (exit {proc.returncode}):\n{proc.stderr}")
@@ -178,8 +185,12 @@ def s3_rows(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str, An
         env = {**os.environ, "AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key}
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
             env.pop(name, None)
-        base = {"endpoint_url": server.endpoint_url, "bucket": server.bucket, "region": server.region,
-                "scratch": str(work / "scratch")}
+        base = {
+            "endpoint_url": server.endpoint_url,
+            "bucket": server.bucket,
+            "region": server.region,
+            "scratch": str(work / "scratch"),
+        }
         ours: list[Sample] = []
         plain: list[Sample] = []
         big = make_file(work / "big.mp4", args.size_mib)
@@ -192,21 +203,29 @@ def s3_rows(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str, An
             else:
                 plain.append(run_worker("boto3", spec, env))
                 ours.append(run_worker("runwatch-s3", spec, env))
-            print(f"run {i + 1}/{args.runs}: runwatch {ours[-1].mib_s:.0f} MiB/s "
-                  f"(peak RSS {mib(ours[-1].hwm_kib)}), boto3 {plain[-1].mib_s:.0f} MiB/s "
-                  f"(peak RSS {mib(plain[-1].hwm_kib)})", file=log, flush=True)
+            print(
+                f"run {i + 1}/{args.runs}: runwatch {ours[-1].mib_s:.0f} MiB/s "
+                f"(peak RSS {mib(ours[-1].hwm_kib)}), boto3 {plain[-1].mib_s:.0f} MiB/s "
+                f"(peak RSS {mib(plain[-1].hwm_kib)})",
+                file=log,
+                flush=True,
+            )
         big.unlink()
         a = statistics.median(s.mib_s for s in ours)
         b = statistics.median(s.mib_s for s in plain)
         ratio = a / b
         paired = statistics.median(o.mib_s / p.mib_s for o, p in zip(ours, plain, strict=True))
-        rows.append(row(
-            f"S3 upload of {args.size_mib} MiB to SeaweedFS, median of {args.runs} (pairs A B, B A, ..., fresh "
-            "processes): S3Transport.place vs boto3 upload_file",
-            f"{a:.0f} MiB/s = {ratio:.0%} of baseline; median of the per-pair ratios {paired:.0%} "
-            f"(runs: {', '.join(f'{s.mib_s:.0f}' for s in ours)})",
-            f"{b:.0f} MiB/s (runs: {', '.join(f'{s.mib_s:.0f}' for s in plain)})",
-            "≥ 90% of baseline", ratio >= 0.9))
+        rows.append(
+            row(
+                f"S3 upload of {args.size_mib} MiB to SeaweedFS, median of {args.runs} (pairs A B, B A, ..., fresh "
+                "processes): S3Transport.place vs boto3 upload_file",
+                f"{a:.0f} MiB/s = {ratio:.0%} of baseline; median of the per-pair ratios {paired:.0%} "
+                f"(runs: {', '.join(f'{s.mib_s:.0f}' for s in ours)})",
+                f"{b:.0f} MiB/s (runs: {', '.join(f'{s.mib_s:.0f}' for s in plain)})",
+                "≥ 90% of baseline",
+                ratio >= 0.9,
+            )
+        )
         # Peak RSS per size; the size of the throughput runs is already measured (median of its runs).
         peaks: dict[int, tuple[float, float]] = {}
         for size in args.rss_sizes:
@@ -220,15 +239,28 @@ def s3_rows(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str, An
             print(f"{size} MiB: runwatch peak RSS {mib(o.hwm_kib)}, boto3 {mib(p.hwm_kib)}", file=log, flush=True)
             peaks[size] = (o.hwm_kib, p.hwm_kib)
         for size in sorted(peaks):
-            rows.append(row(f"S3 upload peak RSS (whole process), {size} MiB file", mib(peaks[size][0]),
-                            f"{mib(peaks[size][1])} (boto3 upload_file)", "flat as the file grows", None))
+            rows.append(
+                row(
+                    f"S3 upload peak RSS (whole process), {size} MiB file",
+                    mib(peaks[size][0]),
+                    f"{mib(peaks[size][1])} (boto3 upload_file)",
+                    "flat as the file grows",
+                    None,
+                )
+            )
         lo, hi = min(peaks), max(peaks)
         if lo != hi:
             ours_growth = (peaks[hi][0] - peaks[lo][0]) / 1024
             plain_growth = (peaks[hi][1] - peaks[lo][1]) / 1024
-            rows.append(row(f"S3 upload peak RSS growth, {lo} → {hi} MiB file", signed_mib(ours_growth),
-                            signed_mib(plain_growth), f"≤ +{args.flat_mib} MiB (flat)",
-                            ours_growth <= args.flat_mib))
+            rows.append(
+                row(
+                    f"S3 upload peak RSS growth, {lo} → {hi} MiB file",
+                    signed_mib(ours_growth),
+                    signed_mib(plain_growth),
+                    f"≤ +{args.flat_mib} MiB (flat)",
+                    ours_growth <= args.flat_mib,
+                )
+            )
     finally:
         server.stop()
     return rows
@@ -241,7 +273,11 @@ def runway_rows(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str
     env = {**os.environ, "TMPDIR": str(sim_dir)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "runwatch.cli", "simulate", "--port", "0", "--key", KEY],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
     rows: list[dict[str, Any]] = []
     peaks: dict[int, Sample] = {}
@@ -252,23 +288,39 @@ def runway_rows(args: argparse.Namespace, work: Path, log: Any) -> list[dict[str
             f = make_file(work / f"r{size}.mp4", size)
             sample = run_worker("runwatch-runway", {"file": str(f), "base_url": url}, dict(os.environ))
             f.unlink()
-            print(f"runway {size} MiB: peak RSS {mib(sample.hwm_kib)} (before {mib(sample.before_kib)}), "
-                  f"{sample.mib_s:.0f} MiB/s", file=log, flush=True)
+            print(
+                f"runway {size} MiB: peak RSS {mib(sample.hwm_kib)} (before {mib(sample.before_kib)}), "
+                f"{sample.mib_s:.0f} MiB/s",
+                file=log,
+                flush=True,
+            )
             peaks[size] = sample
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     for size, s in sorted(peaks.items()):
-        rows.append(row(f"runway upload (POST /v1/uploads + form POST to the simulator) peak RSS, {size} MiB file",
-                        f"{mib(s.hwm_kib)} ({s.mib_s:.0f} MiB/s)", f"{mib(s.before_kib)} just before the upload",
-                        "flat as the file grows", None))
+        rows.append(
+            row(
+                f"runway upload (POST /v1/uploads + form POST to the simulator) peak RSS, {size} MiB file",
+                f"{mib(s.hwm_kib)} ({s.mib_s:.0f} MiB/s)",
+                f"{mib(s.before_kib)} just before the upload",
+                "flat as the file grows",
+                None,
+            )
+        )
     lo, hi = min(peaks), max(peaks)
     if lo != hi:
         growth = (peaks[hi].hwm_kib - peaks[lo].hwm_kib) / 1024
         before = (peaks[hi].before_kib - peaks[lo].before_kib) / 1024
-        rows.append(row(f"runway upload peak RSS growth, {lo} → {hi} MiB file", signed_mib(growth),
-                        f"{signed_mib(before)} before the upload", f"≤ +{args.flat_mib} MiB (flat)",
-                        growth <= args.flat_mib))
+        rows.append(
+            row(
+                f"runway upload peak RSS growth, {lo} → {hi} MiB file",
+                signed_mib(growth),
+                f"{signed_mib(before)} before the upload",
+                f"≤ +{args.flat_mib} MiB (flat)",
+                growth <= args.flat_mib,
+            )
+        )
     return rows
 
 
@@ -281,8 +333,12 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=1024, help="file size of the throughput runs (MiB)")
     parser.add_argument("--runs", type=int, default=5, help="runs of each of runwatch and boto3")
     parser.add_argument("--rss-sizes", type=sizes, default=[64, 256, 1024], help="MiB, comma-separated")
-    parser.add_argument("--runway-sizes", type=sizes, default=[32, 100, 200],
-                        help="MiB, comma-separated; at most 200 (Runway's upload limit); empty skips the runway rows")
+    parser.add_argument(
+        "--runway-sizes",
+        type=sizes,
+        default=[32, 100, 200],
+        help="MiB, comma-separated; at most 200 (Runway's upload limit); empty skips the runway rows",
+    )
     parser.add_argument("--flat-mib", type=int, default=32, help="peak RSS growth that still counts as flat")
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -48,8 +48,7 @@ def resolve_known(value: Any, spec: Mapping[str, Any] | None, path: PathT, probl
                 wire = key if key in fields else aliases.get(key, key)
                 return wire, fields[wire]["type"] if wire in fields else None
 
-            return _rename(value, wire_of, path, problems,
-                           lambda v, s, p: resolve_known(v, s, p, problems))
+            return _rename(value, wire_of, path, problems, lambda v, s, p: resolve_known(v, s, p, problems))
         values = map_value_type(spec)  # a map's keys are data, never renamed
         return {k: resolve_known(v, values, (*path, k), problems) for k, v in value.items()}
     if isinstance(value, list):
@@ -61,6 +60,7 @@ def resolve_known(value: Any, spec: Mapping[str, Any] | None, path: PathT, probl
 def resolve_generic(value: Any, names: EndpointNames, path: PathT, problems: Problems) -> Any:
     """Aliases for a model the catalogue does not know: names the endpoint knows, else snake_case -> camelCase."""
     if isinstance(value, dict):
+
         def wire_of(key: str) -> tuple[str, Mapping[str, Any] | None]:
             if key in names.wire:
                 return key, None
@@ -86,8 +86,10 @@ def _rename(
     for key, item in value.items():
         wire, spec = wire_of(key)
         if wire in out:
-            problems.add((*path, wire), f"is given twice, as {show(spelled[wire])} and {show(key)}; "
-                                        f"write it once, as {show(wire)}")
+            problems.add(
+                (*path, wire),
+                f"is given twice, as {show(spelled[wire])} and {show(key)}; write it once, as {show(wire)}",
+            )
             continue
         spelled[wire] = key
         out[wire] = recurse(item, spec, (*path, wire))

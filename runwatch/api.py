@@ -107,8 +107,14 @@ class RunwayClient:
     """Typed calls to the Runway API. Thread-safe as long as the ``httpx.Client`` is (it is)."""
 
     def __init__(
-        self, http: httpx.Client, *, base_url: str, api_key: str, version: str = "2024-11-06",
-        max_attempts: int = 5, sleep: Callable[[float], None] = time.sleep,
+        self,
+        http: httpx.Client,
+        *,
+        base_url: str,
+        api_key: str,
+        version: str = "2024-11-06",
+        max_attempts: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self._http = http
@@ -143,8 +149,13 @@ class RunwayClient:
         return response
 
     def _retrying(
-        self, method: str, path: str, body: Any, may_retry: Callable[[ApiError], bool],
-        before_send: Callable[[], None] | None = None, not_sent: Callable[[], None] | None = None,
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        may_retry: Callable[[ApiError], bool],
+        before_send: Callable[[], None] | None = None,
+        not_sent: Callable[[], None] | None = None,
     ) -> httpx.Response:
         attempt = 0
         while True:
@@ -175,7 +186,10 @@ class RunwayClient:
     # -- the calls --------------------------------------------------------------------------------
 
     def create_task(
-        self, endpoint: str, body: Mapping[str, Any], before_send: Callable[[], None] | None = None,
+        self,
+        endpoint: str,
+        body: Mapping[str, Any],
+        before_send: Callable[[], None] | None = None,
         not_sent: Callable[[], None] | None = None,
     ) -> Created:
         """POST /v1/{endpoint}. Retried only while Runway surely created nothing (see module doc).
@@ -219,8 +233,9 @@ class RunwayClient:
         )
         data = self._json(response)
         try:
-            return UploadTarget(str(data["uploadUrl"]), {str(k): str(v) for k, v in data["fields"].items()},
-                                str(data["runwayUri"]))
+            return UploadTarget(
+                str(data["uploadUrl"]), {str(k): str(v) for k, v in data["fields"].items()}, str(data["runwayUri"])
+            )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ApiStatusError(200, data, "POST /v1/uploads: answer without uploadUrl/fields/runwayUri") from exc
 

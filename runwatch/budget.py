@@ -12,8 +12,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-__all__ = ["Charge", "Limits", "Spent", "balance_hold", "charge_of", "daily_limit_hold", "next_day", "next_month",
-           "spent", "user_hold"]
+__all__ = [
+    "Charge",
+    "Limits",
+    "Spent",
+    "balance_hold",
+    "charge_of",
+    "daily_limit_hold",
+    "next_day",
+    "next_month",
+    "spent",
+    "user_hold",
+]
 
 # A job counts its estimate while Runway may be charging it and no final cost is known yet.
 _PROVISIONAL = frozenset({"uploading", "submitted", "throttled", "pending", "running", "downloading"})
@@ -106,8 +116,9 @@ def _n(value: float) -> str:
     return f"{value:g}" if abs(value) < 1e6 else f"{value:.0f}"
 
 
-def user_hold(name: str, model: str | None, credits: float | None, basis: str, limits: Limits, used: Spent,
-              *, approved: bool) -> str | None:
+def user_hold(
+    name: str, model: str | None, credits: float | None, basis: str, limits: Limits, used: Spent, *, approved: bool
+) -> str | None:
     """Why the user's own limits hold a request (max_credits, approve_above, budgets), or None.
 
     An approved request passes all of these: approving is a person saying "spend it anyway".
@@ -117,29 +128,37 @@ def user_hold(name: str, model: str | None, credits: float | None, basis: str, l
     approve = f"`runwatch approve {name}` sends it"
     gates = [(f"its max_credits of {_n(v)}", v) for v in (limits.max_credits,) if v is not None]
     gates += [(f"the inbox's approve_above of {_n(v)}", v) for v in (limits.approve_above,) if v is not None]
-    budgets = [
-        (f"the inbox's daily budget of {_n(v)}", v, used.inbox_today, "spent today, UTC", "the next day")
-        for v in (limits.inbox_daily,) if v is not None
-    ] + [
-        (f"the daily budget of {_n(v)}", v, used.today, "spent today by all inboxes, UTC", "the next day")
-        for v in (limits.daily,) if v is not None
-    ] + [
-        (f"the monthly budget of {_n(v)}", v, used.month, "spent this month, UTC", "the next month")
-        for v in (limits.monthly,) if v is not None
-    ]
+    budgets = (
+        [
+            (f"the inbox's daily budget of {_n(v)}", v, used.inbox_today, "spent today, UTC", "the next day")
+            for v in (limits.inbox_daily,)
+            if v is not None
+        ]
+        + [
+            (f"the daily budget of {_n(v)}", v, used.today, "spent today by all inboxes, UTC", "the next day")
+            for v in (limits.daily,)
+            if v is not None
+        ]
+        + [
+            (f"the monthly budget of {_n(v)}", v, used.month, "spent this month, UTC", "the next month")
+            for v in (limits.monthly,)
+            if v is not None
+        ]
+    )
     if credits is None:
         labels = [label for label, _ in gates] + [b[0] for b in budgets]
         if not labels or limits.unknown_price == "allow":
             return None
-        return (f"no price is known for {model} ({basis}), so it cannot be checked against {labels[0]}; "
-                f"{approve}")
+        return f"no price is known for {model} ({basis}), so it cannot be checked against {labels[0]}; {approve}"
     for label, value in gates:
         if credits > value:
             return f"estimated {_n(credits)} credits ({basis}) is above {label}; {approve}"
     for label, value, so_far, when, frees in budgets:
         if so_far + credits > value:
-            return (f"estimated {_n(credits)} credits would exceed {label} ({_n(so_far)} {when}); "
-                    f"waits for {frees} or `runwatch approve {name}`")
+            return (
+                f"estimated {_n(credits)} credits would exceed {label} ({_n(so_far)} {when}); "
+                f"waits for {frees} or `runwatch approve {name}`"
+            )
     return None
 
 
@@ -148,8 +167,10 @@ def balance_hold(credits: float | None, balance: float | None) -> str | None:
     would refuse the create anyway."""
     if credits is None or balance is None or credits <= balance:
         return None
-    return (f"estimated {_n(credits)} credits is more than the organization's balance of {_n(max(balance, 0))} "
-            "credits; waits until the balance rises (approving does not override this)")
+    return (
+        f"estimated {_n(credits)} credits is more than the organization's balance of {_n(max(balance, 0))} "
+        "credits; waits until the balance rises (approving does not override this)"
+    )
 
 
 def daily_limit_hold(model: str | None, used: int, cap: int | None) -> str | None:
@@ -157,5 +178,7 @@ def daily_limit_hold(model: str | None, used: int, cap: int | None) -> str | Non
     refused with a 429, so it is not sent."""
     if cap is None or used < cap:
         return None
-    return (f"Runway's daily task limit for {model} is reached ({used} of {cap} in the past 24 h); "
-            "waits until it frees (other models go on)")
+    return (
+        f"Runway's daily task limit for {model} is reached ({used} of {cap} in the past 24 h); "
+        "waits until it frees (other models go on)"
+    )

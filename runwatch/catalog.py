@@ -149,7 +149,9 @@ class _Walker:
     def fields(self, fields: Mapping[str, Any], value: Any, path: PathT) -> None:
         if not isinstance(value, dict):
             self.issue(
-                "invalid_type", path, f"Invalid input: expected object, received {_received(value)}",
+                "invalid_type",
+                path,
+                f"Invalid input: expected object, received {_received(value)}",
                 expected="object",
             )
             return
@@ -159,8 +161,10 @@ class _Walker:
                 if spec.get("required"):
                     expected = _expected_name(spec["type"])
                     self.issue(
-                        "invalid_type", (*path, name),
-                        f"Invalid input: expected {expected}, received undefined", expected=expected,
+                        "invalid_type",
+                        (*path, name),
+                        f"Invalid input: expected {expected}, received undefined",
+                        expected=expected,
                     )
                 continue
             self.check(spec["type"], value[name], (*path, name))
@@ -178,7 +182,9 @@ class _Walker:
 
     def _type_error(self, expected: str, value: Any, path: PathT) -> None:
         self.issue(
-            "invalid_type", path, f"Invalid input: expected {expected}, received {_received(value)}",
+            "invalid_type",
+            path,
+            f"Invalid input: expected {expected}, received {_received(value)}",
             expected=expected,
         )
 
@@ -209,19 +215,30 @@ class _Walker:
         self._bounds(spec, value, path, "number", "")
 
     def _bounds(self, spec: Mapping[str, Any], size: float, path: PathT, origin: str, unit: str) -> None:
-        lo_key, hi_key = {"number": ("minimum", "maximum"), "string": ("minLength", "maxLength"),
-                          "array": ("minItems", "maxItems")}[origin]
+        lo_key, hi_key = {
+            "number": ("minimum", "maximum"),
+            "string": ("minLength", "maxLength"),
+            "array": ("minItems", "maxItems"),
+        }[origin]
         lo, hi = spec.get(lo_key), spec.get(hi_key)
         what = {"number": "number to be", "string": "string to have", "array": "array to have"}[origin]
         if lo is not None and size < lo:
             self.issue(
-                "too_small", path, f"Too small: expected {what} >={lo}{unit}",
-                origin=origin, minimum=lo, inclusive=True,
+                "too_small",
+                path,
+                f"Too small: expected {what} >={lo}{unit}",
+                origin=origin,
+                minimum=lo,
+                inclusive=True,
             )
         if hi is not None and size > hi:
             self.issue(
-                "too_big", path, f"Too big: expected {what} <={hi}{unit}",
-                origin=origin, maximum=hi, inclusive=True,
+                "too_big",
+                path,
+                f"Too big: expected {what} <={hi}{unit}",
+                origin=origin,
+                maximum=hi,
+                inclusive=True,
             )
 
     def _check_string(self, spec: Mapping[str, Any], value: Any, path: PathT) -> None:
@@ -239,8 +256,7 @@ class _Walker:
         if any(type(value) is type(v) and value == v for v in values):
             return
         shown = "|".join(_json_literal(v) for v in values)
-        message = (f"Invalid input: expected {shown}" if len(values) == 1
-                   else f"Invalid option: expected one of {shown}")
+        message = f"Invalid input: expected {shown}" if len(values) == 1 else f"Invalid option: expected one of {shown}"
         self.issue("invalid_value", path, message, values=list(values))
 
     def _check_array(self, spec: Mapping[str, Any], value: Any, path: PathT) -> None:
@@ -278,7 +294,9 @@ class _Walker:
             self.issues.extend(fitting[0].issues)
             return
         self.issue(
-            "invalid_union", path, "Invalid input",
+            "invalid_union",
+            path,
+            "Invalid input",
             errors=[[i.to_json() for i in t.issues] for t in attempts],
         )
 
@@ -297,8 +315,12 @@ def _shape_fits(spec: Mapping[str, Any], value: Any) -> bool:
     if kind == "union":
         return any(_shape_fits(o, value) for o in spec["options"])
     return {
-        "string": isinstance(value, str), "array": isinstance(value, list), "map": isinstance(value, dict),
-        "boolean": isinstance(value, bool), "null": value is None, "any": True,
+        "string": isinstance(value, str),
+        "array": isinstance(value, list),
+        "map": isinstance(value, dict),
+        "boolean": isinstance(value, bool),
+        "null": value is None,
+        "any": True,
         "integer": isinstance(value, int | float) and not isinstance(value, bool),
         "number": isinstance(value, int | float) and not isinstance(value, bool),
         "literal": any(type(value) is type(v) for v in spec.get("values", [])),
@@ -324,9 +346,7 @@ class Catalog:
             self.sdk_version: str = data["sdk"]["version"]
             self.endpoints: dict[str, Endpoint] = {}
             for name, ep in data["endpoints"].items():
-                models = {
-                    mname: Model(name, mname, m["class"], m["fields"]) for mname, m in ep["models"].items()
-                }
+                models = {mname: Model(name, mname, m["class"], m["fields"]) for mname, m in ep["models"].items()}
                 self.endpoints[name] = Endpoint(name, ep["path"], ep["output"], models)
         except (KeyError, TypeError) as exc:
             raise CatalogError(f"the model catalogue is malformed: {exc!r}") from exc
@@ -343,7 +363,9 @@ class Catalog:
         walker = _Walker()
         if not isinstance(body, dict):
             walker.issue(
-                "invalid_type", (), f"Invalid input: expected object, received {_received(body)}",
+                "invalid_type",
+                (),
+                f"Invalid input: expected object, received {_received(body)}",
                 expected="object",
             )
             return Validation(None, tuple(walker.issues), ())
@@ -353,8 +375,12 @@ class Catalog:
             if not isinstance(model_name, str):
                 walker._type_error("string", model_name if "model" in body else _Missing, ("model",))
             walker.issue(
-                "invalid_union", ("model",), "Invalid input",
-                note="No matching discriminator", discriminator="model", errors=[],
+                "invalid_union",
+                ("model",),
+                "Invalid input",
+                note="No matching discriminator",
+                discriminator="model",
+                errors=[],
             )
             return Validation(model_name if isinstance(model_name, str) else None, tuple(walker.issues), ())
         walker.fields(model.fields, body, ())

@@ -73,8 +73,11 @@ def _run(args: argparse.Namespace) -> int:
 
     if os.geteuid() == 0 and not args.allow_root and os.environ.get("RUNWATCH_ALLOW_ROOT") != "1":
         # Refused before anything is read or created, so no state ends up owned by root.
-        print("runwatch run: refusing to run as root; run it as an unprivileged user (systemd User=), "
-              "or pass --allow-root (or set RUNWATCH_ALLOW_ROOT=1, e.g. in a container)", file=sys.stderr)
+        print(
+            "runwatch run: refusing to run as root; run it as an unprivileged user (systemd User=), "
+            "or pass --allow-root (or set RUNWATCH_ALLOW_ROOT=1, e.g. in a container)",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     configure_logging(args.log_level)
     config = _config(args)
@@ -105,8 +108,18 @@ def _status(args: argparse.Namespace) -> int:
         progress = f"{d['progress'] * 100:.0f}%" if isinstance(d["progress"], float) else ""
         credits = d["credits"] if d["credits"] is not None else d["estimated_credits"]
         note = (d["error"] or {}).get("message", "") if isinstance(d["error"], dict) else ""
-        rows.append((d["name"], d["state"], d["endpoint"] or "", d["model"] or "", progress,
-                     "" if credits is None else f"{credits:g}", d["updated_at"], note[:60]))
+        rows.append(
+            (
+                d["name"],
+                d["state"],
+                d["endpoint"] or "",
+                d["model"] or "",
+                progress,
+                "" if credits is None else f"{credits:g}",
+                d["updated_at"],
+                note[:60],
+            )
+        )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + str(r[-1]))
@@ -206,62 +219,117 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--port", type=int, default=8000, help="TCP port (0 picks a free one; default 8000)")
     sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sim.add_argument("--key", action="append", default=[], metavar="KEY",
-                     help="accept only this API key (repeatable); default: any well-formed key")
-    sim.add_argument("--no-fetch", action="store_true",
-                     help="check https:// media URLs for scheme, host and length without fetching them")
-    sim.add_argument("--allow-http-loopback", action="store_true",
-                     help="accept http:// media URLs on loopback (a local S3 store, tests)")
-    sim.add_argument("--no-version-check", action="store_true",
-                     help="accept requests without a known X-Runway-Version header")
-    sim.add_argument("--time-scale", type=float, default=1.0, metavar="F",
-                     help="multiply every task's queue and run time by F (0.1 = ten times faster)")
+    sim.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="accept only this API key (repeatable); default: any well-formed key",
+    )
+    sim.add_argument(
+        "--no-fetch",
+        action="store_true",
+        help="check https:// media URLs for scheme, host and length without fetching them",
+    )
+    sim.add_argument(
+        "--allow-http-loopback",
+        action="store_true",
+        help="accept http:// media URLs on loopback (a local S3 store, tests)",
+    )
+    sim.add_argument(
+        "--no-version-check", action="store_true", help="accept requests without a known X-Runway-Version header"
+    )
+    sim.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="multiply every task's queue and run time by F (0.1 = ten times faster)",
+    )
     sim.add_argument("--seed", type=int, default=0, help="seed for task durations and ids (default 0)")
     sim.add_argument("--balance", type=int, default=100_000, help="starting credit balance (default 100000)")
-    sim.add_argument("--concurrency", type=int, default=5,
-                     help="tasks per model running at once; more wait THROTTLED (0 = no limit; default 5)")
-    sim.add_argument("--daily-limit", type=int, default=1000,
-                     help="tasks per model per rolling 24 h before 429 (0 = no limit; default 1000)")
-    sim.add_argument("--output-ttl", type=float, default=86400.0, metavar="SECONDS",
-                     help="how long output URLs stay valid (default 86400)")
-    sim.add_argument("--cancelled-visible", type=float, default=0.0, metavar="SECONDS",
-                     help="answer CANCELLED this long after a cancel before the task is gone (default 0)")
-    sim.add_argument("--fault", action="append", default=[], metavar="SPEC",
-                     help="inject a fault, e.g. error:rate=0.1:status=503, rate_limit:count=3:retry_after=1, "
-                     "drop:endpoint=image_to_video:after=true, slow:delay=2, fail:failure_code=SAFETY.INPUT.TEXT "
-                     "(repeatable)")
+    sim.add_argument(
+        "--concurrency",
+        type=int,
+        default=5,
+        help="tasks per model running at once; more wait THROTTLED (0 = no limit; default 5)",
+    )
+    sim.add_argument(
+        "--daily-limit",
+        type=int,
+        default=1000,
+        help="tasks per model per rolling 24 h before 429 (0 = no limit; default 1000)",
+    )
+    sim.add_argument(
+        "--output-ttl",
+        type=float,
+        default=86400.0,
+        metavar="SECONDS",
+        help="how long output URLs stay valid (default 86400)",
+    )
+    sim.add_argument(
+        "--cancelled-visible",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="answer CANCELLED this long after a cancel before the task is gone (default 0)",
+    )
+    sim.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="inject a fault, e.g. error:rate=0.1:status=503, rate_limit:count=3:retry_after=1, "
+        "drop:endpoint=image_to_video:after=true, slow:delay=2, fail:failure_code=SAFETY.INPUT.TEXT "
+        "(repeatable)",
+    )
     sim.set_defaults(func=_simulate)
 
     def with_config(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--config", metavar="FILE",
+            "--config",
+            metavar="FILE",
             help="configuration file (default: $RUNWATCH_CONFIG, ./runwatch.toml, /etc/runwatch/config.toml)",
         )
 
-    run = sub.add_parser("run", help="run the daemon",
-                         description="Watch the configured inboxes, submit requests, follow tasks and write outputs "
-                         "and status files to the outboxes. SIGTERM stops it cleanly; tasks at Runway are followed "
-                         "again at the next start.")
+    run = sub.add_parser(
+        "run",
+        help="run the daemon",
+        description="Watch the configured inboxes, submit requests, follow tasks and write outputs "
+        "and status files to the outboxes. SIGTERM stops it cleanly; tasks at Runway are followed "
+        "again at the next start.",
+    )
     with_config(run)
-    run.add_argument("--once", action="store_true",
-                     help="process everything waiting, wait for every task started, then exit (cron, NAS boxes)")
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="process everything waiting, wait for every task started, then exit (cron, NAS boxes)",
+    )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    run.add_argument("--allow-root", action="store_true",
-                     help="run even as root (refused otherwise; RUNWATCH_ALLOW_ROOT=1 does the same)")
+    run.add_argument(
+        "--allow-root",
+        action="store_true",
+        help="run even as root (refused otherwise; RUNWATCH_ALLOW_ROOT=1 does the same)",
+    )
     run.set_defaults(func=_run)
 
-    status = sub.add_parser("status", help="jobs and their states, from the journal",
-                            description="List requests the daemon knows, newest first, with state, progress, "
-                            "credits and the reason of a failure.")
+    status = sub.add_parser(
+        "status",
+        help="jobs and their states, from the journal",
+        description="List requests the daemon knows, newest first, with state, progress, "
+        "credits and the reason of a failure.",
+    )
     with_config(status)
     status.add_argument("name", nargs="?", help="only requests with this name")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--limit", type=int, default=50, help="how many jobs to list (default 50)")
     status.set_defaults(func=_status)
 
-    for name, text in (("cancel", "cancel a request (and its task at Runway)"),
-                       ("retry", "resubmit a failed, cancelled or needs_attention request on purpose"),
-                       ("approve", "approve a request held for approval")):
+    for name, text in (
+        ("cancel", "cancel a request (and its task at Runway)"),
+        ("retry", "resubmit a failed, cancelled or needs_attention request on purpose"),
+        ("approve", "approve a request held for approval"),
+    ):
         cmd = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         with_config(cmd)
         cmd.add_argument("name", help="the request's name (its file name without .json/.toml)")
@@ -269,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=_command)
 
     demo = sub.add_parser(
-        "demo", help="see the main job end to end against the built-in simulator",
+        "demo",
+        help="see the main job end to end against the built-in simulator",
         description="Start the local Runway API simulator and a daemon in a folder tree of their own, drop sample "
         "requests for several endpoints (and one deliberately invalid one) into the inbox, show every state "
         "change from the status files, then the outputs and credits. No key, no network, no S3, nothing spent. "
@@ -277,21 +346,33 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 when every request ended as expected (the invalid one rejected, the rest "
         "succeeded), 1 otherwise, 130 when interrupted.",
     )
-    demo.add_argument("--dir", metavar="DIR",
-                      help="build the tree in DIR (created; must be new or empty); default: a new temporary folder")
+    demo.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="build the tree in DIR (created; must be new or empty); default: a new temporary folder",
+    )
     demo.add_argument("--clean", action="store_true", help="remove the tree at the end instead of keeping it")
-    demo.add_argument("--time-scale", type=float, default=0.1, metavar="F",
-                      help="simulated task times relative to Runway's (default 0.1: the demo takes ~15 s)")
+    demo.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="simulated task times relative to Runway's (default 0.1: the demo takes ~15 s)",
+    )
     demo.set_defaults(func=_demo)
 
-    init = sub.add_parser("init", help="create an inbox/outbox layout and a commented config under DIR",
-                          description="Create DIR/inbox, DIR/outbox, DIR/state and a commented DIR/runwatch.toml "
-                          "that loads as it is. Never overwrites an existing config.")
+    init = sub.add_parser(
+        "init",
+        help="create an inbox/outbox layout and a commented config under DIR",
+        description="Create DIR/inbox, DIR/outbox, DIR/state and a commented DIR/runwatch.toml "
+        "that loads as it is. Never overwrites an existing config.",
+    )
     init.add_argument("dir", metavar="DIR", help="the folder to set up (created if missing)")
     init.set_defaults(func=_init)
 
     validate = sub.add_parser(
-        "validate", help="check request files without calling the API; show each one's credit estimate",
+        "validate",
+        help="check request files without calling the API; show each one's credit estimate",
         description="Check request files (and the config) as the daemon would, without calling the API or "
         "uploading anything: a file in a configured inbox gets that inbox's endpoint and defaults, any other "
         "file plain defaults with its folder as the root for media. Prints OK and the credit estimate, or every "
@@ -301,17 +382,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     with_config(validate)
     validate.add_argument("paths", nargs="+", metavar="FILE", help="request files (.json/.toml) or folders")
-    validate.add_argument("--price", action="store_true",
-                          help="a price table instead: name, endpoint, model, estimate and basis per request, "
-                          "the total, and the requests whose price is unknown (nothing is spent)")
+    validate.add_argument(
+        "--price",
+        action="store_true",
+        help="a price table instead: name, endpoint, model, estimate and basis per request, "
+        "the total, and the requests whose price is unknown (nothing is spent)",
+    )
     validate.add_argument("--json", action="store_true", help="machine-readable output")
     validate.set_defaults(func=_validate)
 
     submit = sub.add_parser(
-        "submit", help="submit one request file outside the folders",
+        "submit",
+        help="submit one request file outside the folders",
         description="Validate one request file, put its local media where Runway can fetch them (S3 when a "
         "bucket is configured, else Runway's uploads), create the task and print its id. The job is recorded in "
-        "the journal (inbox \"submit\", so `runwatch status` lists it) with the intent before the create: a "
+        'the journal (inbox "submit", so `runwatch status` lists it) with the intent before the create: a '
         "create whose answer was lost is reported needs_attention and never sent again. With --wait, follow the "
         "task, then download the outputs and write NAME.status.json beside them. A file in a watched inbox is "
         "refused: the daemon takes it itself.",
@@ -321,15 +406,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     with_config(submit)
     submit.add_argument("file", metavar="FILE", help="the request file (.json or .toml)")
-    submit.add_argument("--wait", action="store_true",
-                        help="follow the task (progress on one line on a terminal), then download its outputs")
-    submit.add_argument("--out", metavar="DIR",
-                        help="where --wait puts outputs and the status file (default: the request file's folder; "
-                        "existing files are never overwritten)")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the task (progress on one line on a terminal), then download its outputs",
+    )
+    submit.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where --wait puts outputs and the status file (default: the request file's folder; "
+        "existing files are never overwritten)",
+    )
     submit.set_defaults(func=_submit)
 
     credits = sub.add_parser(
-        "credits", help="balance, tier, per-model limits and today's use",
+        "credits",
+        help="balance, tier, per-model limits and today's use",
         description="Show the credit balance, the tier's monthly cap, per-model limits (concurrency, daily) with "
         "the rolling day's count and what is left, and what was spent today and this month (UTC): runwatch's "
         "journal (final credits, else the estimates of jobs in flight; per inbox and model) beside Runway's own "
@@ -341,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     credits.set_defaults(func=_credits)
 
     doctor = sub.add_parser(
-        "doctor", help="check config, folders, filesystems, inotify, key, API, S3 and clock",
+        "doctor",
+        help="check config, folders, filesystems, inotify, key, API, S3 and clock",
         description="Check what runwatch needs, one line each (PASS, WARN or FAIL, with a hint): the config; each "
         "inbox's folders and permissions, that its work area shares its filesystem, the filesystem type, whether "
         "inotify events really arrive (a dot-named canary file, removed at once); inotify limits; the state "

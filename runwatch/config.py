@@ -24,8 +24,19 @@ from typing import Any, Final, Literal, TypeVar, cast, get_args
 from runwatch.catalog import load_catalog
 from runwatch.errors import ConfigError, Problem
 
-__all__ = ["BudgetConfig", "Config", "InboxConfig", "RunwayConfig", "S3Config", "SchedulerConfig", "StateConfig",
-           "find_config", "load_api_key", "load_config", "parse_config"]
+__all__ = [
+    "BudgetConfig",
+    "Config",
+    "InboxConfig",
+    "RunwayConfig",
+    "S3Config",
+    "SchedulerConfig",
+    "StateConfig",
+    "find_config",
+    "load_api_key",
+    "load_config",
+    "parse_config",
+]
 
 UnknownModels = Literal["pass", "reject"]
 AddressingStyle = Literal["auto", "path", "virtual"]
@@ -45,10 +56,23 @@ _KEY_REFUSED = (
     "the Runway API key never goes in the config file; give it through RUNWAYML_API_SECRET or RUNWAY_API_KEY, "
     f"a systemd credential named {CREDENTIAL_NAME} (LoadCredential=), or a file named by runway.api_key_file"
 )
-_SECRET_NAMES = frozenset({"api_key", "apikey", "api_secret", "secret", "key", "token", "runwayml_api_secret",
-                           "runway_api_key", "authorization"})
-_AWS_REFUSED = ("S3 credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
-                "profiles, instance roles), never from the config file")
+_SECRET_NAMES = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "api_secret",
+        "secret",
+        "key",
+        "token",
+        "runwayml_api_secret",
+        "runway_api_key",
+        "authorization",
+    }
+)
+_AWS_REFUSED = (
+    "S3 credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
+    "profiles, instance roles), never from the config file"
+)
 _URL_RE = re.compile(r"https?://[^\s/?#@]+(/[^\s?#]*)?")
 _VERSION_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _FIELD_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*")
@@ -190,8 +214,17 @@ class _Table:
             self.problem(name, f"required: {required}")
         return _MISSING
 
-    def string(self, name: str, default: _D, *, choices: tuple[str, ...] = (), pattern: re.Pattern[str] | None = None,
-               expected: str = "a non-empty string", required: str | None = None, empty_ok: bool = False) -> str | _D:
+    def string(
+        self,
+        name: str,
+        default: _D,
+        *,
+        choices: tuple[str, ...] = (),
+        pattern: re.Pattern[str] | None = None,
+        expected: str = "a non-empty string",
+        required: str | None = None,
+        empty_ok: bool = False,
+    ) -> str | _D:
         value = self.get(name, required=required)
         if value is _MISSING:
             return default
@@ -199,8 +232,11 @@ class _Table:
             expected = "one of " + ", ".join(f'"{c}"' for c in choices)
             ok = value in choices
         else:
-            ok = (isinstance(value, str) and (empty_ok or bool(value.strip()))
-                  and (pattern is None or bool(pattern.fullmatch(value))))
+            ok = (
+                isinstance(value, str)
+                and (empty_ok or bool(value.strip()))
+                and (pattern is None or bool(pattern.fullmatch(value)))
+            )
         if not (ok and isinstance(value, str)):
             self.bad(name, expected, value)
             return default
@@ -220,8 +256,12 @@ class _Table:
         value = self.get(name)
         if value is _MISSING:
             return default
-        if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
-                or (maximum is not None and value > maximum)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
             span = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
             self.bad(name, f"an integer {span}{unit}", value)
             return default
@@ -236,8 +276,9 @@ class _Table:
             return default
         return value
 
-    def path(self, name: str, default: _D, *, base: Path, env: Mapping[str, str],
-             required: str | None = None) -> Path | _D:
+    def path(
+        self, name: str, default: _D, *, base: Path, env: Mapping[str, str], required: str | None = None
+    ) -> Path | _D:
         value = self.get(name, required=required)
         if value is _MISSING:
             return default
@@ -292,8 +333,10 @@ def _jsonable(value: Any) -> bool:
 
 def _error(label: str, problems: list[Problem]) -> ConfigError:
     """The error to raise; anything key-like is masked, so no message can ever carry a key."""
+
     def mask(text: str) -> str:
         return _KEY_RE.sub("key_…", text)
+
     unique = dict.fromkeys(Problem(mask(p.path), mask(p.message)) for p in problems)
     return ConfigError(mask(label), list(unique))
 
@@ -301,11 +344,11 @@ def _error(label: str, problems: list[Problem]) -> ConfigError:
 def _runway(t: _Table, base: Path, env: Mapping[str, str]) -> RunwayConfig:
     d = RunwayConfig()
     return RunwayConfig(
-        base_url=t.string("base_url", d.base_url, pattern=_URL_RE,
-                          expected="an http:// or https:// URL").rstrip("/"),
-        api_version=t.string("api_version", d.api_version, pattern=_VERSION_RE, expected="a date like \"2024-11-06\""),
-        unknown_models=cast(UnknownModels, t.string("unknown_models", d.unknown_models,
-                                                    choices=get_args(UnknownModels))),
+        base_url=t.string("base_url", d.base_url, pattern=_URL_RE, expected="an http:// or https:// URL").rstrip("/"),
+        api_version=t.string("api_version", d.api_version, pattern=_VERSION_RE, expected='a date like "2024-11-06"'),
+        unknown_models=cast(
+            UnknownModels, t.string("unknown_models", d.unknown_models, choices=get_args(UnknownModels))
+        ),
         poll_interval=t.number("poll_interval", d.poll_interval, unit=" (seconds)"),
         api_key_file=t.path("api_key_file", None, base=base, env=env),
         timeout=t.number("timeout", d.timeout, unit=" (seconds)"),
@@ -314,26 +357,48 @@ def _runway(t: _Table, base: Path, env: Mapping[str, str]) -> RunwayConfig:
 
 def _s3(t: _Table) -> S3Config:
     d = S3Config(bucket="")
-    bucket = t.string("bucket", "", pattern=_BUCKET_RE, required="the bucket media are uploaded to",
-                      expected="a bucket name (no s3:// and no slashes; folders go in prefix)")
-    prefix = t.string("prefix", d.prefix, pattern=re.compile(r"(?!/)\S*"), empty_ok=True,
-                      expected="a key prefix without spaces or a leading /")
-    region = t.string("region", d.region, pattern=_REGION_RE, expected="a region name like \"us-east-1\"")
+    bucket = t.string(
+        "bucket",
+        "",
+        pattern=_BUCKET_RE,
+        required="the bucket media are uploaded to",
+        expected="a bucket name (no s3:// and no slashes; folders go in prefix)",
+    )
+    prefix = t.string(
+        "prefix",
+        d.prefix,
+        pattern=re.compile(r"(?!/)\S*"),
+        empty_ok=True,
+        expected="a key prefix without spaces or a leading /",
+    )
+    region = t.string("region", d.region, pattern=_REGION_RE, expected='a region name like "us-east-1"')
     endpoint_url = t.string("endpoint_url", None, pattern=_URL_RE, expected="an http:// or https:// URL")
     return S3Config(
         bucket=bucket,
         prefix=prefix if not prefix or prefix.endswith("/") else prefix + "/",
         region=region,
         endpoint_url=endpoint_url.rstrip("/") if endpoint_url else None,
-        presign_expiry=t.integer("presign_expiry", d.presign_expiry, minimum=1, maximum=MAX_PRESIGN,
-                                 unit=" (seconds; SigV4 allows at most 7 days)"),
+        presign_expiry=t.integer(
+            "presign_expiry",
+            d.presign_expiry,
+            minimum=1,
+            maximum=MAX_PRESIGN,
+            unit=" (seconds; SigV4 allows at most 7 days)",
+        ),
         keep=t.boolean("keep", d.keep),
-        multipart_threshold=t.integer("multipart_threshold", d.multipart_threshold, minimum=5 * MIB,
-                                      unit=" (bytes; S3 parts are at least 5 MiB)"),
-        multipart_chunksize=t.integer("multipart_chunksize", d.multipart_chunksize, minimum=5 * MIB,
-                                      maximum=MAX_PART, unit=" (bytes; S3 parts are 5 MiB to 5 GiB)"),
-        addressing_style=cast(AddressingStyle, t.string("addressing_style", d.addressing_style,
-                                                        choices=get_args(AddressingStyle))),
+        multipart_threshold=t.integer(
+            "multipart_threshold", d.multipart_threshold, minimum=5 * MIB, unit=" (bytes; S3 parts are at least 5 MiB)"
+        ),
+        multipart_chunksize=t.integer(
+            "multipart_chunksize",
+            d.multipart_chunksize,
+            minimum=5 * MIB,
+            maximum=MAX_PART,
+            unit=" (bytes; S3 parts are 5 MiB to 5 GiB)",
+        ),
+        addressing_style=cast(
+            AddressingStyle, t.string("addressing_style", d.addressing_style, choices=get_args(AddressingStyle))
+        ),
     )
 
 
@@ -398,17 +463,28 @@ def _inbox(t: _Table, base: Path, env: Mapping[str, str], has_s3: bool) -> Inbox
             if reserved in defaults:
                 t.problem(f"defaults.{reserved}", f"not a request body field; use {instead}")
     elif raw_defaults is not _MISSING:
-        t.bad("defaults", 'a table of request body fields, e.g. { model = "gen4_turbo", ratio = "1280:720" }',
-              raw_defaults)
+        t.bad(
+            "defaults",
+            'a table of request body fields, e.g. { model = "gen4_turbo", ratio = "1280:720" }',
+            raw_defaults,
+        )
     inbox = InboxConfig(
-        name="", path=Path(), outbox=Path(), work=Path(), endpoint=endpoint,
+        name="",
+        path=Path(),
+        outbox=Path(),
+        work=Path(),
+        endpoint=endpoint,
         defaults=types.MappingProxyType(defaults),
         polling=t.boolean("polling", False),
         settle=t.number("settle", 2.0, unit=" (seconds)"),
         transport=cast(Transport, t.string("transport", "auto", choices=get_args(Transport))),
         accept_media=t.boolean("accept_media", False),
-        media_field=t.string("media_field", "promptImage", pattern=_FIELD_RE,
-                             expected="a request field name as the API spells it, e.g. \"promptImage\""),
+        media_field=t.string(
+            "media_field",
+            "promptImage",
+            pattern=_FIELD_RE,
+            expected='a request field name as the API spells it, e.g. "promptImage"',
+        ),
         budget_daily=t.number("budget_daily", None, zero_ok=True, unit=" (credits)"),
         approve_above=t.number("approve_above", None, zero_ok=True, unit=" (credits)"),
         priority=t.integer("priority", 0, minimum=-1000, maximum=1000),
@@ -421,8 +497,9 @@ def _inbox(t: _Table, base: Path, env: Mapping[str, str], has_s3: bool) -> Inbox
         else:
             fields = sorted({f for m in endpoints[endpoint].models.values() for f in m.fields})
             if inbox.media_field not in fields:
-                t.problem("media_field", f'"{inbox.media_field}" is not a field of {endpoint}; '
-                                         f"allowed: {', '.join(fields)}")
+                t.problem(
+                    "media_field", f'"{inbox.media_field}" is not a field of {endpoint}; allowed: {", ".join(fields)}'
+                )
     if path is None or outbox is None:
         return None
     work = work if work is not None else path / ".runwatch"
@@ -435,8 +512,11 @@ def _inbox(t: _Table, base: Path, env: Mapping[str, str], has_s3: bool) -> Inbox
     elif work == path or _within(work, outbox):
         t.problem("work", f"{work} must not be the inbox, the outbox, nor inside the outbox")
     elif _within(work, path) and not work.relative_to(path).parts[0].startswith("."):
-        t.problem("work", f"{work} is inside the inbox, so it must be a hidden folder (its name starting with "
-                          f"\".\") that scans ignore, e.g. {path / '.runwatch'}")
+        t.problem(
+            "work",
+            f"{work} is inside the inbox, so it must be a hidden folder (its name starting with "
+            f'".") that scans ignore, e.g. {path / ".runwatch"}',
+        )
     return dataclasses.replace(inbox, name=name, path=path, outbox=outbox, work=work)
 
 
@@ -466,21 +546,27 @@ def _inboxes(top: _Table, base: Path, env: Mapping[str, str], has_s3: bool) -> t
                 top.problem(f"inbox[{i}].path", f"{a.path} is, contains or is inside inbox[{j}]'s folder {b.path}")
         for j, b in found:
             if j != i and _within(a.outbox, b.path):
-                top.problem(f"inbox[{i}].outbox", f"{a.outbox} is inside inbox[{j}]'s folder {b.path}: "
-                                                  "its status files would be taken as requests")
+                top.problem(
+                    f"inbox[{i}].outbox",
+                    f"{a.outbox} is inside inbox[{j}]'s folder {b.path}: its status files would be taken as requests",
+                )
     return tuple(inbox for _, inbox in found)
 
 
-def parse_config(data: Mapping[str, Any], path: str, env: Mapping[str, str] = os.environ,
-                 base: Path | None = None) -> Config:
+def parse_config(
+    data: Mapping[str, Any], path: str, env: Mapping[str, str] = os.environ, base: Path | None = None
+) -> Config:
     """Validate already-parsed TOML data; ``path`` names the source in errors, relative paths are taken from
     ``base`` (the current folder when None). ``Config.path`` is None: no file was read here."""
     base = Path(os.path.abspath(base if base is not None else Path.cwd()))
     problems: list[Problem] = []
     if not isinstance(data, Mapping):
         raise _error(path, [Problem("", f"expected a table of settings, found {_found(data)}")])
-    problems += [Problem(where, _KEY_REFUSED) for where, leaf in _leaves(data, "")
-                 if isinstance(leaf, str) and _KEY_RE.search(leaf)]
+    problems += [
+        Problem(where, _KEY_REFUSED)
+        for where, leaf in _leaves(data, "")
+        if isinstance(leaf, str) and _KEY_RE.search(leaf)
+    ]
     top = _Table(data, "", problems)
 
     def section(name: str) -> _Table:
@@ -525,8 +611,9 @@ def load_config(path: Path, env: Mapping[str, str] = os.environ) -> Config:
     return dataclasses.replace(parse_config(data, str(path), env, base=path.parent), path=path)
 
 
-def find_config(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] = os.environ,
-                cwd: Path | None = None) -> Path:
+def find_config(
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] = os.environ, cwd: Path | None = None
+) -> Path:
     """The config file to use: --config, then $RUNWATCH_CONFIG, then ./runwatch.toml, then the system one.
 
     A file named explicitly (--config or $RUNWATCH_CONFIG) must exist: falling back to another file would run
@@ -542,8 +629,10 @@ def find_config(explicit: str | os.PathLike[str] | None = None, env: Mapping[str
     for _, place in places:
         if place.is_file():
             return place
-    tried = [Problem(str(place), f"{'not a regular file' if place.exists() else 'no such file'} (from {source})")
-             for source, place in places]
+    tried = [
+        Problem(str(place), f"{'not a regular file' if place.exists() else 'no such file'} (from {source})")
+        for source, place in places
+    ]
     raise _error(str(places[0][1]), [Problem("", "no configuration file found; tried:"), *tried])
 
 

@@ -80,9 +80,15 @@ def runway_spending(usage: Mapping[str, Any], today: date) -> tuple[_Spent, _Spe
     return day, month
 
 
-def credits_command(*, config_file: str | None = None, as_json: bool = False, out: TextIO | None = None,
-                    err: TextIO | None = None, env: Mapping[str, str] = os.environ,
-                    now: datetime | None = None) -> int:
+def credits_command(
+    *,
+    config_file: str | None = None,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    env: Mapping[str, str] = os.environ,
+    now: datetime | None = None,
+) -> int:
     """``runwatch credits``: 0 when Runway answered, 1 when it did not."""
     import httpx
 
@@ -97,14 +103,14 @@ def credits_command(*, config_file: str | None = None, as_json: bool = False, ou
     api_key = load_api_key(config, env)
     today = (now or datetime.now(UTC)).date()
     with httpx.Client(timeout=httpx.Timeout(config.runway.timeout, connect=10.0)) as http:
-        api = RunwayClient(http, base_url=config.runway.base_url, api_key=api_key, version=config.runway.api_version,
-                           max_attempts=3)
+        api = RunwayClient(
+            http, base_url=config.runway.base_url, api_key=api_key, version=config.runway.api_version, max_attempts=3
+        )
         try:
             org = api.organization()
         except ApiError as exc:
             refused = isinstance(exc, ApiStatusError) and exc.status == 401
-            err.write(f"runwatch credits: {'the API key was refused' if refused else 'Runway did not answer'}: "
-                      f"{exc}\n")
+            err.write(f"runwatch credits: {'the API key was refused' if refused else 'Runway did not answer'}: {exc}\n")
             return EXIT_FAILURE
         usage_error = None
         try:
@@ -123,11 +129,14 @@ def credits_command(*, config_file: str | None = None, as_json: bool = False, ou
     theirs = runway_spending(usage, today)
     models = _model_limits(org)
     report = {
-        "date": today.isoformat(), "balance": org.get("creditBalance"),
+        "date": today.isoformat(),
+        "balance": org.get("creditBalance"),
         "tier": {"maxMonthlyCreditSpend": _dict(org.get("tier")).get("maxMonthlyCreditSpend")},
         "models": models,
-        "spending": {"journal": {"today": ours[0].to_json(), "month": ours[1].to_json()},
-                     "runway": None if usage_error else {"today": theirs[0].to_json(), "month": theirs[1].to_json()}},
+        "spending": {
+            "journal": {"today": ours[0].to_json(), "month": ours[1].to_json()},
+            "runway": None if usage_error else {"today": theirs[0].to_json(), "month": theirs[1].to_json()},
+        },
         "usage_error": usage_error,
     }
     if as_json:
@@ -150,8 +159,15 @@ def _model_limits(org: Mapping[str, Any]) -> list[dict[str, Any]]:
         if concurrency is None and daily is None and not count:
             continue
         remaining = max(0, daily - count) if isinstance(daily, int) else None
-        rows.append({"model": model, "maxConcurrentGenerations": concurrency, "maxDailyGenerations": daily,
-                     "dailyGenerations": count, "remaining": remaining})
+        rows.append(
+            {
+                "model": model,
+                "maxConcurrentGenerations": concurrency,
+                "maxDailyGenerations": daily,
+                "dailyGenerations": count,
+                "remaining": remaining,
+            }
+        )
     return rows
 
 
@@ -160,8 +176,13 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _credits_report(report: Mapping[str, Any], ours: tuple[_Spent, _Spent], theirs: tuple[_Spent, _Spent] | None,
-                    usage_error: str | None, out: TextIO) -> None:
+def _credits_report(
+    report: Mapping[str, Any],
+    ours: tuple[_Spent, _Spent],
+    theirs: tuple[_Spent, _Spent] | None,
+    usage_error: str | None,
+    out: TextIO,
+) -> None:
     balance, cap = report["balance"], report["tier"]["maxMonthlyCreditSpend"]
     out.write(f"balance: {readable(balance) if isinstance(balance, int | float) else 'unknown'} credits\n")
     if isinstance(cap, int | float):
@@ -181,12 +202,26 @@ def _credits_report(report: Mapping[str, Any], ours: tuple[_Spent, _Spent], thei
         group = idle.get((m["maxConcurrentGenerations"], m["maxDailyGenerations"]), [])
         if not m["dailyGenerations"] and len(group) > 3:
             continue
-        rows.append([m["model"], limit(m["maxConcurrentGenerations"]), limit(m["maxDailyGenerations"]),
-                     readable(m["dailyGenerations"]), "" if m["remaining"] is None else readable(m["remaining"])])
+        rows.append(
+            [
+                m["model"],
+                limit(m["maxConcurrentGenerations"]),
+                limit(m["maxDailyGenerations"]),
+                readable(m["dailyGenerations"]),
+                "" if m["remaining"] is None else readable(m["remaining"]),
+            ]
+        )
     for (concurrency, daily), names in idle.items():
         if len(names) > 3:
-            rows.append([f"({len(names)} other models)", limit(concurrency), limit(daily), "0",
-                         "" if daily is None else readable(daily)])
+            rows.append(
+                [
+                    f"({len(names)} other models)",
+                    limit(concurrency),
+                    limit(daily),
+                    "0",
+                    "" if daily is None else readable(daily),
+                ]
+            )
     write_table(rows, out)
 
     def cell(spent: _Spent | None, model: str | None) -> str:
@@ -199,8 +234,15 @@ def _credits_report(report: Mapping[str, Any], ours: tuple[_Spent, _Spent], thei
     names = sorted(set(ours[1].by_model) | (set(theirs[1].by_model) if theirs else set()))
     rows = [["MODEL", "TODAY", "TODAY (RUNWAY)", "MONTH", "MONTH (RUNWAY)"]]
     for model in [None, *names]:
-        rows.append([model or "total", cell(ours[0], model), cell(theirs[0] if theirs else None, model),
-                     cell(ours[1], model), cell(theirs[1] if theirs else None, model)])
+        rows.append(
+            [
+                model or "total",
+                cell(ours[0], model),
+                cell(theirs[0] if theirs else None, model),
+                cell(ours[1], model),
+                cell(theirs[1] if theirs else None, model),
+            ]
+        )
     write_table(rows, out)
     if usage_error:
         out.write(f"Runway's usage report is unavailable: {usage_error}\n")
@@ -208,6 +250,8 @@ def _credits_report(report: Mapping[str, Any], ours: tuple[_Spent, _Spent], thei
     if inboxes:
         out.write("\n")
         rows = [["INBOX", "TODAY", "MONTH"]]
-        rows += [[name, readable(round(ours[0].by_inbox.get(name, 0.0), 2)),
-                  readable(round(ours[1].by_inbox[name], 2))] for name in inboxes]
+        rows += [
+            [name, readable(round(ours[0].by_inbox.get(name, 0.0), 2)), readable(round(ours[1].by_inbox[name], 2))]
+            for name in inboxes
+        ]
         write_table(rows, out)

@@ -56,9 +56,12 @@ def _s3_client(config: Config) -> Any:
     assert config.s3 is not None
     style = config.s3.addressing_style
     return boto3.client(
-        "s3", region_name=config.s3.region, endpoint_url=config.s3.endpoint_url,
-        config=BotoConfig(signature_version="s3v4", s3={"addressing_style": style},
-                          retries={"max_attempts": 5, "mode": "standard"}),
+        "s3",
+        region_name=config.s3.region,
+        endpoint_url=config.s3.endpoint_url,
+        config=BotoConfig(
+            signature_version="s3v4", s3={"addressing_style": style}, retries={"max_attempts": 5, "mode": "standard"}
+        ),
     )
 
 
@@ -76,8 +79,9 @@ class Daemon:
             timeout = httpx.Timeout(config.runway.timeout, connect=10.0)
             limits = httpx.Limits(max_connections=100, max_keepalive_connections=40)
             self.http = httpx.Client(timeout=timeout, limits=limits, follow_redirects=False)
-            self.api = RunwayClient(self.http, base_url=config.runway.base_url, api_key=api_key,
-                                    version=config.runway.api_version)
+            self.api = RunwayClient(
+                self.http, base_url=config.runway.base_url, api_key=api_key, version=config.runway.api_version
+            )
             transports: dict[str, Any] = {"runway": RunwayTransport(self.api, self.http), "data": DataTransport()}
             if config.s3 is not None:
                 transports["s3"] = S3Transport(config.s3, s3_client or _s3_client(config))
@@ -101,9 +105,14 @@ class Daemon:
         return list(self._watching.values())
 
     def _watcher(self, inbox: InboxConfig, config: Config) -> InboxWatcher:
-        return InboxWatcher(inbox, deliver=self.engine.deliver, catalog=self.catalog,
-                            unknown_models=config.runway.unknown_models, rescan=config.scheduler.rescan,
-                            log=self.log)
+        return InboxWatcher(
+            inbox,
+            deliver=self.engine.deliver,
+            catalog=self.catalog,
+            unknown_models=config.runway.unknown_models,
+            rescan=config.scheduler.rescan,
+            log=self.log,
+        )
 
     def start(self) -> None:
         for inbox in self.config.inboxes:
@@ -113,8 +122,7 @@ class Daemon:
         for watcher in self._watching.values():
             watcher.start()
         self._first_looks(_FIRST_LOOK)
-        self.log.info("daemon.started", inboxes=len(self._watching),
-                      modes=[w.mode for w in self._watching.values()])
+        self.log.info("daemon.started", inboxes=len(self._watching), modes=[w.mode for w in self._watching.values()])
         self._publish_status(force=True)
         notify.ready()
 
@@ -130,8 +138,9 @@ class Daemon:
                 if time.monotonic() >= deadline:
                     return
 
-    def run(self, stop: threading.Event, once: bool = False, on_tick: Any = None,
-            reload: threading.Event | None = None) -> int:
+    def run(
+        self, stop: threading.Event, once: bool = False, on_tick: Any = None, reload: threading.Event | None = None
+    ) -> int:
         """The loop. Returns the exit code (``--once``: 1 if any request of this run did not succeed).
 
         ``reload`` is set by the SIGHUP handler; the reload itself happens here, between two engine steps,
@@ -192,8 +201,12 @@ class Daemon:
         if not force and now - self._status_at < _STATUS_EVERY:
             return
         watchers = self._watching.values()
-        text = status_line(self.engine.jobs.values(), waiting_files=sum(w.pending() for w in watchers),
-                           watched=sum(not w.paused for w in watchers), paused=sum(w.paused for w in watchers))
+        text = status_line(
+            self.engine.jobs.values(),
+            waiting_files=sum(w.pending() for w in watchers),
+            watched=sum(not w.paused for w in watchers),
+            paused=sum(w.paused for w in watchers),
+        )
         if self._reload_failed:
             text += "; the last reload failed, see the log"
         self._status_at = now  # counted every _STATUS_EVERY, sent only when it changed
@@ -219,26 +232,38 @@ class Daemon:
     def _reload(self) -> bool:
         path = self.config.path
         if path is None:
-            self.log.error("daemon.reload_failed", error="the configuration was not read from a file",
-                           kept="the previous configuration")
+            self.log.error(
+                "daemon.reload_failed",
+                error="the configuration was not read from a file",
+                kept="the previous configuration",
+            )
             return False
         self.log.info("daemon.reloading", config=str(path))
         try:
             new = load_config(path)
         except ConfigError as exc:
-            self.log.error("daemon.reload_failed", config=str(path), problems=[str(p) for p in exc.problems],
-                           kept="the previous configuration")
+            self.log.error(
+                "daemon.reload_failed",
+                config=str(path),
+                problems=[str(p) for p in exc.problems],
+                kept="the previous configuration",
+            )
             return False
         new, ignored = keep_restart_settings(self.config, new)
         if ignored:
-            self.log.warning("daemon.reload_needs_restart", settings=ignored,
-                             hint="these keep their running values until runwatch is restarted")
+            self.log.warning(
+                "daemon.reload_needs_restart",
+                settings=ignored,
+                hint="these keep their running values until runwatch is restarted",
+            )
         running = self.config
         old = {inbox.name: inbox for inbox in running.inboxes}
         wanted = {inbox.name: inbox for inbox in new.inboxes}
         # Watchers take these at construction: a change restarts every watcher (a restart is a rescan).
-        params_changed = ((new.runway.unknown_models, new.scheduler.rescan)
-                          != (running.runway.unknown_models, running.scheduler.rescan))
+        params_changed = (new.runway.unknown_models, new.scheduler.rescan) != (
+            running.runway.unknown_models,
+            running.scheduler.rescan,
+        )
         removed = sorted(old.keys() - wanted.keys())
         added = sorted(wanted.keys() - old.keys())
         changed = sorted(n for n in wanted.keys() & old.keys() if wanted[n] != old[n] or params_changed)
@@ -253,8 +278,12 @@ class Daemon:
             if name in changed:
                 self._watching.pop(name).stop()
             if self._watch(wanted[name], new, adopt=name in added):
-                self.log.info("inbox.added" if name in added else "inbox.changed", inbox=name,
-                              path=str(wanted[name].path), mode=self._watching[name].mode)
+                self.log.info(
+                    "inbox.added" if name in added else "inbox.changed",
+                    inbox=name,
+                    path=str(wanted[name].path),
+                    mode=self._watching[name].mode,
+                )
                 continue
             failed.append(name)
             del applied[name]  # not applied, so the next reload tries it again
@@ -264,8 +293,14 @@ class Daemon:
         self.config = dataclasses.replace(new, inboxes=tuple(applied[i.name] for i in new.inboxes if i.name in applied))
         self.engine.config = self.config
         os.umask(self.config.umask)
-        self.log.info("daemon.reloaded", config=str(path), added=[n for n in added if n not in failed],
-                      removed=removed, changed=[n for n in changed if n not in failed], failed=failed)
+        self.log.info(
+            "daemon.reloaded",
+            config=str(path),
+            added=[n for n in added if n not in failed],
+            removed=removed,
+            changed=[n for n in changed if n not in failed],
+            failed=failed,
+        )
         return not failed
 
     def _watch(self, inbox: InboxConfig, config: Config, *, adopt: bool) -> bool:
@@ -297,8 +332,17 @@ class Daemon:
             files = sorted(p for p in job_dir.iterdir() if p.suffix in (".json", ".toml") and p.is_file())
             if files:
                 self.log.info("job.recovered_claim", job_dir=str(job_dir))
-                self.engine.deliver(Claimed(job_dir.name, inbox.name, job_dir, files[0], files[0].stem,
-                                            "json" if files[0].suffix == ".json" else "toml", False))
+                self.engine.deliver(
+                    Claimed(
+                        job_dir.name,
+                        inbox.name,
+                        job_dir,
+                        files[0],
+                        files[0].stem,
+                        "json" if files[0].suffix == ".json" else "toml",
+                        False,
+                    )
+                )
 
     def _retire(self) -> None:
         """Forget a removed inbox once none of its jobs is left and nothing it delivered is still queued."""

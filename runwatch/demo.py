@@ -66,35 +66,90 @@ class DemoRequest:
 
 
 REQUESTS: Final[tuple[DemoRequest, ...]] = (
-    DemoRequest("waves", {"endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": "still.jpg",
-                          "promptText": "waves rolling in at dusk", "ratio": "1280:720", "duration": 5},
-                media=("still.jpg",)),
-    DemoRequest("poster", {"endpoint": "text_to_image", "model": "gen4_image", "ratio": "1920:1080",
-                           "promptText": "@hero on a film poster, neon city at night",
-                           "referenceImages": [{"uri": "portrait.jpg", "tag": "hero"}]},
-                media=("portrait.jpg",)),
-    DemoRequest("sketches", {"endpoint": "text_to_image", "model": "muse_image", "ratio": "2016:1152",
-                             "promptText": "pencil sketches of a lighthouse", "outputCount": 2},
-                note="two images"),
-    DemoRequest("greeting", {"endpoint": "text_to_speech", "model": "eleven_multilingual_v2",
-                             "promptText": "Hello from runwatch.", "voice": {"type": "runway-preset",
-                                                                            "presetId": "Maya"}},
-                note="voice Maya"),
-    DemoRequest("new_voice", {"endpoint": "speech_to_speech", "model": "eleven_multilingual_sts_v2",
-                              "media": {"type": "audio", "uri": "speech.mp3"},
-                              "voice": {"type": "runway-preset", "presetId": "Bernard"}},
-                media=("speech.mp3",), note="voice Bernard"),
-    DemoRequest("sharper", {"endpoint": "video_upscale", "model": "magnific_video_upscaler_creative",
-                            "videoUri": "clip.mp4", "resolution": "1k"},
-                media=("clip.mp4",)),
-    DemoRequest("rain", {"endpoint": "sound_effect", "model": "eleven_text_to_sound_v2",
-                         "promptText": "rain on a tin roof", "duration": 4},
-                fmt="toml", note="a TOML request"),
+    DemoRequest(
+        "waves",
+        {
+            "endpoint": "image_to_video",
+            "model": "gen4_turbo",
+            "promptImage": "still.jpg",
+            "promptText": "waves rolling in at dusk",
+            "ratio": "1280:720",
+            "duration": 5,
+        },
+        media=("still.jpg",),
+    ),
+    DemoRequest(
+        "poster",
+        {
+            "endpoint": "text_to_image",
+            "model": "gen4_image",
+            "ratio": "1920:1080",
+            "promptText": "@hero on a film poster, neon city at night",
+            "referenceImages": [{"uri": "portrait.jpg", "tag": "hero"}],
+        },
+        media=("portrait.jpg",),
+    ),
+    DemoRequest(
+        "sketches",
+        {
+            "endpoint": "text_to_image",
+            "model": "muse_image",
+            "ratio": "2016:1152",
+            "promptText": "pencil sketches of a lighthouse",
+            "outputCount": 2,
+        },
+        note="two images",
+    ),
+    DemoRequest(
+        "greeting",
+        {
+            "endpoint": "text_to_speech",
+            "model": "eleven_multilingual_v2",
+            "promptText": "Hello from runwatch.",
+            "voice": {"type": "runway-preset", "presetId": "Maya"},
+        },
+        note="voice Maya",
+    ),
+    DemoRequest(
+        "new_voice",
+        {
+            "endpoint": "speech_to_speech",
+            "model": "eleven_multilingual_sts_v2",
+            "media": {"type": "audio", "uri": "speech.mp3"},
+            "voice": {"type": "runway-preset", "presetId": "Bernard"},
+        },
+        media=("speech.mp3",),
+        note="voice Bernard",
+    ),
+    DemoRequest(
+        "sharper",
+        {
+            "endpoint": "video_upscale",
+            "model": "magnific_video_upscaler_creative",
+            "videoUri": "clip.mp4",
+            "resolution": "1k",
+        },
+        media=("clip.mp4",),
+    ),
+    DemoRequest(
+        "rain",
+        {
+            "endpoint": "sound_effect",
+            "model": "eleven_text_to_sound_v2",
+            "promptText": "rain on a tin roof",
+            "duration": 4,
+        },
+        fmt="toml",
+        note="a TOML request",
+    ),
     # Deliberately wrong: veo3.1 offers neither this ratio nor this duration, so the request is refused
     # locally with both problems listed, before anything is uploaded or paid for.
-    DemoRequest("bad_ratio", {"endpoint": "text_to_video", "model": "veo3.1", "promptText": "a forest",
-                              "ratio": "1024:1024", "duration": 7},
-                expect="rejected", note="deliberately invalid"),
+    DemoRequest(
+        "bad_ratio",
+        {"endpoint": "text_to_video", "model": "veo3.1", "promptText": "a forest", "ratio": "1024:1024", "duration": 7},
+        expect="rejected",
+        note="deliberately invalid",
+    ),
 )
 
 
@@ -311,16 +366,19 @@ class _Demo:
             spent = sum(t.cost or 0 for t in tasks)
             valid = sum(r.expect != "rejected" for r in REQUESTS)
             twice = " (one was sent twice!)" if self.sim.duplicate_creates() else ""
-            self.say(f"The simulator created {len(tasks)} tasks for the {valid} valid requests{twice}, none for "
-                     f"the invalid one, and charged {spent} simulated credits.")
+            self.say(
+                f"The simulator created {len(tasks)} tasks for the {valid} valid requests{twice}, none for "
+                f"the invalid one, and charged {spent} simulated credits."
+            )
         return all_ok
 
     def where(self, clean: bool) -> None:
         self.say()
         if clean:
-            self.say(f"Removed the demo folder {self.root} (--clean); `runwatch demo --dir DIR` keeps one where "
-                     "you choose.")
-            self.say("Next: README.md, \"Running the daemon against the simulator\", walks through the same by hand.")
+            self.say(
+                f"Removed the demo folder {self.root} (--clean); `runwatch demo --dir DIR` keeps one where you choose."
+            )
+            self.say('Next: README.md, "Running the daemon against the simulator", walks through the same by hand.')
             return
         places = {
             "config": self.config_path,
@@ -403,8 +461,13 @@ def _prepare(directory: Path | None) -> Path:
     return root
 
 
-def run_demo(*, directory: Path | None = None, time_scale: float = DEFAULT_TIME_SCALE, out: TextIO | None = None,
-             clean: bool = False) -> int:
+def run_demo(
+    *,
+    directory: Path | None = None,
+    time_scale: float = DEFAULT_TIME_SCALE,
+    out: TextIO | None = None,
+    clean: bool = False,
+) -> int:
     """Run the demo; 0 when every request ended as expected, 1 otherwise, 130 when interrupted.
 
     ``directory`` (created, must be empty) holds the tree; by default a new temporary folder. Either is kept
@@ -438,8 +501,9 @@ def _run(demo: _Demo) -> int:
             demo.say(f"  simulator   {url}  (tasks {1 / demo.time_scale:g}x faster than Runway)")
             demo.say(f"  config      {demo.config_path}")
             demo.say()
-            demo.say(f"Dropping {len(REQUESTS)} requests into inbox/ (media first, then NAME.json.tmp renamed "
-                     "to NAME.json):")
+            demo.say(
+                f"Dropping {len(REQUESTS)} requests into inbox/ (media first, then NAME.json.tmp renamed to NAME.json):"
+            )
             for req in REQUESTS:
                 model = f"{req.body['endpoint']} / {req.body['model']}"
                 extra = ", ".join((*req.media, req.note) if req.note else req.media)

@@ -31,9 +31,23 @@ from runwatch.errors import ConfigError, RunwatchError
 if TYPE_CHECKING:
     from runwatch.config import Config, InboxConfig
 
-__all__ = ["CheckResult", "check_api", "check_api_key", "check_clock", "check_config", "check_events",
-           "check_filesystem_type", "check_folders", "check_inotify_limits", "check_s3", "check_same_filesystem",
-           "check_state", "doctor_command", "iter_checks", "run_checks"]
+__all__ = [
+    "CheckResult",
+    "check_api",
+    "check_api_key",
+    "check_clock",
+    "check_config",
+    "check_events",
+    "check_filesystem_type",
+    "check_folders",
+    "check_inotify_limits",
+    "check_s3",
+    "check_same_filesystem",
+    "check_state",
+    "doctor_command",
+    "iter_checks",
+    "run_checks",
+]
 
 Status = Literal["PASS", "WARN", "FAIL"]
 PROC_INOTIFY = Path("/proc/sys/fs/inotify")
@@ -99,25 +113,44 @@ def _folder(name: str, path: Path, *, missing: Status, missing_hint: str) -> Che
         parent = _existing_ancestor(path)
         if missing == "FAIL" or not os.access(parent, os.W_OK | os.X_OK):
             return _fail(name, f"{path}: missing", missing_hint)
-        return CheckResult(missing, name, f"{path}: missing; runwatch creates it when needed",
-                           missing_hint if missing != "PASS" else "")
+        return CheckResult(
+            missing,
+            name,
+            f"{path}: missing; runwatch creates it when needed",
+            missing_hint if missing != "PASS" else "",
+        )
     if not path.is_dir():
         return _fail(name, f"{path}: not a folder", "point the config at a folder")
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
-        return _fail(name, f"{path}: no read and write permission for uid {os.geteuid()}",
-                     "give the service user read/write access (chown/chmod or an ACL)")
+        return _fail(
+            name,
+            f"{path}: no read and write permission for uid {os.geteuid()}",
+            "give the service user read/write access (chown/chmod or an ACL)",
+        )
     return _ok(name, f"{path}: readable and writable")
 
 
 def check_folders(inbox: InboxConfig) -> list[CheckResult]:
     """The inbox, outbox and work area exist (or can be made) with read and write permission."""
     return [
-        _folder(f"{inbox.name}/inbox", inbox.path, missing="FAIL",
-                missing_hint="create it, or mount the share it lives on (the daemon pauses a missing inbox)"),
-        _folder(f"{inbox.name}/outbox", inbox.outbox, missing="WARN",
-                missing_hint="create it; if it lives on a share, mount it first, or outputs land on the local disk"),
-        _folder(f"{inbox.name}/work", inbox.work, missing="PASS",
-                missing_hint="its parent folder must be writable by the service user"),
+        _folder(
+            f"{inbox.name}/inbox",
+            inbox.path,
+            missing="FAIL",
+            missing_hint="create it, or mount the share it lives on (the daemon pauses a missing inbox)",
+        ),
+        _folder(
+            f"{inbox.name}/outbox",
+            inbox.outbox,
+            missing="WARN",
+            missing_hint="create it; if it lives on a share, mount it first, or outputs land on the local disk",
+        ),
+        _folder(
+            f"{inbox.name}/work",
+            inbox.work,
+            missing="PASS",
+            missing_hint="its parent folder must be writable by the service user",
+        ),
     ]
 
 
@@ -132,8 +165,11 @@ def check_same_filesystem(inbox: InboxConfig) -> CheckResult:
     except OSError as exc:
         return _fail(name, f"cannot stat {inbox.path}: {exc.strerror}", "check the inbox folder")
     if not same:
-        return _fail(name, f"the work area {inbox.work} is on another filesystem than {inbox.path}",
-                     "put work on the inbox's filesystem (default: INBOX/.runwatch); claims must be renames")
+        return _fail(
+            name,
+            f"the work area {inbox.work} is on another filesystem than {inbox.path}",
+            "put work on the inbox's filesystem (default: INBOX/.runwatch); claims must be renames",
+        )
     return _ok(name, f"the work area {inbox.work} is on the inbox's filesystem")
 
 
@@ -151,14 +187,18 @@ def check_filesystem_type(inbox: InboxConfig, mounts: Path | None = None) -> Che
     name = f"{inbox.name}/fs-type"
     kind, network = _network(inbox, mounts)
     if kind is None:
-        return _warn(name, f"{inbox.path}: the filesystem type cannot be told",
-                     "set polling = true if this is a network share")
+        return _warn(
+            name, f"{inbox.path}: the filesystem type cannot be told", "set polling = true if this is a network share"
+        )
     if not network:
         return _ok(name, f"{kind} (local)")
     if inbox.polling:
         return _ok(name, f"{kind} (network share), polling = true")
-    return _warn(name, f"{kind} is a network filesystem: inotify does not see files written by other machines",
-                 f"use polling = true for inbox {inbox.name!r} (and a settle time that fits the share)")
+    return _warn(
+        name,
+        f"{kind} is a network filesystem: inotify does not see files written by other machines",
+        f"use polling = true for inbox {inbox.name!r} (and a settle time that fits the share)",
+    )
 
 
 def check_events(inbox: InboxConfig, timeout: float = 2.0, mounts: Path | None = None) -> CheckResult:
@@ -183,8 +223,11 @@ def check_events(inbox: InboxConfig, timeout: float = 2.0, mounts: Path | None =
         observer.schedule(Handler(), str(inbox.path), recursive=False)
         observer.start()
     except OSError as exc:
-        return _warn(name, f"inotify cannot watch {inbox.path}: {exc}",
-                     "raise fs.inotify.max_user_instances/max_user_watches, or set polling = true")
+        return _warn(
+            name,
+            f"inotify cannot watch {inbox.path}: {exc}",
+            "raise fs.inotify.max_user_instances/max_user_watches, or set polling = true",
+        )
     try:
         started = time.monotonic()
         try:
@@ -192,12 +235,18 @@ def check_events(inbox: InboxConfig, timeout: float = 2.0, mounts: Path | None =
             os.write(fd, b"runwatch doctor canary\n")
             os.close(fd)
         except OSError as exc:
-            return _fail(name, f"cannot write a test file in {inbox.path}: {exc.strerror}",
-                         "give the service user write access to the inbox")
+            return _fail(
+                name,
+                f"cannot write a test file in {inbox.path}: {exc.strerror}",
+                "give the service user write access to the inbox",
+            )
         if arrived.wait(timeout):
             return _ok(name, f"inotify events arrive ({(time.monotonic() - started) * 1000:.0f} ms)")
-        return _warn(name, f"no inotify event for a file written into {inbox.path} within {timeout:g} s",
-                     f"set polling = true for inbox {inbox.name!r}: events do not arrive here")
+        return _warn(
+            name,
+            f"no inotify event for a file written into {inbox.path} within {timeout:g} s",
+            f"set polling = true for inbox {inbox.name!r}: events do not arrive here",
+        )
     finally:
         observer.stop()
         observer.join(2.0)
@@ -225,20 +274,28 @@ def check_inotify_limits(config: Config, proc: Path = PROC_INOTIFY, mounts: Path
         watches = int((proc / "max_user_watches").read_text().strip())
         instances = int((proc / "max_user_instances").read_text().strip())
     except (OSError, ValueError) as exc:
-        return _warn(name, f"cannot read the inotify limits in {proc}: {exc}",
-                     "on a system without inotify set polling = true for every inbox")
+        return _warn(
+            name,
+            f"cannot read the inotify limits in {proc}: {exc}",
+            "on a system without inotify set polling = true for every inbox",
+        )
     need_instances = len(watched)
     need_watches = sum(_watches_needed(i.path) for i in watched)
-    detail = (f"max_user_instances {instances:,} for {need_instances} inbox(es); max_user_watches {watches:,} "
-              f"for {need_watches:,} folder(s)")
+    detail = (
+        f"max_user_instances {instances:,} for {need_instances} inbox(es); max_user_watches {watches:,} "
+        f"for {need_watches:,} folder(s)"
+    )
     low = []
     if instances < need_instances + _SPARE_INSTANCES:
         low.append(f"sysctl fs.inotify.max_user_instances={max(128, 2 * (need_instances + _SPARE_INSTANCES))}")
     if watches < need_watches + _SPARE_WATCHES:
         low.append(f"sysctl fs.inotify.max_user_watches={max(65536, 4 * (need_watches + _SPARE_WATCHES))}")
     if low:
-        return _warn(name, detail + ": low", " and ".join(low) + " (persist in /etc/sysctl.d/); "
-                     "runwatch falls back to polling when they run out")
+        return _warn(
+            name,
+            detail + ": low",
+            " and ".join(low) + " (persist in /etc/sysctl.d/); runwatch falls back to polling when they run out",
+        )
     return _ok(name, detail)
 
 
@@ -271,12 +328,18 @@ def check_state(config: Config) -> CheckResult:
     if not folder.exists():
         parent = _existing_ancestor(folder)
         if not os.access(parent, os.W_OK | os.X_OK):
-            return _fail(name, f"{folder}: missing, and {parent} is not writable",
-                         "create it for the service user (systemd: StateDirectory=runwatch)")
+            return _fail(
+                name,
+                f"{folder}: missing, and {parent} is not writable",
+                "create it for the service user (systemd: StateDirectory=runwatch)",
+            )
         return _ok(name, f"{folder}: not there yet; made at the first start")
     if not folder.is_dir() or not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
-        return _fail(name, f"{folder}: not a writable folder for uid {os.geteuid()}",
-                     "give the service user read/write access to the state directory")
+        return _fail(
+            name,
+            f"{folder}: not a writable folder for uid {os.geteuid()}",
+            "give the service user read/write access to the state directory",
+        )
     path = folder / "journal.sqlite3"
     holder = _daemon_holder(folder)
     running = f"; a daemon is running ({holder})" if holder else "; no daemon running"
@@ -319,12 +382,17 @@ def check_api_key(config: Config, env: Mapping[str, str] = os.environ) -> tuple[
         key = load_api_key(config, env)
     except ConfigError as exc:
         problems = "; ".join(str(p) for p in exc.problems)
-        return _fail("api-key", problems, "export RUNWAYML_API_SECRET, or LoadCredential=runway_api_key:FILE "
-                                          "under systemd, or set runway.api_key_file"), None
+        return _fail(
+            "api-key",
+            problems,
+            "export RUNWAYML_API_SECRET, or LoadCredential=runway_api_key:FILE "
+            "under systemd, or set runway.api_key_file",
+        ), None
     detail = f"from {_key_source(config, key, env)}, {len(key)} characters"
     if not _KEY_SHAPE.fullmatch(key):
-        return _warn("api-key", detail + ", not the usual key_ + 128 hex digits",
-                     "check for a truncated or wrong paste"), key
+        return _warn(
+            "api-key", detail + ", not the usual key_ + 128 hex digits", "check for a truncated or wrong paste"
+        ), key
     return _ok("api-key", detail), key
 
 
@@ -358,8 +426,11 @@ def check_api(config: Config, key: str, timeout: float = 10.0) -> ApiProbe:
             org = api.organization()
         except ApiStatusError as exc:
             if exc.status == 401:
-                result = _fail(name, f"{base}: key refused (HTTP 401)",
-                               "use a key of this API (Runway's developer portal); keys have no spaces inside")
+                result = _fail(
+                    name,
+                    f"{base}: key refused (HTTP 401)",
+                    "use a key of this API (Runway's developer portal); keys have no spaces inside",
+                )
             else:
                 result = _fail(name, f"{base}: {exc}", "check runway.base_url and runway.api_version")
         except ApiConnectionError as exc:
@@ -390,8 +461,9 @@ def check_clock(server: datetime | None, local: datetime | None = None) -> Check
     where = "ahead of" if skew > 0 else "behind"
     detail = f"{abs(skew):.0f} s {where} Runway's clock"
     if abs(skew) > CLOCK_FAIL:
-        return _fail(name, detail, "sync the clock (timedatectl set-ntp true): presigned URLs and "
-                                   "signed requests break")
+        return _fail(
+            name, detail, "sync the clock (timedatectl set-ntp true): presigned URLs and signed requests break"
+        )
     if abs(skew) > CLOCK_WARN:
         return _warn(name, detail, "sync the clock with NTP (timedatectl set-ntp true)")
     return _ok(name, f"within {max(1.0, abs(skew)):.0f} s of Runway's clock")
@@ -424,16 +496,26 @@ def check_s3(config: Config, client: Any = None) -> CheckResult:
         return _fail(name, str(exc), "check [s3] bucket/region/endpoint_url and the AWS_* credentials")
     private = _private_host(s3.endpoint_url) if s3.endpoint_url else None
     if private and not _private_host(config.runway.base_url):
-        return _warn(name, f"{where}: put, presigned GET and delete work, but {private} is not reachable from "
-                           "the internet", "Runway fetches media itself: use a public endpoint_url")
+        return _warn(
+            name,
+            f"{where}: put, presigned GET and delete work, but {private} is not reachable from the internet",
+            "Runway fetches media itself: use a public endpoint_url",
+        )
     return _ok(name, f"{where}: put, presigned GET and delete work")
 
 
 # -- all together ---------------------------------------------------------------------------------------
 
 
-def iter_checks(config_file: str | None = None, env: Mapping[str, str] = os.environ, *, mounts: Path | None = None,
-                proc: Path = PROC_INOTIFY, s3_client: Any = None, event_timeout: float = 2.0) -> Iterator[CheckResult]:
+def iter_checks(
+    config_file: str | None = None,
+    env: Mapping[str, str] = os.environ,
+    *,
+    mounts: Path | None = None,
+    proc: Path = PROC_INOTIFY,
+    s3_client: Any = None,
+    event_timeout: float = 2.0,
+) -> Iterator[CheckResult]:
     """Every check as it completes, in the order a person fixes things; checks that need what failed are
     left out."""
     first, config = check_config(config_file, env)
@@ -457,14 +539,21 @@ def iter_checks(config_file: str | None = None, env: Mapping[str, str] = os.envi
     yield check_s3(config, s3_client)
 
 
-def run_checks(config_file: str | None = None, env: Mapping[str, str] = os.environ, **options: Any
-               ) -> list[CheckResult]:
+def run_checks(
+    config_file: str | None = None, env: Mapping[str, str] = os.environ, **options: Any
+) -> list[CheckResult]:
     """Every check (see :func:`iter_checks`)."""
     return list(iter_checks(config_file, env, **options))
 
 
-def doctor_command(config_file: str | None = None, *, as_json: bool = False, out: TextIO | None = None,
-                   env: Mapping[str, str] = os.environ, **options: Any) -> int:
+def doctor_command(
+    config_file: str | None = None,
+    *,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    env: Mapping[str, str] = os.environ,
+    **options: Any,
+) -> int:
     """``runwatch doctor``: 0 when nothing FAILs, 1 otherwise. Lines appear as checks complete."""
     out = out or sys.stdout
     results: list[CheckResult] = []
@@ -480,6 +569,8 @@ def doctor_command(config_file: str | None = None, *, as_json: bool = False, out
     warned = sum(r.status == "WARN" for r in results)
     out.write(f"{len(results)} checks: {len(results) - failed - warned} PASS, {warned} WARN, {failed} FAIL\n")
     if os.geteuid() == 0:
-        out.write("note: run as root, which passes every permission check; run it as the service user to "
-                  "see what the daemon can do\n")
+        out.write(
+            "note: run as root, which passes every permission check; run it as the service user to "
+            "see what the daemon can do\n"
+        )
     return 1 if failed else 0

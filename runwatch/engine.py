@@ -89,9 +89,17 @@ class Engine:
     """Owns the jobs. Feed it inbox items with :meth:`deliver`; call :meth:`step` in a loop."""
 
     def __init__(
-        self, config: Config, journal: Journal, api: RunwayClient, transports: Mapping[str, Any],
-        http: httpx.Client, catalog: Catalog, *, clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] | None = None, log: Any = None,
+        self,
+        config: Config,
+        journal: Journal,
+        api: RunwayClient,
+        transports: Mapping[str, Any],
+        http: httpx.Client,
+        catalog: Catalog,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] | None = None,
+        log: Any = None,
     ) -> None:
         self.config = config
         self.journal = journal
@@ -103,8 +111,9 @@ class Engine:
         self.inboxes: dict[str, InboxConfig] = {i.name: i for i in config.inboxes}
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         sched = config.scheduler
-        self.pool = ThreadPoolExecutor(max_workers=sched.max_uploads + sched.max_downloads + 8,
-                                       thread_name_prefix="runwatch-io")
+        self.pool = ThreadPoolExecutor(
+            max_workers=sched.max_uploads + sched.max_downloads + 8, thread_name_prefix="runwatch-io"
+        )
         self.jobs: dict[str, Job] = {}
         self._names: dict[tuple[str, str], str] = {}  # (inbox, name) of every followed job -> its id
         # Jobs sent or on their way (a create in flight counts: its task may exist) until their task ends,
@@ -126,8 +135,18 @@ class Engine:
         self.stopping = threading.Event()
         self.downloads_stop = threading.Event()
         # Spending, holds and the organization's figures; it computes, the engine writes.
-        self.money = MoneyGuard(journal, api, self.pool, self.events, self.stopping, self.jobs, self.rt,
-                                clock=clock, wall=wall or _utcnow, log=self.log)
+        self.money = MoneyGuard(
+            journal,
+            api,
+            self.pool,
+            self.events,
+            self.stopping,
+            self.jobs,
+            self.rt,
+            clock=clock,
+            wall=wall or _utcnow,
+            log=self.log,
+        )
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -162,8 +181,17 @@ class Engine:
             if not files:
                 continue
             self.log.info("job.recovered_claim", job_dir=str(job_dir))
-            self._on_claimed(Claimed(job_dir.name, inbox.name, job_dir, files[0], files[0].stem,
-                                     "toml" if files[0].suffix == ".toml" else "json", bare))
+            self._on_claimed(
+                Claimed(
+                    job_dir.name,
+                    inbox.name,
+                    job_dir,
+                    files[0],
+                    files[0].stem,
+                    "toml" if files[0].suffix == ".toml" else "json",
+                    bare,
+                )
+            )
         self._reconcile_finished()
         foreign = 0
         for job in self.journal.active():
@@ -299,8 +327,11 @@ class Engine:
             job = self.jobs.get(job_id) if isinstance(job_id, str) else None
             if job is not None:
                 try:
-                    self._finish(job, "needs_attention" if job.unconfirmed_create else "failed",
-                                 error={"code": "internal_error", "message": f"runwatch failed: {exc!r}"})
+                    self._finish(
+                        job,
+                        "needs_attention" if job.unconfirmed_create else "failed",
+                        error={"code": "internal_error", "message": f"runwatch failed: {exc!r}"},
+                    )
                 except Exception:  # noqa: BLE001 - already reporting a failure
                     self._untrack(job)
 
@@ -326,8 +357,14 @@ class Engine:
         handler = getattr(self, f"_after_{kind}")
         handler(job, result)
         # A cancel that arrived while a call was in flight is carried out as soon as the job is free.
-        if (job.id in self.jobs and job.cancel_requested and job.task_id and job.state in AT_RUNWAY
-                and runtime is not None and runtime.busy is None):
+        if (
+            job.id in self.jobs
+            and job.cancel_requested
+            and job.task_id
+            and job.state in AT_RUNWAY
+            and runtime is not None
+            and runtime.busy is None
+        ):
             self._cancel_at_runway(job)
 
     def _run(self, job: Job, kind: str, fn: Callable[..., Any], *args: Any) -> None:
@@ -394,14 +431,30 @@ class Engine:
                 # The watcher loaded it from the job dir already; a claim found at start-up is read here.
                 req = claim.request or self._load(claim.request_file, claim.job_dir, inbox)
             except RequestError as exc:
-                self._on_refused(Refused(claim.job_id, claim.inbox, claim.job_dir, claim.request_file, claim.name,
-                                         claim.format, tuple(exc.problems)), move=True)
+                self._on_refused(
+                    Refused(
+                        claim.job_id,
+                        claim.inbox,
+                        claim.job_dir,
+                        claim.request_file,
+                        claim.name,
+                        claim.format,
+                        tuple(exc.problems),
+                    ),
+                    move=True,
+                )
                 continue
             job = Job(
-                id=claim.job_id, name=self._unique_name(inbox.name, req.options.name), inbox=inbox.name,
-                format=req.format, endpoint=req.endpoint, model=req.model,
-                priority=req.options.priority + inbox.priority, job_dir=str(claim.job_dir),
-                request_path=str(claim.request_file), body=req.body,
+                id=claim.job_id,
+                name=self._unique_name(inbox.name, req.options.name),
+                inbox=inbox.name,
+                format=req.format,
+                endpoint=req.endpoint,
+                model=req.model,
+                priority=req.options.priority + inbox.priority,
+                job_dir=str(claim.job_dir),
+                request_path=str(claim.request_file),
+                body=req.body,
             )
             self.rt[job.id] = _Runtime(request=req)
             guess = self._estimate(job, req, record=False)  # shown in the status file from the start
@@ -445,8 +498,9 @@ class Engine:
                 except OSError:
                     info = None
                 if info is not None:
-                    hints[format_path(media.field)] = MediaHint(duration=info.duration, width=info.width,
-                                                                height=info.height)
+                    hints[format_path(media.field)] = MediaHint(
+                        duration=info.duration, width=info.width, height=info.height
+                    )
             guess = estimate(job.endpoint, job.model, req.body, hints)
         runtime.estimate = guess
         credits = None if guess.credits is None else float(guess.credits)
@@ -460,9 +514,14 @@ class Engine:
         guess = self._estimate(job, req)
         inbox = self.inboxes[job.inbox]
         budget = self.config.budget
-        limits = Limits(max_credits=req.options.max_credits, approve_above=inbox.approve_above,
-                        inbox_daily=inbox.budget_daily, daily=budget.daily, monthly=budget.monthly,
-                        unknown_price=budget.unknown_price)
+        limits = Limits(
+            max_credits=req.options.max_credits,
+            approve_above=inbox.approve_above,
+            inbox_daily=inbox.budget_daily,
+            daily=budget.daily,
+            monthly=budget.monthly,
+            unknown_price=budget.unknown_price,
+        )
         return self.money.hold_reason(job, guess, limits)
 
     def _recheck_held(self) -> None:
@@ -497,24 +556,36 @@ class Engine:
 
     def _on_refused(self, ref: Refused, move: bool = False) -> None:
         # A file name that is not UTF-8 still gets a journal row and a status file, under a readable name.
-        ref = Refused(ref.job_id, ref.inbox, ref.job_dir, ref.request_file, printable(ref.name), ref.format,
-                      ref.problems)
+        ref = Refused(
+            ref.job_id, ref.inbox, ref.job_dir, ref.request_file, printable(ref.name), ref.format, ref.problems
+        )
         job_dir, request_file = ref.job_dir, ref.request_file
         if move:
             job_dir, request_file = self._move_record(ref.inbox, job_dir, request_file, "failed")
         issues = [{"path": p.path, "message": p.message} for p in ref.problems]
-        job = Job(id=ref.job_id, name=self._unique_name(ref.inbox, ref.name), inbox=ref.inbox, format=ref.format,
-                  state="rejected", job_dir=printable(str(job_dir)), request_path=printable(str(request_file)),
-                  error={"code": "invalid_request", "message": f"{len(issues)} problem(s) in the request file",
-                         "issues": issues},
-                  finished_at=now_iso())
+        job = Job(
+            id=ref.job_id,
+            name=self._unique_name(ref.inbox, ref.name),
+            inbox=ref.inbox,
+            format=ref.format,
+            state="rejected",
+            job_dir=printable(str(job_dir)),
+            request_path=printable(str(request_file)),
+            error={
+                "code": "invalid_request",
+                "message": f"{len(issues)} problem(s) in the request file",
+                "issues": issues,
+            },
+            finished_at=now_iso(),
+        )
         self.journal.add(job)
         self._write(job)
         self.log.warning("job.rejected", request=job.name, job=job.id, problems=len(issues))
 
     def _load(self, request_file: Path, root: Path, inbox: InboxConfig) -> Request:
-        return load_request(request_file, root=root, inbox=inbox, catalog=self.catalog,
-                            unknown_models=self.config.runway.unknown_models)
+        return load_request(
+            request_file, root=root, inbox=inbox, catalog=self.catalog, unknown_models=self.config.runway.unknown_models
+        )
 
     # -- submission -------------------------------------------------------------------------------
 
@@ -548,9 +619,16 @@ class Engine:
             elif not self.rt[job_id].busy:
                 waiting[job_id] = Candidate(j.id, j.inbox, j.model, j.priority, j.seq, j.not_before)
         while waiting:
-            cand = pick(waiting.values(), now=now, in_flight=len(self._flying),
-                        max_in_flight=self.config.scheduler.max_in_flight, per_inbox=self._fly_inbox,
-                        per_model=self._fly_model, model_cap=self._model_cap, paused_models=self._paused_models)
+            cand = pick(
+                waiting.values(),
+                now=now,
+                in_flight=len(self._flying),
+                max_in_flight=self.config.scheduler.max_in_flight,
+                per_inbox=self._fly_inbox,
+                per_model=self._fly_model,
+                model_cap=self._model_cap,
+                paused_models=self._paused_models,
+            )
             if cand is None:
                 return
             del waiting[cand.job_id]
@@ -559,17 +637,24 @@ class Engine:
     def _start(self, job: Job) -> None:
         inbox = self.inboxes.get(job.inbox)
         if inbox is None or job.job_dir is None or job.request_path is None:
-            self._finish(job, "failed",
-                         error={"code": "inbox_gone", "message": "the job's inbox is no longer configured"})
+            self._finish(
+                job, "failed", error={"code": "inbox_gone", "message": "the job's inbox is no longer configured"}
+            )
             return
         req = self.rt[job.id].request  # as read at the claim; read again after a restart
         if req is None:
             try:
                 req = self._load(Path(job.request_path), Path(job.job_dir), inbox)
             except RequestError as exc:
-                self._finish(job, "failed", error={"code": "invalid_request", "message": str(exc).splitlines()[0],
-                                                   "issues": [{"path": p.path, "message": p.message}
-                                                              for p in exc.problems]})
+                self._finish(
+                    job,
+                    "failed",
+                    error={
+                        "code": "invalid_request",
+                        "message": str(exc).splitlines()[0],
+                        "issues": [{"path": p.path, "message": p.message} for p in exc.problems],
+                    },
+                )
                 return
             self.rt[job.id].request = req
         # Checked here, before any upload, and not only at the claim: budgets and the balance change.
@@ -676,9 +761,16 @@ class Engine:
             until = time.time() + 1800
             if job.model:
                 self._paused_models[job.model] = until
-            self._set(job, "held", not_before=until, error={
-                "code": "429", "message": f"Runway's daily task limit for {job.model} is reached; "
-                "trying again in 30 minutes (other models go on)"})
+            self._set(
+                job,
+                "held",
+                not_before=until,
+                error={
+                    "code": "429",
+                    "message": f"Runway's daily task limit for {job.model} is reached; "
+                    "trying again in 30 minutes (other models go on)",
+                },
+            )
             self.money.refresh_org(force=True)
             log.warning("api.daily_limit", model=job.model)
             return
@@ -688,8 +780,12 @@ class Engine:
             issues = [{"path": _issue_path(i.get("path")), "message": str(i.get("message"))} for i in result.issues]
             state = "rejected" if result.status == 400 and issues else "failed"
             if result.status == 400 and "enough credits" in str(message):
-                self._set(job, "held", not_before=time.time() + 300, error={
-                    "code": "400", "message": f"{message} Trying again in 5 minutes."})
+                self._set(
+                    job,
+                    "held",
+                    not_before=time.time() + 300,
+                    error={"code": "400", "message": f"{message} Trying again in 5 minutes."},
+                )
                 self.money.refresh_org(force=True)
                 return
             self._finish(job, state, error={"code": str(result.status), "message": str(message), "issues": issues})
@@ -705,7 +801,7 @@ class Engine:
             self._cleanup_placed(job)
             self._finish(job, "failed", error={"code": code, "message": str(error)})
             return
-        delay = min(300.0, 2.0 ** attempts)
+        delay = min(300.0, 2.0**attempts)
         self._cleanup_placed(job)
         self._set(job, "accepted", not_before=time.time() + delay, attempts=attempts, placed=[])
         self.log.warning("job.retry_later", request=job.name, job=job.id, delay=delay, error=str(error))
@@ -759,8 +855,9 @@ class Engine:
         if isinstance(result, BaseException):
             runtime.poll_failures += 1
             delay = min(300.0, self._interval() * 2 ** min(runtime.poll_failures, 6))
-            self.log.warning("api.poll_failed", request=job.name, task_id=job.task_id, error=str(result),
-                             retry_in=delay)
+            self.log.warning(
+                "api.poll_failed", request=job.name, task_id=job.task_id, error=str(result), retry_in=delay
+            )
             self._schedule(job.id, delay)
             return
         runtime.poll_failures = 0
@@ -783,8 +880,10 @@ class Engine:
                 job.progress = moved
                 self._waiting[job.id] = job
                 self._write(job)
-            self._schedule(job.id, next_poll(status, runtime.samples, now=now, interval=self._interval(),
-                                             since=runtime.not_running_at))
+            self._schedule(
+                job.id,
+                next_poll(status, runtime.samples, now=now, interval=self._interval(), since=runtime.not_running_at),
+            )
         elif status == "SUCCEEDED":
             cost = result.get("cost", {})
             credits = cost.get("credits") if isinstance(cost, dict) else None
@@ -794,9 +893,15 @@ class Engine:
             self._run(job, "downloaded", self._download, job, urls)
         elif status == "FAILED":
             cost = result.get("cost", {})
-            self._finish(job, "failed", credits=cost.get("credits") if isinstance(cost, dict) else None,
-                         error={"code": str(result.get("failureCode") or "FAILED"),
-                                "message": str(result.get("failure") or "the task failed at Runway")})
+            self._finish(
+                job,
+                "failed",
+                credits=cost.get("credits") if isinstance(cost, dict) else None,
+                error={
+                    "code": str(result.get("failureCode") or "FAILED"),
+                    "message": str(result.get("failure") or "the task failed at Runway"),
+                },
+            )
         elif status == "CANCELLED":
             self._finish(job, "cancelled")
         else:
@@ -812,8 +917,9 @@ class Engine:
             task = self.api.get_task(task_id)
             return [u for u in task.get("output", []) if isinstance(u, str)]
 
-        return download_outputs(self.http, urls, inbox.outbox, job.name, done=done, refresh=refresh,
-                                stop=self.downloads_stop)
+        return download_outputs(
+            self.http, urls, inbox.outbox, job.name, done=done, refresh=refresh, stop=self.downloads_stop
+        )
 
     def _after_downloaded(self, job: Job, result: Any) -> None:
         if isinstance(result, DownloadError) and result.records:
@@ -828,7 +934,7 @@ class Engine:
             if runtime.poll_failures > 8:
                 self._finish(job, "failed", error={"code": "download_failed", "message": str(result)})
             else:
-                self._schedule(job.id, min(300.0, 2.0 ** runtime.poll_failures))
+                self._schedule(job.id, min(300.0, 2.0**runtime.poll_failures))
             return
         self._finish(job, "succeeded", outputs=_records(result))
 
@@ -891,19 +997,38 @@ class Engine:
         if job is None:
             return f"no request named {name}"
         if job.inbox not in self.inboxes:
-            return (f"{name} was sent by `runwatch submit` or from an inbox no longer configured ({job.inbox!r}); "
-                    "submit the file again to resend it on purpose")
+            return (
+                f"{name} was sent by `runwatch submit` or from an inbox no longer configured ({job.inbox!r}); "
+                "submit the file again to resend it on purpose"
+            )
         if job.state not in ("needs_attention", "failed", "cancelled"):
             return f"{name} is {job.state}; only needs_attention, failed or cancelled requests are retried"
-        history = [*job.history, {"task_id": job.task_id, "state": job.state, "error": job.error,
-                                  "finished_at": job.finished_at}]
+        history = [
+            *job.history,
+            {"task_id": job.task_id, "state": job.state, "error": job.error, "finished_at": job.finished_at},
+        ]
         job_dir, request_file = Path(job.job_dir or ""), Path(job.request_path or "")
         if job_dir.exists() and job_dir.parent.name in ("failed", "done"):
             job_dir, request_file = self._move_record(job.inbox, job_dir, request_file, "jobs")
-        self.journal.update(job, state="accepted", task_id=None, create_started_at=None, error=None,
-                            finished_at=None, progress=None, credits=None, estimated_credits=None, outputs=[],
-                            placed=[], history=history, cancel_requested=False, not_before=None, attempts=0,
-                            job_dir=str(job_dir), request_path=str(request_file))
+        self.journal.update(
+            job,
+            state="accepted",
+            task_id=None,
+            create_started_at=None,
+            error=None,
+            finished_at=None,
+            progress=None,
+            credits=None,
+            estimated_credits=None,
+            outputs=[],
+            placed=[],
+            history=history,
+            cancel_requested=False,
+            not_before=None,
+            attempts=0,
+            job_dir=str(job_dir),
+            request_path=str(request_file),
+        )
         self.rt.pop(job.id, None)  # estimated again from the request as it is now
         self._track(job)
         self._write(job)
@@ -928,8 +1053,9 @@ class Engine:
     def _finish(self, job: Job, state: str, **changes: Any) -> None:
         if job.job_dir and Path(job.job_dir).parent.name == "jobs":
             record = "done" if state in ("succeeded", "cancelled") else "failed"
-            job_dir, request_file = self._move_record(job.inbox, Path(job.job_dir), Path(job.request_path or ""),
-                                                      record)
+            job_dir, request_file = self._move_record(
+                job.inbox, Path(job.job_dir), Path(job.request_path or ""), record
+            )
             changes.update(job_dir=str(job_dir), request_path=str(request_file))
         if state != "needs_attention":
             self._cleanup_placed(job)
@@ -990,9 +1116,11 @@ def _utcnow() -> datetime:
 
 
 def _unconfirmed_error(detail: str = "") -> dict[str, Any]:
-    message = ("the create request may have reached Runway but no answer was recorded; it was not sent again "
-               "so no credit is spent twice. Check the task list at Runway, then `runwatch retry NAME` to "
-               "submit it on purpose.")
+    message = (
+        "the create request may have reached Runway but no answer was recorded; it was not sent again "
+        "so no credit is spent twice. Check the task list at Runway, then `runwatch retry NAME` to "
+        "submit it on purpose."
+    )
     if detail:
         message = f"{message} ({detail})"
     return {"code": "create_unconfirmed", "message": message}
@@ -1017,4 +1145,3 @@ def _placed_record(placed: Placed) -> dict[str, Any]:
 def _quietly(fn: Callable[..., Any], *args: Any) -> None:
     with contextlib.suppress(RunwatchError):
         fn(*args)
-

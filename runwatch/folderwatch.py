@@ -54,8 +54,13 @@ _POLL_INTERVAL = 1.0  # the polling observer's period: it brings looks forward, 
 _MAX_DIR_WATCHES = 1_000  # subfolders beyond this are judged by settle time alone
 _MAX_DEPTH = 32
 INOTIFY_EVENTS: list[type[FileSystemEvent]] = [
-    FileCreatedEvent, FileMovedEvent, FileClosedEvent, FileDeletedEvent,
-    DirCreatedEvent, DirMovedEvent, DirDeletedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
 ]
 
 
@@ -124,8 +129,9 @@ class FolderWatch:
     decides from the config flag and the filesystem type (network shares are polled).
     """
 
-    def __init__(self, inbox: InboxConfig, area: WorkArea, handler: Handler, *, polling: bool | None,
-                 log: FilteringBoundLogger) -> None:
+    def __init__(
+        self, inbox: InboxConfig, area: WorkArea, handler: Handler, *, polling: bool | None, log: FilteringBoundLogger
+    ) -> None:
         self._inbox = inbox
         self._area = area
         self._root = area.root
@@ -188,8 +194,13 @@ class FolderWatch:
         self._trouble = None
         return True
 
-    def collect(self, entries: Iterable[os.DirEntry[str]], dirs: dict[Path, tuple[int, int]],
-                files: dict[Path, os.stat_result], depth: int) -> None:
+    def collect(
+        self,
+        entries: Iterable[os.DirEntry[str]],
+        dirs: dict[Path, tuple[int, int]],
+        files: dict[Path, os.stat_result],
+        depth: int,
+    ) -> None:
         """Visible subfolders (to watch) and files (to remember) among ``entries``, recursively."""
         for entry in entries:
             path = Path(entry.path)
@@ -289,5 +300,8 @@ class FolderWatch:
     def _pause(self) -> None:
         self.paused = True
         self.stop()
-        self._log.error("inbox.paused", path=str(self._root),
-                        reason="the inbox folder is missing (an unmounted share?); waiting for it to come back")
+        self._log.error(
+            "inbox.paused",
+            path=str(self._root),
+            reason="the inbox folder is missing (an unmounted share?); waiting for it to come back",
+        )

@@ -44,9 +44,18 @@ class MoneyGuard:
     """Spending, holds and the organization's figures, for the engine that owns it."""
 
     def __init__(
-        self, journal: Journal, api: RunwayClient, pool: ThreadPoolExecutor, events: queue.Queue[tuple[str, Any]],
-        stopping: threading.Event, jobs: Mapping[str, Job], rt: Mapping[str, _Cached], *,
-        clock: Callable[[], float], wall: Callable[[], datetime], log: Any,
+        self,
+        journal: Journal,
+        api: RunwayClient,
+        pool: ThreadPoolExecutor,
+        events: queue.Queue[tuple[str, Any]],
+        stopping: threading.Event,
+        jobs: Mapping[str, Job],
+        rt: Mapping[str, _Cached],
+        *,
+        clock: Callable[[], float],
+        wall: Callable[[], datetime],
+        log: Any,
     ) -> None:
         self.journal = journal  # read only
         self.api = api
@@ -129,8 +138,9 @@ class MoneyGuard:
     def hold_reason(self, job: Job, guess: Estimate, limits: Limits) -> tuple[str, str] | None:
         """(code, reason) when the job may not be sent now; None when it may."""
         now = self.wall()
-        reason = user_hold(job.name, job.model, guess.credits, guess.basis, limits, self.spent(job.inbox, now),
-                           approved=job.approved)
+        reason = user_hold(
+            job.name, job.model, guess.credits, guess.basis, limits, self.spent(job.inbox, now), approved=job.approved
+        )
         if reason:
             return "held", reason
         # Approval never passes these two: Runway would refuse the create anyway.
@@ -152,8 +162,11 @@ class MoneyGuard:
         key = (self._money_gen, self._org_gen, self.wall().date())
         # Nothing moved since the last look: skip it, but look at least every org_ttl (which refreshes the
         # balance: a top-up releases requests held for it) and when a held request's wait is over.
-        if key == self._rechecked and time.time() < self._held_wake and \
-                self.clock() - self._last_recheck < self.org_ttl:
+        if (
+            key == self._rechecked
+            and time.time() < self._held_wake
+            and self.clock() - self._last_recheck < self.org_ttl
+        ):
             return False
         self._last_recheck = self.clock()
         self._rechecked, self._held_wake = key, float("inf")
@@ -180,8 +193,11 @@ class MoneyGuard:
         for job_id in self._live_dirty:
             self._live_refresh(job_id, now)
         self._live_dirty = set()
-        days = [Charge(box, credits, datetime(day.year, day.month, day.day, tzinfo=UTC))
-                for buckets in (self._ledger_days, self._live_days) for (day, box), credits in buckets.items()]
+        days = [
+            Charge(box, credits, datetime(day.year, day.month, day.day, tzinfo=UTC))
+            for buckets in (self._ledger_days, self._live_days)
+            for (day, box), credits in buckets.items()
+        ]
         return spent(days, inbox, now)
 
     def _live_refresh(self, job_id: str, now: datetime) -> None:
@@ -252,8 +268,9 @@ class MoneyGuard:
                 cap = limits.get("maxConcurrentGenerations")
                 self.model_caps[model] = cap if isinstance(cap, int) and cap > 0 else None
         # Creates Runway had answered before this read began are in its figures now.
-        self.reserved = {k: r for k, r in self.reserved.items()
-                         if r.answered is None or (gen is not None and r.answered >= gen)}
+        self.reserved = {
+            k: r for k, r in self.reserved.items() if r.answered is None or (gen is not None and r.answered >= gen)
+        }
 
     def refresh_org(self, force: bool = False) -> None:
         """Read the organization again in the background when its figures are old (or after spending)."""

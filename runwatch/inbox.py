@@ -106,8 +106,16 @@ class InboxWatcher:
         self._clock = clock
         self._log: FilteringBoundLogger = (log or structlog.get_logger()).bind(inbox=inbox.name)
         self._root = Path(os.path.abspath(inbox.path))
-        self._area = WorkArea(inbox.name, self._root, Path(os.path.abspath(inbox.work)), deliver=deliver,
-                              forget=self._forget, root_gone=self._root_gone, clock=clock, log=self._log)
+        self._area = WorkArea(
+            inbox.name,
+            self._root,
+            Path(os.path.abspath(inbox.work)),
+            deliver=deliver,
+            forget=self._forget,
+            root_gone=self._root_gone,
+            clock=clock,
+            log=self._log,
+        )
         self._queue: queue.SimpleQueue[tuple[str, bool] | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._cond = threading.Condition()
@@ -285,8 +293,12 @@ class InboxWatcher:
                 cand.due = now
 
     def _seen(self, path: Path, st: os.stat_result, signal: bool) -> History:
-        history = observe(self._hist.get(path), (st.st_size, st.st_mtime_ns), self._clock(),
-                          signal=signal and self._folder.mode == "inotify")
+        history = observe(
+            self._hist.get(path),
+            (st.st_size, st.st_mtime_ns),
+            self._clock(),
+            signal=signal and self._folder.mode == "inotify",
+        )
         self._hist[path] = history
         return history
 
@@ -486,8 +498,9 @@ class InboxWatcher:
                 return
         self._area.fail(job_id, job_dir, dest, req.name, fmt, tuple(problems))
 
-    def _refuse(self, path: Path, problems: tuple[Problem, ...], *, bare: bool = False,
-                held: Iterable[Path] = ()) -> None:
+    def _refuse(
+        self, path: Path, problems: tuple[Problem, ...], *, bare: bool = False, held: Iterable[Path] = ()
+    ) -> None:
         """A request that cannot be used: claimed like any other (the rename decides), then failed."""
         taken = self._area.take(path, self._cands.get(path))
         if taken is None:

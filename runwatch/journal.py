@@ -29,9 +29,18 @@ __all__ = ["ACTIVE_STATES", "FINAL_STATES", "Command", "Job", "Journal", "StateL
 
 SCHEMA_VERSION = 1
 FINAL_STATES = frozenset({"succeeded", "rejected", "failed", "cancelled", "needs_attention"})
-ACTIVE_STATES = frozenset({
-    "accepted", "held", "uploading", "submitted", "throttled", "pending", "running", "downloading",
-})
+ACTIVE_STATES = frozenset(
+    {
+        "accepted",
+        "held",
+        "uploading",
+        "submitted",
+        "throttled",
+        "pending",
+        "running",
+        "downloading",
+    }
+)
 AT_RUNWAY = frozenset({"submitted", "throttled", "pending", "running"})
 
 _SCHEMA = """
@@ -172,9 +181,7 @@ class Journal:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=10000")
             self._db.executescript(_SCHEMA)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
-            )
+            self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {path}: {exc}") from exc
         self._lock = threading.RLock()
@@ -229,8 +236,10 @@ class Journal:
                 job.created_at = job.created_at or stamp
                 job.updated_at = stamp
                 job.seq = int(seq) + offset
-                db.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})",  # noqa: S608 - column names are ours
-                           [_encode(k, getattr(job, k)) for k in _COLUMNS])
+                db.execute(
+                    f"INSERT INTO jobs ({cols}) VALUES ({marks})",  # noqa: S608 - column names are ours
+                    [_encode(k, getattr(job, k)) for k in _COLUMNS],
+                )
 
     def update(self, job: Job, **changes: Any) -> Job:
         """Apply changes to the job and commit them durably (fsync'd) before returning."""
@@ -242,8 +251,10 @@ class Journal:
         changes["updated_at"] = job.updated_at
         sets = ", ".join(f"{k} = ?" for k in changes)
         with self._tx() as db:
-            db.execute(f"UPDATE jobs SET {sets} WHERE id = ?",  # noqa: S608 - column names checked above
-                       [*(_encode(k, v) for k, v in changes.items()), job.id])
+            db.execute(
+                f"UPDATE jobs SET {sets} WHERE id = ?",  # noqa: S608 - column names checked above
+                [*(_encode(k, v) for k, v in changes.items()), job.id],
+            )
         return job
 
     def save_waiting(self, jobs: Iterable[Job]) -> None:
@@ -268,14 +279,17 @@ class Journal:
         """The job a person means by NAME: the newest active one, else the newest one."""
         rows = self._query(
             "SELECT * FROM jobs WHERE name = ? ORDER BY (state IN ('succeeded','rejected','failed','cancelled',"
-            "'needs_attention')), seq DESC LIMIT 1", (name,),
+            "'needs_attention')), seq DESC LIMIT 1",
+            (name,),
         )
         return _row_to_job(rows[0]) if rows else None
 
     def active(self) -> list[Job]:
         marks = ", ".join("?" for _ in ACTIVE_STATES)
-        rows = self._query(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY seq",  # noqa: S608
-                           sorted(ACTIVE_STATES))
+        rows = self._query(
+            f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY seq",  # noqa: S608
+            sorted(ACTIVE_STATES),
+        )
         return [_row_to_job(r) for r in rows]
 
     def jobs(self, limit: int = 200, name: str | None = None) -> list[Job]:
@@ -287,8 +301,9 @@ class Journal:
 
     def recently_finished(self, limit: int) -> list[Job]:
         """The jobs that reached a final state last, newest first."""
-        rows = self._query("SELECT * FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC, seq DESC "
-                           "LIMIT ?", (limit,))
+        rows = self._query(
+            "SELECT * FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC, seq DESC LIMIT ?", (limit,)
+        )
         return [_row_to_job(r) for r in rows]
 
     def known_dirs(self) -> set[str]:
@@ -301,8 +316,7 @@ class Journal:
 
     def add_command(self, kind: str, name: str) -> int:
         with self._tx() as db:
-            cur = db.execute("INSERT INTO commands(kind, name, created_at) VALUES (?, ?, ?)",
-                             (kind, name, now_iso()))
+            cur = db.execute("INSERT INTO commands(kind, name, created_at) VALUES (?, ?, ?)", (kind, name, now_iso()))
             return int(cur.lastrowid or 0)
 
     def pending_commands(self) -> list[Command]:
@@ -334,8 +348,7 @@ class StateLock:
             os.close(fd)
             holder = self.path.read_text(errors="replace").strip() or "another process"
             raise JournalError(
-                f"the state directory {self.path.parent} is in use by {holder}; "
-                "one runwatch daemon per state directory"
+                f"the state directory {self.path.parent} is in use by {holder}; one runwatch daemon per state directory"
             ) from exc
         os.ftruncate(fd, 0)
         os.write(fd, f"runwatch pid {os.getpid()}\n".encode())

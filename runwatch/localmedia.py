@@ -62,6 +62,8 @@ def data_uri_problem(value: str, kinds: frozenset[str]) -> str | None:
     except (binascii.Error, ValueError):
         return "a data: URI whose payload is not valid base64"
     return None
+
+
 _URI_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://|^(data|file):", re.IGNORECASE)
 _KINDS = ("image", "video", "audio")
 # What Runway takes per kind, by content type (as the probe names them); GIF, AVIF, HEIC and MKV are not.
@@ -145,8 +147,11 @@ class MediaChecker:
         real = os.path.realpath(joined)
         if not inside(real, self.root):
             lexical = os.path.normpath(joined)
-            how = ("leads through a symlink to" if inside(lexical, self.root_lexical) or inside(lexical, self.root)
-                   else "points to")
+            how = (
+                "leads through a symlink to"
+                if inside(lexical, self.root_lexical) or inside(lexical, self.root)
+                else "points to"
+            )
             add(field, f"{show(value)} {how} a place outside the inbox; only files inside it can be sent")
             return
         try:
@@ -176,12 +181,17 @@ class MediaChecker:
             add(field, f"{show(value)} cannot be read: {exc.strerror}")
             return
         if info is None:
-            add(field, f"{show(value)} is not a recognised image, video or audio file (its content was checked, "
-                       f"not its name); expected {wants} file")
+            add(
+                field,
+                f"{show(value)} is not a recognised image, video or audio file (its content was checked, "
+                f"not its name); expected {wants} file",
+            )
             return
         if kinds and info.kind not in kinds:
-            add(field, f"{show(value)} is {article(info.kind)} file ({info.content_type}); "
-                       f"this field takes {wants} file")
+            add(
+                field,
+                f"{show(value)} is {article(info.kind)} file ({info.content_type}); this field takes {wants} file",
+            )
             return
         if info.content_type not in _ACCEPTED_TYPES[info.kind]:
             accepted = ", ".join(sorted(_ACCEPTED_TYPES[info.kind]))
@@ -231,8 +241,13 @@ def mentioned_files(path: Path, root: Path) -> list[str]:
             stack.extend(value.values())
         elif isinstance(value, list):
             stack.extend(value)
-        elif (isinstance(value, str) and 0 < len(value) < 4096 and "\0" not in value and ":" not in value
-              and not os.path.isabs(value)):
+        elif (
+            isinstance(value, str)
+            and 0 < len(value) < 4096
+            and "\0" not in value
+            and ":" not in value
+            and not os.path.isabs(value)
+        ):
             real = os.path.realpath(os.path.join(root, value))
             if inside(real, real_root) and os.path.isfile(real):
                 found.append(real)

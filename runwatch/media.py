@@ -73,10 +73,23 @@ MAX_PRESIGN_EXPIRY = 7 * 24 * 3600  # SigV4 presigned URLs cannot live longer
 
 _MEDIA_MAJOR = frozenset({"image", "video", "audio"})
 _EXTENSIONS = {
-    "image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif", "image/avif": ".avif",
-    "image/heic": ".heic", "video/mp4": ".mp4", "video/quicktime": ".mov", "video/webm": ".webm",
-    "video/x-matroska": ".mkv", "video/ogg": ".ogv", "audio/mp4": ".m4a", "audio/wav": ".wav",
-    "audio/mpeg": ".mp3", "audio/flac": ".flac", "audio/ogg": ".ogg", "audio/webm": ".weba",
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "image/avif": ".avif",
+    "image/heic": ".heic",
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/webm": ".webm",
+    "video/x-matroska": ".mkv",
+    "video/ogg": ".ogv",
+    "audio/mp4": ".m4a",
+    "audio/wav": ".wav",
+    "audio/mpeg": ".mp3",
+    "audio/flac": ".flac",
+    "audio/ogg": ".ogg",
+    "audio/webm": ".weba",
 }
 _SAFE_PART = re.compile(r"[^A-Za-z0-9._-]+")
 _SAFE_EXT = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
@@ -85,11 +98,21 @@ _XML_CODE = re.compile(rb"<Code>\s*([A-Za-z0-9._-]{1,100})\s*</Code>")
 
 # S3 error codes that another attempt may get past; every other code needs a person (credentials, bucket,
 # policy). Statuses 5xx and 429 count as passing too, whatever the code.
-_S3_PASSING = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "RequestLimitExceeded",
-    "TooManyRequestsException", "RequestTimeout", "RequestTimeoutException", "InternalError",
-    "ServiceUnavailable", "OperationAborted",
-})
+_S3_PASSING = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "OperationAborted",
+    }
+)
 _S3_HINTS = {
     "InvalidAccessKeyId": "the access key is not known to the store: check the S3 credentials",
     "SignatureDoesNotMatch": "the secret key does not match the access key: check the S3 credentials",
@@ -203,7 +226,9 @@ def _specific_type(media: LocalMediaLike, transport: str) -> str:
     if not ctype or major not in _MEDIA_MAJOR:
         raise UploadError(
             f"{media.rel}: no specific media type is known for this file ({media.content_type or 'not recognised'}); "
-            f"Runway refuses generic types, so it is not sent by {transport}", retryable=False)
+            f"Runway refuses generic types, so it is not sent by {transport}",
+            retryable=False,
+        )
     return ctype
 
 
@@ -252,13 +277,19 @@ def _s3_error(action: str, where: str, exc: Exception) -> UploadError:
         retryable = code in _S3_PASSING or (isinstance(status, int) and (status >= 500 or status == 429))
         hint = _S3_HINTS.get(code, "")
         detail = "; ".join(x for x in (text, hint) if x)
-        return UploadError(f"S3 {action} {where} failed: {code} (HTTP {status})" + (f": {detail}" if detail else ""),
-                           retryable=retryable)
+        return UploadError(
+            f"S3 {action} {where} failed: {code} (HTTP {status})" + (f": {detail}" if detail else ""),
+            retryable=retryable,
+        )
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return UploadError(f"S3 {action} {where} failed: no usable S3 credentials ({exc}); set "
-                           "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or an instance role", retryable=False)
-    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError | ConnectionClosedError
-                  | HTTPClientError):
+        return UploadError(
+            f"S3 {action} {where} failed: no usable S3 credentials ({exc}); set "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or an instance role",
+            retryable=False,
+        )
+    if isinstance(
+        exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError | ConnectionClosedError | HTTPClientError
+    ):
         return UploadError(f"S3 {action} {where} failed: cannot reach the store: {exc}", retryable=True)
     return UploadError(f"S3 {action} {where} failed: {type(exc).__name__}: {exc}", retryable=False)
 
@@ -281,13 +312,16 @@ class S3Transport:
     def _presign(self, key: str, expiry: int) -> str:
         try:
             url = self.client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.config.bucket, "Key": key}, ExpiresIn=expiry)
+                "get_object", Params={"Bucket": self.config.bucket, "Key": key}, ExpiresIn=expiry
+            )
         except (BotoCoreError, ClientError) as exc:
             raise _s3_error("presign", f"of s3://{self.config.bucket}/{key}", exc) from exc
         if len(url) > MAX_URL_LENGTH:
             raise UploadError(
                 f"the presigned URL for s3://{self.config.bucket}/{key} is {len(url)} characters; Runway accepts at "
-                f"most {MAX_URL_LENGTH}: shorten [s3] prefix, bucket or endpoint_url", retryable=False)
+                f"most {MAX_URL_LENGTH}: shorten [s3] prefix, bucket or endpoint_url",
+                retryable=False,
+            )
         return str(url)
 
     def place(self, media: LocalMediaLike, job_id: str) -> Placed:
@@ -299,13 +333,17 @@ class S3Transport:
         key = self._key(media, job_id)
         expiry = int(self.config.presign_expiry)
         if not 1 <= expiry <= MAX_PRESIGN_EXPIRY:
-            raise UploadError(f"[s3] presign_expiry is {expiry} s; SigV4 allows 1 to {MAX_PRESIGN_EXPIRY}",
-                              retryable=False)
+            raise UploadError(
+                f"[s3] presign_expiry is {expiry} s; SigV4 allows 1 to {MAX_PRESIGN_EXPIRY}", retryable=False
+            )
         # Signing is local and the URL's length does not depend on when it is signed: refuse an
         # over-long URL before spending an upload on it.
         self._presign(key, expiry)
-        transfer = TransferConfig(multipart_threshold=self.config.multipart_threshold,
-                                  multipart_chunksize=self.config.multipart_chunksize, use_threads=True)
+        transfer = TransferConfig(
+            multipart_threshold=self.config.multipart_threshold,
+            multipart_chunksize=self.config.multipart_chunksize,
+            use_threads=True,
+        )
         with _open(media) as (_, size):
             if size == 0:
                 raise UploadError(f"{media.rel}: the file is empty", retryable=False)
@@ -314,10 +352,13 @@ class S3Transport:
             # Runway would refuse to fetch it; its own uploads take more.
             raise UploadError(
                 f"{media.rel}: {size} bytes; Runway fetches {media.kind} URLs of at most {cap} bytes "
-                f"({cap / (1024 * 1024):g} MiB): use transport \"runway\" (up to 200 MB)", retryable=False)
+                f'({cap / (1024 * 1024):g} MiB): use transport "runway" (up to 200 MB)',
+                retryable=False,
+            )
         try:
-            self.client.upload_file(str(media.file), self.config.bucket, key, Config=transfer,
-                                    ExtraArgs={"ContentType": ctype})
+            self.client.upload_file(
+                str(media.file), self.config.bucket, key, Config=transfer, ExtraArgs={"ContentType": ctype}
+            )
         except OSError as exc:
             raise _os_error(media, exc) from exc
         except (BotoCoreError, ClientError, Boto3Error) as exc:
@@ -359,8 +400,9 @@ class S3Transport:
             try:
                 response = client.get(url)
             except httpx.HTTPError as exc:
-                raise UploadError(f"GET of the presigned URL {where} failed: {type(exc).__name__}: {exc}",
-                                  retryable=True) from exc
+                raise UploadError(
+                    f"GET of the presigned URL {where} failed: {type(exc).__name__}: {exc}", retryable=True
+                ) from exc
             finally:
                 if own:
                     client.close()
@@ -370,7 +412,8 @@ class S3Transport:
                     f"GET of the presigned URL {where} answered HTTP {response.status_code}"
                     + (f" {code}" if code else "")
                     + ("" if response.status_code != 200 else " with other bytes than were put"),
-                    retryable=response.status_code >= 500)
+                    retryable=response.status_code >= 500,
+                )
             failed = False
         finally:
             try:
@@ -413,7 +456,9 @@ class RunwayTransport:
             if not UPLOAD_MIN <= size <= UPLOAD_MAX:
                 raise UploadError(
                     f"{media.rel}: {size} bytes; Runway's uploads take {UPLOAD_MIN} bytes to {UPLOAD_MAX} bytes "
-                    f"(200 MB)" + ("" if size < UPLOAD_MIN else ': use transport "s3"'), retryable=False)
+                    f"(200 MB)" + ("" if size < UPLOAD_MIN else ': use transport "s3"'),
+                    retryable=False,
+                )
             started = time.time()
             try:
                 target = self.api.create_upload(filename)
@@ -421,21 +466,23 @@ class RunwayTransport:
                 raise _api_error(media, exc) from exc
             # The form is the credential: never send the API key to the storage.
             part = (filename, fh, media.content_type or "application/octet-stream")
-            request = self.http.build_request("POST", target.upload_url, data=dict(target.fields),
-                                              files={"file": part})
+            request = self.http.build_request("POST", target.upload_url, data=dict(target.fields), files={"file": part})
             request.headers.pop("Authorization", None)
             try:
                 response = self.http.send(request)
             except OSError as exc:
                 raise _os_error(media, exc) from exc
             except httpx.HTTPError as exc:
-                raise UploadError(f"{media.rel}: upload to Runway's storage failed: {type(exc).__name__}: {exc}",
-                                  retryable=True) from exc
+                raise UploadError(
+                    f"{media.rel}: upload to Runway's storage failed: {type(exc).__name__}: {exc}", retryable=True
+                ) from exc
         if not response.is_success:
             code = _xml_code(response.content)
             status = response.status_code
-            raise UploadError(f"{media.rel}: Runway's storage answered HTTP {status}" + (f" {code}" if code else ""),
-                              retryable=status >= 500 or status == 429)
+            raise UploadError(
+                f"{media.rel}: Runway's storage answered HTTP {status}" + (f" {code}" if code else ""),
+                retryable=status >= 500 or status == 429,
+            )
         return Placed(target.runway_uri, "runway", target.runway_uri, started + self.upload_ttl)
 
     def remove(self, placed: Placed) -> None:
@@ -462,8 +509,10 @@ class DataTransport:
         ctype = _specific_type(media, "data URI")
         cap = self.caps.get(media.kind)
         if cap is None:
-            raise UploadError(f"{media.rel}: no data URI cap is known for {media.kind} media; use transport "
-                              '"s3" or "runway"', retryable=False)
+            raise UploadError(
+                f'{media.rel}: no data URI cap is known for {media.kind} media; use transport "s3" or "runway"',
+                retryable=False,
+            )
         with _open(media) as (fh, size):
             length = data_uri_length(ctype, size)
             if length > cap:
@@ -479,8 +528,10 @@ class DataTransport:
 
     @staticmethod
     def _too_big(media: LocalMediaLike, length: int, cap: int) -> str:
-        return (f"{media.rel}: as a data URI it would be {length} characters; Runway takes at most {cap} "
-                f"({cap / (1024 * 1024):g} MiB) for {media.kind}: use transport \"s3\" or \"runway\"")
+        return (
+            f"{media.rel}: as a data URI it would be {length} characters; Runway takes at most {cap} "
+            f'({cap / (1024 * 1024):g} MiB) for {media.kind}: use transport "s3" or "runway"'
+        )
 
     def remove(self, placed: Placed) -> None:
         """Nothing to do: the media travelled inside the request."""

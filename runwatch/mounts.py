@@ -14,10 +14,28 @@ from pathlib import Path
 
 __all__ = ["fs_type", "is_network_fs", "same_filesystem"]
 
-_NETWORK_FS = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs", "davfs", "fuse",
-    "lustre", "gpfs", "beegfs", "ocfs2", "gfs2", "vboxsf", "virtiofs",
-})
+_NETWORK_FS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "9p",
+        "ceph",
+        "glusterfs",
+        "afs",
+        "davfs",
+        "fuse",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "ocfs2",
+        "gfs2",
+        "vboxsf",
+        "virtiofs",
+    }
+)
 _ESCAPE = re.compile(r"\\([0-7]{3})")
 
 

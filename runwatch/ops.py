@@ -15,8 +15,17 @@ from runwatch.errors import ConfigError
 if TYPE_CHECKING:
     from runwatch.config import Config
 
-__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "load_optional_config", "load_required_config", "make_s3_client",
-           "plural", "readable", "write_table"]
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "load_optional_config",
+    "load_required_config",
+    "make_s3_client",
+    "plural",
+    "readable",
+    "write_table",
+]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -70,7 +79,12 @@ def make_s3_client(config: Config) -> Any:
 
     assert config.s3 is not None
     return boto3.client(
-        "s3", region_name=config.s3.region, endpoint_url=config.s3.endpoint_url,
-        config=BotoConfig(signature_version="s3v4", s3={"addressing_style": config.s3.addressing_style},
-                          retries={"max_attempts": 5, "mode": "standard"}),
+        "s3",
+        region_name=config.s3.region,
+        endpoint_url=config.s3.endpoint_url,
+        config=BotoConfig(
+            signature_version="s3v4",
+            s3={"addressing_style": config.s3.addressing_style},
+            retries={"max_attempts": 5, "mode": "standard"},
+        ),
     )

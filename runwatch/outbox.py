@@ -58,8 +58,21 @@ StatusFormat = Literal["json", "toml"]
 
 #: The status file's keys, in the contract's order (§5).
 STATUS_KEYS = (
-    "name", "state", "endpoint", "model", "task_id", "progress", "estimated_credits", "credits",
-    "created_at", "updated_at", "finished_at", "outputs", "error", "request", "runwatch_version",
+    "name",
+    "state",
+    "endpoint",
+    "model",
+    "task_id",
+    "progress",
+    "estimated_credits",
+    "credits",
+    "created_at",
+    "updated_at",
+    "finished_at",
+    "outputs",
+    "error",
+    "request",
+    "runwatch_version",
 )
 
 CONTENT_EXTENSIONS: dict[str, str] = {
@@ -104,14 +117,25 @@ def ordered_status(status: Mapping[str, Any]) -> dict[str, Any]:
 
 def status_document(job: Job) -> dict[str, Any]:
     """The status file's content for a job: the contract's keys in its order, every string valid UTF-8."""
-    document: dict[str, Any] = _printable_all({
-        "name": job.name, "state": job.state, "endpoint": job.endpoint, "model": job.model,
-        "task_id": job.task_id, "progress": job.progress, "estimated_credits": job.estimated_credits,
-        "credits": job.credits, "created_at": job.created_at, "updated_at": job.updated_at,
-        "finished_at": job.finished_at,
-        "outputs": [{"file": o["file"], "bytes": o["bytes"], "sha256": o["sha256"]} for o in job.outputs],
-        "error": job.error, "request": job.request_path, "runwatch_version": __version__,
-    })
+    document: dict[str, Any] = _printable_all(
+        {
+            "name": job.name,
+            "state": job.state,
+            "endpoint": job.endpoint,
+            "model": job.model,
+            "task_id": job.task_id,
+            "progress": job.progress,
+            "estimated_credits": job.estimated_credits,
+            "credits": job.credits,
+            "created_at": job.created_at,
+            "updated_at": job.updated_at,
+            "finished_at": job.finished_at,
+            "outputs": [{"file": o["file"], "bytes": o["bytes"], "sha256": o["sha256"]} for o in job.outputs],
+            "error": job.error,
+            "request": job.request_path,
+            "runwatch_version": __version__,
+        }
+    )
     return document
 
 
@@ -132,7 +156,12 @@ def _printable_all(value: Any) -> Any:
 
 
 def write_status(
-    outbox: Path, name: str, fmt: StatusFormat, status: Mapping[str, Any], *, durable: bool = True,
+    outbox: Path,
+    name: str,
+    fmt: StatusFormat,
+    status: Mapping[str, Any],
+    *,
+    durable: bool = True,
 ) -> Path:
     """Write the status file atomically (a reader sees the old or the new version, never half of one).
 
@@ -155,7 +184,7 @@ def write_status(
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             if durable:
                 os.fsync(fd)
         finally:
@@ -321,7 +350,13 @@ def download_outputs(
 
 
 def _download_one(
-    http: httpx.Client, url: str, outbox: Path, name: str, index: int, count: int, chunk: int,
+    http: httpx.Client,
+    url: str,
+    outbox: Path,
+    name: str,
+    index: int,
+    count: int,
+    chunk: int,
     stop: threading.Event | None,
 ) -> OutputRecord:
     """One attempt: stream to a temporary file, then publish it under a free name."""

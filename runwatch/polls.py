@@ -54,10 +54,13 @@ class PollTimers:
 
     def runs(self, items: Sequence[T], slack: float) -> list[Sequence[T]]:
         size = run_length(slack, self.latency)
-        return [items[start:start + size] for start in range(0, len(items), size)]
+        return [items[start : start + size] for start in range(0, len(items), size)]
 
     def get_run(
-        self, get: Callable[[str], Any], tasks: Sequence[tuple[str, str]], budget: float,
+        self,
+        get: Callable[[str], Any],
+        tasks: Sequence[tuple[str, str]],
+        budget: float,
     ) -> list[tuple[str, Any]]:
         """``get`` each (job id, task id) in a row, on a pool thread: [(job id, answer or exception)].
 

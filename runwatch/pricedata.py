@@ -19,9 +19,27 @@ from typing import Any, TypeAlias
 from runwatch.errors import CatalogError
 
 __all__ = [
-    "Case", "CaseSelect", "Cond", "Entry", "Kind", "NoPrice", "PerCharacters", "PerFrame", "PerGeneration",
-    "PerImage", "PerSecond", "PriceData", "Quantity", "Rate", "Rule", "Tier", "TierSelect", "exact", "merge_override",
-    "parse_prices", "same",
+    "Case",
+    "CaseSelect",
+    "Cond",
+    "Entry",
+    "Kind",
+    "NoPrice",
+    "PerCharacters",
+    "PerFrame",
+    "PerGeneration",
+    "PerImage",
+    "PerSecond",
+    "PriceData",
+    "Quantity",
+    "Rate",
+    "Rule",
+    "Tier",
+    "TierSelect",
+    "exact",
+    "merge_override",
+    "parse_prices",
+    "same",
 ]
 
 _FORMAT = 1  # the data file format this module reads
@@ -196,9 +214,7 @@ def _cond(value: object, path: str) -> Cond:
 
 def _tiers(value: object, path: str) -> TierSelect:
     d = _obj(value, path, {"pixelsOf", "tiers", "absent"}, {"pixelsOf", "tiers"})
-    src_path, media = _one_of(
-        _obj(d["pixelsOf"], path + ".pixelsOf", {"field", "media"}), path, "field", "media"
-    )
+    src_path, media = _one_of(_obj(d["pixelsOf"], path + ".pixelsOf", {"field", "media"}), path, "field", "media")
     raw = d["tiers"]
     if not isinstance(raw, list) or len(raw) < 2:
         raise _bad(path + ".tiers", "must list at least two tiers")
@@ -292,9 +308,7 @@ def _kind(per: str, d: Mapping[str, Any], path: str) -> Kind:
         if not isinstance(surcharges, list):
             raise _bad(path + ".surcharges", "must be a list")
         extra = tuple(_rate(s, f"{path}.surcharges[{i}]") for i, s in enumerate(surcharges))
-        return PerSecond(
-            _rate(d["rate"], path + ".rate"), extra, _quantity(d["seconds"], path + ".seconds"), every
-        )
+        return PerSecond(_rate(d["rate"], path + ".rate"), extra, _quantity(d["seconds"], path + ".seconds"), every)
     if per == "frame":
         seconds, fps = _quantity(d["seconds"], path + ".seconds"), _quantity(d["fps"], path + ".fps")
         return PerFrame(_rate(d["rate"], path + ".rate"), seconds, fps)

@@ -107,9 +107,7 @@ class PriceBook:
         entry = self._entries.get((model, endpoint)) if isinstance(endpoint, str) else None
         if entry is None:
             offered = ", ".join(self._endpoints[model])
-            return Estimate(
-                None, f"no price for {model} on endpoint {endpoint!r} (it is offered on {offered})"
-            )
+            return Estimate(None, f"no price for {model} on endpoint {endpoint!r} (it is offered on {offered})")
         if isinstance(entry.rule.kind, NoPrice):
             return Estimate(None, f"no documented price for {model}: {entry.note}")
         if not isinstance(body, Mapping):
@@ -234,9 +232,7 @@ def _eval_rate(rate: Rate, ctx: _Ctx) -> tuple[Fraction, str]:
             raise _Unknown(f"{rate.field} not given and it has no documented default")
         if rate.absent == "max":
             key = max(rate.cases, key=lambda c: _max_of(c.value)).values[0]
-            ctx.assumptions.append(
-                f"{rate.field} not given (default undocumented); assumed {_show(key)}, the dearest"
-            )
+            ctx.assumptions.append(f"{rate.field} not given (default undocumented); assumed {_show(key)}, the dearest")
         elif isinstance(rate.absent, tuple):
             key = next(use for cond, use in rate.absent if cond is None or _holds(cond, ctx.body))
             how = " by default"

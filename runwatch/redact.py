@@ -41,16 +41,17 @@ _API_KEY = re.compile(r"key_[0-9a-fA-F]{128,}")
 # it is a percent-encoded ? or &. The value ends where a URL's query value would; trailing sentence punctuation
 # is kept for readability. The leading lookahead (any match's first character) makes most positions fail fast.
 _PARAM = re.compile(
-    r"(?=[xs_?&;%])((?:(?:(?<![\w-])|(?<=%3F)|(?<=%26))" + _either(_ANYWHERE)
-    + r"|(?:[?&;]|%3F|%26)" + _either(_QUERY_ONLY) + r")(?:=|%3D))"
+    r"(?=[xs_?&;%])((?:(?:(?<![\w-])|(?<=%3F)|(?<=%26))"
+    + _either(_ANYWHERE)
+    + r"|(?:[?&;]|%3F|%26)"
+    + _either(_QUERY_ONLY)
+    + r")(?:=|%3D))"
     r"(?:(?!%26)[^&#;\s\"'<>\\])*?"
     r"(?=[,.:!?)\]}]*(?:[&#;\s\"'<>\\]|%26|$))",
     re.IGNORECASE,
 )
 # 'name': 'value' and "name": "value" (also with the quotes escaped, JSON inside a string).
-_QUOTED = re.compile(
-    r"([\"']" + _either(SECRET_NAMES) + r"\\?[\"']\s*:\s*\\?[\"'])[^\"'\\\s]*", re.IGNORECASE
-)
+_QUOTED = re.compile(r"([\"']" + _either(SECRET_NAMES) + r"\\?[\"']\s*:\s*\\?[\"'])[^\"'\\\s]*", re.IGNORECASE)
 # Every secret name holds one of these: text with none of them (most text) skips both scans.
 _HINTS = ("sig", "token", "_jwt", "x-amz")
 

@@ -136,16 +136,19 @@ def _options(table: Any, default_name: str, problems: Problems, *, bare: bool) -
         problems.add(("runwatch", "name"), f"{show(name)} must be a string")
         name = default_name
     if why := name_problem(name):
-        where = "" if "name" in table else " (taken from the file name" + (")" if bare else
-                                                                            "; set runwatch.name instead)")
+        where = (
+            "" if "name" in table else " (taken from the file name" + (")" if bare else "; set runwatch.name instead)")
+        )
         problems.add(("runwatch", "name"), f"{show(name)} {why}{where}")
     priority = table.get("priority", 0)
     lo, hi = PRIORITY_RANGE
     if isinstance(priority, float) and priority.is_integer():
         priority = int(priority)
     if not isinstance(priority, int) or isinstance(priority, bool) or not lo <= priority <= hi:
-        problems.add(("runwatch", "priority"), f"{show(priority)} is not allowed; expected a whole number "
-                                               f"from {lo} to {hi} (higher goes first)")
+        problems.add(
+            ("runwatch", "priority"),
+            f"{show(priority)} is not allowed; expected a whole number from {lo} to {hi} (higher goes first)",
+        )
         priority = 0
     credits = table.get("max_credits")
     ok = isinstance(credits, int | float) and not isinstance(credits, bool) and math.isfinite(credits) and credits > 0
@@ -209,36 +212,48 @@ def _build(
             if path not in seen and found:
                 refs.append((path, value, frozenset(found)))
     else:
-        body = merge(resolve_generic(defaults, names, (), problems),
-                      resolve_generic(file_body, names, (), problems))
+        body = merge(resolve_generic(defaults, names, (), problems), resolve_generic(file_body, names, (), problems))
         models = ", ".join(sorted(ep.models))
-        elsewhere = (sorted(e for e, other in catalog.endpoints.items() if model_name in other.models)
-                     if isinstance(model_name, str) else [])
+        elsewhere = (
+            sorted(e for e, other in catalog.endpoints.items() if model_name in other.models)
+            if isinstance(model_name, str)
+            else []
+        )
         if model_name is MISSING:
             problems.add("model", f"is required; models of {endpoint}: {models}")
         elif not isinstance(model_name, str):
             problems.add("model", f"{show(model_name)} must be a string; models of {endpoint}: {models}")
         elif elsewhere:  # a known model on the wrong endpoint is surely a mistake, not a new model
-            problems.add("model", f"{show(model_name)} is a model of {', '.join(elsewhere)}, not of {endpoint}; "
-                                  f"models of {endpoint}: {models}")
+            problems.add(
+                "model",
+                f"{show(model_name)} is a model of {', '.join(elsewhere)}, not of {endpoint}; "
+                f"models of {endpoint}: {models}",
+            )
         elif unknown_models == "reject":
-            problems.add("model", f"{show(model_name)} is not a model runwatch knows for {endpoint}; "
-                                  f"known models: {models}")
+            problems.add(
+                "model", f"{show(model_name)} is not a model runwatch knows for {endpoint}; known models: {models}"
+            )
         refs = guess_media(body, names)
     for path, value, kinds in refs:
         media.check(path, value, kinds)
     if bare_field is not None:  # a file name sent as, say, the prompt text would be money spent on nonsense
         wire = (model.wire_name(bare_field) if model else names.python.get(bare_field)) or bare_field
         if not any(path == (wire,) for path, _, _ in refs):
-            problems.add(wire, f"is the inbox's media_field, but {show(model_name)} on {endpoint} "
-                               f"takes no media file in it")
+            problems.add(
+                wire, f"is the inbox's media_field, but {show(model_name)} on {endpoint} takes no media file in it"
+            )
     problems.raise_if_any(source)
     return Request(
-        name=options.name, source=source, format=fmt, endpoint=endpoint,
-        model=model_name if isinstance(model_name, str) else None, body=body, media=tuple(media.found),
-        options=options, known_model=known_model,
+        name=options.name,
+        source=source,
+        format=fmt,
+        endpoint=endpoint,
+        model=model_name if isinstance(model_name, str) else None,
+        body=body,
+        media=tuple(media.found),
+        options=options,
+        known_model=known_model,
     )
-
 
 
 def load_request(
@@ -263,8 +278,17 @@ def load_request(
     problems = Problems()
     if not scan(data, problems):
         problems.fail(path)
-    return _build(source=path, root=root, fmt=fmt, data=data, default_name=request_name(path), inbox=inbox,
-                  catalog=catalog, unknown_models=unknown_models, problems=problems)
+    return _build(
+        source=path,
+        root=root,
+        fmt=fmt,
+        data=data,
+        default_name=request_name(path),
+        inbox=inbox,
+        catalog=catalog,
+        unknown_models=unknown_models,
+        problems=problems,
+    )
 
 
 def bare_media_request(
@@ -281,5 +305,15 @@ def bare_media_request(
         raise fail(path, "runwatch.name", "the file name is not valid UTF-8 text")
     field = inbox.media_field
     data = {field: path.name}
-    return _build(source=path, root=root, fmt="json", data=data, default_name=request_name(path), inbox=inbox,
-                  catalog=catalog, unknown_models=unknown_models, problems=Problems(), bare_field=field)
+    return _build(
+        source=path,
+        root=root,
+        fmt="json",
+        data=data,
+        default_name=request_name(path),
+        inbox=inbox,
+        catalog=catalog,
+        unknown_models=unknown_models,
+        problems=Problems(),
+        bare_field=field,
+    )

@@ -41,11 +41,27 @@ __all__ = [
 
 REQUEST_SUFFIXES = (".json", ".toml")
 CONTROL_SUFFIXES = (".cancel", ".approve")
-MEDIA_SUFFIXES: frozenset[str] = frozenset({
-    ".jpg", ".jpeg", ".png", ".webp",
-    ".mp4", ".m4v", ".mov", ".webm", ".ogv",
-    ".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac",
-})
+MEDIA_SUFFIXES: frozenset[str] = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".webp",
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".webm",
+        ".ogv",
+        ".mp3",
+        ".wav",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".m4a",
+        ".aac",
+    }
+)
 _PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download")
 
 MAX_REQUEST_BYTES = 1 << 20
@@ -170,7 +186,7 @@ def read(path: Path) -> bytes:
 def parse(path: Path, data: bytes, fmt: Literal["json", "toml"]) -> dict[str, Any]:
     """The top-level object; a parse failure is ``incomplete`` (the file may still be being written)."""
     if data.startswith(codecs.BOM_UTF8):  # editors on Windows add one
-        data = data[len(codecs.BOM_UTF8):]
+        data = data[len(codecs.BOM_UTF8) :]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -29,8 +29,14 @@ __all__ = [
 ]
 
 _EXPECTED = {
-    "string": "a string", "number": "a number", "int": "a whole number", "object": "an object",
-    "array": "a list", "boolean": "true or false", "record": "an object", "null": "null",
+    "string": "a string",
+    "number": "a number",
+    "int": "a whole number",
+    "object": "an object",
+    "array": "a list",
+    "boolean": "true or false",
+    "record": "an object",
+    "null": "null",
 }
 MISSING = object()
 

@@ -49,8 +49,14 @@ class Sample:
 
 
 def pick(
-    waiting: Iterable[Candidate], *, now: float, in_flight: int, max_in_flight: int,
-    per_inbox: Mapping[str, int], per_model: Mapping[str, int], model_cap: Callable[[str | None], int | None],
+    waiting: Iterable[Candidate],
+    *,
+    now: float,
+    in_flight: int,
+    max_in_flight: int,
+    per_inbox: Mapping[str, int],
+    per_model: Mapping[str, int],
+    model_cap: Callable[[str | None], int | None],
     paused_models: Mapping[str, float] | None = None,
 ) -> Candidate | None:
     """The next job to submit, or None when nothing may go now."""
@@ -73,7 +79,12 @@ def pick(
 
 
 def next_poll(
-    status: str, samples: Sequence[Sample], *, now: float, interval: float, since: float | None = None,
+    status: str,
+    samples: Sequence[Sample],
+    *,
+    now: float,
+    interval: float,
+    since: float | None = None,
     rng: Callable[[], float] = random.random,
 ) -> float:
     """Seconds until the next GET of a task in ``status`` (THROTTLED, PENDING, RUNNING, ...).

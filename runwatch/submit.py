@@ -106,11 +106,24 @@ def sweep_abandoned(journal: Journal, folder: Path) -> list[Job]:
             if fresh is None or fresh.state not in ACTIVE_STATES or fresh.task_id:
                 continue
             if fresh.unconfirmed_create:
-                journal.update(fresh, state="needs_attention", finished_at=now_iso(), error=_unconfirmed_error(
-                    "the `runwatch submit` that sent it stopped before Runway's answer was recorded"))
+                journal.update(
+                    fresh,
+                    state="needs_attention",
+                    finished_at=now_iso(),
+                    error=_unconfirmed_error(
+                        "the `runwatch submit` that sent it stopped before Runway's answer was recorded"
+                    ),
+                )
             else:
-                journal.update(fresh, state="failed", finished_at=now_iso(), error={
-                    "code": "interrupted", "message": "`runwatch submit` stopped before the create; nothing was sent"})
+                journal.update(
+                    fresh,
+                    state="failed",
+                    finished_at=now_iso(),
+                    error={
+                        "code": "interrupted",
+                        "message": "`runwatch submit` stopped before the create; nothing was sent",
+                    },
+                )
             swept.append(fresh)
         finally:
             if fd is not None:
@@ -120,10 +133,14 @@ def sweep_abandoned(journal: Journal, folder: Path) -> list[Job]:
 
 
 def _unconfirmed_error(detail: str) -> dict[str, Any]:
-    return {"code": "create_unconfirmed", "message": (
-        "the create request may have reached Runway but no answer was recorded; it was not sent again so no "
-        "credit is spent twice. Check the task list at Runway, then submit the file again on purpose if it is "
-        f"not there ({detail})")}
+    return {
+        "code": "create_unconfirmed",
+        "message": (
+            "the create request may have reached Runway but no answer was recorded; it was not sent again so no "
+            "credit is spent twice. Check the task list at Runway, then submit the file again on purpose if it is "
+            f"not there ({detail})"
+        ),
+    }
 
 
 def _new_job_id() -> str:
@@ -145,10 +162,19 @@ class _Submission:
     placed: list[Placed] = field(default_factory=list)
 
 
-def submit_command(path: str, *, config_file: str | None = None, wait: bool = False, out_dir: str | None = None,
-                   out: TextIO | None = None, err: TextIO | None = None, tty: bool | None = None,
-                   env: Mapping[str, str] = os.environ, s3_client: Any = None,
-                   sleep: Callable[[float], None] = time.sleep) -> int:
+def submit_command(
+    path: str,
+    *,
+    config_file: str | None = None,
+    wait: bool = False,
+    out_dir: str | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    tty: bool | None = None,
+    env: Mapping[str, str] = os.environ,
+    s3_client: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
     """``runwatch submit``: 0 when submitted (with --wait: succeeded), 1 on failure, 2 for a usage error."""
     import httpx
 
@@ -170,8 +196,10 @@ def submit_command(path: str, *, config_file: str | None = None, wait: bool = Fa
     validator = Validator(config)
     inbox = validator.watched_by(file)
     if inbox is not None:
-        err.write(f"runwatch submit: {path} is in the inbox {inbox.name!r}, which the daemon takes requests "
-                  "from: submitting it too would send it twice. Copy it elsewhere, or let the daemon take it.\n")
+        err.write(
+            f"runwatch submit: {path} is in the inbox {inbox.name!r}, which the daemon takes requests "
+            "from: submitting it too would send it twice. Copy it elsewhere, or let the daemon take it.\n"
+        )
         return EXIT_USAGE
     checked = validator.check(file)
     if checked.request is None:
@@ -188,10 +216,20 @@ def submit_command(path: str, *, config_file: str | None = None, wait: bool = Fa
         sweep_abandoned(journal, lock.path.parent)
         lock.acquire()  # before the job exists, so no sweeper ever takes a live job for a dead one
         guess = checked.estimate.credits if checked.estimate else None
-        job = journal.add(Job(
-            id=job_id, name=req.name, inbox=SUBMIT_INBOX, format=req.format, endpoint=req.endpoint,
-            model=req.model, priority=req.options.priority, request_path=str(file.absolute()), body=req.body,
-            estimated_credits=guess))
+        job = journal.add(
+            Job(
+                id=job_id,
+                name=req.name,
+                inbox=SUBMIT_INBOX,
+                format=req.format,
+                endpoint=req.endpoint,
+                model=req.model,
+                priority=req.options.priority,
+                request_path=str(file.absolute()),
+                body=req.body,
+                estimated_credits=guess,
+            )
+        )
         api = RunwayClient(http, base_url=config.runway.base_url, api_key=api_key, version=config.runway.api_version)
         run = _Submission(config, journal, api, http, job, out)
         try:
@@ -219,8 +257,11 @@ def _send(run: _Submission, req: Request, s3_client: Any, err: TextIO) -> int:
         try:
             uris = _place_all(run, req, s3_client)
         except KeyboardInterrupt:
-            _finish(run, "failed", error={"code": "interrupted", "message": "interrupted while uploading; "
-                                          "nothing was sent to Runway"})
+            _finish(
+                run,
+                "failed",
+                error={"code": "interrupted", "message": "interrupted while uploading; nothing was sent to Runway"},
+            )
             err.write(f"\n{job.name}: interrupted while uploading; nothing was sent to Runway\n")
             raise
         except RunwatchError as exc:
@@ -234,8 +275,10 @@ def _send(run: _Submission, req: Request, s3_client: Any, err: TextIO) -> int:
         created = run.api.create_task(job.endpoint or "", body)
     except KeyboardInterrupt:
         _finish(run, "needs_attention", error=_unconfirmed_error("interrupted while the create was in flight"))
-        err.write(f"\n{job.name}: interrupted while the create was in flight; it may exist at Runway and is not "
-                  "sent again (needs_attention)\n")
+        err.write(
+            f"\n{job.name}: interrupted while the create was in flight; it may exist at Runway and is not "
+            "sent again (needs_attention)\n"
+        )
         raise
     except ApiError as exc:
         state, error = _create_failure(exc)
@@ -246,9 +289,12 @@ def _send(run: _Submission, req: Request, s3_client: Any, err: TextIO) -> int:
         for issue in error.get("issues", []):
             err.write(f"{job.name}:   {issue['path']}: {issue['message']}\n")
         return EXIT_FAILURE
-    journal.update(job, task_id=created.id, state="submitted",
-                   estimated_credits=created.estimated_credits if created.estimated_credits is not None
-                   else job.estimated_credits)
+    journal.update(
+        job,
+        task_id=created.id,
+        state="submitted",
+        estimated_credits=created.estimated_credits if created.estimated_credits is not None else job.estimated_credits,
+    )
     cost = f", estimated {readable(job.estimated_credits)} credits" if job.estimated_credits is not None else ""
     run.out.write(f"{job.name}: submitted as task {created.id}{cost}\n")
     run.out.flush()
@@ -305,8 +351,9 @@ def _place_all(run: _Submission, req: Request, s3_client: Any) -> dict[Any, str]
         run.placed.clear()
         raise
     # Only handles are kept (an S3 key, a runway:// URI): never a presigned URL with its signature.
-    run.journal.update(run.job, placed=[{"transport": p.transport, "handle": p.handle, "expires_at": p.expires_at}
-                                        for p in run.placed])
+    run.journal.update(
+        run.job, placed=[{"transport": p.transport, "handle": p.handle, "expires_at": p.expires_at} for p in run.placed]
+    )
     return uris
 
 
@@ -340,8 +387,13 @@ def _follow(run: _Submission, target: Path, err: TextIO, tty: bool, sleep: Calla
                 code = exc.status if isinstance(exc, ApiStatusError) else None
                 if code == 404:
                     progress.end()
-                    return _ended(run, target, "failed", err, error={
-                        "code": "404", "message": "the task no longer exists at Runway"})
+                    return _ended(
+                        run,
+                        target,
+                        "failed",
+                        err,
+                        error={"code": "404", "message": "the task no longer exists at Runway"},
+                    )
                 if code is not None and code < 500 and code != 429:  # a refused key: waiting will not help
                     progress.end()
                     err.write(f"{job.name}: cannot follow task {job.task_id}: {exc}; it keeps running at Runway\n")
@@ -359,8 +411,9 @@ def _follow(run: _Submission, target: Path, err: TextIO, tty: bool, sleep: Calla
                 if fraction is not None:
                     samples.append(Sample(time.monotonic(), fraction))
                     del samples[:-20]
-                journal.update(job, state=_STATE_OF[status], progress=fraction if fraction is not None
-                               else job.progress)
+                journal.update(
+                    job, state=_STATE_OF[status], progress=fraction if fraction is not None else job.progress
+                )
                 shown = f" {fraction * 100:.0f}%" if fraction is not None else ""
                 progress.show(f"{job.name}: {_STATE_OF[status]}{shown}")
                 sleep(next_poll(status, samples, now=time.monotonic(), interval=interval))
@@ -379,10 +432,17 @@ def _follow(run: _Submission, target: Path, err: TextIO, tty: bool, sleep: Calla
             elif status == "FAILED":
                 progress.end()
                 cost = task.get("cost")
-                return _ended(run, target, "failed", err,
-                              credits=cost.get("credits") if isinstance(cost, dict) else None,
-                              error={"code": str(task.get("failureCode") or "FAILED"),
-                                     "message": str(task.get("failure") or "the task failed at Runway")})
+                return _ended(
+                    run,
+                    target,
+                    "failed",
+                    err,
+                    credits=cost.get("credits") if isinstance(cost, dict) else None,
+                    error={
+                        "code": str(task.get("failureCode") or "FAILED"),
+                        "message": str(task.get("failure") or "the task failed at Runway"),
+                    },
+                )
             elif status == "CANCELLED":
                 progress.end()
                 return _ended(run, target, "cancelled", err)
@@ -391,11 +451,15 @@ def _follow(run: _Submission, target: Path, err: TextIO, tty: bool, sleep: Calla
     except KeyboardInterrupt:
         progress.end()
         if job.state == "downloading":
-            err.write(f"\n{job.name}: interrupted while downloading; task {job.task_id} has succeeded at Runway and "
-                      "its outputs stay downloadable there for 24 to 48 hours\n")
+            err.write(
+                f"\n{job.name}: interrupted while downloading; task {job.task_id} has succeeded at Runway and "
+                "its outputs stay downloadable there for 24 to 48 hours\n"
+            )
         else:
-            err.write(f"\n{job.name}: stopped following; task {job.task_id} keeps running at Runway (it was not "
-                      f"cancelled); `runwatch status {job.name}` shows what was last seen\n")
+            err.write(
+                f"\n{job.name}: stopped following; task {job.task_id} keeps running at Runway (it was not "
+                f"cancelled); `runwatch status {job.name}` shows what was last seen\n"
+            )
         return EXIT_FAILURE
 
 
@@ -419,7 +483,7 @@ def _download(run: _Submission, urls: list[str], target: Path) -> list[dict[str,
             run.journal.update(job, outputs=[_record(r) for r in done])
             if attempt == 2:
                 raise
-            time.sleep(2.0 ** attempt)
+            time.sleep(2.0**attempt)
     return [_record(r) for r in records]
 
 

@@ -65,11 +65,16 @@ class Checked:
     def to_json(self) -> dict[str, Any]:
         req, est = self.request, self.estimate
         return {
-            "file": str(self.file), "valid": self.valid, "name": self.name, "inbox": self.inbox,
-            "endpoint": req.endpoint if req else None, "model": req.model if req else None,
+            "file": str(self.file),
+            "valid": self.valid,
+            "name": self.name,
+            "inbox": self.inbox,
+            "endpoint": req.endpoint if req else None,
+            "model": req.model if req else None,
             "problems": [{"path": p.path, "message": p.message} for p in self.problems],
-            "estimate": None if est is None else {"credits": est.credits, "basis": est.basis,
-                                                  "assumptions": list(est.assumptions)},
+            "estimate": None
+            if est is None
+            else {"credits": est.credits, "basis": est.basis, "assumptions": list(est.assumptions)},
             "notes": list(self.notes),
         }
 
@@ -116,8 +121,13 @@ class Validator:
                 why += " (a bare media file is a request only in an inbox with accept_media = true)"
             return Checked(path, label, problems=(Problem("", why),))
         try:
-            req = load_request(path, root=inbox.path if inbox else path.parent, inbox=context, catalog=self.catalog,
-                               unknown_models=self.unknown_models)
+            req = load_request(
+                path,
+                root=inbox.path if inbox else path.parent,
+                inbox=context,
+                catalog=self.catalog,
+                unknown_models=self.unknown_models,
+            )
         except RequestError as exc:
             return Checked(path, label, problems=tuple(exc.problems))
         if req.model is None:
@@ -138,8 +148,9 @@ class Validator:
                     info = probe_file(media.file)
                 except OSError:
                     info = None
-                self._hints[media.file] = None if info is None else MediaHint(
-                    duration=info.duration, width=info.width, height=info.height)
+                self._hints[media.file] = (
+                    None if info is None else MediaHint(duration=info.duration, width=info.width, height=info.height)
+                )
             hint = self._hints[media.file]
             if hint is not None:
                 hints[format_path(media.field)] = hint
@@ -148,8 +159,10 @@ class Validator:
     def _notes(self, req: Request, guess: Estimate, inbox: InboxConfig | None) -> tuple[str, ...]:
         notes = []
         if not req.known_model:
-            notes.append(f"model {req.model!r} is not in runwatch's catalogue: it is sent as written and Runway "
-                         "checks it (a refused create costs nothing)")
+            notes.append(
+                f"model {req.model!r} is not in runwatch's catalogue: it is sent as written and Runway "
+                "checks it (a refused create costs nothing)"
+            )
         limits = [(f"its max_credits of {readable(v)}", v) for v in (req.options.max_credits,) if v is not None]
         if inbox is not None and inbox.approve_above is not None:
             limits.append((f"the inbox's approve_above of {readable(inbox.approve_above)}", inbox.approve_above))
@@ -177,8 +190,11 @@ def _expand(paths: Sequence[str], validator: Validator) -> tuple[list[Path], lis
                 continue
             for name in names:
                 # Status files are runwatch's own answers (submit writes them beside requests), never requests.
-                if classify(name, accept) in ("request", "media") and not name.endswith(_STATUS_SUFFIXES) \
-                        and (path / name).is_file():
+                if (
+                    classify(name, accept) in ("request", "media")
+                    and not name.endswith(_STATUS_SUFFIXES)
+                    and (path / name).is_file()
+                ):
                     files.append(path / name)
         elif path.exists() or path.is_symlink():
             files.append(path)
@@ -194,9 +210,16 @@ def _estimate_text(guess: Estimate | None) -> str:
     return f"{guess.basis} = {total}"
 
 
-def validate_command(paths: Sequence[str], *, config_file: str | None = None, price: bool = False,
-                     as_json: bool = False, out: TextIO | None = None, err: TextIO | None = None,
-                     env: Mapping[str, str] = os.environ) -> int:
+def validate_command(
+    paths: Sequence[str],
+    *,
+    config_file: str | None = None,
+    price: bool = False,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> int:
     """``runwatch validate``: 0 when every file is valid, 1 when any is not, 2 for a path that is not there."""
     out = out or sys.stdout
     err = err or sys.stderr
@@ -211,10 +234,18 @@ def validate_command(paths: Sequence[str], *, config_file: str | None = None, pr
     if price:
         _price_report(results, out, as_json, config)
     elif as_json:
-        out.write(json.dumps({"config": str(config.path) if config and config.path else None,
-                              "files": [r.to_json() for r in results],
-                              "valid": sum(r.valid for r in results),
-                              "invalid": sum(not r.valid for r in results)}, indent=2) + "\n")
+        out.write(
+            json.dumps(
+                {
+                    "config": str(config.path) if config and config.path else None,
+                    "files": [r.to_json() for r in results],
+                    "valid": sum(r.valid for r in results),
+                    "invalid": sum(not r.valid for r in results),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     else:
         _validate_report(results, out, config)
     if not files:
@@ -246,19 +277,35 @@ def _price_report(results: Sequence[Checked], out: TextIO, as_json: bool, config
     invalid = [r for r in results if r.request is None]
     total = sum(r.estimate.credits or 0 for r in priced if r.estimate is not None)
     if as_json:
-        out.write(json.dumps({
-            "config": str(config.path) if config and config.path else None,
-            "requests": [r.to_json() for r in valid], "total": total, "priced": len(priced),
-            "unknown": [r.name for r in unknown], "invalid": [r.to_json() for r in invalid],
-        }, indent=2) + "\n")
+        out.write(
+            json.dumps(
+                {
+                    "config": str(config.path) if config and config.path else None,
+                    "requests": [r.to_json() for r in valid],
+                    "total": total,
+                    "priced": len(priced),
+                    "unknown": [r.name for r in unknown],
+                    "invalid": [r.to_json() for r in invalid],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         return
     rows = [["NAME", "ENDPOINT", "MODEL", "ESTIMATE", "BASIS"]]
     for r in valid:
         assert r.request is not None and r.estimate is not None
         credits = r.estimate.credits
         basis = r.estimate.basis + "".join(f"; assumes {a}" for a in r.estimate.assumptions)
-        rows.append([r.name, r.request.endpoint, r.request.model or "", "unknown" if credits is None
-                     else readable(credits), basis])
+        rows.append(
+            [
+                r.name,
+                r.request.endpoint,
+                r.request.model or "",
+                "unknown" if credits is None else readable(credits),
+                basis,
+            ]
+        )
     write_table(rows, out)
     for r in invalid:
         out.write("".join(f"{r.file}: {p}\n" for p in r.problems))

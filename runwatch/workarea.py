@@ -104,9 +104,18 @@ class WorkArea:
     nothing is forgotten), and ``deliver`` for what was taken. ``clock`` dates the retries.
     """
 
-    def __init__(self, inbox: str, root: Path, work: Path, *, deliver: Callable[[Item], None],
-                 forget: Callable[[Path], None], root_gone: Callable[[], bool], clock: Callable[[], float],
-                 log: FilteringBoundLogger) -> None:
+    def __init__(
+        self,
+        inbox: str,
+        root: Path,
+        work: Path,
+        *,
+        deliver: Callable[[Item], None],
+        forget: Callable[[Path], None],
+        root_gone: Callable[[], bool],
+        clock: Callable[[], float],
+        log: FilteringBoundLogger,
+    ) -> None:
         self.inbox = inbox
         self.root = root
         self.work = work
@@ -188,8 +197,12 @@ class WorkArea:
             where = format_path(media.field)
             rel = os.path.normpath(media.rel)
             target = media.file
-            if os.path.isabs(rel) or rel.split(os.sep)[0] == ".." or not inside(str(target), root) \
-                    or self.contains(self.lex(target)):
+            if (
+                os.path.isabs(rel)
+                or rel.split(os.sep)[0] == ".."
+                or not inside(str(target), root)
+                or self.contains(self.lex(target))
+            ):
                 problems.append(Problem(where, f"{media.rel} is not a file waiting in the inbox"))
                 continue
             src, dest = self.root / rel, job_dir / rel
@@ -220,13 +233,22 @@ class WorkArea:
             self._forget(src)
         return problems
 
-    def claimed(self, job_id: str, job_dir: Path, request_file: Path, name: str, fmt: Format, bare: bool,
-                request: Request | None = None) -> None:
+    def claimed(
+        self,
+        job_id: str,
+        job_dir: Path,
+        request_file: Path,
+        name: str,
+        fmt: Format,
+        bare: bool,
+        request: Request | None = None,
+    ) -> None:
         self._log.info("inbox.claimed", name=name, job_id=job_id, bare=bare)
         self._emit(Claimed(job_id, self.inbox, job_dir, request_file, name, fmt, bare, request))
 
-    def fail(self, job_id: str, job_dir: Path, request_file: Path, name: str, fmt: Format,
-             problems: tuple[Problem, ...]) -> None:
+    def fail(
+        self, job_id: str, job_dir: Path, request_file: Path, name: str, fmt: Format, problems: tuple[Problem, ...]
+    ) -> None:
         """A taken request that cannot be used: to WORK/failed/JOB_ID, then delivered as refused."""
         failed = self.work / "failed" / job_id
         try:

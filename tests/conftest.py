@@ -54,8 +54,9 @@ class MediaServer:
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
 
-    def add(self, path: str, body: bytes, content_type: str | None, status: int = 200,
-            headers: dict[str, str] | None = None) -> str:
+    def add(
+        self, path: str, body: bytes, content_type: str | None, status: int = 200, headers: dict[str, str] | None = None
+    ) -> str:
         hdrs = dict(headers or {})
         if content_type is not None:
             hdrs["Content-Type"] = content_type

@@ -30,8 +30,16 @@ FINAL = {"succeeded", "rejected", "failed", "cancelled", "needs_attention"}
 class Rig:
     """An inbox, its outbox, a state dir, a simulator, and a daemon running in a thread."""
 
-    def __init__(self, root: Path, sim: Simulator, *, s3: Any = None, inbox: dict[str, Any] | None = None,
-                 runway: dict[str, Any] | None = None, budget: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        sim: Simulator,
+        *,
+        s3: Any = None,
+        inbox: dict[str, Any] | None = None,
+        runway: dict[str, Any] | None = None,
+        budget: dict[str, Any] | None = None,
+    ) -> None:
         self.root, self.sim, self.s3 = root, sim, s3
         self.inbox = root / "inbox"
         self.outbox = root / "outbox"
@@ -45,8 +53,13 @@ class Rig:
         if budget is not None:
             data["budget"] = budget
         if s3 is not None:
-            data["s3"] = {"bucket": s3.bucket, "endpoint_url": s3.endpoint_url, "region": s3.region,
-                          "presign_expiry": 600, "addressing_style": "path"}
+            data["s3"] = {
+                "bucket": s3.bucket,
+                "endpoint_url": s3.endpoint_url,
+                "region": s3.region,
+                "presign_expiry": 600,
+                "addressing_style": "path",
+            }
         self.config: Config = parse_config(data, str(root / "runwatch.toml"))
         self.daemon: Daemon | None = None
         self.thread: threading.Thread | None = None
@@ -125,23 +138,56 @@ def rig_factory(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
 
 # One request per endpoint of the seed note, each with local media where the endpoint takes any.
 SEED_REQUESTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
-    "image_to_video": ({"endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": "still.jpg",
-                        "ratio": "1280:720", "duration": 5, "promptText": "waves"}, ("still.jpg",)),
-    "text_to_video": ({"endpoint": "text_to_video", "model": "veo3.1", "promptText": "a forest",
-                       "ratio": "1280:720", "duration": 8}, ()),
-    "video_to_video": ({"endpoint": "video_to_video", "model": "aleph2", "videoUri": "clip.mp4",
-                        "promptText": "make it snow"}, ("clip.mp4",)),
-    "text_to_image": ({"endpoint": "text_to_image", "model": "gen4_image_turbo", "promptText": "@cat on a sofa",
-                       "ratio": "1920:1080", "referenceImages": [{"uri": "still.jpg", "tag": "cat"}]},
-                      ("still.jpg",)),
-    "video_upscale": ({"endpoint": "video_upscale", "model": "magnific_video_upscaler_creative",
-                       "videoUri": "clip.mp4"}, ("clip.mp4",)),
+    "image_to_video": (
+        {
+            "endpoint": "image_to_video",
+            "model": "gen4_turbo",
+            "promptImage": "still.jpg",
+            "ratio": "1280:720",
+            "duration": 5,
+            "promptText": "waves",
+        },
+        ("still.jpg",),
+    ),
+    "text_to_video": (
+        {"endpoint": "text_to_video", "model": "veo3.1", "promptText": "a forest", "ratio": "1280:720", "duration": 8},
+        (),
+    ),
+    "video_to_video": (
+        {"endpoint": "video_to_video", "model": "aleph2", "videoUri": "clip.mp4", "promptText": "make it snow"},
+        ("clip.mp4",),
+    ),
+    "text_to_image": (
+        {
+            "endpoint": "text_to_image",
+            "model": "gen4_image_turbo",
+            "promptText": "@cat on a sofa",
+            "ratio": "1920:1080",
+            "referenceImages": [{"uri": "still.jpg", "tag": "cat"}],
+        },
+        ("still.jpg",),
+    ),
+    "video_upscale": (
+        {"endpoint": "video_upscale", "model": "magnific_video_upscaler_creative", "videoUri": "clip.mp4"},
+        ("clip.mp4",),
+    ),
     "sound_effect": ({"endpoint": "sound_effect", "model": "eleven_text_to_sound_v2", "promptText": "rain"}, ()),
-    "text_to_speech": ({"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": "Hello.",
-                        "voice": {"type": "runway-preset", "presetId": "Maya"}}, ()),
-    "speech_to_speech": ({"endpoint": "speech_to_speech", "model": "eleven_multilingual_sts_v2",
-                          "media": {"type": "audio", "uri": "speech.mp3"},
-                          "voice": {"type": "runway-preset", "presetId": "Bernard"}}, ("speech.mp3",)),
+    "text_to_speech": (
+        {
+            "endpoint": "text_to_speech",
+            "model": "eleven_multilingual_v2",
+            "promptText": "Hello.",
+            "voice": {"type": "runway-preset", "presetId": "Maya"},
+        },
+        (),
+    ),
+    "speech_to_speech": (
+        {
+            "endpoint": "speech_to_speech",
+            "model": "eleven_multilingual_sts_v2",
+            "media": {"type": "audio", "uri": "speech.mp3"},
+            "voice": {"type": "runway-preset", "presetId": "Bernard"},
+        },
+        ("speech.mp3",),
+    ),
 }
-
-

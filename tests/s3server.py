@@ -148,44 +148,87 @@ def start_s3_server(bucket: str = BUCKET, timeout: float = 30.0) -> S3Server:
     """Start ``weed mini`` on loopback, wait until an object can be written, and create ``bucket``."""
     weed = find_weed()
     if weed is None:
-        raise S3ServerError(f"the SeaweedFS binary 'weed' was not found next to {sys.executable} or on PATH; "
-                            f"{INSTALL_HINT}")
+        raise S3ServerError(
+            f"the SeaweedFS binary 'weed' was not found next to {sys.executable} or on PATH; {INSTALL_HINT}"
+        )
     directory = Path(tempfile.mkdtemp(prefix="runwatch-s3-"))
     data = directory / "data"
     data.mkdir()
     config_path = directory / "s3.json"
-    config_path.write_text(json.dumps({"identities": [{
-        "name": "runwatch-test",
-        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}))
+    config_path.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "runwatch-test",
+                        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
     master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, admin, admin_grpc = _free_ports(8)
     command = [
         # Global options first: logs and toml lookups stay inside this run's directory.
-        weed, f"-logdir={directory}", f"-config_dir={directory}",
-        "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-master.port={master}", f"-master.port.grpc={master_grpc}",
-        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
-        f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
-        f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config_path}",
-        f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}", f"-admin.dataDir={directory / 'admin'}",
+        weed,
+        f"-logdir={directory}",
+        f"-config_dir={directory}",
+        "mini",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_grpc}",
+        f"-s3.config={config_path}",
+        f"-admin.port={admin}",
+        f"-admin.port.grpc={admin_grpc}",
+        f"-admin.dataDir={directory / 'admin'}",
         # These Unix sockets would be /tmp/seaweedfs-*-<port>.sock otherwise.
-        f"-filer.localSocket={directory / 'filer.sock'}", f"-s3.localSocket={directory / 's3.sock'}",
-        "-s3.autoCreateBucket=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        "-webdav=false", "-admin.ui=false", "-master.telemetry=false", "-volume.preStopSeconds=0",
+        f"-filer.localSocket={directory / 'filer.sock'}",
+        f"-s3.localSocket={directory / 's3.sock'}",
+        "-s3.autoCreateBucket=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-master.telemetry=false",
+        "-volume.preStopSeconds=0",
     ]
     log_path = directory / "weed.log"
     started = time.monotonic()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=directory,
-            start_new_session=True, env={**os.environ, "TMPDIR": str(directory)},
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=directory,
+            start_new_session=True,
+            env={**os.environ, "TMPDIR": str(directory)},
         )
     # weed puts a gRPC socket per component in /tmp whatever TMPDIR says, and leaves some behind.
     grpc = {"master": master_grpc, "volume": volume_grpc, "filer": filer_grpc, "s3": s3_grpc, "admin": admin_grpc}
     sockets = [Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock") for name, port in grpc.items()]
-    server = S3Server(f"http://127.0.0.1:{s3}", bucket, ACCESS_KEY, SECRET_KEY, REGION, directory, log_path,
-                      command, 0.0, process, sockets)
+    server = S3Server(
+        f"http://127.0.0.1:{s3}",
+        bucket,
+        ACCESS_KEY,
+        SECRET_KEY,
+        REGION,
+        directory,
+        log_path,
+        command,
+        0.0,
+        process,
+        sockets,
+    )
     try:
         _wait_ready(server, started + timeout)
     except BaseException:
@@ -202,8 +245,10 @@ def _wait_ready(server: S3Server, deadline: float) -> None:
     last = "no answer yet"
     while True:
         if server.process.poll() is not None:
-            raise S3ServerError(f"weed exited with status {server.process.returncode} while starting:\n"
-                                f"{' '.join(server.command)}\n{server.log()}")
+            raise S3ServerError(
+                f"weed exited with status {server.process.returncode} while starting:\n"
+                f"{' '.join(server.command)}\n{server.log()}"
+            )
         try:
             if not have_bucket:
                 with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
@@ -215,6 +260,8 @@ def _wait_ready(server: S3Server, deadline: float) -> None:
         except (BotoCoreError, ClientError) as exc:
             last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() > deadline:
-            raise S3ServerError(f"SeaweedFS did not accept a put within the time allowed (last: {last}):\n"
-                                f"{' '.join(server.command)}\n{server.log()}")
+            raise S3ServerError(
+                f"SeaweedFS did not accept a put within the time allowed (last: {last}):\n"
+                f"{' '.join(server.command)}\n{server.log()}"
+            )
         time.sleep(0.1)

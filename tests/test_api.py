@@ -110,8 +110,9 @@ class TestCreate:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         with httpx.Client(timeout=1.0) as http:
-            client = RunwayClient(http, base_url=f"http://127.0.0.1:{port}", api_key="key_" + "0" * 128,
-                                  sleep=sleeps, max_attempts=3)
+            client = RunwayClient(
+                http, base_url=f"http://127.0.0.1:{port}", api_key="key_" + "0" * 128, sleep=sleeps, max_attempts=3
+            )
             with pytest.raises(ApiConnectionError) as info:
                 client.create_task("text_to_speech", TTS)
         assert not info.value.sent and len(sleeps.delays) == 2
@@ -166,32 +167,55 @@ class TestReads:
 
 
 class TestPureRules:
-    @pytest.mark.parametrize(("attempt", "retry_after", "expected"), [
-        (1, None, 0.375), (2, None, 0.75), (3, None, 1.5), (10, None, 22.5), (30, None, 22.5),
-        (1, 2.0, 2.0), (1, 0.0, 0.0), (1, 9999.0, 300.0),
-    ])
+    @pytest.mark.parametrize(
+        ("attempt", "retry_after", "expected"),
+        [
+            (1, None, 0.375),
+            (2, None, 0.75),
+            (3, None, 1.5),
+            (10, None, 22.5),
+            (30, None, 22.5),
+            (1, 2.0, 2.0),
+            (1, 0.0, 0.0),
+            (1, 9999.0, 300.0),
+        ],
+    )
     def test_backoff(self, attempt: int, retry_after: float | None, expected: float) -> None:
         """Exponential from 0.5 s, capped at 30 s, jittered by up to half; Retry-After wins (capped)."""
         assert backoff_delay(attempt, retry_after, lambda: 0.5) == pytest.approx(expected)
 
-    @pytest.mark.parametrize(("headers", "expected"), [
-        ({"retry-after": "3"}, 3.0), ({"retry-after": "1.5"}, 1.5), ({"retry-after-ms": "250"}, 0.25),
-        ({"retry-after": "Thu, 01 Jan 2026 00:00:10 GMT"}, 10.0), ({"retry-after": "soon"}, None), ({}, None),
-        ({"retry-after": "-5"}, 0.0),
-    ])
+    @pytest.mark.parametrize(
+        ("headers", "expected"),
+        [
+            ({"retry-after": "3"}, 3.0),
+            ({"retry-after": "1.5"}, 1.5),
+            ({"retry-after-ms": "250"}, 0.25),
+            ({"retry-after": "Thu, 01 Jan 2026 00:00:10 GMT"}, 10.0),
+            ({"retry-after": "soon"}, None),
+            ({}, None),
+            ({"retry-after": "-5"}, 0.0),
+        ],
+    )
     def test_retry_after(self, headers: dict[str, str], expected: float | None) -> None:
         """Retry-After as seconds, milliseconds or an HTTP date; garbage is ignored."""
         now = 1767225600.0  # 2026-01-01T00:00:00Z
         assert parse_retry_after(headers, now=now) == expected
 
-    @pytest.mark.parametrize(("error", "retry"), [
-        (ApiConnectionError("x", sent=False), True),
-        (ApiConnectionError("x", sent=True), False),
-        (ApiStatusError(502, {}), True), (ApiStatusError(503, {}), True), (ApiStatusError(504, {}), True),
-        (ApiStatusError(500, {}), False), (ApiStatusError(400, {}), False), (ApiStatusError(401, {}), False),
-        (RateLimitedError(429, {}, daily=False, retry_after=None), True),
-        (RateLimitedError(429, {}, daily=True, retry_after=None), False),
-    ])
+    @pytest.mark.parametrize(
+        ("error", "retry"),
+        [
+            (ApiConnectionError("x", sent=False), True),
+            (ApiConnectionError("x", sent=True), False),
+            (ApiStatusError(502, {}), True),
+            (ApiStatusError(503, {}), True),
+            (ApiStatusError(504, {}), True),
+            (ApiStatusError(500, {}), False),
+            (ApiStatusError(400, {}), False),
+            (ApiStatusError(401, {}), False),
+            (RateLimitedError(429, {}, daily=False, retry_after=None), True),
+            (RateLimitedError(429, {}, daily=True, retry_after=None), False),
+        ],
+    )
     def test_create_retry_rule(self, error: ApiStatusError | ApiConnectionError, retry: bool) -> None:
         """The money rule as a table: only answers that prove nothing was created allow a resend."""
         assert create_may_be_retried(error) is retry

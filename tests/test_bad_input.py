@@ -37,15 +37,25 @@ def _j(body: Any) -> bytes:
 
 def i2v(**over: Any) -> dict[str, Any]:
     """A valid image_to_video body, with some keys replaced."""
-    body: dict[str, Any] = {"endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": "https://example.com/a.jpg",
-                            "ratio": "1280:720", "duration": 5, "promptText": "waves"}
+    body: dict[str, Any] = {
+        "endpoint": "image_to_video",
+        "model": "gen4_turbo",
+        "promptImage": "https://example.com/a.jpg",
+        "ratio": "1280:720",
+        "duration": 5,
+        "promptText": "waves",
+    }
     body.update(over)
     return {k: v for k, v in body.items() if v is not None}
 
 
 def tts(**over: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": "Hi.",
-                            "voice": {"type": "runway-preset", "presetId": "Maya"}}
+    body: dict[str, Any] = {
+        "endpoint": "text_to_speech",
+        "model": "eleven_multilingual_v2",
+        "promptText": "Hi.",
+        "voice": {"type": "runway-preset", "presetId": "Maya"},
+    }
     body.update(over)
     return {k: v for k, v in body.items() if v is not None}
 
@@ -79,17 +89,25 @@ CASES: list[Case] = [
     Case("non_utf8_content", "{id}.json", b'{"endpoint": "text_to_speech", "promptText": "caf\xe9"}', ""),
     Case("utf16_content", "{id}.json", json.dumps(tts()).encode("utf-16"), ""),
     Case("duplicate_keys", "{id}.json", b'{"endpoint": "text_to_speech", "model": "a", "model": "b"}', "model"),
-    Case("deep_nesting", "{id}.json", b'{"endpoint": "text_to_speech", "x": ' + b"[" * 50_000 + b"]" * 50_000
-         + b"}", None),
+    Case(
+        "deep_nesting",
+        "{id}.json",
+        b'{"endpoint": "text_to_speech", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        None,
+    ),
     Case("moderate_nesting", "{id}.json", _j(tts(metadata=json.loads("[" * 40 + "]" * 40))), None),
     Case("huge_request", "{id}.json", ("sparse", 5 << 20), ""),
     Case("truncated_toml", "{id}.toml", b'endpoint = "text_to_speech"\nmodel = ', ""),
     Case("bad_toml_table", "{id}.toml", b'[voice\ntype = "x"\n', ""),
     Case("duplicate_toml_key", "{id}.toml", b'endpoint = "a"\nendpoint = "b"\n', ""),
     Case("empty_toml", "{id}.toml", b"", None),
-    Case("toml_runwatch_not_table", "{id}.toml",
-         b'endpoint = "text_to_speech"\nmodel = "eleven_multilingual_v2"\npromptText = "x"\nrunwatch = "fast"\n'
-         b'[voice]\ntype = "runway-preset"\npresetId = "Maya"\n', "runwatch"),
+    Case(
+        "toml_runwatch_not_table",
+        "{id}.toml",
+        b'endpoint = "text_to_speech"\nmodel = "eleven_multilingual_v2"\npromptText = "x"\nrunwatch = "fast"\n'
+        b'[voice]\ntype = "runway-preset"\npresetId = "Maya"\n',
+        "runwatch",
+    ),
     # -- wrong types -----------------------------------------------------------------------------------------
     Case("endpoint_number", "{id}.json", _j(tts(endpoint=7)), "endpoint"),
     Case("model_number", "{id}.json", _j(tts(model=3)), "model"),
@@ -98,9 +116,20 @@ CASES: list[Case] = [
     Case("prompt_object", "{id}.json", _j(i2v(promptText={"text": "x"})), "promptText"),
     Case("duration_bool", "{id}.json", _j(i2v(duration=True)), "duration"),
     Case("voice_string", "{id}.json", _j(tts(voice="Maya")), "voice"),
-    Case("reference_images_object", "{id}.json",
-         _j({"endpoint": "text_to_image", "model": "gen4_image_turbo", "promptText": "x", "ratio": "1920:1080",
-             "referenceImages": {"uri": "https://example.com/a.jpg"}}), "referenceImages"),
+    Case(
+        "reference_images_object",
+        "{id}.json",
+        _j(
+            {
+                "endpoint": "text_to_image",
+                "model": "gen4_image_turbo",
+                "promptText": "x",
+                "ratio": "1920:1080",
+                "referenceImages": {"uri": "https://example.com/a.jpg"},
+            }
+        ),
+        "referenceImages",
+    ),
     Case("runwatch_string", "{id}.json", _j(tts(runwatch="fast")), "runwatch"),
     Case("priority_string", "{id}.json", _j(tts(runwatch={"priority": "high"})), "runwatch.priority"),
     Case("max_credits_negative", "{id}.json", _j(tts(runwatch={"max_credits": -5})), "runwatch.max_credits"),
@@ -121,47 +150,119 @@ CASES: list[Case] = [
     Case("seed_negative", "{id}.json", _j(i2v(seed=-1)), "seed"),
     Case("seed_huge", "{id}.json", _j(i2v(seed=2**40)), "seed"),
     Case("prompt_too_long", "{id}.json", _j(i2v(promptText="x" * 5000)), "promptText"),
-    Case("preset_unknown", "{id}.json", _j(tts(voice={"type": "runway-preset", "presetId": "Nobody"})),
-         "voice.presetId"),
+    Case(
+        "preset_unknown", "{id}.json", _j(tts(voice={"type": "runway-preset", "presetId": "Nobody"})), "voice.presetId"
+    ),
     # -- media: where they point ---------------------------------------------------------------------------------
     Case("missing_media", "{id}.json", _j(i2v(promptImage="{id}-nowhere.jpg")), "promptImage"),
     Case("dotdot_media", "{id}.json", _j(i2v(promptImage="../outside.jpg")), "promptImage"),
     Case("absolute_media", "{id}.json", _j(i2v(promptImage="/etc/passwd")), "promptImage"),
     Case("absolute_jpg", "{id}.json", _j(i2v(promptImage=str(SAMPLES / "still.jpg"))), "promptImage"),
-    Case("escaping_symlink", "{id}.json", _j(i2v(promptImage="{id}-link.jpg")), "promptImage",
-         media={"{id}-link.jpg": ("symlink", str(SAMPLES / "still.jpg"))}),
-    Case("relative_escaping_symlink", "{id}.json", _j(i2v(promptImage="{id}-rel.jpg")), "promptImage",
-         media={"{id}-rel.jpg": ("symlink", "../../../../../../../../etc/hostname")}),
-    Case("symlink_to_device", "{id}.json", _j(i2v(promptImage="{id}-zero.jpg")), "promptImage",
-         media={"{id}-zero.jpg": ("symlink", "/dev/zero")}),
-    Case("fifo_media", "{id}.json", _j(i2v(promptImage="{id}-pipe.jpg")), "promptImage",
-         media={"{id}-pipe.jpg": ("fifo", None)}),
-    Case("device_media", "{id}.json", _j(i2v(promptImage="{id}-dev.jpg")), "promptImage",
-         media={"{id}-dev.jpg": ("device", None)}),
-    Case("directory_media", "{id}.json", _j(i2v(promptImage="{id}-dir.jpg")), "promptImage",
-         media={"{id}-dir.jpg": ("dir", None)}),
+    Case(
+        "escaping_symlink",
+        "{id}.json",
+        _j(i2v(promptImage="{id}-link.jpg")),
+        "promptImage",
+        media={"{id}-link.jpg": ("symlink", str(SAMPLES / "still.jpg"))},
+    ),
+    Case(
+        "relative_escaping_symlink",
+        "{id}.json",
+        _j(i2v(promptImage="{id}-rel.jpg")),
+        "promptImage",
+        media={"{id}-rel.jpg": ("symlink", "../../../../../../../../etc/hostname")},
+    ),
+    Case(
+        "symlink_to_device",
+        "{id}.json",
+        _j(i2v(promptImage="{id}-zero.jpg")),
+        "promptImage",
+        media={"{id}-zero.jpg": ("symlink", "/dev/zero")},
+    ),
+    Case(
+        "fifo_media",
+        "{id}.json",
+        _j(i2v(promptImage="{id}-pipe.jpg")),
+        "promptImage",
+        media={"{id}-pipe.jpg": ("fifo", None)},
+    ),
+    Case(
+        "device_media",
+        "{id}.json",
+        _j(i2v(promptImage="{id}-dev.jpg")),
+        "promptImage",
+        media={"{id}-dev.jpg": ("device", None)},
+    ),
+    Case(
+        "directory_media",
+        "{id}.json",
+        _j(i2v(promptImage="{id}-dir.jpg")),
+        "promptImage",
+        media={"{id}-dir.jpg": ("dir", None)},
+    ),
     Case("inbox_itself_media", "{id}.json", _j(i2v(promptImage=".")), "promptImage"),
     Case("work_area_media", "{id}.json", _j(i2v(promptImage=".runwatch/journal")), "promptImage"),
     # -- media: what they are -------------------------------------------------------------------------------------
-    Case("empty_media", "{id}.json", _j(i2v(promptImage="{id}-empty.jpg")), "promptImage",
-         media={"{id}-empty.jpg": b""}),
-    Case("over_limit_media", "{id}.json", _j(i2v(promptImage="{id}-huge.jpg")), "promptImage",
-         media={"{id}-huge.jpg": ("sparse", 300 << 20)}),
-    Case("audio_as_image", "{id}.json", _j(i2v(promptImage="{id}-voice.mp3")), "promptImage",
-         media={"{id}-voice.mp3": MP3}),
-    Case("image_as_video", "{id}.json",
-         _j({"endpoint": "video_upscale", "model": "magnific_video_upscaler_creative", "videoUri": "{id}-v.jpg"}),
-         "videoUri", media={"{id}-v.jpg": JPG}),
-    Case("text_named_jpg", "{id}.json", _j(i2v(promptImage="{id}-fake.jpg")), "promptImage",
-         media={"{id}-fake.jpg": b"this is not a picture " * 100}),
-    Case("video_as_audio", "{id}.json",
-         _j({"endpoint": "speech_to_speech", "model": "eleven_multilingual_sts_v2",
-             "media": {"type": "audio", "uri": "{id}-a.mp4"},
-             "voice": {"type": "runway-preset", "presetId": "Bernard"}}), "media.uri", media={"{id}-a.mp4": MP4}),
+    Case(
+        "empty_media", "{id}.json", _j(i2v(promptImage="{id}-empty.jpg")), "promptImage", media={"{id}-empty.jpg": b""}
+    ),
+    Case(
+        "over_limit_media",
+        "{id}.json",
+        _j(i2v(promptImage="{id}-huge.jpg")),
+        "promptImage",
+        media={"{id}-huge.jpg": ("sparse", 300 << 20)},
+    ),
+    Case(
+        "audio_as_image",
+        "{id}.json",
+        _j(i2v(promptImage="{id}-voice.mp3")),
+        "promptImage",
+        media={"{id}-voice.mp3": MP3},
+    ),
+    Case(
+        "image_as_video",
+        "{id}.json",
+        _j({"endpoint": "video_upscale", "model": "magnific_video_upscaler_creative", "videoUri": "{id}-v.jpg"}),
+        "videoUri",
+        media={"{id}-v.jpg": JPG},
+    ),
+    Case(
+        "text_named_jpg",
+        "{id}.json",
+        _j(i2v(promptImage="{id}-fake.jpg")),
+        "promptImage",
+        media={"{id}-fake.jpg": b"this is not a picture " * 100},
+    ),
+    Case(
+        "video_as_audio",
+        "{id}.json",
+        _j(
+            {
+                "endpoint": "speech_to_speech",
+                "model": "eleven_multilingual_sts_v2",
+                "media": {"type": "audio", "uri": "{id}-a.mp4"},
+                "voice": {"type": "runway-preset", "presetId": "Bernard"},
+            }
+        ),
+        "media.uri",
+        media={"{id}-a.mp4": MP4},
+    ),
     Case("request_names_itself", "{id}.json", _j(i2v(promptImage="{id}.json")), "promptImage"),
-    Case("reference_dotdot", "{id}.json",
-         _j({"endpoint": "text_to_image", "model": "gen4_image_turbo", "promptText": "x", "ratio": "1920:1080",
-             "referenceImages": [{"uri": "../x.jpg", "tag": "cat"}]}), "referenceImages[0].uri"),
+    Case(
+        "reference_dotdot",
+        "{id}.json",
+        _j(
+            {
+                "endpoint": "text_to_image",
+                "model": "gen4_image_turbo",
+                "promptText": "x",
+                "ratio": "1920:1080",
+                "referenceImages": [{"uri": "../x.jpg", "tag": "cat"}],
+            }
+        ),
+        "referenceImages[0].uri",
+    ),
     Case("http_media", "{id}.json", _j(i2v(promptImage="http://example.com/a.jpg")), "promptImage"),
     Case("ftp_media", "{id}.json", _j(i2v(promptImage="ftp://example.com/a.jpg")), "promptImage"),
     Case("bad_data_uri", "{id}.json", _j(i2v(promptImage="data:image/jpeg;base64,@@@")), "promptImage"),
@@ -258,8 +359,10 @@ def _same(spec: Spec, path: Path) -> bool:
 
 # Known gaps, each a bug to fix in the module named (the test stays here, strict, so the fix is noticed).
 XFAIL: dict[str, str] = {}
-PARAMS = [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=XFAIL[c.id])] if c.id in XFAIL
-                       else []) for c in CASES]
+PARAMS = [
+    pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=XFAIL[c.id])] if c.id in XFAIL else [])
+    for c in CASES
+]
 
 
 @pytest.mark.parametrize("case", PARAMS)

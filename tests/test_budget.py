@@ -26,26 +26,40 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NONE = Spent(0, 0, 0)
 
 
-def _job(state: str, credits: float | None = None, estimated: float | None = None,
-         sent: str | None = "2026-11-28T10:00:00Z", inbox: str = "a") -> Any:
-    return SimpleNamespace(state=state, credits=credits, estimated_credits=estimated, create_started_at=sent,
-                           updated_at="2026-11-28T11:00:00Z", inbox=inbox)
+def _job(
+    state: str,
+    credits: float | None = None,
+    estimated: float | None = None,
+    sent: str | None = "2026-11-28T10:00:00Z",
+    inbox: str = "a",
+) -> Any:
+    return SimpleNamespace(
+        state=state,
+        credits=credits,
+        estimated_credits=estimated,
+        create_started_at=sent,
+        updated_at="2026-11-28T11:00:00Z",
+        inbox=inbox,
+    )
 
 
 class TestCharges:
-    @pytest.mark.parametrize(("job", "credits"), [
-        (_job("succeeded", credits=40, estimated=50), 40),  # the final cost wins over the estimate
-        (_job("running", estimated=50), 50),  # in flight: its estimate
-        (_job("uploading", estimated=30, sent=None), 30),  # let through, about to be sent
-        (_job("downloading", estimated=20), 20),
-        (_job("failed", credits=0, estimated=50), None),  # refunded
-        (_job("cancelled", estimated=50), None),  # no cost recorded: nothing counted
-        (_job("held", estimated=500, sent=None), None),  # never sent
-        (_job("accepted", estimated=500, sent=None), None),
-        (_job("needs_attention", estimated=70), 70),  # the create may have been charged
-        (_job("needs_attention", estimated=70, sent=None), None),
-        (_job("running", estimated=None), None),  # unknown price, no cost yet
-    ])
+    @pytest.mark.parametrize(
+        ("job", "credits"),
+        [
+            (_job("succeeded", credits=40, estimated=50), 40),  # the final cost wins over the estimate
+            (_job("running", estimated=50), 50),  # in flight: its estimate
+            (_job("uploading", estimated=30, sent=None), 30),  # let through, about to be sent
+            (_job("downloading", estimated=20), 20),
+            (_job("failed", credits=0, estimated=50), None),  # refunded
+            (_job("cancelled", estimated=50), None),  # no cost recorded: nothing counted
+            (_job("held", estimated=500, sent=None), None),  # never sent
+            (_job("accepted", estimated=500, sent=None), None),
+            (_job("needs_attention", estimated=70), 70),  # the create may have been charged
+            (_job("needs_attention", estimated=70, sent=None), None),
+            (_job("running", estimated=None), None),  # unknown price, no cost yet
+        ],
+    )
     def test_what_counts(self, job: Any, credits: float | None) -> None:
         """A job counts its final credits when known, else its estimate while Runway may be charging it."""
         charge = charge_of(job, NOW)
@@ -53,17 +67,19 @@ class TestCharges:
 
     def test_spent_when_sent(self) -> None:
         """A charge is dated by the create; one about to be sent falls back to its last change."""
-        assert charge_of(_job("running", estimated=5), NOW) == Charge("a", 5.0, datetime(2026, 11, 28, 10,
-                                                                                          tzinfo=UTC))
+        assert charge_of(_job("running", estimated=5), NOW) == Charge("a", 5.0, datetime(2026, 11, 28, 10, tzinfo=UTC))
         assert charge_of(_job("uploading", estimated=5, sent=None), NOW).at.hour == 11  # type: ignore[union-attr]
 
 
 class TestBoundaries:
-    @pytest.mark.parametrize(("now", "expected"), [
-        (datetime(2026, 11, 28, 23, 59, 59, tzinfo=UTC), Spent(10, 15, 115)),
-        (datetime(2026, 11, 29, 0, 0, 0, tzinfo=UTC), Spent(0, 0, 115)),  # a new UTC day: daily budgets free
-        (datetime(2026, 12, 1, 0, 0, 0, tzinfo=UTC), Spent(0, 0, 0)),  # a new UTC month: all free
-    ])
+    @pytest.mark.parametrize(
+        ("now", "expected"),
+        [
+            (datetime(2026, 11, 28, 23, 59, 59, tzinfo=UTC), Spent(10, 15, 115)),
+            (datetime(2026, 11, 29, 0, 0, 0, tzinfo=UTC), Spent(0, 0, 115)),  # a new UTC day: daily budgets free
+            (datetime(2026, 12, 1, 0, 0, 0, tzinfo=UTC), Spent(0, 0, 0)),  # a new UTC month: all free
+        ],
+    )
     def test_day_and_month(self, now: datetime, expected: Spent) -> None:
         """Spent today (this inbox, all inboxes) and this month, cut at UTC midnight and the 1st."""
         charges = [
@@ -95,33 +111,57 @@ def _hold(credits: float | None, limits: Limits, used: Spent = NONE, approved: b
 
 
 class TestUserLimits:
-    @pytest.mark.parametrize(("credits", "limits", "used", "words"), [
-        (320, Limits(max_credits=100), NONE, "estimated 320 credits (20 credits/s x 8 s) is above its max_credits "
-                                             "of 100; `runwatch approve clip` sends it"),
-        (320, Limits(approve_above=200), NONE, "is above the inbox's approve_above of 200"),
-        (320, Limits(inbox_daily=500), Spent(410, 410, 410),
-         "estimated 320 credits would exceed the inbox's daily budget of 500 (410 spent today, UTC); "
-         "waits for the next day or `runwatch approve clip`"),
-        (320, Limits(daily=2000), Spent(0, 1900, 1900), "the daily budget of 2000 (1900 spent today by all inboxes"),
-        (320, Limits(monthly=40000), Spent(0, 0, 39900),
-         "the monthly budget of 40000 (39900 spent this month, UTC); waits for the next month"),
-        (None, Limits(max_credits=100), NONE, "no price is known for veo3.1"),
-        (None, Limits(daily=100), NONE, "cannot be checked against the daily budget of 100"),
-    ])
+    @pytest.mark.parametrize(
+        ("credits", "limits", "used", "words"),
+        [
+            (
+                320,
+                Limits(max_credits=100),
+                NONE,
+                "estimated 320 credits (20 credits/s x 8 s) is above its max_credits "
+                "of 100; `runwatch approve clip` sends it",
+            ),
+            (320, Limits(approve_above=200), NONE, "is above the inbox's approve_above of 200"),
+            (
+                320,
+                Limits(inbox_daily=500),
+                Spent(410, 410, 410),
+                "estimated 320 credits would exceed the inbox's daily budget of 500 (410 spent today, UTC); "
+                "waits for the next day or `runwatch approve clip`",
+            ),
+            (
+                320,
+                Limits(daily=2000),
+                Spent(0, 1900, 1900),
+                "the daily budget of 2000 (1900 spent today by all inboxes",
+            ),
+            (
+                320,
+                Limits(monthly=40000),
+                Spent(0, 0, 39900),
+                "the monthly budget of 40000 (39900 spent this month, UTC); waits for the next month",
+            ),
+            (None, Limits(max_credits=100), NONE, "no price is known for veo3.1"),
+            (None, Limits(daily=100), NONE, "cannot be checked against the daily budget of 100"),
+        ],
+    )
     def test_held(self, credits: float | None, limits: Limits, used: Spent, words: str) -> None:
         """Each limit holds with a reason that names it, the numbers, and how the request goes on."""
         reason = _hold(credits, limits, used)
         assert reason is not None and words in reason
 
-    @pytest.mark.parametrize(("credits", "limits", "used"), [
-        (320, Limits(), NONE),  # no limits
-        (100, Limits(max_credits=100, approve_above=100), NONE),  # "above" means above, not equal
-        (90, Limits(inbox_daily=500), Spent(410, 410, 410)),  # exactly reaches the budget
-        (320, Limits(inbox_daily=500), Spent(0, 9999, 9999)),  # other inboxes' spending is not this inbox's
-        (None, Limits(), NONE),  # unknown price, nothing to check it against
-        (None, Limits(max_credits=1, unknown_price="allow"), NONE),
-        (0, Limits(inbox_daily=0), NONE),  # a free request fits a zero budget
-    ])
+    @pytest.mark.parametrize(
+        ("credits", "limits", "used"),
+        [
+            (320, Limits(), NONE),  # no limits
+            (100, Limits(max_credits=100, approve_above=100), NONE),  # "above" means above, not equal
+            (90, Limits(inbox_daily=500), Spent(410, 410, 410)),  # exactly reaches the budget
+            (320, Limits(inbox_daily=500), Spent(0, 9999, 9999)),  # other inboxes' spending is not this inbox's
+            (None, Limits(), NONE),  # unknown price, nothing to check it against
+            (None, Limits(max_credits=1, unknown_price="allow"), NONE),
+            (0, Limits(inbox_daily=0), NONE),  # a free request fits a zero budget
+        ],
+    )
     def test_goes(self, credits: float | None, limits: Limits, used: Spent) -> None:
         """Within every limit (or with nothing to check against), the request goes."""
         assert _hold(credits, limits, used) is None
@@ -131,9 +171,16 @@ class TestUserLimits:
         reason = _hold(320, Limits(max_credits=100, inbox_daily=10), Spent(5, 5, 5))
         assert reason is not None and "max_credits" in reason
 
-    @pytest.mark.parametrize("limits", [
-        Limits(max_credits=1), Limits(approve_above=1), Limits(inbox_daily=1), Limits(daily=1), Limits(monthly=1),
-    ])
+    @pytest.mark.parametrize(
+        "limits",
+        [
+            Limits(max_credits=1),
+            Limits(approve_above=1),
+            Limits(inbox_daily=1),
+            Limits(daily=1),
+            Limits(monthly=1),
+        ],
+    )
     @pytest.mark.parametrize("credits", [320, None])
     def test_approval_passes_every_user_limit(self, limits: Limits, credits: float | None) -> None:
         """An approved request passes max_credits, approve_above, the budgets and an unknown price."""
@@ -142,9 +189,16 @@ class TestUserLimits:
 
 
 class TestRunwayLimits:
-    @pytest.mark.parametrize(("credits", "balance", "held"), [
-        (320, 100, True), (100, 100, False), (320, None, False), (None, 5, False), (1, -3, True),
-    ])
+    @pytest.mark.parametrize(
+        ("credits", "balance", "held"),
+        [
+            (320, 100, True),
+            (100, 100, False),
+            (320, None, False),
+            (None, 5, False),
+            (1, -3, True),
+        ],
+    )
     def test_balance(self, credits: float | None, balance: float | None, held: bool) -> None:
         """Above the organization's balance a request waits (unknown figures cannot hold anything)."""
         reason = balance_hold(credits, balance)
@@ -152,8 +206,9 @@ class TestRunwayLimits:
         if reason:
             assert "the organization's balance of" in reason and "approving does not override" in reason
 
-    @pytest.mark.parametrize(("used", "cap", "held"), [(49, 50, False), (50, 50, True), (51, 50, True),
-                                                       (10**6, None, False), (0, 0, True)])
+    @pytest.mark.parametrize(
+        ("used", "cap", "held"), [(49, 50, False), (50, 50, True), (51, 50, True), (10**6, None, False), (0, 0, True)]
+    )
     def test_daily_task_limit(self, used: int, cap: int | None, held: bool) -> None:
         """A create that would certainly meet the daily-limit 429 is not sent."""
         reason = daily_limit_hold("veo3.1", used, cap)
@@ -164,8 +219,11 @@ class TestRunwayLimits:
 
 # -- estimates against the simulator ---------------------------------------------------------------------
 
-_SAMPLE_FOR = {"image": ("still.jpg", "image/jpeg"), "video": ("clip.mp4", "video/mp4"),
-               "audio": ("speech.mp3", "audio/mpeg")}
+_SAMPLE_FOR = {
+    "image": ("still.jpg", "image/jpeg"),
+    "video": ("clip.mp4", "video/mp4"),
+    "audio": ("speech.mp3", "audio/mpeg"),
+}
 
 
 def _minimal(spec: Any) -> Any:
@@ -223,8 +281,9 @@ def test_estimates_match_the_simulators_estimated_cost(sim: Any) -> None:
                 for ref in checked.media:
                     info = probe_file(SAMPLES / _SAMPLE_FOR[ref.kind][0])
                     assert info is not None
-                    hints[format_path(ref.path)] = MediaHint(duration=info.duration, width=info.width,
-                                                             height=info.height)
+                    hints[format_path(ref.path)] = MediaHint(
+                        duration=info.duration, width=info.width, height=info.height
+                    )
                 guess = estimate(endpoint.name, model.name, body, hints)
                 if guess.credits is None:
                     if "MediaHint" in guess.basis:

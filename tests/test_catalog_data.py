@@ -227,9 +227,7 @@ class TestCommittedFile:
         assert gen_catalog.main(["--check"]) == 0
         assert "up to date" in capsys.readouterr().out
 
-    def test_check_mode_reports_a_stale_file(
-        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-    ) -> None:
+    def test_check_mode_reports_a_stale_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """`--check` exits 1 and names what differs when the file is out of date."""
         stale = json.loads(CATALOG.read_text(encoding="utf-8"))
         del stale["endpoints"]["voice_isolation"]

@@ -46,8 +46,9 @@ def simulator_process() -> Iterator[str]:
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runwatch.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "runwatch.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 class TestRunOnce:
@@ -60,10 +61,18 @@ class TestRunOnce:
             '[[inbox]]\npath = "inbox"\noutbox = "outbox"\nsettle = 0.5\n'
         )
         shutil.copy(SAMPLES / "still.jpg", tmp_path / "inbox" / "still.jpg")
-        (tmp_path / "inbox" / "waves.json").write_text(json.dumps({
-            "endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": "still.jpg",
-            "promptText": "waves rolling in", "ratio": "1280:720", "duration": 5,
-        }))
+        (tmp_path / "inbox" / "waves.json").write_text(
+            json.dumps(
+                {
+                    "endpoint": "image_to_video",
+                    "model": "gen4_turbo",
+                    "promptImage": "still.jpg",
+                    "promptText": "waves rolling in",
+                    "ratio": "1280:720",
+                    "duration": 5,
+                }
+            )
+        )
         (tmp_path / "inbox" / "broken.json").write_text('{"endpoint": "image_to_video", "model": ')
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNWAY", "AWS_"))}
         env["RUNWAYML_API_SECRET"] = KEY + "\n"  # a trailing newline, as `echo key > file` leaves it
@@ -78,7 +87,9 @@ class TestRunOnce:
         listing = _run(["status", "--json"], tmp_path, env)
         assert listing.returncode == 0
         assert {row["name"]: row["state"] for row in json.loads(listing.stdout)} == {
-            "waves": "succeeded", "broken": "rejected"}
+            "waves": "succeeded",
+            "broken": "rejected",
+        }
         table = _run(["status"], tmp_path, env)
         assert "waves" in table.stdout and "succeeded" in table.stdout
 
@@ -110,11 +121,20 @@ class TestSigterm:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNWAY", "AWS_"))}
             env["RUNWAYML_API_SECRET"] = KEY
             argv = [sys.executable, "-m", "runwatch.cli", "run"]
-            with subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) as proc:
-                (tmp_path / "inbox" / "film.json").write_text(json.dumps({
-                    "endpoint": "text_to_video", "model": "veo3.1", "promptText": "dusk", "ratio": "1280:720",
-                    "duration": 8}))
+            with subprocess.Popen(
+                argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            ) as proc:
+                (tmp_path / "inbox" / "film.json").write_text(
+                    json.dumps(
+                        {
+                            "endpoint": "text_to_video",
+                            "model": "veo3.1",
+                            "promptText": "dusk",
+                            "ratio": "1280:720",
+                            "duration": 8,
+                        }
+                    )
+                )
                 status_file = tmp_path / "outbox" / "film.status.json"
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:
@@ -146,11 +166,21 @@ class TestInit:
         assert all((root / d).is_dir() for d in ("inbox", "outbox", "state"))
         config = root / "runwatch.toml"
         text = config.read_text()
-        config.write_text(text.replace('"https://api.dev.runwayml.com"', f'"{simulator_process}"')
-                          .replace("poll_interval = 5.0", "poll_interval = 0.2"))
-        (root / "inbox" / "hello.json").write_text(json.dumps({
-            "endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": "Hello.",
-            "voice": {"type": "runway-preset", "presetId": "Maya"}}))
+        config.write_text(
+            text.replace('"https://api.dev.runwayml.com"', f'"{simulator_process}"').replace(
+                "poll_interval = 5.0", "poll_interval = 0.2"
+            )
+        )
+        (root / "inbox" / "hello.json").write_text(
+            json.dumps(
+                {
+                    "endpoint": "text_to_speech",
+                    "model": "eleven_multilingual_v2",
+                    "promptText": "Hello.",
+                    "voice": {"type": "runway-preset", "presetId": "Maya"},
+                }
+            )
+        )
         done = _run(["run", "--once", "--config", str(config)], tmp_path, env)
         assert done.returncode == 0, done.stderr
         assert json.loads((root / "outbox" / "hello.status.json").read_text())["state"] == "succeeded"

@@ -78,8 +78,12 @@ def uncomment(text: str) -> str:
     return re.sub(r"(?m)^#(?=[\[a-z])", "", text)
 
 
-SECTIONS: dict[str, type[Any]] = {"runway": RunwayConfig, "s3": S3Config, "budget": BudgetConfig,
-                                  "scheduler": SchedulerConfig}
+SECTIONS: dict[str, type[Any]] = {
+    "runway": RunwayConfig,
+    "s3": S3Config,
+    "budget": BudgetConfig,
+    "scheduler": SchedulerConfig,
+}
 
 
 class TestExample:
@@ -128,19 +132,23 @@ class TestDefaults:
         assert config.state.dir == Path("/var/lib/runwatch")
         assert config.umask == 0o027
         assert config.path is None
-        assert config.inboxes == (InboxConfig(name="in", path=Path("/srv/in"), outbox=Path("/srv/out"),
-                                              work=Path("/srv/in/.runwatch")),)
+        assert config.inboxes == (
+            InboxConfig(name="in", path=Path("/srv/in"), outbox=Path("/srv/out"), work=Path("/srv/in/.runwatch")),
+        )
 
     def test_s3_defaults(self) -> None:
         """An [s3] section needs only a bucket."""
         assert parse(with_value("s3.bucket", "media")).s3 == S3Config(bucket="media")
 
-    @pytest.mark.parametrize(("env", "expected"), [
-        ({}, "/var/lib/runwatch"),
-        ({"STATE_DIRECTORY": "/var/lib/runwatch-a"}, "/var/lib/runwatch-a"),
-        ({"STATE_DIRECTORY": "/var/lib/one:/var/lib/two"}, "/var/lib/one"),
-        ({"STATE_DIRECTORY": ""}, "/var/lib/runwatch"),
-    ])
+    @pytest.mark.parametrize(
+        ("env", "expected"),
+        [
+            ({}, "/var/lib/runwatch"),
+            ({"STATE_DIRECTORY": "/var/lib/runwatch-a"}, "/var/lib/runwatch-a"),
+            ({"STATE_DIRECTORY": "/var/lib/one:/var/lib/two"}, "/var/lib/one"),
+            ({"STATE_DIRECTORY": ""}, "/var/lib/runwatch"),
+        ],
+    )
     def test_state_dir_from_systemd(self, env: dict[str, str], expected: str) -> None:
         """Without [state], the state folder is systemd's $STATE_DIRECTORY (the first one), else /var/lib/runwatch."""
         assert parse(minimal(), env).state.dir == Path(expected)
@@ -150,30 +158,33 @@ class TestDefaults:
         data = with_value("state.dir", "/data/rw")
         assert parse(data, {"STATE_DIRECTORY": "/var/lib/x"}).state.dir == Path("/data/rw")
 
-    @pytest.mark.parametrize(("dotted", "value", "read", "expected"), [
-        ("umask", "027", lambda c: c.umask, 0o027),
-        ("umask", "0o077", lambda c: c.umask, 0o077),
-        ("umask", 0o022, lambda c: c.umask, 0o022),
-        ("umask", "0", lambda c: c.umask, 0),
-        ("runway.base_url", "http://127.0.0.1:8000/", lambda c: c.runway.base_url, "http://127.0.0.1:8000"),
-        ("runway.poll_interval", 2, lambda c: c.runway.poll_interval, 2.0),
-        ("runway.unknown_models", "reject", lambda c: c.runway.unknown_models, "reject"),
-        ("s3.prefix", "media", lambda c: c.s3.prefix, "media/"),
-        ("s3.prefix", "", lambda c: c.s3.prefix, ""),
-        ("s3.endpoint_url", "http://127.0.0.1:8333/", lambda c: c.s3.endpoint_url, "http://127.0.0.1:8333"),
-        ("s3.presign_expiry", 604800, lambda c: c.s3.presign_expiry, 604800),
-        ("s3.multipart_chunksize", 5 * MIB, lambda c: c.s3.multipart_chunksize, 5 * MIB),
-        ("budget.daily", 0, lambda c: c.budget.daily, 0.0),
-        ("budget.monthly", 40000, lambda c: c.budget.monthly, 40000.0),
-        ("scheduler.per_model", 2, lambda c: c.scheduler.per_model, 2),
-        ("inbox[0].name", "stills", lambda c: c.inboxes[0].name, "stills"),
-        ("inbox[0].work", "/srv/work", lambda c: c.inboxes[0].work, Path("/srv/work")),
-        ("inbox[0].work", "/srv/in/.jobs", lambda c: c.inboxes[0].work, Path("/srv/in/.jobs")),
-        ("inbox[0].endpoint", "text_to_speech", lambda c: c.inboxes[0].endpoint, "text_to_speech"),
-        ("inbox[0].transport", "data", lambda c: c.inboxes[0].transport, "data"),
-        ("inbox[0].priority", -1000, lambda c: c.inboxes[0].priority, -1000),
-        ("inbox[0].approve_above", 200, lambda c: c.inboxes[0].approve_above, 200.0),
-    ])
+    @pytest.mark.parametrize(
+        ("dotted", "value", "read", "expected"),
+        [
+            ("umask", "027", lambda c: c.umask, 0o027),
+            ("umask", "0o077", lambda c: c.umask, 0o077),
+            ("umask", 0o022, lambda c: c.umask, 0o022),
+            ("umask", "0", lambda c: c.umask, 0),
+            ("runway.base_url", "http://127.0.0.1:8000/", lambda c: c.runway.base_url, "http://127.0.0.1:8000"),
+            ("runway.poll_interval", 2, lambda c: c.runway.poll_interval, 2.0),
+            ("runway.unknown_models", "reject", lambda c: c.runway.unknown_models, "reject"),
+            ("s3.prefix", "media", lambda c: c.s3.prefix, "media/"),
+            ("s3.prefix", "", lambda c: c.s3.prefix, ""),
+            ("s3.endpoint_url", "http://127.0.0.1:8333/", lambda c: c.s3.endpoint_url, "http://127.0.0.1:8333"),
+            ("s3.presign_expiry", 604800, lambda c: c.s3.presign_expiry, 604800),
+            ("s3.multipart_chunksize", 5 * MIB, lambda c: c.s3.multipart_chunksize, 5 * MIB),
+            ("budget.daily", 0, lambda c: c.budget.daily, 0.0),
+            ("budget.monthly", 40000, lambda c: c.budget.monthly, 40000.0),
+            ("scheduler.per_model", 2, lambda c: c.scheduler.per_model, 2),
+            ("inbox[0].name", "stills", lambda c: c.inboxes[0].name, "stills"),
+            ("inbox[0].work", "/srv/work", lambda c: c.inboxes[0].work, Path("/srv/work")),
+            ("inbox[0].work", "/srv/in/.jobs", lambda c: c.inboxes[0].work, Path("/srv/in/.jobs")),
+            ("inbox[0].endpoint", "text_to_speech", lambda c: c.inboxes[0].endpoint, "text_to_speech"),
+            ("inbox[0].transport", "data", lambda c: c.inboxes[0].transport, "data"),
+            ("inbox[0].priority", -1000, lambda c: c.inboxes[0].priority, -1000),
+            ("inbox[0].approve_above", 200, lambda c: c.inboxes[0].approve_above, 200.0),
+        ],
+    )
     def test_accepted_values(self, dotted: str, value: Any, read: Any, expected: Any) -> None:
         """Values inside the allowed range load, normalised where the table says so."""
         assert read(parse(with_value(dotted, value))) == expected
@@ -273,22 +284,34 @@ class TestBadValues:
         assert str(info.value).startswith("test.toml: ")
         assert f"  {dotted}: " in str(info.value)
 
-    @pytest.mark.parametrize(("value", "shown"), [
-        (True, "true (a boolean)"),
-        (1, "1 (an integer)"),
-        ("1", '"1" (a string)'),
-        ({"a": 1}, "a table"),
-        ([1], "an array"),
-        ("x" * 200, "…"),
-        (datetime.date(2024, 1, 1), "a date"),
-    ])
+    @pytest.mark.parametrize(
+        ("value", "shown"),
+        [
+            (True, "true (a boolean)"),
+            (1, "1 (an integer)"),
+            ("1", '"1" (a string)'),
+            ({"a": 1}, "a table"),
+            ([1], "an array"),
+            ("x" * 200, "…"),
+            (datetime.date(2024, 1, 1), "a date"),
+        ],
+    )
     def test_found_value_shown_in_toml_words(self, value: Any, shown: str) -> None:
         """The found value is described the way the TOML file wrote it (and long strings are cut short)."""
         (problem,) = problems_of(with_value("runway.unknown_models", value))
         assert shown in problem.message
 
-    @pytest.mark.parametrize("dotted", ["runway.poll_interval", "runway.timeout", "scheduler.rescan",
-                                        "inbox[0].settle", "budget.daily", "inbox[0].approve_above"])
+    @pytest.mark.parametrize(
+        "dotted",
+        [
+            "runway.poll_interval",
+            "runway.timeout",
+            "scheduler.rescan",
+            "inbox[0].settle",
+            "budget.daily",
+            "inbox[0].approve_above",
+        ],
+    )
     def test_booleans_are_not_numbers(self, dotted: str) -> None:
         """TOML's true is not 1, wherever a number is expected."""
         (problem,) = problems_of(with_value(dotted, True))
@@ -305,8 +328,16 @@ class TestBadValues:
         put(data, "inbox[0].colour", "red")
         put(data, "umask", "999")
         paths = [p.path for p in problems_of(data)]
-        assert set(paths) == {"runway.poll_interval", "runway.unknown_models", "s3.bucket", "s3.presign_expiry",
-                              "scheduler.max_uploads", "inbox[0].settle", "inbox[0].colour", "umask"}
+        assert set(paths) == {
+            "runway.poll_interval",
+            "runway.unknown_models",
+            "s3.bucket",
+            "s3.presign_expiry",
+            "scheduler.max_uploads",
+            "inbox[0].settle",
+            "inbox[0].colour",
+            "umask",
+        }
 
     @pytest.mark.parametrize("section", ["runway", "s3", "state", "budget", "scheduler"])
     def test_section_must_be_a_table(self, section: str) -> None:
@@ -317,15 +348,21 @@ class TestBadValues:
 
 
 class TestUnknownKeys:
-    @pytest.mark.parametrize(("dotted", "allowed"), [
-        ("colour", "runway, s3, state, budget, scheduler, inbox, umask"),
-        ("runway.colour", "base_url, api_version, unknown_models, poll_interval, api_key_file, timeout"),
-        ("s3.colour", "bucket, prefix, region, endpoint_url, presign_expiry, keep, multipart_threshold"),
-        ("state.colour", "allowed keys: dir"),
-        ("budget.colour", "daily, monthly, unknown_price"),
-        ("scheduler.colour", "max_in_flight, max_uploads, max_downloads, per_model, rescan"),
-        ("inbox[0].colour", "name, path, outbox, work, endpoint, defaults, polling, settle, transport, accept_media"),
-    ])
+    @pytest.mark.parametrize(
+        ("dotted", "allowed"),
+        [
+            ("colour", "runway, s3, state, budget, scheduler, inbox, umask"),
+            ("runway.colour", "base_url, api_version, unknown_models, poll_interval, api_key_file, timeout"),
+            ("s3.colour", "bucket, prefix, region, endpoint_url, presign_expiry, keep, multipart_threshold"),
+            ("state.colour", "allowed keys: dir"),
+            ("budget.colour", "daily, monthly, unknown_price"),
+            ("scheduler.colour", "max_in_flight, max_uploads, max_downloads, per_model, rescan"),
+            (
+                "inbox[0].colour",
+                "name, path, outbox, work, endpoint, defaults, polling, settle, transport, accept_media",
+            ),
+        ],
+    )
     def test_at_every_level(self, dotted: str, allowed: str) -> None:
         """An unknown key is an error naming its dotted path and the keys allowed there."""
         data = with_value(dotted, "red")
@@ -336,13 +373,16 @@ class TestUnknownKeys:
         assert problem.message.startswith("unknown key")
         assert allowed in problem.message
 
-    @pytest.mark.parametrize(("dotted", "hint"), [
-        ("runway.poll_intervall", "poll_interval"),
-        ("scheduler.max_inflight", "max_in_flight"),
-        ("inbox[0].outbx", "outbox"),
-        ("inbox[0].approve_abov", "approve_above"),
-        ("budgit", "budget"),
-    ])
+    @pytest.mark.parametrize(
+        ("dotted", "hint"),
+        [
+            ("runway.poll_intervall", "poll_interval"),
+            ("scheduler.max_inflight", "max_in_flight"),
+            ("inbox[0].outbx", "outbox"),
+            ("inbox[0].approve_abov", "approve_above"),
+            ("budgit", "budget"),
+        ],
+    )
     def test_typos_get_a_suggestion(self, dotted: str, hint: str) -> None:
         """A near miss names the key that was probably meant."""
         (problem,) = problems_of(with_value(dotted, 1))
@@ -355,8 +395,19 @@ class TestUnknownKeys:
 
 
 class TestApiKeyInConfig:
-    @pytest.mark.parametrize("dotted", ["runway.api_key", "runway.API_KEY", "runway.api-key", "runway.secret",
-                                        "runway.token", "api_key", "s3.api_key", "inbox[0].api_key"])
+    @pytest.mark.parametrize(
+        "dotted",
+        [
+            "runway.api_key",
+            "runway.API_KEY",
+            "runway.api-key",
+            "runway.secret",
+            "runway.token",
+            "api_key",
+            "s3.api_key",
+            "inbox[0].api_key",
+        ],
+    )
     def test_key_names_refused(self, dotted: str) -> None:
         """A key-named setting is refused with where the key must come from instead."""
         data = with_value(dotted, "anything")
@@ -367,8 +418,17 @@ class TestApiKeyInConfig:
         for source in ("RUNWAYML_API_SECRET", "RUNWAY_API_KEY", "runway_api_key", "api_key_file", "never"):
             assert source in problem.message
 
-    @pytest.mark.parametrize("dotted", ["runway.api_key", "runway.base_url", "inbox[0].defaults.promptText",
-                                        "inbox[0].defaults.list", "inbox[0].name", "budget.note"])
+    @pytest.mark.parametrize(
+        "dotted",
+        [
+            "runway.api_key",
+            "runway.base_url",
+            "inbox[0].defaults.promptText",
+            "inbox[0].defaults.list",
+            "inbox[0].name",
+            "budget.note",
+        ],
+    )
     def test_key_looking_values_refused_and_never_shown(self, dotted: str) -> None:
         """A value that looks like a Runway key is refused wherever it is, and the key never appears in the error."""
         value = [f"Bearer {KEY}"] if dotted.endswith("list") else KEY
@@ -400,12 +460,15 @@ class TestInboxRules:
     def two(self, first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
         return {"inbox": [first, second]}
 
-    @pytest.mark.parametrize(("inbox", "message"), [
-        ({}, "at least one [[inbox]]"),
-        ({"path": "/x", "outbox": "/y"}, "write [[inbox]], not [inbox]"),
-        ([], "at least one [[inbox]]"),
-        ("inbox", "at least one [[inbox]]"),
-    ])
+    @pytest.mark.parametrize(
+        ("inbox", "message"),
+        [
+            ({}, "at least one [[inbox]]"),
+            ({"path": "/x", "outbox": "/y"}, "write [[inbox]], not [inbox]"),
+            ([], "at least one [[inbox]]"),
+            ("inbox", "at least one [[inbox]]"),
+        ],
+    )
     def test_at_least_one_inbox(self, inbox: Any, message: str) -> None:
         """[[inbox]] is required, as an array of tables."""
         data = {} if inbox == {} else {"inbox": inbox}
@@ -427,18 +490,37 @@ class TestInboxRules:
         assert problem.path == f"inbox[0].{missing}"
         assert problem.message.startswith("required")
 
-    @pytest.mark.parametrize(("first", "second", "path", "message"), [
-        ({"path": "/a/in", "outbox": "/a/out"}, {"path": "/b/in", "outbox": "/b/out"}, "inbox[1].name",
-         '"in" is already the name of inbox[0]'),
-        ({"path": "/a", "outbox": "/o1", "name": "x"}, {"path": "/b", "outbox": "/o2", "name": "x"}, "inbox[1].name",
-         "names must be unique"),
-        ({"path": "/a", "outbox": "/o1"}, {"path": "/a/", "outbox": "/o2", "name": "b"}, "inbox[1].path",
-         "inbox[0]'s folder /a"),
-        ({"path": "/a", "outbox": "/o1"}, {"path": "/a/sub", "outbox": "/o2"}, "inbox[1].path", "inside"),
-        ({"path": "/a/sub", "outbox": "/o1"}, {"path": "/a", "outbox": "/o2"}, "inbox[1].path", "contains"),
-        ({"path": "/a", "outbox": "/b/out"}, {"path": "/b", "outbox": "/o2"}, "inbox[0].outbox",
-         "status files would be taken as requests"),
-    ])
+    @pytest.mark.parametrize(
+        ("first", "second", "path", "message"),
+        [
+            (
+                {"path": "/a/in", "outbox": "/a/out"},
+                {"path": "/b/in", "outbox": "/b/out"},
+                "inbox[1].name",
+                '"in" is already the name of inbox[0]',
+            ),
+            (
+                {"path": "/a", "outbox": "/o1", "name": "x"},
+                {"path": "/b", "outbox": "/o2", "name": "x"},
+                "inbox[1].name",
+                "names must be unique",
+            ),
+            (
+                {"path": "/a", "outbox": "/o1"},
+                {"path": "/a/", "outbox": "/o2", "name": "b"},
+                "inbox[1].path",
+                "inbox[0]'s folder /a",
+            ),
+            ({"path": "/a", "outbox": "/o1"}, {"path": "/a/sub", "outbox": "/o2"}, "inbox[1].path", "inside"),
+            ({"path": "/a/sub", "outbox": "/o1"}, {"path": "/a", "outbox": "/o2"}, "inbox[1].path", "contains"),
+            (
+                {"path": "/a", "outbox": "/b/out"},
+                {"path": "/b", "outbox": "/o2"},
+                "inbox[0].outbox",
+                "status files would be taken as requests",
+            ),
+        ],
+    )
     def test_across_inboxes(self, first: dict[str, Any], second: dict[str, Any], path: str, message: str) -> None:
         """Names are unique, folders distinct and not nested, and no outbox feeds another inbox."""
         (problem,) = problems_of(self.two(first, second))
@@ -450,21 +532,27 @@ class TestInboxRules:
         config = parse(self.two({"path": "/a", "outbox": "/o"}, {"path": "/b", "outbox": "/o"}))
         assert [i.name for i in config.inboxes] == ["a", "b"]
 
-    @pytest.mark.parametrize(("extra", "path", "message"), [
-        ({"outbox": "/srv/in"}, "inbox[0].outbox", "must not be the inbox itself nor inside it"),
-        ({"outbox": "/srv/in/out"}, "inbox[0].outbox", "must not be the inbox itself nor inside it"),
-        ({"work": "/srv/in"}, "inbox[0].work", "must not be the inbox"),
-        ({"work": "/srv/out/.work"}, "inbox[0].work", "nor inside the outbox"),
-        ({"work": "/srv/in/work"}, "inbox[0].work", "must be a hidden folder"),
-        ({"transport": "s3"}, "inbox[0].transport", '"s3" needs an [s3] section'),
-        ({"accept_media": True}, "inbox[0].accept_media", "needs this inbox's endpoint"),
-        ({"accept_media": True, "endpoint": "video_upscale"}, "inbox[0].media_field",
-         '"promptImage" is not a field of video_upscale; allowed: creativity, flavor, fpsBoost, model'),
-        ({"defaults": {"endpoint": "image_to_video"}}, "inbox[0].defaults.endpoint", "use the inbox's endpoint"),
-        ({"defaults": {"runwatch": {"priority": 1}}}, "inbox[0].defaults.runwatch", "not a request body field"),
-        ({"defaults": {"seed": math.nan}}, "inbox[0].defaults.seed", "cannot be sent in a JSON request body"),
-        ({"defaults": {"at": [datetime.time(1, 2)]}}, "inbox[0].defaults.at[0]", "found a time"),
-    ])
+    @pytest.mark.parametrize(
+        ("extra", "path", "message"),
+        [
+            ({"outbox": "/srv/in"}, "inbox[0].outbox", "must not be the inbox itself nor inside it"),
+            ({"outbox": "/srv/in/out"}, "inbox[0].outbox", "must not be the inbox itself nor inside it"),
+            ({"work": "/srv/in"}, "inbox[0].work", "must not be the inbox"),
+            ({"work": "/srv/out/.work"}, "inbox[0].work", "nor inside the outbox"),
+            ({"work": "/srv/in/work"}, "inbox[0].work", "must be a hidden folder"),
+            ({"transport": "s3"}, "inbox[0].transport", '"s3" needs an [s3] section'),
+            ({"accept_media": True}, "inbox[0].accept_media", "needs this inbox's endpoint"),
+            (
+                {"accept_media": True, "endpoint": "video_upscale"},
+                "inbox[0].media_field",
+                '"promptImage" is not a field of video_upscale; allowed: creativity, flavor, fpsBoost, model',
+            ),
+            ({"defaults": {"endpoint": "image_to_video"}}, "inbox[0].defaults.endpoint", "use the inbox's endpoint"),
+            ({"defaults": {"runwatch": {"priority": 1}}}, "inbox[0].defaults.runwatch", "not a request body field"),
+            ({"defaults": {"seed": math.nan}}, "inbox[0].defaults.seed", "cannot be sent in a JSON request body"),
+            ({"defaults": {"at": [datetime.time(1, 2)]}}, "inbox[0].defaults.at[0]", "found a time"),
+        ],
+    )
     def test_within_one_inbox(self, extra: dict[str, Any], path: str, message: str) -> None:
         """An inbox's own settings must fit together."""
         (problem,) = problems_of({"inbox": [{"path": "/srv/in", "outbox": "/srv/out", **extra}]})
@@ -478,8 +566,13 @@ class TestInboxRules:
 
     def test_accept_media_with_a_real_field(self) -> None:
         """accept_media works with an endpoint that has the chosen field."""
-        inbox = {"path": "/a", "outbox": "/b", "endpoint": "video_upscale", "accept_media": True,
-                 "media_field": "videoUri"}
+        inbox = {
+            "path": "/a",
+            "outbox": "/b",
+            "endpoint": "video_upscale",
+            "accept_media": True,
+            "media_field": "videoUri",
+        }
         assert parse({"inbox": [inbox]}).inboxes[0].media_field == "videoUri"
 
     def test_s3_transport_with_s3(self) -> None:
@@ -497,18 +590,20 @@ class TestInboxRules:
 
 
 class TestPaths:
-    @pytest.mark.parametrize(("value", "expected"), [
-        ("in", "/etc/runwatch/in"),
-        ("./in/", "/etc/runwatch/in"),
-        ("../srv/in", "/etc/srv/in"),
-        ("/abs/in", "/abs/in"),
-        ("~/in", "/home/op/in"),
-        ("~", "/home/op"),
-    ])
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            ("in", "/etc/runwatch/in"),
+            ("./in/", "/etc/runwatch/in"),
+            ("../srv/in", "/etc/srv/in"),
+            ("/abs/in", "/abs/in"),
+            ("~/in", "/home/op/in"),
+            ("~", "/home/op"),
+        ],
+    )
     def test_relative_to_the_config_folder(self, value: str, expected: str) -> None:
         """Relative paths are taken from the config file's folder, normalised; ~/ means $HOME."""
-        data = {"inbox": [{"path": value, "outbox": "/o"}], "runway": {"api_key_file": value},
-                "state": {"dir": value}}
+        data = {"inbox": [{"path": value, "outbox": "/o"}], "runway": {"api_key_file": value}, "state": {"dir": value}}
         config = parse(data, {"HOME": "/home/op"})
         assert config.inboxes[0].path == Path(expected)
         assert config.runway.api_key_file == Path(expected)
@@ -538,11 +633,14 @@ class TestPaths:
 
 
 class TestLoadConfig:
-    @pytest.mark.parametrize(("text", "where"), [
-        ("[runway]\nbase_url = \n", "at line 2, column 12"),
-        ("[[inbox]]\npath = '/a'\npath = '/b'\n", "at line 3"),
-        ("umask = 027\n", "at line 1"),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "where"),
+        [
+            ("[runway]\nbase_url = \n", "at line 2, column 12"),
+            ("[[inbox]]\npath = '/a'\npath = '/b'\n", "at line 3"),
+            ("umask = 027\n", "at line 1"),
+        ],
+    )
     def test_syntax_error_names_line_and_column(self, tmp_path: Path, text: str, where: str) -> None:
         """A TOML syntax error names the file, the line and the column."""
         file = tmp_path / "bad.toml"
@@ -553,11 +651,14 @@ class TestLoadConfig:
         assert "TOML syntax error" in str(info.value)
         assert where in str(info.value)
 
-    @pytest.mark.parametrize(("make", "message"), [
-        (lambda p: None, "cannot read"),
-        (lambda p: p.mkdir(), "cannot read"),
-        (lambda p: p.write_bytes(b"umask = '\xff'\n"), "not UTF-8"),
-    ])
+    @pytest.mark.parametrize(
+        ("make", "message"),
+        [
+            (lambda p: None, "cannot read"),
+            (lambda p: p.mkdir(), "cannot read"),
+            (lambda p: p.write_bytes(b"umask = '\xff'\n"), "not UTF-8"),
+        ],
+    )
     def test_unreadable_file(self, tmp_path: Path, make: Any, message: str) -> None:
         """A missing, unreadable or non-UTF-8 file is a ConfigError naming it."""
         file = tmp_path / "runwatch.toml"
@@ -587,12 +688,15 @@ class TestFindConfig:
         monkeypatch.setattr(config_module, "SYSTEM_CONFIG", places["system"])
         return places
 
-    @pytest.mark.parametrize(("given", "expected"), [
-        (("explicit", "env", "cwd", "system"), "explicit"),
-        (("env", "cwd", "system"), "env"),
-        (("cwd", "system"), "cwd"),
-        (("system",), "system"),
-    ])
+    @pytest.mark.parametrize(
+        ("given", "expected"),
+        [
+            (("explicit", "env", "cwd", "system"), "explicit"),
+            (("env", "cwd", "system"), "env"),
+            (("cwd", "system"), "cwd"),
+            (("system",), "system"),
+        ],
+    )
     def test_order(self, places: dict[str, Path], tmp_path: Path, given: tuple[str, ...], expected: str) -> None:
         """--config, then $RUNWATCH_CONFIG, then ./runwatch.toml, then /etc/runwatch/config.toml."""
         explicit = places["explicit"] if "explicit" in given else None
@@ -626,8 +730,11 @@ class TestFindConfig:
         (tmp_path / "runwatch.toml").mkdir()
         with pytest.raises(ConfigError) as info:
             find_config(None, env={}, cwd=tmp_path)
-        assert [p.path for p in info.value.problems] == ["", str(tmp_path / "runwatch.toml"),
-                                                         str(tmp_path / "etc" / "config.toml")]
+        assert [p.path for p in info.value.problems] == [
+            "",
+            str(tmp_path / "runwatch.toml"),
+            str(tmp_path / "etc" / "config.toml"),
+        ]
         assert "not a regular file (from the current folder)" in str(info.value)
         assert "no such file (from the system default)" in str(info.value)
 
@@ -650,9 +757,18 @@ class TestApiKey:
         config = parse(with_value("runway.api_key_file", str(key_file)))
         return config, env
 
-    @pytest.mark.parametrize("present", [SOURCES, SOURCES[1:], SOURCES[2:], SOURCES[3:],
-                                         ("RUNWAYML_API_SECRET", "file"), ("RUNWAY_API_KEY", "file"),
-                                         ("credential", "RUNWAY_API_KEY")])
+    @pytest.mark.parametrize(
+        "present",
+        [
+            SOURCES,
+            SOURCES[1:],
+            SOURCES[2:],
+            SOURCES[3:],
+            ("RUNWAYML_API_SECRET", "file"),
+            ("RUNWAY_API_KEY", "file"),
+            ("credential", "RUNWAY_API_KEY"),
+        ],
+    )
     def test_first_source_wins_and_is_stripped(self, tmp_path: Path, present: tuple[str, ...]) -> None:
         """Sources are tried in order; the first one with a key wins, surrounding whitespace stripped."""
         keys = {name: f"key_{i}" + "ab" * 64 for i, name in enumerate(SOURCES)}
@@ -660,11 +776,14 @@ class TestApiKey:
         winner = next(name for name in SOURCES if name in present)
         assert load_api_key(config, env) == keys[winner]
 
-    @pytest.mark.parametrize(("values", "expected"), [
-        ({"RUNWAYML_API_SECRET": "", "RUNWAY_API_KEY": KEY}, KEY),
-        ({"RUNWAYML_API_SECRET": " \n", "credential": KEY}, KEY),
-        ({"credential": "\n", "file": KEY + "\n"}, KEY),
-    ])
+    @pytest.mark.parametrize(
+        ("values", "expected"),
+        [
+            ({"RUNWAYML_API_SECRET": "", "RUNWAY_API_KEY": KEY}, KEY),
+            ({"RUNWAYML_API_SECRET": " \n", "credential": KEY}, KEY),
+            ({"credential": "\n", "file": KEY + "\n"}, KEY),
+        ],
+    )
     def test_empty_sources_are_skipped(self, tmp_path: Path, values: dict[str, str], expected: str) -> None:
         """An empty variable or credential counts as absent."""
         config, env = self.setup(tmp_path, values)
@@ -676,8 +795,12 @@ class TestApiKey:
         with pytest.raises(ConfigError) as info:
             load_api_key(config, env)
         assert [p.path for p in info.value.problems] == [
-            "", "RUNWAYML_API_SECRET", "RUNWAY_API_KEY", "$CREDENTIALS_DIRECTORY/runway_api_key",
-            "runway.api_key_file"]
+            "",
+            "RUNWAYML_API_SECRET",
+            "RUNWAY_API_KEY",
+            "$CREDENTIALS_DIRECTORY/runway_api_key",
+            "runway.api_key_file",
+        ]
         assert [p.message.split(":")[0] for p in info.value.problems[1:3]] == ["not set", "set but empty"]
         assert "no such file" in str(info.value)
 
@@ -707,13 +830,49 @@ class TestApiKey:
         assert "cannot read" in info.value.problems[0].message
 
 
-JUNK: list[Any] = [None, True, False, 0, -1, 1, 2**70, -(2**70), 0.5, -0.0, math.nan, math.inf, -math.inf,
-                   "", " ", "x", "\x00", "~", "~x", "/", "..", "027", "s3", "promptImage", KEY, [], [1], [{}],
-                   {}, {"a": 1}, {1: 2}, datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
-                   datetime.date(2024, 1, 1), datetime.time(1, 2), b"bytes", object()]
-KEYS = ([f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
-        + ["state.dir", "umask", "runway", "s3", "state", "budget", "scheduler", "inbox", "inbox[0]"]
-        + [f"inbox[0].{f.name}" for f in dataclasses.fields(InboxConfig)])
+JUNK: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2**70,
+    -(2**70),
+    0.5,
+    -0.0,
+    math.nan,
+    math.inf,
+    -math.inf,
+    "",
+    " ",
+    "x",
+    "\x00",
+    "~",
+    "~x",
+    "/",
+    "..",
+    "027",
+    "s3",
+    "promptImage",
+    KEY,
+    [],
+    [1],
+    [{}],
+    {},
+    {"a": 1},
+    {1: 2},
+    datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+    datetime.date(2024, 1, 1),
+    datetime.time(1, 2),
+    b"bytes",
+    object(),
+]
+KEYS = (
+    [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+    + ["state.dir", "umask", "runway", "s3", "state", "budget", "scheduler", "inbox", "inbox[0]"]
+    + [f"inbox[0].{f.name}" for f in dataclasses.fields(InboxConfig)]
+)
 
 
 class TestOnlyConfigError:

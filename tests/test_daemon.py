@@ -70,8 +70,13 @@ class TestRequestForms:
 
     def test_inbox_defaults_and_aliases(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
         """Inbox endpoint and defaults fill in what the file leaves out; snake_case spellings are accepted."""
-        rig = rig_factory(sim, inbox={"endpoint": "image_to_video",
-                                      "defaults": {"model": "gen4_turbo", "ratio": "1280:720", "duration": 5}}).start()
+        rig = rig_factory(
+            sim,
+            inbox={
+                "endpoint": "image_to_video",
+                "defaults": {"model": "gen4_turbo", "ratio": "1280:720", "duration": 5},
+            },
+        ).start()
         rig.drop("short", {"prompt_image": "still.jpg", "prompt_text": "a quiet bay"}, media=("still.jpg",))
         status = rig.wait("short")
         assert status["state"] == "succeeded", status
@@ -80,8 +85,14 @@ class TestRequestForms:
 
     def test_bare_media(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
         """With accept_media, a picture dropped alone becomes a request with the inbox defaults."""
-        rig = rig_factory(sim, inbox={"endpoint": "image_to_video", "accept_media": True,
-                                      "defaults": {"model": "gen4_turbo", "ratio": "1280:720"}}).start()
+        rig = rig_factory(
+            sim,
+            inbox={
+                "endpoint": "image_to_video",
+                "accept_media": True,
+                "defaults": {"model": "gen4_turbo", "ratio": "1280:720"},
+            },
+        ).start()
         shutil.copy(SAMPLES / "still.jpg", rig.inbox / "holiday.jpg")
         status = rig.wait("holiday")
         assert status["state"] == "succeeded", status
@@ -90,8 +101,16 @@ class TestRequestForms:
     def test_rejected_never_reaches_runway(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
         """An invalid request is rejected with every problem listed, and no create is ever sent."""
         rig = rig_factory(sim).start()
-        rig.drop("bad", {"endpoint": "image_to_video", "model": "gen4_turbo", "ratio": "1:1", "duration": "long",
-                         "promptImage": "missing.jpg"})
+        rig.drop(
+            "bad",
+            {
+                "endpoint": "image_to_video",
+                "model": "gen4_turbo",
+                "ratio": "1:1",
+                "duration": "long",
+                "promptImage": "missing.jpg",
+            },
+        )
         status = rig.wait("bad", timeout=10)
         assert status["state"] == "rejected"
         paths = {i["path"] for i in status["error"]["issues"]}
@@ -144,13 +163,16 @@ class TestEndings:
     @staticmethod
     def _write_config(rig: Rig) -> Path:
         path = rig.root / "runwatch.toml"
-        path.write_text(tomli_w.dumps({
-            "runway": {"base_url": rig.sim.url},
-            "state": {"dir": str(rig.root / "state")},
-            "inbox": [{"path": str(rig.inbox), "outbox": str(rig.outbox)}],
-        }))
+        path.write_text(
+            tomli_w.dumps(
+                {
+                    "runway": {"base_url": rig.sim.url},
+                    "state": {"dir": str(rig.root / "state")},
+                    "inbox": [{"path": str(rig.inbox), "outbox": str(rig.outbox)}],
+                }
+            )
+        )
         return path
-
 
     def test_waiting_states_reach_the_journal(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
         """What a poll learns is in the status file at once and in the journal (`runwatch status`) soon after."""
@@ -166,7 +188,6 @@ class TestEndings:
             assert time.monotonic() < deadline, f"the journal still says {job and job.state}"
             time.sleep(0.1)
         assert job.task_id == shown["task_id"] and 0.0 <= job.progress <= 1.0
-
 
     def test_outbox_taken_away_is_made_again(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
         """Someone removes the outbox while a task runs: it is made again for the status file and outputs."""
@@ -195,8 +216,9 @@ class TestPollRuns:
             calls.append((threading.get_ident(), task_id))
             return get_task(task_id)
 
-        def recorded_run(get: Callable[[str], Any], tasks: list[tuple[str, str]],
-                         budget: float) -> list[tuple[str, Any]]:
+        def recorded_run(
+            get: Callable[[str], Any], tasks: list[tuple[str, str]], budget: float
+        ) -> list[tuple[str, Any]]:
             out = get_run(get, tasks, budget)
             results.extend(result for _, result in out)
             return out
@@ -213,8 +235,9 @@ class TestPollRuns:
         for name in names:
             os.rename(rig.inbox / f"{name}.json.tmp", rig.inbox / f"{name}.json")
 
-    def test_polls_due_together_share_a_thread(self, rig_factory: Callable[..., Rig], sim: Simulator,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_polls_due_together_share_a_thread(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Tasks created together are first looked at by one thread in a row, and all followed to the end."""
         sim.config.time_scale = 0.04  # clips of 1.4-2.4 s; the first look comes 1 s after the create
         rig = rig_factory(sim, runway={"poll_interval": 1.0}).start()
@@ -234,7 +257,10 @@ class TestPollRuns:
         assert len(set(first.values())) <= 2, f"first looks spread over {len(set(first.values()))} threads"
 
     def test_a_run_slower_than_its_budget_hands_the_rest_back(
-        self, rig_factory: Callable[..., Rig], sim: Simulator, monkeypatch: pytest.MonkeyPatch,
+        self,
+        rig_factory: Callable[..., Rig],
+        sim: Simulator,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """Runway suddenly slow: a run stops after its budget, the rest go out again, nothing is lost."""
         sim.config.time_scale = 0.04
@@ -325,8 +351,13 @@ class TestApproval:
     def test_unknown_price_is_held(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
         """With a max_credits and no known price, the request is held (unknown_price = "hold")."""
         rig = rig_factory(sim).start()
-        body = {"endpoint": "text_to_video", "model": "kling3.0_pro", "ratio": "1920:1080", "promptText": "x",
-                "runwatch": {"max_credits": 5}}
+        body = {
+            "endpoint": "text_to_video",
+            "model": "kling3.0_pro",
+            "ratio": "1920:1080",
+            "promptText": "x",
+            "runwatch": {"max_credits": 5},
+        }
         rig.drop("mystery", body)
         status = rig.wait("mystery", {"held"})
         assert "no price is known" in status["error"]["message"] and sim.create_count() == 0
@@ -343,9 +374,18 @@ class TestRecovery:
         job_dir.mkdir(parents=True)
         (job_dir / "crash.json").write_text(json.dumps(SEED_REQUESTS["sound_effect"][0]))
         journal = rig.journal()
-        job = journal.add(Job(id=job_dir.name, name="crash", inbox="inbox", format="json",
-                              endpoint="sound_effect", model="eleven_text_to_sound_v2", job_dir=str(job_dir),
-                              request_path=str(job_dir / "crash.json")))
+        job = journal.add(
+            Job(
+                id=job_dir.name,
+                name="crash",
+                inbox="inbox",
+                format="json",
+                endpoint="sound_effect",
+                model="eleven_text_to_sound_v2",
+                job_dir=str(job_dir),
+                request_path=str(job_dir / "crash.json"),
+            )
+        )
         journal.update(job, create_started_at=now_iso())
         journal.close()
         rig.start()
@@ -356,7 +396,9 @@ class TestRecovery:
         assert sim.create_count() == 0
 
     def test_status_of_waiting_jobs_rewritten_at_start(
-        self, rig_factory: Callable[..., Rig], sim: Simulator,
+        self,
+        rig_factory: Callable[..., Rig],
+        sim: Simulator,
     ) -> None:
         """Status files of unfinished jobs are written without fsync, so a start writes them again: a file
         lost to a power cut comes back, matching the journal."""
@@ -368,10 +410,20 @@ class TestRecovery:
         (job_dir / "waiting.json").write_text(json.dumps(SEED_REQUESTS["text_to_speech"][0]))
         journal = rig.journal()
         # Waiting to be retried in an hour: nothing else in the engine would touch it before then.
-        journal.add(Job(id=job_dir.name, name="waiting", inbox="inbox", format="json", endpoint="text_to_speech",
-                        model="eleven_multilingual_v2", job_dir=str(job_dir), not_before=time.time() + 3600,
-                        error={"code": "upload_failed", "message": "S3 was unreachable"},
-                        request_path=str(job_dir / "waiting.json")))
+        journal.add(
+            Job(
+                id=job_dir.name,
+                name="waiting",
+                inbox="inbox",
+                format="json",
+                endpoint="text_to_speech",
+                model="eleven_multilingual_v2",
+                job_dir=str(job_dir),
+                not_before=time.time() + 3600,
+                error={"code": "upload_failed", "message": "S3 was unreachable"},
+                request_path=str(job_dir / "waiting.json"),
+            )
+        )
         journal.close()
         assert rig.status("waiting") is None
         rig.start()
@@ -379,7 +431,9 @@ class TestRecovery:
         assert status["error"]["message"] == "S3 was unreachable" and sim.create_count() == 0
 
     def test_status_file_behind_the_journal_is_renewed(
-        self, rig_factory: Callable[..., Rig], sim: Simulator,
+        self,
+        rig_factory: Callable[..., Rig],
+        sim: Simulator,
     ) -> None:
         """A kill between a job's final commit and the rename of its status file: the next start brings the
         file up to the journal's state and removes the temporary file; a status file taken away is not
@@ -391,13 +445,26 @@ class TestRecovery:
         journal = rig.journal()
         for name in ("behind", "taken"):
             job_id = f"20261128T000000Z-{'0000beef' if name == 'behind' else '0000cafe'}"
-            journal.add(Job(id=job_id, name=name, inbox="inbox", format="json", endpoint="sound_effect",
-                            model="eleven_text_to_sound_v2", state="failed", finished_at=now_iso(),
-                            error={"code": "INTERNAL", "message": "went wrong"},
-                            request_path=str(rig.inbox / ".runwatch" / "failed" / job_id / f"{name}.json")))
+            journal.add(
+                Job(
+                    id=job_id,
+                    name=name,
+                    inbox="inbox",
+                    format="json",
+                    endpoint="sound_effect",
+                    model="eleven_text_to_sound_v2",
+                    state="failed",
+                    finished_at=now_iso(),
+                    error={"code": "INTERNAL", "message": "went wrong"},
+                    request_path=str(rig.inbox / ".runwatch" / "failed" / job_id / f"{name}.json"),
+                )
+            )
         journal.close()
-        stale = {"name": "behind", "state": "running",
-                 "request": str(rig.inbox / ".runwatch" / "jobs" / "20261128T000000Z-0000beef" / "behind.json")}
+        stale = {
+            "name": "behind",
+            "state": "running",
+            "request": str(rig.inbox / ".runwatch" / "jobs" / "20261128T000000Z-0000beef" / "behind.json"),
+        }
         (rig.outbox / "behind.status.json").write_text(json.dumps(stale))
         leftover = rig.outbox / ".behind.status.json.0123456789abcdef.tmp"
         leftover.write_text("{")
@@ -454,16 +521,23 @@ def _fast_rechecks(rig: Rig) -> Any:
 
 
 class TestMoneyGuards:
-    @pytest.mark.parametrize(("settings", "words", "by"), [
-        ({"body": {"runwatch": {"max_credits": 100}}}, "is above its max_credits of 100", "command"),
-        ({"inbox": {"approve_above": 200}}, "is above the inbox's approve_above of 200", "file"),
-        ({"inbox": {"budget_daily": 300}},
-         "would exceed the inbox's daily budget of 300 (0 spent today, UTC); waits for the next day", "command"),
-        ({"budget": {"daily": 300}}, "would exceed the daily budget of 300 (0 spent today by all inboxes", "file"),
-        ({"budget": {"monthly": 300}}, "would exceed the monthly budget of 300 (0 spent this month", "command"),
-    ])
-    def test_held_until_approved(self, rig_factory: Callable[..., Rig], sim: Simulator, settings: dict[str, Any],
-                                 words: str, by: str) -> None:
+    @pytest.mark.parametrize(
+        ("settings", "words", "by"),
+        [
+            ({"body": {"runwatch": {"max_credits": 100}}}, "is above its max_credits of 100", "command"),
+            ({"inbox": {"approve_above": 200}}, "is above the inbox's approve_above of 200", "file"),
+            (
+                {"inbox": {"budget_daily": 300}},
+                "would exceed the inbox's daily budget of 300 (0 spent today, UTC); waits for the next day",
+                "command",
+            ),
+            ({"budget": {"daily": 300}}, "would exceed the daily budget of 300 (0 spent today by all inboxes", "file"),
+            ({"budget": {"monthly": 300}}, "would exceed the monthly budget of 300 (0 spent this month", "command"),
+        ],
+    )
+    def test_held_until_approved(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, settings: dict[str, Any], words: str, by: str
+    ) -> None:
         """Each of the user's limits holds the request with its reason and our estimate, never sends a
         create, and an approval (by command or by file) sends it; Runway's figures then replace ours."""
         rig = rig_factory(sim, inbox=settings.get("inbox"), budget=settings.get("budget")).start()
@@ -538,8 +612,9 @@ class TestMoneyGuards:
         states = sorted(rig.wait(n, {"held", "succeeded"})["state"] for n in ("a", "b"))
         assert states == ["held", "succeeded"] and sim.create_count() == 1
 
-    def test_daily_task_limit_sends_no_create_that_would_429(self, rig_factory: Callable[..., Rig],
-                                                             sim: Simulator) -> None:
+    def test_daily_task_limit_sends_no_create_that_would_429(
+        self, rig_factory: Callable[..., Rig], sim: Simulator
+    ) -> None:
         """With a model's daily limit at 2, three requests: two go, the third waits without meeting the
         429, and goes when Runway's rolling day has room again."""
         sim.config.model_limits["eleven_text_to_sound_v2"] = (5, 2)
@@ -557,8 +632,9 @@ class TestMoneyGuards:
         assert rig.wait(held[0]["name"])["state"] == "succeeded" and sim.create_count() == 3  # type: ignore[index]
         assert [r for r in sim.requests("/v1/") if r.get("status") == 429] == []
 
-    def test_status_shows_what_waits_and_why(self, rig_factory: Callable[..., Rig], sim: Simulator,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def test_status_shows_what_waits_and_why(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """`runwatch status` lists a held request with its reason."""
         from runwatch.cli import main
 
@@ -566,8 +642,14 @@ class TestMoneyGuards:
         rig.drop("film", PRICEY)
         rig.wait("film", {"held"})
         path = rig.root / "status.toml"
-        path.write_text(tomli_w.dumps({"state": {"dir": str(rig.root / "state")},
-                                       "inbox": [{"path": str(rig.inbox), "outbox": str(rig.outbox)}]}))
+        path.write_text(
+            tomli_w.dumps(
+                {
+                    "state": {"dir": str(rig.root / "state")},
+                    "inbox": [{"path": str(rig.inbox), "outbox": str(rig.outbox)}],
+                }
+            )
+        )
         capsys.readouterr()
         assert main(["status", "--config", str(path)]) == 0
         line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("film "))
@@ -576,16 +658,14 @@ class TestMoneyGuards:
 
 class TestCaps:
     @pytest.mark.parametrize("cap", ["max_in_flight", "per_model"])
-    def test_never_more_at_runway_than_the_cap(self, rig_factory: Callable[..., Rig], sim: Simulator,
-                                               cap: str) -> None:
+    def test_never_more_at_runway_than_the_cap(self, rig_factory: Callable[..., Rig], sim: Simulator, cap: str) -> None:
         """A create on its way counts against the caps: eight requests dropped at once never have more than
         two tasks alive at Runway together."""
         import dataclasses
 
         sim.config.time_scale = 0.02  # tasks of ~0.1 s: long enough to overlap if the caps leaked
         rig = rig_factory(sim)
-        rig.config = dataclasses.replace(rig.config,
-                                         scheduler=dataclasses.replace(rig.config.scheduler, **{cap: 2}))
+        rig.config = dataclasses.replace(rig.config, scheduler=dataclasses.replace(rig.config.scheduler, **{cap: 2}))
         names = [f"say{i}" for i in range(8)]
         for i, name in enumerate(names):
             rig.drop(name, dict(SEED_REQUESTS["text_to_speech"][0], promptText=f"line {i}"))

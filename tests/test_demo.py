@@ -26,8 +26,14 @@ KEY = "key_" + "0" * 128
 
 def _demo(*args: str, cwd: Path, timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], int]:
     """Run `runwatch demo ARGS` in a session of its own; returns the result and the session's process group."""
-    with subprocess.Popen([sys.executable, "-m", "runwatch.cli", "demo", *args], cwd=cwd, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-m", "runwatch.cli", "demo", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -117,17 +123,23 @@ class TestDemo:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNWAY", "AWS_"))}
         env["RUNWAYML_API_SECRET"] = KEY
         cli = [sys.executable, "-m", "runwatch.cli"]
-        with subprocess.Popen([*cli, "simulate", "--port", port[1], "--time-scale", "0.01"], env=env,
-                              stdout=subprocess.PIPE, text=True) as sim:
+        with subprocess.Popen(
+            [*cli, "simulate", "--port", port[1], "--time-scale", "0.01"], env=env, stdout=subprocess.PIPE, text=True
+        ) as sim:
             try:
                 assert sim.stdout is not None and "listening" in sim.stdout.readline()
-                request = {"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": "Again.",
-                           "voice": {"type": "runway-preset", "presetId": "Maya"}}
+                request = {
+                    "endpoint": "text_to_speech",
+                    "model": "eleven_multilingual_v2",
+                    "promptText": "Again.",
+                    "voice": {"type": "runway-preset", "presetId": "Maya"},
+                }
                 (root / "inbox" / "again.json.tmp").write_text(json.dumps(request))
                 os.rename(root / "inbox" / "again.json.tmp", root / "inbox" / "again.json")
                 config = str(root / "runwatch.toml")
-                with subprocess.Popen([*cli, "run", "--config", config], env=env, stderr=subprocess.PIPE,
-                                      text=True) as daemon:
+                with subprocess.Popen(
+                    [*cli, "run", "--config", config], env=env, stderr=subprocess.PIPE, text=True
+                ) as daemon:
                     deadline = time.monotonic() + 30
                     while time.monotonic() < deadline and daemon.poll() is None:
                         path = root / "outbox" / "again.status.json"
@@ -138,8 +150,9 @@ class TestDemo:
                     _, err = daemon.communicate(timeout=30)
                 assert daemon.returncode == 0, err[-2000:]
                 assert _status(root / "outbox", "again", "json")["state"] == "succeeded", err[-2000:]
-                listing = subprocess.run([*cli, "status", "--json", "--config", config], env=env,
-                                         capture_output=True, text=True, timeout=60)
+                listing = subprocess.run(
+                    [*cli, "status", "--json", "--config", config], env=env, capture_output=True, text=True, timeout=60
+                )
                 states = {row["name"]: row["state"] for row in json.loads(listing.stdout)}
                 assert states == {"again": "succeeded", **{r.name: r.expect for r in REQUESTS}}
             finally:
@@ -150,8 +163,9 @@ class TestDemo:
         """Ctrl-C while tasks run stops the daemon and the simulator: exit 130, no traceback, folder kept."""
         root = tmp_path / "demo"
         argv = [sys.executable, "-m", "runwatch.cli", "demo", "--dir", str(root)]
-        with subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True) as proc:
+        with subprocess.Popen(
+            argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        ) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:
                 if "running" in line:

@@ -21,8 +21,15 @@ from runwatch.journal import Job, Journal, StateLock
 from runwatch.simulator import SimConfig, Simulator
 
 
-def _write_config(root: Path, sim: Simulator | None, *, s3: Any = None, inbox: dict[str, Any] | None = None,
-                  base_url: str | None = None, make: bool = True) -> Path:
+def _write_config(
+    root: Path,
+    sim: Simulator | None,
+    *,
+    s3: Any = None,
+    inbox: dict[str, Any] | None = None,
+    base_url: str | None = None,
+    make: bool = True,
+) -> Path:
     """A config with one inbox "main"; its folders are made unless ``make`` is False."""
     if make:
         for name in ("inbox", "outbox", "state"):
@@ -33,8 +40,12 @@ def _write_config(root: Path, sim: Simulator | None, *, s3: Any = None, inbox: d
         "inbox": [{"name": "main", "path": str(root / "inbox"), "outbox": str(root / "outbox"), **(inbox or {})}],
     }
     if s3 is not None:
-        data["s3"] = {"bucket": s3.bucket, "endpoint_url": s3.endpoint_url, "region": s3.region,
-                      "addressing_style": "path"}
+        data["s3"] = {
+            "bucket": s3.bucket,
+            "endpoint_url": s3.endpoint_url,
+            "region": s3.region,
+            "addressing_style": "path",
+        }
     path = root / "runwatch.toml"
     path.write_text(tomli_w.dumps(data))
     return path
@@ -55,8 +66,7 @@ def _mountinfo(tmp_path: Path, mount_point: Path, kind: str) -> Path:
 
 
 class TestGoodSetup:
-    def test_everything_passes(self, tmp_path: Path, sim: Simulator, s3: Any,
-                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_everything_passes(self, tmp_path: Path, sim: Simulator, s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         """A complete setup (folders, journal, key, simulator, SeaweedFS) passes every check. The only ones a
         machine may not give are the inotify ones (no /proc/sys/fs/inotify, or events that never come in some
         containers); here they must pass whenever the kernel offers inotify."""
@@ -66,8 +76,21 @@ class TestGoodSetup:
         env = {"RUNWAYML_API_SECRET": sim.key}
         results = doctor.run_checks(str(path), env)
         names = [r.name for r in results]
-        assert names == ["config", "main/inbox", "main/outbox", "main/work", "main/same-fs", "main/fs-type",
-                         "main/events", "inotify-limits", "state", "api-key", "api", "clock", "s3"]
+        assert names == [
+            "config",
+            "main/inbox",
+            "main/outbox",
+            "main/work",
+            "main/same-fs",
+            "main/fs-type",
+            "main/events",
+            "inotify-limits",
+            "state",
+            "api-key",
+            "api",
+            "clock",
+            "s3",
+        ]
         machine_bound = set() if doctor.PROC_INOTIFY.exists() else {"main/events", "inotify-limits"}
         assert [r for r in results if r.status != "PASS" and r.name not in machine_bound] == []
         assert all(r.hint == "" for r in results if r.status == "PASS")
@@ -75,8 +98,9 @@ class TestGoodSetup:
         assert not (tmp_path / "inbox" / ".runwatch").exists()  # nothing created
         assert s3.client().list_objects_v2(Bucket=s3.bucket, Prefix="runwatch/.doctor/").get("KeyCount", 0) == 0
 
-    def test_command_output(self, tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str],
-                            monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_command_output(
+        self, tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """`runwatch doctor`: one line per check (status, name, detail), a summary, exit 0; the key's source and
         length are shown, never the key."""
         monkeypatch.setenv("RUNWAYML_API_SECRET", sim.key)
@@ -85,8 +109,9 @@ class TestGoodSetup:
         out = capsys.readouterr().out
         lines = out.splitlines()
         assert lines[0].startswith("PASS  config ") and f"{path}" in lines[0]
-        assert any(line.startswith("PASS  api-key ") and "$RUNWAYML_API_SECRET, 132 characters" in line
-                   for line in lines)
+        assert any(
+            line.startswith("PASS  api-key ") and "$RUNWAYML_API_SECRET, 132 characters" in line for line in lines
+        )
         assert "0 FAIL" in out and sim.key not in out and sim.key[4:40] not in out
         assert main(["doctor", "--config", str(path), "--json"]) == 0
         doc = json.loads(capsys.readouterr().out)
@@ -102,8 +127,9 @@ class TestFailures:
             assert probe.result.status == "FAIL" and "key refused" in probe.result.detail and probe.result.hint
             assert probe.server_time is not None  # a 401 still tells the time
             out = io.StringIO()
-            code = doctor.doctor_command(str(tmp_path / "runwatch.toml"), out=out,
-                                         env={"RUNWAYML_API_SECRET": "key_" + "b" * 128})
+            code = doctor.doctor_command(
+                str(tmp_path / "runwatch.toml"), out=out, env={"RUNWAYML_API_SECRET": "key_" + "b" * 128}
+            )
         assert code == 1 and "FAIL  api " in out.getvalue() and "b" * 40 not in out.getvalue()
 
     def test_unreachable_api(self, tmp_path: Path) -> None:
@@ -245,8 +271,9 @@ class TestStateClockS3:
         finally:
             lock.release()
 
-    @pytest.mark.parametrize(("skew", "status"), [(0, "PASS"), (-20, "PASS"), (45, "WARN"), (-120, "WARN"),
-                                                   (301, "FAIL"), (-3600, "FAIL")])
+    @pytest.mark.parametrize(
+        ("skew", "status"), [(0, "PASS"), (-20, "PASS"), (45, "WARN"), (-120, "WARN"), (301, "FAIL"), (-3600, "FAIL")]
+    )
     def test_clock(self, skew: float, status: str) -> None:
         """Within 30 s passes, up to 5 min warns, beyond fails (presigned URLs break)."""
         server = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

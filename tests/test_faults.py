@@ -20,8 +20,6 @@ SFX = SEED_REQUESTS["sound_effect"][0]
 I2V, I2V_MEDIA = SEED_REQUESTS["image_to_video"]
 
 
-
-
 def _no_duplicates(sim: Simulator) -> None:
     assert sim.duplicate_creates() == []
 
@@ -200,9 +198,18 @@ class TestOutputs:
         _no_duplicates(sim)
 
 
-FAILURE_CODES = ["SAFETY.INPUT.TEXT", "SAFETY.INPUT.IMAGE", "SAFETY.OUTPUT.VIDEO", "INTERNAL.BAD_OUTPUT.CODE01",
-                 "INPUT_PREPROCESSING.SAFETY.TEXT", "INPUT_PREPROCESSING.INTERNAL", "ASSET.INVALID", "INTERNAL",
-                 "THIRD_PARTY.UNAVAILABLE", "SOMETHING.NEW.TOMORROW"]
+FAILURE_CODES = [
+    "SAFETY.INPUT.TEXT",
+    "SAFETY.INPUT.IMAGE",
+    "SAFETY.OUTPUT.VIDEO",
+    "INTERNAL.BAD_OUTPUT.CODE01",
+    "INPUT_PREPROCESSING.SAFETY.TEXT",
+    "INPUT_PREPROCESSING.INTERNAL",
+    "ASSET.INVALID",
+    "INTERNAL",
+    "THIRD_PARTY.UNAVAILABLE",
+    "SOMETHING.NEW.TOMORROW",
+]
 
 
 class TestTaskFailures:
@@ -275,10 +282,16 @@ class _S3At:
 
         from tests.s3server import ACCESS_KEY, SECRET_KEY
 
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region,
-                            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
-                                          connect_timeout=2, read_timeout=30))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            config=Config(
+                s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2, read_timeout=30
+            ),
+        )
 
 
 class _Relay:

@@ -37,8 +37,14 @@ from runwatch.inbox import _InotifyObserver as InotifyObserver
 
 SAMPLES = Path(__file__).resolve().parent.parent / "runwatch" / "data" / "samples"
 TEXT = {"endpoint": "text_to_image", "model": "gen4_image", "promptText": "a lighthouse", "ratio": "1920:1080"}
-IMAGE = {"endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": "still.jpg", "ratio": "1280:720",
-         "duration": 5, "promptText": "waves"}
+IMAGE = {
+    "endpoint": "image_to_video",
+    "model": "gen4_turbo",
+    "promptImage": "still.jpg",
+    "ratio": "1280:720",
+    "duration": 5,
+    "promptText": "waves",
+}
 JOB_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 MODES = ["inotify", "polling"]
 
@@ -136,30 +142,36 @@ def start() -> Iterator[Callable[..., InboxWatcher]]:
 class TestReadiness:
     """The readiness rule, without threads or files."""
 
-    @pytest.mark.parametrize(("prev", "sig", "signal", "expected"), [
-        (None, (10, 1), False, History(5.0, (10, 1), 5.0, False)),
-        (None, (10, 1), True, History(5.0, (10, 1), 5.0, True)),
-        (History(1.0, (10, 1), 2.0), (10, 1), False, History(1.0, (10, 1), 2.0)),
-        (History(1.0, (10, 1), 2.0), (10, 1), True, History(1.0, (10, 1), 2.0, True)),
-        (History(1.0, (10, 1), 2.0, True), (10, 1), False, History(1.0, (10, 1), 2.0, True)),
-        (History(1.0, (10, 1), 2.0, True), (20, 1), False, History(1.0, (20, 1), 5.0, False)),
-        (History(1.0, (10, 1), 2.0, True), (10, 9), False, History(1.0, (10, 9), 5.0, False)),
-        (History(1.0, (10, 1), 2.0), (20, 2), True, History(1.0, (20, 2), 5.0, True)),
-    ])
+    @pytest.mark.parametrize(
+        ("prev", "sig", "signal", "expected"),
+        [
+            (None, (10, 1), False, History(5.0, (10, 1), 5.0, False)),
+            (None, (10, 1), True, History(5.0, (10, 1), 5.0, True)),
+            (History(1.0, (10, 1), 2.0), (10, 1), False, History(1.0, (10, 1), 2.0)),
+            (History(1.0, (10, 1), 2.0), (10, 1), True, History(1.0, (10, 1), 2.0, True)),
+            (History(1.0, (10, 1), 2.0, True), (10, 1), False, History(1.0, (10, 1), 2.0, True)),
+            (History(1.0, (10, 1), 2.0, True), (20, 1), False, History(1.0, (20, 1), 5.0, False)),
+            (History(1.0, (10, 1), 2.0, True), (10, 9), False, History(1.0, (10, 9), 5.0, False)),
+            (History(1.0, (10, 1), 2.0), (20, 2), True, History(1.0, (20, 2), 5.0, True)),
+        ],
+    )
     def test_observe(self, prev: History | None, sig: tuple[int, int], signal: bool, expected: History) -> None:
         """A change of size or mtime restarts the settle clock and clears an earlier signal; a signal sticks
         until the next change; the first look starts the history."""
         assert observe(prev, sig, 5.0, signal=signal) == expected
 
-    @pytest.mark.parametrize(("history", "now", "events", "expected"), [
-        (History(0.0, (1, 1), 0.0), 0.1, True, False),         # just seen, no close yet
-        (History(0.0, (1, 1), 0.0, True), 0.1, True, True),    # closed after writing / renamed in: at once
-        (History(0.0, (1, 1), 0.0, True), 0.1, False, False),  # polling: signals are not trusted
-        (History(0.0, (1, 1), 0.0), 2.0, False, True),         # unchanged for the settle time
-        (History(0.0, (1, 1), 0.0), 2.0, True, True),          # found by a scan on a local disk: settle too
-        (History(0.0, (1, 1), 1.5), 2.0, False, False),        # changed half a second ago
-        (History(0.0, (1, 1), 1.5), 3.5, False, True),
-    ])
+    @pytest.mark.parametrize(
+        ("history", "now", "events", "expected"),
+        [
+            (History(0.0, (1, 1), 0.0), 0.1, True, False),  # just seen, no close yet
+            (History(0.0, (1, 1), 0.0, True), 0.1, True, True),  # closed after writing / renamed in: at once
+            (History(0.0, (1, 1), 0.0, True), 0.1, False, False),  # polling: signals are not trusted
+            (History(0.0, (1, 1), 0.0), 2.0, False, True),  # unchanged for the settle time
+            (History(0.0, (1, 1), 0.0), 2.0, True, True),  # found by a scan on a local disk: settle too
+            (History(0.0, (1, 1), 1.5), 2.0, False, False),  # changed half a second ago
+            (History(0.0, (1, 1), 1.5), 3.5, False, True),
+        ],
+    )
     def test_is_ready(self, history: History, now: float, events: bool, expected: bool) -> None:
         """Ready: a trusted signal after the last change, or size and mtime unchanged for ``settle`` seconds."""
         assert is_ready(history, now, settle=2.0, events=events) is expected
@@ -179,32 +191,37 @@ class TestReadiness:
 class TestNetworkFs:
     """Which filesystems are polled."""
 
-    MOUNTINFO = "\n".join([
-        r"22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw",
-        r"30 22 0:40 / /mnt/nas rw,relatime shared:5 - nfs4 nas:/export rw,vers=4.2",
-        r"31 22 0:41 / /mnt/smb rw,relatime - cifs //srv/share rw",
-        r"32 22 0:42 / /mnt/ssh rw,nosuid - fuse.sshfs me@host:/ rw",
-        r"33 22 8:17 / /mnt/usb rw - fuseblk /dev/sdb1 rw",
-        r"34 22 0:43 / /mnt/two\040words rw - nfs srv:/x rw",
-        r"35 30 8:2 / /mnt/nas/local rw - xfs /dev/sdc1 rw",
-        r"36 22 0:44 / /srv rw - ext4 /dev/sdd1 rw",
-        r"37 22 0:45 / /srv rw - ceph 10.0.0.1:/ rw",
-        r"38 22 0:46 / /mnt/p9 rw - 9p hostshare rw",
-    ])
+    MOUNTINFO = "\n".join(
+        [
+            r"22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw",
+            r"30 22 0:40 / /mnt/nas rw,relatime shared:5 - nfs4 nas:/export rw,vers=4.2",
+            r"31 22 0:41 / /mnt/smb rw,relatime - cifs //srv/share rw",
+            r"32 22 0:42 / /mnt/ssh rw,nosuid - fuse.sshfs me@host:/ rw",
+            r"33 22 8:17 / /mnt/usb rw - fuseblk /dev/sdb1 rw",
+            r"34 22 0:43 / /mnt/two\040words rw - nfs srv:/x rw",
+            r"35 30 8:2 / /mnt/nas/local rw - xfs /dev/sdc1 rw",
+            r"36 22 0:44 / /srv rw - ext4 /dev/sdd1 rw",
+            r"37 22 0:45 / /srv rw - ceph 10.0.0.1:/ rw",
+            r"38 22 0:46 / /mnt/p9 rw - 9p hostshare rw",
+        ]
+    )
 
-    @pytest.mark.parametrize(("path", "expected"), [
-        ("/home/me/inbox", False),
-        ("/mnt/nas", True),
-        ("/mnt/nas/inbox/deeper", True),
-        ("/mnt/nasty/inbox", False),           # a prefix of the name is not the mount
-        ("/mnt/smb/inbox", True),
-        ("/mnt/ssh/inbox", True),
-        ("/mnt/usb/inbox", False),             # fuseblk is a local disk (ntfs-3g, exfat)
-        ("/mnt/two words/inbox", True),        # mountinfo escapes the space
-        ("/mnt/nas/local/inbox", False),       # the deepest mount decides
-        ("/srv/inbox", True),                  # stacked on the same point: the later mount is on top
-        ("/mnt/p9/inbox", True),
-    ])
+    @pytest.mark.parametrize(
+        ("path", "expected"),
+        [
+            ("/home/me/inbox", False),
+            ("/mnt/nas", True),
+            ("/mnt/nas/inbox/deeper", True),
+            ("/mnt/nasty/inbox", False),  # a prefix of the name is not the mount
+            ("/mnt/smb/inbox", True),
+            ("/mnt/ssh/inbox", True),
+            ("/mnt/usb/inbox", False),  # fuseblk is a local disk (ntfs-3g, exfat)
+            ("/mnt/two words/inbox", True),  # mountinfo escapes the space
+            ("/mnt/nas/local/inbox", False),  # the deepest mount decides
+            ("/srv/inbox", True),  # stacked on the same point: the later mount is on top
+            ("/mnt/p9/inbox", True),
+        ],
+    )
     def test_mountinfo(self, tmp_path: Path, path: str, expected: bool) -> None:
         """Network and FUSE filesystems are told apart from local ones by /proc/self/mountinfo."""
         mounts = tmp_path / "mountinfo"
@@ -266,7 +283,6 @@ class TestObserver:
             ("created", str(inbox / "c.json"), ""),
             ("closed", str(inbox / "c.json"), ""),
         ]
-
 
 
 class TestClaims:
@@ -352,8 +368,8 @@ class TestClaims:
 
         start(cfg, deliver, "polling")
         text = json.dumps({**TEXT, "promptText": "a lighthouse " * 20})
-        chunks = [text[i:i + 40] for i in range(0, len(text), 40)][:8]
-        chunks[-1] += text[40 * 8:]
+        chunks = [text[i : i + 40] for i in range(0, len(text), 40)][:8]
+        chunks[-1] += text[40 * 8 :]
 
         def writer() -> None:
             for chunk in chunks:
@@ -395,8 +411,16 @@ class TestClaims:
     def test_ignored_names(self, tmp_path: Path, mode: str, start: Any) -> None:
         """Dotfiles, ``~`` files and partial downloads are never taken; the work area is never scanned."""
         cfg = config(tmp_path)
-        names = [".x.json", "~x.json", "x.json.tmp", "x.json.part", "x.json.partial", "x.json.crdownload",
-                 "x.json.download", "notes.txt"]
+        names = [
+            ".x.json",
+            "~x.json",
+            "x.json.tmp",
+            "x.json.part",
+            "x.json.partial",
+            "x.json.crdownload",
+            "x.json.download",
+            "notes.txt",
+        ]
         for name in names:
             (cfg.path / name).write_text(json.dumps(TEXT))
         (cfg.work / "jobs").mkdir(parents=True)
@@ -512,7 +536,6 @@ class TestSymlinks:
         assert outside.read_bytes() == (SAMPLES / "still.jpg").read_bytes()
         assert os.path.islink(cfg.path / "out.jpg")
 
-
     def test_linked_request(self, tmp_path: Path, start: Any) -> None:
         """A request file that is itself a link is refused with that reason; the file it points to stays."""
         cfg = config(tmp_path)
@@ -539,7 +562,9 @@ class TestControlAndBareMedia:
         drop(cfg, "big.approve", "")
         sink.wait(lambda items: len(items) == 2)
         assert sorted((c.kind, c.name) for c in sink.items if isinstance(c, Control)) == [
-            ("approve", "big"), ("cancel", "long")]
+            ("approve", "big"),
+            ("cancel", "long"),
+        ]
         drop(cfg, "long.cancel", "again")
         sink.wait(lambda items: len(items) == 3)
         kept = sorted(p.read_text() for p in (cfg.work / "control").iterdir())
@@ -547,8 +572,12 @@ class TestControlAndBareMedia:
 
     def test_bare_media(self, tmp_path: Path, mode: str, start: Any) -> None:
         """With accept_media a picture alone becomes a request; one named by a request goes with that one."""
-        cfg = config(tmp_path, accept_media=True, endpoint="image_to_video",
-                     defaults={"model": "gen4_turbo", "ratio": "1280:720", "duration": 5})
+        cfg = config(
+            tmp_path,
+            accept_media=True,
+            endpoint="image_to_video",
+            defaults={"model": "gen4_turbo", "ratio": "1280:720", "duration": 5},
+        )
         sample(cfg, "still.jpg", "photo.jpg")
         drop(cfg, "story.json", {**IMAGE, "promptImage": "photo.jpg"})
         sink = Sink()
@@ -564,8 +593,12 @@ class TestControlAndBareMedia:
 
     def test_media_of_a_refused_request_are_not_sent_alone(self, tmp_path: Path, start: Any) -> None:
         """A picture meant for a request that was refused stays in the inbox instead of being sent bare."""
-        cfg = config(tmp_path, accept_media=True, endpoint="image_to_video",
-                     defaults={"model": "gen4_turbo", "ratio": "1280:720", "duration": 5})
+        cfg = config(
+            tmp_path,
+            accept_media=True,
+            endpoint="image_to_video",
+            defaults={"model": "gen4_turbo", "ratio": "1280:720", "duration": 5},
+        )
         sample(cfg, "still.jpg", "photo.jpg")
         drop(cfg, "typo.json", {**IMAGE, "promptImage": "photo.jpg", "ratio": "nope"})
         sink = Sink()
@@ -584,8 +617,7 @@ class TestTogether:
         offline = tmp_path / "offline"
         sink = Sink()
         with capture_logs() as logs:
-            watcher = InboxWatcher(cfg, deliver=sink, polling=mode == "polling", rescan=0.5,
-                                   log=structlog.get_logger())
+            watcher = InboxWatcher(cfg, deliver=sink, polling=mode == "polling", rescan=0.5, log=structlog.get_logger())
             watcher.start()
             try:
                 drop(cfg, "first.json", TEXT)
@@ -604,7 +636,9 @@ class TestTogether:
         paused = [e for e in logs if e["event"] == "inbox.paused"]
         assert len(paused) == 1 and paused[0]["log_level"] == "error" and paused[0]["path"] == str(cfg.path)
         assert [e["event"] for e in logs if e["event"] in ("inbox.paused", "inbox.resumed")] == [
-            "inbox.paused", "inbox.resumed"]
+            "inbox.paused",
+            "inbox.resumed",
+        ]
         assert {e["event"] for e in logs} >= {"inbox.watching", "inbox.claimed"}
 
     def test_missing_at_start(self, tmp_path: Path, start: Any) -> None:
@@ -644,8 +678,11 @@ class TestTogether:
         cfg = config(tmp_path)
         assert recover(cfg) == []
         jobs = cfg.work / "jobs"
-        for job_id, files in [("20250102T000000Z-00000002", ["b.json"]), ("20250101T000000Z-00000001", ["a.json"]),
-                              ("20250103T000000Z-00000003", [])]:
+        for job_id, files in [
+            ("20250102T000000Z-00000002", ["b.json"]),
+            ("20250101T000000Z-00000001", ["a.json"]),
+            ("20250103T000000Z-00000003", []),
+        ]:
             (jobs / job_id).mkdir(parents=True)
             for name in files:
                 (jobs / job_id / name).write_text("{}")

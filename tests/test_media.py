@@ -41,7 +41,9 @@ from .s3server import S3Server
 
 MIB = 1024 * 1024
 TYPES = {
-    "still.jpg": ("image", "image/jpeg"), "clip.mp4": ("video", "video/mp4"), "speech.mp3": ("audio", "audio/mpeg"),
+    "still.jpg": ("image", "image/jpeg"),
+    "clip.mp4": ("video", "video/mp4"),
+    "speech.mp3": ("audio", "audio/mpeg"),
 }
 
 
@@ -120,7 +122,8 @@ class TestS3Place:
         assert head["ContentLength"] == media.size
 
     def test_type_comes_from_the_content_not_the_extension(
-            self, s3: S3Server, s3t: S3Transport, tmp_path: Path) -> None:
+        self, s3: S3Server, s3t: S3Transport, tmp_path: Path
+    ) -> None:
         """A JPEG named .bin is stored as image/jpeg: the type is the probed one, whatever the name says."""
         path = tmp_path / "shot.bin"
         path.write_bytes((SAMPLES / "still.jpg").read_bytes())
@@ -158,8 +161,9 @@ class TestS3Place:
         assert placed.expires_at is not None and placed.expires_at <= time.time() + 1
         time.sleep(2.0)
         assert http.get(placed.uri).status_code == 403
-        fresh = s3.client().generate_presigned_url("get_object", Params={"Bucket": s3.bucket, "Key": placed.handle},
-                                                   ExpiresIn=60)
+        fresh = s3.client().generate_presigned_url(
+            "get_object", Params={"Bucket": s3.bucket, "Key": placed.handle}, ExpiresIn=60
+        )
         assert http.get(fresh).status_code == 200
 
     def test_overlong_url_is_refused_before_uploading(self, s3: S3Server) -> None:
@@ -253,21 +257,27 @@ class TestS3Place:
 
 
 class TestS3Errors:
-    @pytest.mark.parametrize(("access", "secret", "code"), [
-        ("NOSUCHACCESSKEY", None, "InvalidAccessKeyId"),
-        (None, "not-the-secret", "SignatureDoesNotMatch"),
-    ])
+    @pytest.mark.parametrize(
+        ("access", "secret", "code"),
+        [
+            ("NOSUCHACCESSKEY", None, "InvalidAccessKeyId"),
+            (None, "not-the-secret", "SignatureDoesNotMatch"),
+        ],
+    )
     def test_wrong_credentials_are_not_retryable(
-            self, s3: S3Server, access: str | None, secret: str | None, code: str) -> None:
+        self, s3: S3Server, access: str | None, secret: str | None, code: str
+    ) -> None:
         """Bad credentials need a person: not retryable, and the message names bucket, key and S3 code."""
         import boto3
         from botocore.config import Config
 
         client = boto3.session.Session(
-            aws_access_key_id=access or s3.access_key, aws_secret_access_key=secret or s3.secret_key,
+            aws_access_key_id=access or s3.access_key,
+            aws_secret_access_key=secret or s3.secret_key,
             region_name=s3.region,
-        ).client("s3", endpoint_url=s3.endpoint_url,
-                 config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+        ).client(
+            "s3", endpoint_url=s3.endpoint_url, config=Config(signature_version="s3v4", s3={"addressing_style": "path"})
+        )
         job_id = job()
         with pytest.raises(UploadError) as info:
             S3Transport(S3Cfg(s3.bucket), client).place(sample("still.jpg"), job_id)
@@ -290,10 +300,19 @@ class TestS3Errors:
         from botocore.config import Config
 
         client = boto3.session.Session(
-            aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key, region_name=s3.region,
-        ).client("s3", endpoint_url=f"http://127.0.0.1:{free_port()}",
-                 config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                               retries={"max_attempts": 1}, connect_timeout=2))
+            aws_access_key_id=s3.access_key,
+            aws_secret_access_key=s3.secret_key,
+            region_name=s3.region,
+        ).client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{free_port()}",
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1},
+                connect_timeout=2,
+            ),
+        )
         transport = S3Transport(S3Cfg(s3.bucket), client)
         with pytest.raises(UploadError) as info:
             transport.place(sample("still.jpg"), job())
@@ -320,13 +339,21 @@ class TestSimulatorEndToEnd:
         return RunwayClient(http, base_url=sim.url, api_key=sim.key, max_attempts=1)
 
     def test_presigned_url_is_fetched_by_the_simulator(
-            self, s3t: S3Transport, sim: Simulator, api: RunwayClient) -> None:
+        self, s3t: S3Transport, sim: Simulator, api: RunwayClient
+    ) -> None:
         """A presigned S3 URL used as promptImage is fetched (200, image/jpeg, the same bytes) and accepted."""
         media = sample("still.jpg")
         placed = s3t.place(media, job())
-        created = api.create_task("image_to_video", {
-            "model": "gen4_turbo", "promptImage": placed.uri, "promptText": "waves", "ratio": "1280:720",
-            "duration": 5})
+        created = api.create_task(
+            "image_to_video",
+            {
+                "model": "gen4_turbo",
+                "promptImage": placed.uri,
+                "promptText": "waves",
+                "ratio": "1280:720",
+                "duration": 5,
+            },
+        )
         assert created.id
         fetched = [f for f in sim.world.fetches if f["path"] == "promptImage"]
         assert len(fetched) == 1
@@ -337,8 +364,9 @@ class TestSimulatorEndToEnd:
     def test_runway_upload_is_accepted_by_a_create(self, sim: Simulator, api: RunwayClient) -> None:
         """The form POST (fields first, file last, no API key) yields a runway:// URI a create accepts."""
         sent: list[httpx.Request] = []
-        with httpx.Client(timeout=30.0, headers={"Authorization": f"Bearer {sim.key}"},
-                          event_hooks={"request": [sent.append]}) as storage:
+        with httpx.Client(
+            timeout=30.0, headers={"Authorization": f"Bearer {sim.key}"}, event_hooks={"request": [sent.append]}
+        ) as storage:
             transport = RunwayTransport(api, storage)
             before = time.time()
             placed = transport.place(sample("still.jpg"), job())
@@ -348,9 +376,16 @@ class TestSimulatorEndToEnd:
         assert upload.filename == "promptImage.jpg" and upload.size == (SAMPLES / "still.jpg").stat().st_size
         assert upload.content_type == "image/jpeg"
         assert len(sent) == 1 and "authorization" not in sent[0].headers
-        created = api.create_task("image_to_video", {
-            "model": "gen4_turbo", "promptImage": placed.uri, "promptText": "waves", "ratio": "1280:720",
-            "duration": 5})
+        created = api.create_task(
+            "image_to_video",
+            {
+                "model": "gen4_turbo",
+                "promptImage": placed.uri,
+                "promptText": "waves",
+                "ratio": "1280:720",
+                "duration": 5,
+            },
+        )
         assert created.id
         transport.remove(placed)  # nothing to do, and nothing goes wrong
 
@@ -365,7 +400,8 @@ class TestSimulatorEndToEnd:
 
     @pytest.mark.parametrize("size", [UPLOAD_MIN - 1, UPLOAD_MAX + 1])
     def test_size_limits_are_checked_before_any_request(
-            self, sim: Simulator, api: RunwayClient, http: httpx.Client, tmp_path: Path, size: int) -> None:
+        self, sim: Simulator, api: RunwayClient, http: httpx.Client, tmp_path: Path, size: int
+    ) -> None:
         """Too small or too big is refused, not retryable, naming the limit, before Runway hears of it."""
         path = tmp_path / "odd.mp4"
         with open(path, "wb") as fh:
@@ -381,8 +417,9 @@ class TestSimulatorEndToEnd:
         class Forging(RunwayClient):
             def create_upload(self, filename: str) -> UploadTarget:
                 target = super().create_upload(filename)
-                return UploadTarget(target.upload_url, {**target.fields, "x-amz-signature": "0" * 64},
-                                    target.runway_uri)
+                return UploadTarget(
+                    target.upload_url, {**target.fields, "x-amz-signature": "0" * 64}, target.runway_uri
+                )
 
         api = Forging(http, base_url=sim.url, api_key=sim.key, max_attempts=1)
         with pytest.raises(UploadError, match="HTTP 403 AccessDenied") as info:
@@ -390,8 +427,9 @@ class TestSimulatorEndToEnd:
         assert not info.value.retryable
 
     @pytest.mark.parametrize(("status", "retryable"), [(503, True), (429, True), (400, False)])
-    def test_storage_status_decides_retry(self, sim: Simulator, http: httpx.Client, status: int,
-                                          retryable: bool) -> None:
+    def test_storage_status_decides_retry(
+        self, sim: Simulator, http: httpx.Client, status: int, retryable: bool
+    ) -> None:
         """5xx and 429 from the storage are passing trouble; other 4xx are not."""
         storage = _StatusServer(status, b"<Error><Code>SlowDown</Code><Message>later</Message></Error>")
 
@@ -497,8 +535,9 @@ class TestDataTransport:
         """The simulator (Runway's rules) accepts the data URI as promptImage."""
         placed = DataTransport().place(sample("still.jpg"), job())
         api = RunwayClient(http, base_url=sim.url, api_key=sim.key, max_attempts=1)
-        created = api.create_task("image_to_video", {
-            "model": "gen4_turbo", "promptImage": placed.uri, "ratio": "1280:720", "duration": 5})
+        created = api.create_task(
+            "image_to_video", {"model": "gen4_turbo", "promptImage": placed.uri, "ratio": "1280:720", "duration": 5}
+        )
         assert created.id
 
     def test_cap_is_on_the_uri_length(self) -> None:
@@ -513,8 +552,11 @@ class TestDataTransport:
 
     def test_default_caps_follow_runways_docs(self, tmp_path: Path) -> None:
         """Defaults: 5 MiB for images, 16 MiB for video and audio; a 4 MiB file fits as video, not as image."""
-        assert dict(DataTransport().caps) == dict(DATA_URI_CAPS) == {"image": 5 * MIB, "video": 16 * MIB,
-                                                                       "audio": 16 * MIB}
+        assert (
+            dict(DataTransport().caps)
+            == dict(DATA_URI_CAPS)
+            == {"image": 5 * MIB, "video": 16 * MIB, "audio": 16 * MIB}
+        )
         path = tmp_path / "four.bin"
         with open(path, "wb") as fh:
             fh.truncate(4 * MIB)
@@ -558,9 +600,13 @@ class TestSafeFilename:
     def test_field_path_and_extension_only(self, tmp_path: Path) -> None:
         """The name is the field path plus the lower-cased extension; odd or missing extensions follow the type."""
         assert safe_filename(local(SAMPLES / "clip.mp4", "video", "video/mp4", ("videoUri",))) == "videoUri.mp4"
-        assert safe_filename(Media(("references", 2, "uri"), "x", Path("../../etc/pass wd.PNG"), "image", 1,
-                                   "image/png")) == "references-2-uri.png"
-        assert safe_filename(Media(("promptImage",), "x", Path("noext"), "image", 1, "image/webp")) \
-            == "promptImage.webp"
-        assert safe_filename(Media(("promptImage",), "x", Path("x.j p g"), "image", 1, "image/jpeg")) \
-            == "promptImage.jpg"
+        assert (
+            safe_filename(Media(("references", 2, "uri"), "x", Path("../../etc/pass wd.PNG"), "image", 1, "image/png"))
+            == "references-2-uri.png"
+        )
+        assert (
+            safe_filename(Media(("promptImage",), "x", Path("noext"), "image", 1, "image/webp")) == "promptImage.webp"
+        )
+        assert (
+            safe_filename(Media(("promptImage",), "x", Path("x.j p g"), "image", 1, "image/jpeg")) == "promptImage.jpg"
+        )

@@ -385,23 +385,17 @@ class TestProbe:
         """A VP8L (lossless) WebP reports its 14-bit width and height."""
         bits = (100 - 1) | ((50 - 1) << 14)
         body = b"\x2f" + bits.to_bytes(4, "little") + bytes(8)
-        data = (
-            b"RIFF" + struct.pack("<I", 4 + 8 + len(body)) + b"WEBPVP8L" + struct.pack("<I", len(body)) + body
-        )
+        data = b"RIFF" + struct.pack("<I", 4 + 8 + len(body)) + b"WEBPVP8L" + struct.pack("<I", len(body)) + body
         assert probe(data) == MediaInfo("image", "webp", "image/webp", 100, 50)
 
     def test_webm_duration_and_size(self) -> None:
         """WebM: EBML DocType, Info/Duration scaled by TimecodeScale, first video track's pixel size."""
 
         def el(ident: int, payload: bytes) -> bytes:
-            return (
-                ident.to_bytes((ident.bit_length() + 7) // 8, "big") + bytes([0x80 | len(payload)]) + payload
-            )
+            return ident.to_bytes((ident.bit_length() + 7) // 8, "big") + bytes([0x80 | len(payload)]) + payload
 
         header = el(0x1A45DFA3, el(0x4282, b"webm"))
-        info = el(
-            0x1549A966, el(0x2AD7B1, (1_000_000).to_bytes(3, "big")) + el(0x4489, struct.pack(">d", 2500.0))
-        )
+        info = el(0x1549A966, el(0x2AD7B1, (1_000_000).to_bytes(3, "big")) + el(0x4489, struct.pack(">d", 2500.0)))
         video = el(0xE0, el(0xB0, (640).to_bytes(2, "big")) + el(0xBA, (360).to_bytes(2, "big")))
         tracks = el(0x1654AE6B, el(0xAE, el(0x83, b"\x01") + video))
         segment = b"\x18\x53\x80\x67\x01\xff\xff\xff\xff\xff\xff\xff" + info + tracks  # unknown size

@@ -26,21 +26,43 @@ from runwatch.validate import validate_command
 
 from .conftest import SAMPLES
 
-WAVES = {"endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": "still.jpg", "promptText": "waves",
-         "ratio": "1280:720", "duration": 5}
-SPEECH = {"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": "Hello there.",
-          "voice": {"type": "runway-preset", "presetId": "Maya"}}
+WAVES = {
+    "endpoint": "image_to_video",
+    "model": "gen4_turbo",
+    "promptImage": "still.jpg",
+    "promptText": "waves",
+    "ratio": "1280:720",
+    "duration": 5,
+}
+SPEECH = {
+    "endpoint": "text_to_speech",
+    "model": "eleven_multilingual_v2",
+    "promptText": "Hello there.",
+    "voice": {"type": "runway-preset", "presetId": "Maya"},
+}
 FILM = {"endpoint": "text_to_video", "model": "veo3.1", "promptText": "a forest", "ratio": "1280:720", "duration": 8}
 MYSTERY = {"endpoint": "text_to_video", "model": "kling3.0_pro", "promptText": "x", "ratio": "1920:1080"}
-BAD = {"endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": "missing.jpg", "ratio": "1:1",
-       "duration": "long"}
+BAD = {
+    "endpoint": "image_to_video",
+    "model": "gen4_turbo",
+    "promptImage": "missing.jpg",
+    "ratio": "1:1",
+    "duration": "long",
+}
 
 
 class Setup:
     """A config file on disk (simulator URL, state dir, one inbox), its folders, and the environment."""
 
-    def __init__(self, root: Path, sim: Simulator | None, *, s3: Any = None, inbox: dict[str, Any] | None = None,
-                 runway: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        sim: Simulator | None,
+        *,
+        s3: Any = None,
+        inbox: dict[str, Any] | None = None,
+        runway: dict[str, Any] | None = None,
+    ) -> None:
         self.root = root
         self.inbox = root / "inbox"
         self.outbox = root / "outbox"
@@ -53,14 +75,25 @@ class Setup:
             "inbox": [{"name": "main", "path": str(self.inbox), "outbox": str(self.outbox), **(inbox or {})}],
         }
         if s3 is not None:
-            data["s3"] = {"bucket": s3.bucket, "endpoint_url": s3.endpoint_url, "region": s3.region,
-                          "addressing_style": "path"}
+            data["s3"] = {
+                "bucket": s3.bucket,
+                "endpoint_url": s3.endpoint_url,
+                "region": s3.region,
+                "addressing_style": "path",
+            }
         self.config = root / "runwatch.toml"
         self.config.write_text(tomli_w.dumps(data))
         self.env = {"RUNWAYML_API_SECRET": sim.key if sim else "key_" + "0" * 128}
 
-    def request(self, name: str, body: dict[str, Any], *, folder: Path | None = None, fmt: str = "json",
-                media: tuple[str, ...] = ()) -> Path:
+    def request(
+        self,
+        name: str,
+        body: dict[str, Any],
+        *,
+        folder: Path | None = None,
+        fmt: str = "json",
+        media: tuple[str, ...] = (),
+    ) -> Path:
         where = folder or self.requests
         for item in media:
             shutil.copy(SAMPLES / item, where / item)
@@ -79,8 +112,15 @@ def setup(tmp_path: Path, sim: Simulator) -> Setup:
 
 def _validate(setup: Setup, *paths: Path | str, price: bool = False, as_json: bool = False) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = validate_command([str(p) for p in paths], config_file=str(setup.config), price=price, as_json=as_json,
-                            out=out, err=err, env=setup.env)
+    code = validate_command(
+        [str(p) for p in paths],
+        config_file=str(setup.config),
+        price=price,
+        as_json=as_json,
+        out=out,
+        err=err,
+        env=setup.env,
+    )
     return code, out.getvalue(), err.getvalue()
 
 
@@ -134,8 +174,11 @@ class TestValidate:
 
     def test_inbox_context(self, tmp_path: Path, sim: Simulator) -> None:
         """A file in a configured inbox gets that inbox's endpoint and defaults; the same file elsewhere does not."""
-        setup = Setup(tmp_path, sim, inbox={"endpoint": "image_to_video",
-                                            "defaults": {"model": "gen4_turbo", "ratio": "1280:720"}})
+        setup = Setup(
+            tmp_path,
+            sim,
+            inbox={"endpoint": "image_to_video", "defaults": {"model": "gen4_turbo", "ratio": "1280:720"}},
+        )
         body = {"promptImage": "still.jpg", "promptText": "a bay", "runwatch": {"max_credits": 10}}
         inside = setup.request("short", body, folder=setup.inbox, media=("still.jpg",))
         outside = setup.request("short", body, media=("still.jpg",))
@@ -148,8 +191,15 @@ class TestValidate:
     def test_bare_media_in_an_accepting_inbox(self, tmp_path: Path, sim: Simulator) -> None:
         """In an inbox with accept_media its pictures are requests too (the inbox's defaults complete them);
         a picture named on its own elsewhere is not a request."""
-        setup = Setup(tmp_path, sim, inbox={"endpoint": "image_to_video", "accept_media": True,
-                                            "defaults": {"model": "gen4_turbo", "ratio": "1280:720"}})
+        setup = Setup(
+            tmp_path,
+            sim,
+            inbox={
+                "endpoint": "image_to_video",
+                "accept_media": True,
+                "defaults": {"model": "gen4_turbo", "ratio": "1280:720"},
+            },
+        )
         shutil.copy(SAMPLES / "still.jpg", setup.inbox / "holiday.jpg")
         code, out, _ = _validate(setup, setup.inbox)
         assert code == 0 and f"{setup.inbox / 'holiday.jpg'}: OK image_to_video gen4_turbo" in out
@@ -178,8 +228,9 @@ class TestValidate:
         err = capsys.readouterr().err
         assert str(setup.config) in err and "poll_intervall" in err
 
-    def test_without_any_config(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+    def test_without_any_config(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """No config named and none found: plain defaults, and the summary says so."""
         monkeypatch.chdir(tmp_path)
         monkeypatch.delenv("RUNWATCH_CONFIG", raising=False)
@@ -217,8 +268,10 @@ class TestPrice:
         code, out, _ = _validate(setup, setup.requests, price=True)
         assert code == 1  # bad.json
         assert out.splitlines()[0].split() == ["NAME", "ENDPOINT", "MODEL", "ESTIMATE", "BASIS"]
-        assert f"total: {int(expected):,} credits for 4 requests; 1 request with unknown price: mystery; " \
-               "1 invalid request not priced: bad" in out
+        assert (
+            f"total: {int(expected):,} credits for 4 requests; 1 request with unknown price: mystery; "
+            "1 invalid request not priced: bad" in out
+        )
         assert f"{setup.requests / 'bad.json'}: ratio: " in out
         rows = {line.split()[0]: line.split() for line in out.splitlines()[1:6]}
         assert rows["film"][:4] == ["film", "text_to_video", "veo3.1", "320"] and rows["mystery"][3] == "unknown"
@@ -377,14 +430,37 @@ class TestSubmit:
         journal = setup.journal()
         folder = setup.root / "state" / "submit"
         stamp = "2026-01-01T00:00:00Z"
-        journal.add(Job(id="20260101T000000Z-00000001", name="dead", inbox="submit", format="json",
-                               state="accepted", create_started_at=stamp))
-        journal.add(Job(id="20260101T000000Z-00000002", name="early", inbox="submit", format="json",
-                                state="uploading"))
-        alive = journal.add(Job(id="20260101T000000Z-00000003", name="alive", inbox="submit", format="json",
-                                state="accepted", create_started_at=stamp))
-        journal.add(Job(id="20260101T000000Z-00000004", name="theirs", inbox="main", format="json",
-                                  state="accepted", create_started_at=stamp))
+        journal.add(
+            Job(
+                id="20260101T000000Z-00000001",
+                name="dead",
+                inbox="submit",
+                format="json",
+                state="accepted",
+                create_started_at=stamp,
+            )
+        )
+        journal.add(Job(id="20260101T000000Z-00000002", name="early", inbox="submit", format="json", state="uploading"))
+        alive = journal.add(
+            Job(
+                id="20260101T000000Z-00000003",
+                name="alive",
+                inbox="submit",
+                format="json",
+                state="accepted",
+                create_started_at=stamp,
+            )
+        )
+        journal.add(
+            Job(
+                id="20260101T000000Z-00000004",
+                name="theirs",
+                inbox="main",
+                format="json",
+                state="accepted",
+                create_started_at=stamp,
+            )
+        )
         lock = _SubmitLock(folder, alive.id)
         lock.acquire()
         try:
@@ -440,35 +516,56 @@ class TestCredits:
 
         with httpx.Client() as http:
             RunwayClient(http, base_url=sim.url, api_key=sim.key).create_task(
-                "text_to_speech", {k: v for k, v in SPEECH.items() if k != "endpoint"})
+                "text_to_speech", {k: v for k, v in SPEECH.items() if k != "endpoint"}
+            )
         self._ledger(sim, "2026-03-15T08:00:00", "gen4_turbo", 25)
         self._ledger(sim, "2026-03-15T09:00:00", "veo3.1", 320)
         self._ledger(sim, "2026-03-02T09:00:00", "gen4_image", 10)
         self._ledger(sim, "2026-02-27T09:00:00", "gen4_image", 99)  # last month
         journal = setup.journal()
-        for i, (inbox, model, state, credits, est, day) in enumerate([
-            ("main", "gen4_turbo", "succeeded", 25.0, 25.0, "2026-03-15"),
-            ("submit", "veo3.1", "running", None, 320.0, "2026-03-15"),  # in flight: its estimate
-            ("main", "gen4_turbo", "failed", 0.0, 25.0, "2026-03-15"),
-            ("main", "gen4_image", "succeeded", 10.0, 10.0, "2026-03-02"),
-            ("main", "gen4_image", "succeeded", 99.0, 99.0, "2026-02-27"),  # last month
-            ("main", None, "rejected", None, None, "2026-03-15"),
-        ]):
-            journal.add(Job(id=f"j{i}", name=f"n{i}", inbox=inbox, format="json", model=model, state=state,
-                            credits=credits, estimated_credits=est, created_at=f"{day}T07:00:00Z"))
+        for i, (inbox, model, state, credits, est, day) in enumerate(
+            [
+                ("main", "gen4_turbo", "succeeded", 25.0, 25.0, "2026-03-15"),
+                ("submit", "veo3.1", "running", None, 320.0, "2026-03-15"),  # in flight: its estimate
+                ("main", "gen4_turbo", "failed", 0.0, 25.0, "2026-03-15"),
+                ("main", "gen4_image", "succeeded", 10.0, 10.0, "2026-03-02"),
+                ("main", "gen4_image", "succeeded", 99.0, 99.0, "2026-02-27"),  # last month
+                ("main", None, "rejected", None, None, "2026-03-15"),
+            ]
+        ):
+            journal.add(
+                Job(
+                    id=f"j{i}",
+                    name=f"n{i}",
+                    inbox=inbox,
+                    format="json",
+                    model=model,
+                    state=state,
+                    credits=credits,
+                    estimated_credits=est,
+                    created_at=f"{day}T07:00:00Z",
+                )
+            )
         journal.close()
 
         out = io.StringIO()
-        assert credits_command(config_file=str(setup.config), as_json=True, out=out, env=setup.env,
-                               now=self.NOW) == 0
+        assert credits_command(config_file=str(setup.config), as_json=True, out=out, env=setup.env, now=self.NOW) == 0
         doc = json.loads(out.getvalue())
         assert doc["balance"] == 12_344 and doc["tier"]["maxMonthlyCreditSpend"] == 200_000  # 1 credit spent above
         row = next(m for m in doc["models"] if m["model"] == "eleven_multilingual_v2")
-        assert row == {"model": "eleven_multilingual_v2", "maxConcurrentGenerations": 2, "maxDailyGenerations": 50,
-                       "dailyGenerations": 1, "remaining": 49}
+        assert row == {
+            "model": "eleven_multilingual_v2",
+            "maxConcurrentGenerations": 2,
+            "maxDailyGenerations": 50,
+            "dailyGenerations": 1,
+            "remaining": 49,
+        }
         ours, theirs = doc["spending"]["journal"], doc["spending"]["runway"]
-        assert ours["today"] == {"total": 345.0, "by_model": {"gen4_turbo": 25.0, "veo3.1": 320.0},
-                                 "by_inbox": {"main": 25.0, "submit": 320.0}}
+        assert ours["today"] == {
+            "total": 345.0,
+            "by_model": {"gen4_turbo": 25.0, "veo3.1": 320.0},
+            "by_inbox": {"main": 25.0, "submit": 320.0},
+        }
         assert ours["month"]["total"] == 355.0 and ours["month"]["by_inbox"] == {"main": 35.0, "submit": 320.0}
         assert theirs["today"] == {"total": 345.0, "by_model": {"gen4_turbo": 25.0, "veo3.1": 320.0}}
         assert theirs["month"]["total"] == 355.0 and theirs["month"]["by_model"]["gen4_image"] == 10.0
@@ -499,15 +596,17 @@ class TestCommandLine:
         text = capsys.readouterr().out
         assert info.value.code == 0 and "--config" in text and "Exit status" in text
 
-    def test_submit_missing_key_exits_78(self, setup: Setup, monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+    def test_submit_missing_key_exits_78(
+        self, setup: Setup, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """No key anywhere: a configuration error, exit 78."""
         monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
         assert main(["submit", "--config", str(setup.config), str(setup.request("speech", SPEECH))]) == 78
         assert "RUNWAYML_API_SECRET" in capsys.readouterr().err
 
-    def test_submit_and_credits_through_main(self, setup: Setup, sim: Simulator, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def test_submit_and_credits_through_main(
+        self, setup: Setup, sim: Simulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """`runwatch submit --wait` and `runwatch credits --json` as a user runs them."""
         monkeypatch.setenv("RUNWAYML_API_SECRET", sim.key)
         path = setup.request("speech", SPEECH)

@@ -289,8 +289,16 @@ class TestStatusDocument:
     def test_a_name_with_undecodable_bytes_is_written(self, tmp_path: Path, fmt: Format) -> None:
         """A request named by a file whose name is not UTF-8 still gets a status file, bytes shown as \\xNN."""
         name = os.fsdecode(b"clip-\xff")
-        job = Job(id="j1", name=name, inbox="main", format=fmt, endpoint="text_to_video", model="veo3.1",
-                  state="running", request_path=str(tmp_path / os.fsdecode(b"clip-\xff.json")))
+        job = Job(
+            id="j1",
+            name=name,
+            inbox="main",
+            format=fmt,
+            endpoint="text_to_video",
+            model="veo3.1",
+            state="running",
+            request_path=str(tmp_path / os.fsdecode(b"clip-\xff.json")),
+        )
         document = status_document(job)
         assert document["name"] == "clip-\\xff" and document["request"].endswith("clip-\\xff.json")
         assert list(document) == [key for key in STATUS_KEYS if key in document]
@@ -507,7 +515,8 @@ class TestDownloads:
         """When every output is done, nothing is fetched at all."""
         done = [OutputRecord("a_2.png", 1, "0" * 64, 1), OutputRecord("a_1.png", 1, "1" * 64, 0)]
         assert download_outputs(http, ["http://127.0.0.1:9/x", "http://127.0.0.1:9/y"], outbox, "a", done=done) == [
-            done[1], done[0]
+            done[1],
+            done[0],
         ]
         assert origin.hits == []
 
@@ -685,10 +694,22 @@ class TestLargeAndStopped:
 class TestCleanPartials:
     def test_only_our_temporary_files_are_removed(self, outbox: Path) -> None:
         """Our .NAME.partN.<hex>.tmp and status temporaries go; user files that merely look similar stay."""
-        ours = [".clip.part0.0123456789abcdef.tmp", ".a b.c.part12.fedcba9876543210.tmp",
-                ".clip.status.json.00112233445566ff.tmp", ".clip.status.toml.00112233445566ff.tmp"]
-        theirs = [".notes.tmp", "clip.tmp", ".clip.part0.tmp", ".clip.part0.XYZ.tmp", "clip.part0.0123456789abcdef.tmp",
-                  ".clip.part0.0123456789abcdef.tmp.keep", "clip.mp4", ".clip.backup.0123456789abcdef.tmp"]
+        ours = [
+            ".clip.part0.0123456789abcdef.tmp",
+            ".a b.c.part12.fedcba9876543210.tmp",
+            ".clip.status.json.00112233445566ff.tmp",
+            ".clip.status.toml.00112233445566ff.tmp",
+        ]
+        theirs = [
+            ".notes.tmp",
+            "clip.tmp",
+            ".clip.part0.tmp",
+            ".clip.part0.XYZ.tmp",
+            "clip.part0.0123456789abcdef.tmp",
+            ".clip.part0.0123456789abcdef.tmp.keep",
+            "clip.mp4",
+            ".clip.backup.0123456789abcdef.tmp",
+        ]
         for name in ours + theirs:
             (outbox / name).write_bytes(b"x")
         (outbox / ".dir.part0.0123456789abcdef.tmp").mkdir()

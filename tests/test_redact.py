@@ -42,7 +42,10 @@ class TestText:
         ("text", "expected"),
         [
             ("https://d.cloudfront.net/a.mp4?_jwt=eyJ.abc.def", "https://d.cloudfront.net/a.mp4?_jwt=REDACTED"),
-            ("https://x/y?Signature=s1&Expires=9&Key-Pair-Id=K", "https://x/y?Signature=REDACTED&Expires=9&Key-Pair-Id=K"),
+            (
+                "https://x/y?Signature=s1&Expires=9&Key-Pair-Id=K",
+                "https://x/y?Signature=REDACTED&Expires=9&Key-Pair-Id=K",
+            ),
             ("https://x/y?a=1&sig=zzz#frag", "https://x/y?a=1&sig=REDACTED#frag"),
             ("https://x/y?TOKEN=t0k&tokens=keep", "https://x/y?TOKEN=REDACTED&tokens=keep"),
             ("failed: https://x/y.png?token=abc, giving up", "failed: https://x/y.png?token=REDACTED, giving up"),
@@ -77,10 +80,15 @@ class TestText:
                 "https://a/r?next=https%3A%2F%2Fb%2Fo.mp4%3FX-Amz-Credential%3DREDACTED%26X-Amz-Signature%3DREDACTED"
                 "%26X-Amz-Date%3D1&z=1",
             ),
-            ("https://a/r?u=https%3A%2F%2Fb%2Fo%3Fsig%3Dzzz%26a%3D1", "https://a/r?u=https%3A%2F%2Fb%2Fo%3Fsig%3DREDACTED%26a%3D1"),
+            (
+                "https://a/r?u=https%3A%2F%2Fb%2Fo%3Fsig%3Dzzz%26a%3D1",
+                "https://a/r?u=https%3A%2F%2Fb%2Fo%3Fsig%3DREDACTED%26a%3D1",
+            ),
             (f"{{'x-amz-signature': '{SIG}', 'policy': 'p'}}", "{'x-amz-signature': 'REDACTED', 'policy': 'p'}"),
-            (f'{{"X-Amz-Credential": "AKIA/1", "_jwt" : "{SIG}"}}',
-             '{"X-Amz-Credential": "REDACTED", "_jwt" : "REDACTED"}'),
+            (
+                f'{{"X-Amz-Credential": "AKIA/1", "_jwt" : "{SIG}"}}',
+                '{"X-Amz-Credential": "REDACTED", "_jwt" : "REDACTED"}',
+            ),
             (f'"body": "{{\\"token\\": \\"{SIG}\\"}}"', '"body": "{\\"token\\": \\"REDACTED\\"}"'),  # JSON in JSON
             (f'msg="https://h/o?_jwt={SIG}\\" next', 'msg="https://h/o?_jwt=REDACTED\\" next'),  # escape kept
         ],
@@ -145,8 +153,10 @@ class TestValues:
     def test_a_key_naming_a_secret_blanks_its_value(self) -> None:
         """The fields of a presigned POST, a parsed query: the value under a secret name is blanked whole."""
         value = {"fields": {"key": "k/1.png", "x-amz-signature": SIG, "Policy": "eyJ"}, "query": {"_jwt": [SIG, None]}}
-        assert redact(value) == {"fields": {"key": "k/1.png", "x-amz-signature": REDACTED, "Policy": "eyJ"},
-                                 "query": {"_jwt": [REDACTED, None]}}
+        assert redact(value) == {
+            "fields": {"key": "k/1.png", "x-amz-signature": REDACTED, "Policy": "eyJ"},
+            "query": {"_jwt": [REDACTED, None]},
+        }
 
     def test_plain_copies(self) -> None:
         """Tuples become lists, paths strings; drop_none leaves None out of tables and arrays (TOML has no null)."""
@@ -159,7 +169,10 @@ class TestValues:
         error = RuntimeError(f"GET https://h/o?_jwt={SIG} failed")
         assert redact({"e": error})["e"] is error
         assert redact({"e": error, "b": f"?sig={SIG}".encode(), "n": 3}, other=repr) == {
-            "e": "RuntimeError('GET https://h/o?_jwt=REDACTED failed')", "b": "b'?sig=REDACTED'", "n": 3}
+            "e": "RuntimeError('GET https://h/o?_jwt=REDACTED failed')",
+            "b": "b'?sig=REDACTED'",
+            "n": 3,
+        }
 
 
 class TestWhereItIsApplied:
@@ -174,9 +187,13 @@ class TestWhereItIsApplied:
             try:
                 raise RuntimeError(f"boom https://b.example.com/x?X-Amz-Signature={'ab' * 32}&y=1 {secret}")
             except RuntimeError as exc:
-                log.exception("test.failed", url="https://x.example.com/o?_jwt=abcdefghijklmnopqrstuvwxyz",
-                              problems=[f"promptImage: https://h/i?sig={'cd' * 32}"], error=exc,
-                              fields={"x-amz-signature": "ef" * 32})
+                log.exception(
+                    "test.failed",
+                    url="https://x.example.com/o?_jwt=abcdefghijklmnopqrstuvwxyz",
+                    problems=[f"promptImage: https://h/i?sig={'cd' * 32}"],
+                    error=exc,
+                    fields={"x-amz-signature": "ef" * 32},
+                )
         finally:
             structlog.reset_defaults()
         text = stream.getvalue()
@@ -192,9 +209,14 @@ class TestWhereItIsApplied:
     def test_status_files_never_hold_secrets(self, tmp_path: Path, fmt: Literal["json", "toml"]) -> None:
         """Whatever the daemon hands over, the file on disk has no key and no signature."""
         status: dict[str, Any] = {
-            "name": "clip", "state": "failed", "task_id": None,
-            "error": {"code": 400, "message": f"Bearer {API_KEY}", "issues": [{"path": "promptImage",
-                                                                              "message": f"https://h/i?_jwt={SIG}"}]},
+            "name": "clip",
+            "state": "failed",
+            "task_id": None,
+            "error": {
+                "code": 400,
+                "message": f"Bearer {API_KEY}",
+                "issues": [{"path": "promptImage", "message": f"https://h/i?_jwt={SIG}"}],
+            },
             "outputs": [{"file": "x", "url": f"https://h/o.mp4?X-Amz-Signature={SIG}&X-Amz-Credential=AKIA"}],
         }
         path = write_status(tmp_path, "clip", fmt, status)

@@ -36,8 +36,9 @@ def _reload(daemon: DaemonProcess) -> None:
 
 
 class TestSighup:
-    def test_inboxes_come_and_go(self, tmp_path: Path, sim: Simulator,
-                                 daemon_process: Callable[..., DaemonProcess]) -> None:
+    def test_inboxes_come_and_go(
+        self, tmp_path: Path, sim: Simulator, daemon_process: Callable[..., DaemonProcess]
+    ) -> None:
         """Add an inbox, remove one, load a broken file, change a restart-only key: the slow task of the removed
         inbox ends succeeded in that inbox's outbox, and only watched inboxes take new files."""
         a_in, a_out, b_in, b_out = (tmp_path / n for n in ("a-in", "a-out", "b-in", "b-out"))
@@ -106,8 +107,9 @@ class TestSighup:
         assert daemon.proc.wait(15) == 0
         assert (a_in / "late.json").exists()  # never taken
 
-    def test_changed_inbox_is_rewatched(self, tmp_path: Path, sim: Simulator,
-                                        daemon_process: Callable[..., DaemonProcess]) -> None:
+    def test_changed_inbox_is_rewatched(
+        self, tmp_path: Path, sim: Simulator, daemon_process: Callable[..., DaemonProcess]
+    ) -> None:
         """An inbox whose settings change gets a new watcher with them (here: its outbox moves)."""
         inbox = tmp_path / "in"
         inbox.mkdir()
@@ -124,9 +126,9 @@ class TestSighup:
         daemon.signal(signal.SIGTERM)
         assert daemon.proc.wait(15) == 0
 
-
-    def test_unusable_inbox_is_retried(self, tmp_path: Path, sim: Simulator,
-                                       daemon_process: Callable[..., DaemonProcess]) -> None:
+    def test_unusable_inbox_is_retried(
+        self, tmp_path: Path, sim: Simulator, daemon_process: Callable[..., DaemonProcess]
+    ) -> None:
         """An added inbox that cannot be used is logged and left out; the rest applies; the next reload retries."""
         good, bad = tmp_path / "good", tmp_path / "bad"
         good.mkdir()
@@ -139,8 +141,15 @@ class TestSighup:
         daemon.wait_ready()
 
         data = tomllib.loads(config.read_text())
-        data["inbox"].append({"name": "bad", "path": str(bad), "outbox": str(tmp_path / "bad-out"),
-                              "work": str(blocker / "work"), "settle": 0.3})
+        data["inbox"].append(
+            {
+                "name": "bad",
+                "path": str(bad),
+                "outbox": str(tmp_path / "bad-out"),
+                "work": str(blocker / "work"),
+                "settle": 0.3,
+            }
+        )
         config.write_text(tomli_w.dumps(data))
         _reload(daemon)
         unusable = daemon.logs[daemon.wait_log("inbox.unusable", inbox="bad")]
@@ -161,25 +170,30 @@ class TestSighup:
 
 
 def _config(**sections: Any) -> Any:
-    data: dict[str, Any] = {"state": {"dir": "/var/lib/runwatch"},
-                            "inbox": [{"path": "/srv/in", "outbox": "/srv/out"}]}
+    data: dict[str, Any] = {"state": {"dir": "/var/lib/runwatch"}, "inbox": [{"path": "/srv/in", "outbox": "/srv/out"}]}
     for key, value in sections.items():
         data[key] = value
     return parse_config(data, "runwatch.toml", env={})
 
 
 class TestRestartOnly:
-    @pytest.mark.parametrize(("sections", "ignored"), [
-        ({}, []),
-        ({"runway": {"poll_interval": 1.0, "unknown_models": "reject"}}, []),
-        ({"scheduler": {"max_in_flight": 3, "rescan": 5.0}}, []),
-        ({"runway": {"base_url": "http://127.0.0.1:8000"}}, ["runway.base_url"]),
-        ({"runway": {"api_version": "2099-01-01", "timeout": 5.0}}, ["runway.api_version", "runway.timeout"]),
-        ({"runway": {"api_key_file": "/etc/other"}}, ["runway.api_key_file"]),
-        ({"state": {"dir": "/tmp/elsewhere"}}, ["state"]),
-        ({"s3": {"bucket": "media"}}, ["s3"]),
-        ({"scheduler": {"max_uploads": 9, "max_downloads": 9}}, ["scheduler.max_uploads", "scheduler.max_downloads"]),
-    ])
+    @pytest.mark.parametrize(
+        ("sections", "ignored"),
+        [
+            ({}, []),
+            ({"runway": {"poll_interval": 1.0, "unknown_models": "reject"}}, []),
+            ({"scheduler": {"max_in_flight": 3, "rescan": 5.0}}, []),
+            ({"runway": {"base_url": "http://127.0.0.1:8000"}}, ["runway.base_url"]),
+            ({"runway": {"api_version": "2099-01-01", "timeout": 5.0}}, ["runway.api_version", "runway.timeout"]),
+            ({"runway": {"api_key_file": "/etc/other"}}, ["runway.api_key_file"]),
+            ({"state": {"dir": "/tmp/elsewhere"}}, ["state"]),
+            ({"s3": {"bucket": "media"}}, ["s3"]),
+            (
+                {"scheduler": {"max_uploads": 9, "max_downloads": 9}},
+                ["scheduler.max_uploads", "scheduler.max_downloads"],
+            ),
+        ],
+    )
     def test_kept_and_reported(self, sections: dict[str, Any], ignored: list[str]) -> None:
         """Settings held by objects built at start keep their running value; everything else takes the new one."""
         running = _config()
@@ -192,7 +206,7 @@ class TestRestartOnly:
             else:
                 assert getattr(effective, section) == getattr(running, section)
         for section, values in sections.items():
-            for key, value in (values.items() if section not in ("state", "s3") else ()):
+            for key, value in values.items() if section not in ("state", "s3") else ():
                 if f"{section}.{key}" not in ignored:
                     assert getattr(getattr(effective, section), key) == value
 
@@ -203,10 +217,11 @@ class TestStatusLine:
         states = ["accepted", "accepted", "uploading", "running", "downloading", "held", "throttled"]
         jobs = [Job(id=str(i), name=f"j{i}", inbox="a", format="json", state=s) for i, s in enumerate(states)]
         assert status_line(jobs, waiting_files=1, watched=2, paused=1) == (
-            "3 waiting, 4 running, 1 held; inboxes: 2 watched, 1 paused")
+            "3 waiting, 4 running, 1 held; inboxes: 2 watched, 1 paused"
+        )
 
     def test_empty(self) -> None:
         """A quiet daemon says so."""
         assert status_line([], waiting_files=0, watched=1, paused=0) == (
-            "0 waiting, 0 running, 0 held; inboxes: 1 watched, 0 paused")
-
+            "0 waiting, 0 running, 0 held; inboxes: 1 watched, 0 paused"
+        )

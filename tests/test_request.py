@@ -99,55 +99,64 @@ I2V = {"endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": "stil
 class TestNames:
     """What the inbox makes of a file name."""
 
-    @pytest.mark.parametrize(("name", "ignored"), [
-        ("a.json", False),
-        (".a.json", True),
-        ("~a.json", True),
-        ("a.json.tmp", True),
-        ("a.json.TMP", True),
-        ("clip.mp4.part", True),
-        ("clip.mp4.partial", True),
-        ("clip.mp4.crdownload", True),
-        ("clip.mp4.download", True),
-        ("a.json~", False),
-        ("downloads.json", False),
-        ("a.tmp.json", False),
-        (".runwatch", True),
-    ])
+    @pytest.mark.parametrize(
+        ("name", "ignored"),
+        [
+            ("a.json", False),
+            (".a.json", True),
+            ("~a.json", True),
+            ("a.json.tmp", True),
+            ("a.json.TMP", True),
+            ("clip.mp4.part", True),
+            ("clip.mp4.partial", True),
+            ("clip.mp4.crdownload", True),
+            ("clip.mp4.download", True),
+            ("a.json~", False),
+            ("downloads.json", False),
+            ("a.tmp.json", False),
+            (".runwatch", True),
+        ],
+    )
     def test_is_ignored(self, name: str, ignored: bool) -> None:
         """Dotfiles, ``~`` files and partial-download suffixes (any case) are ignored; nothing else is."""
         assert is_ignored(name) is ignored
 
-    @pytest.mark.parametrize(("name", "accept_media", "kind"), [
-        ("a.json", False, "request"),
-        ("a.toml", False, "request"),
-        ("a.JSON", False, "request"),
-        ("a.cancel", False, "control"),
-        ("a.approve", True, "control"),
-        ("clip.mp4", False, "other"),
-        ("clip.mp4", True, "media"),
-        ("still.JPG", True, "media"),
-        ("speech.wav", True, "media"),
-        ("notes.txt", True, "other"),
-        ("README", True, "other"),
-        ("a.json.part", False, "ignored"),
-        (".clip.mp4", True, "ignored"),
-        ("~still.jpg", True, "ignored"),
-    ])
+    @pytest.mark.parametrize(
+        ("name", "accept_media", "kind"),
+        [
+            ("a.json", False, "request"),
+            ("a.toml", False, "request"),
+            ("a.JSON", False, "request"),
+            ("a.cancel", False, "control"),
+            ("a.approve", True, "control"),
+            ("clip.mp4", False, "other"),
+            ("clip.mp4", True, "media"),
+            ("still.JPG", True, "media"),
+            ("speech.wav", True, "media"),
+            ("notes.txt", True, "other"),
+            ("README", True, "other"),
+            ("a.json.part", False, "ignored"),
+            (".clip.mp4", True, "ignored"),
+            ("~still.jpg", True, "ignored"),
+        ],
+    )
     def test_classify(self, name: str, accept_media: bool, kind: str) -> None:
         """Requests, control files, bare media (only when the inbox accepts them), ignored names, the rest."""
         assert classify(name, accept_media) == kind
 
-    @pytest.mark.parametrize(("name", "expected"), [
-        ("shot.json", "shot"),
-        ("shot.toml", "shot"),
-        ("shot.v2.json", "shot.v2"),
-        ("shot.cancel", "shot"),
-        ("shot.approve", "shot"),
-        ("clip.mp4", "clip"),
-        ("shot", "shot"),
-        ("notes.txt", "notes.txt"),
-    ])
+    @pytest.mark.parametrize(
+        ("name", "expected"),
+        [
+            ("shot.json", "shot"),
+            ("shot.toml", "shot"),
+            ("shot.v2.json", "shot.v2"),
+            ("shot.cancel", "shot"),
+            ("shot.approve", "shot"),
+            ("clip.mp4", "clip"),
+            ("shot", "shot"),
+            ("notes.txt", "notes.txt"),
+        ],
+    )
     def test_request_name(self, name: str, expected: str) -> None:
         """The name is the file name without its request (or control or media) suffix."""
         assert request_name(Path("/in") / name) == expected
@@ -156,33 +165,103 @@ class TestNames:
         """The suffix constants hold what the watcher relies on."""
         assert REQUEST_SUFFIXES == (".json", ".toml")
         assert CONTROL_SUFFIXES == (".cancel", ".approve")
-        assert {".jpg", ".jpeg", ".png", ".webp", ".mp4", ".mov", ".webm", ".mp3", ".wav", ".flac", ".ogg",
-                ".m4a", ".aac"} <= MEDIA_SUFFIXES
+        assert {
+            ".jpg",
+            ".jpeg",
+            ".png",
+            ".webp",
+            ".mp4",
+            ".mov",
+            ".webm",
+            ".mp3",
+            ".wav",
+            ".flac",
+            ".ogg",
+            ".m4a",
+            ".aac",
+        } <= MEDIA_SUFFIXES
 
 
 # endpoint cases: request body, expected (field path, kind, file) of every local media
 ENDPOINT_CASES: list[tuple[str, dict[str, Any], list[tuple[tuple[str | int, ...], str, str]]]] = [
-    ("image_to_video", {"endpoint": "image_to_video", "model": "gen4_turbo", "promptImage": "still.jpg",
-                        "promptText": "a slow pan", "ratio": "1280:720", "duration": 5},
-     [(("promptImage",), "image", "still.jpg")]),
-    ("image_to_video_keyframes", {"endpoint": "image_to_video", "model": "gen4_turbo", "ratio": "1280:720",
-                                  "promptImage": [{"uri": "still.jpg", "position": "first"}]},
-     [(("promptImage", 0, "uri"), "image", "still.jpg")]),
-    ("text_to_video", {"endpoint": "text_to_video", "model": "veo3.1", "promptText": "waves at dusk",
-                       "ratio": "1920:1080", "duration": 8, "audio": True}, []),
-    ("text_to_speech", {"endpoint": "text_to_speech", "model": "eleven_multilingual_v2",
-                        "promptText": "Hello there.", "voice": PRESET}, []),
-    ("speech_to_speech", {"endpoint": "speech_to_speech", "model": "eleven_multilingual_sts_v2",
-                          "media": {"type": "audio", "uri": "speech.mp3"}, "voice": PRESET},
-     [(("media", "uri"), "audio", "speech.mp3")]),
-    ("speech_to_speech_video", {"endpoint": "speech_to_speech", "model": "eleven_multilingual_sts_v2",
-                                "media": {"type": "video", "uri": "clip.mp4"}, "voice": PRESET},
-     [(("media", "uri"), "video", "clip.mp4")]),
-    ("text_to_image", {"endpoint": "text_to_image", "model": "gen4_image_turbo", "promptText": "@cat on a sofa",
-                       "ratio": "1920:1080",
-                       "referenceImages": [{"uri": "still.jpg", "tag": "cat"},
-                                           {"uri": "https://example.com/b.png", "tag": "sofa"}]},
-     [(("referenceImages", 0, "uri"), "image", "still.jpg")]),
+    (
+        "image_to_video",
+        {
+            "endpoint": "image_to_video",
+            "model": "gen4_turbo",
+            "promptImage": "still.jpg",
+            "promptText": "a slow pan",
+            "ratio": "1280:720",
+            "duration": 5,
+        },
+        [(("promptImage",), "image", "still.jpg")],
+    ),
+    (
+        "image_to_video_keyframes",
+        {
+            "endpoint": "image_to_video",
+            "model": "gen4_turbo",
+            "ratio": "1280:720",
+            "promptImage": [{"uri": "still.jpg", "position": "first"}],
+        },
+        [(("promptImage", 0, "uri"), "image", "still.jpg")],
+    ),
+    (
+        "text_to_video",
+        {
+            "endpoint": "text_to_video",
+            "model": "veo3.1",
+            "promptText": "waves at dusk",
+            "ratio": "1920:1080",
+            "duration": 8,
+            "audio": True,
+        },
+        [],
+    ),
+    (
+        "text_to_speech",
+        {
+            "endpoint": "text_to_speech",
+            "model": "eleven_multilingual_v2",
+            "promptText": "Hello there.",
+            "voice": PRESET,
+        },
+        [],
+    ),
+    (
+        "speech_to_speech",
+        {
+            "endpoint": "speech_to_speech",
+            "model": "eleven_multilingual_sts_v2",
+            "media": {"type": "audio", "uri": "speech.mp3"},
+            "voice": PRESET,
+        },
+        [(("media", "uri"), "audio", "speech.mp3")],
+    ),
+    (
+        "speech_to_speech_video",
+        {
+            "endpoint": "speech_to_speech",
+            "model": "eleven_multilingual_sts_v2",
+            "media": {"type": "video", "uri": "clip.mp4"},
+            "voice": PRESET,
+        },
+        [(("media", "uri"), "video", "clip.mp4")],
+    ),
+    (
+        "text_to_image",
+        {
+            "endpoint": "text_to_image",
+            "model": "gen4_image_turbo",
+            "promptText": "@cat on a sofa",
+            "ratio": "1920:1080",
+            "referenceImages": [
+                {"uri": "still.jpg", "tag": "cat"},
+                {"uri": "https://example.com/b.png", "tag": "sofa"},
+            ],
+        },
+        [(("referenceImages", 0, "uri"), "image", "still.jpg")],
+    ),
 ]
 
 
@@ -191,8 +270,14 @@ class TestRequests:
 
     @pytest.mark.parametrize("suffix", [".json", ".toml"])
     @pytest.mark.parametrize(("case", "data", "expected"), ENDPOINT_CASES, ids=[c[0] for c in ENDPOINT_CASES])
-    def test_endpoints(self, root: Path, suffix: str, case: str, data: dict[str, Any],
-                       expected: list[tuple[tuple[str | int, ...], str, str]]) -> None:
+    def test_endpoints(
+        self,
+        root: Path,
+        suffix: str,
+        case: str,
+        data: dict[str, Any],
+        expected: list[tuple[tuple[str | int, ...], str, str]],
+    ) -> None:
         """The body is the file minus ``endpoint``/``runwatch``; each local media file is found and probed."""
         path = write(root, "shot" + suffix, data)
         req = load(path, root)
@@ -211,12 +296,15 @@ class TestRequests:
             assert media.size == (root / media.rel).stat().st_size
             assert media.content_type is not None and media.content_type.startswith(media.kind + "/")
 
-    @pytest.mark.parametrize("uri", [
-        "https://example.com/still.jpg",
-        "HTTPS://example.com/still.jpg",
-        "runway://abc123",
-        "data:image/png;base64,iVBORw0KGgo=",
-    ])
+    @pytest.mark.parametrize(
+        "uri",
+        [
+            "https://example.com/still.jpg",
+            "HTTPS://example.com/still.jpg",
+            "runway://abc123",
+            "data:image/png;base64,iVBORw0KGgo=",
+        ],
+    )
     def test_uris_pass_through(self, root: Path, uri: str) -> None:
         """https://, runway:// and data: URIs are left as they are and are not local media."""
         req = load(write(root, "a.json", {**I2V, "promptImage": uri}), root)
@@ -227,15 +315,26 @@ class TestRequests:
         """Paths are relative to the request file's folder; a ``..`` that stays inside the inbox is fine."""
         (root / "shots" / "media").mkdir(parents=True)
         shutil.copy(SAMPLES / "portrait.jpg", root / "shots" / "media" / "p.jpg")
-        path = write(root / "shots", "a.json", {
-            "endpoint": "text_to_image", "model": "gen4_image_turbo", "promptText": "@one and @two",
-            "ratio": "1024:1024",
-            "referenceImages": [{"uri": "media/p.jpg", "tag": "one"}, {"uri": "../still.jpg", "tag": "two"},
-                                {"uri": "./media/../../still.jpg", "tag": "three"}],
-        })
+        path = write(
+            root / "shots",
+            "a.json",
+            {
+                "endpoint": "text_to_image",
+                "model": "gen4_image_turbo",
+                "promptText": "@one and @two",
+                "ratio": "1024:1024",
+                "referenceImages": [
+                    {"uri": "media/p.jpg", "tag": "one"},
+                    {"uri": "../still.jpg", "tag": "two"},
+                    {"uri": "./media/../../still.jpg", "tag": "three"},
+                ],
+            },
+        )
         req = load(path, root)
         assert [m.file for m in req.media] == [
-            (root / "shots/media/p.jpg").resolve(), (root / "still.jpg").resolve(), (root / "still.jpg").resolve(),
+            (root / "shots/media/p.jpg").resolve(),
+            (root / "still.jpg").resolve(),
+            (root / "still.jpg").resolve(),
         ]
         assert [m.rel for m in req.media] == ["media/p.jpg", "../still.jpg", "./media/../../still.jpg"]
 
@@ -270,16 +369,19 @@ class TestRequests:
 class TestMalformed:
     """Files that cannot be parsed, or parse into something that is not a request."""
 
-    @pytest.mark.parametrize(("name", "text", "where"), [
-        ("a.json", '{"endpoint": "image_to_video", "model": ', "line 1, column 41"),
-        ("a.json", '{"endpoint": "image_to_video",\n  "model": "gen4_turbo",\n', "line 3, column 1"),
-        ("a.json", "", "line 1, column 1"),
-        ("a.json", "{'model': 'x'}", "line 1, column 2"),
-        ("a.toml", 'endpoint = "image_to_video"\nmodel = "gen4', "end of document"),
-        ("a.toml", 'endpoint = "image_to_video"\nmodel = gen4\n', "line 2, column 9"),
-        ("a.toml", "endpoint = \n", "line 1"),
-        ("a.toml", "[runwatch\n", "line 1"),
-    ])
+    @pytest.mark.parametrize(
+        ("name", "text", "where"),
+        [
+            ("a.json", '{"endpoint": "image_to_video", "model": ', "line 1, column 41"),
+            ("a.json", '{"endpoint": "image_to_video",\n  "model": "gen4_turbo",\n', "line 3, column 1"),
+            ("a.json", "", "line 1, column 1"),
+            ("a.json", "{'model': 'x'}", "line 1, column 2"),
+            ("a.toml", 'endpoint = "image_to_video"\nmodel = "gen4', "end of document"),
+            ("a.toml", 'endpoint = "image_to_video"\nmodel = gen4\n', "line 2, column 9"),
+            ("a.toml", "endpoint = \n", "line 1"),
+            ("a.toml", "[runwatch\n", "line 1"),
+        ],
+    )
     def test_parse_errors_are_incomplete(self, root: Path, name: str, text: str, where: str) -> None:
         """A file that does not parse may still be being written: ``incomplete``, with line and column."""
         err = refuse(write(root, name, text), root)
@@ -301,26 +403,34 @@ class TestMalformed:
         assert not err.incomplete
         assert "object" in err.problems[0].message
 
-    @pytest.mark.parametrize(("name", "text"), [
-        ("a.json", '{"model": "gen4_turbo", "seed": NaN}'),
-        ("a.json", '{"model": "gen4_turbo", "seed": Infinity}'),
-        ("a.json", '{"model": "gen4_turbo", "seed": -Infinity}'),
-        ("a.json", '{"model": "gen4_turbo", "seed": 1e999}'),
-        ("a.toml", 'model = "gen4_turbo"\nseed = nan\n'),
-        ("a.toml", 'model = "gen4_turbo"\nseed = -inf\n'),
-    ])
+    @pytest.mark.parametrize(
+        ("name", "text"),
+        [
+            ("a.json", '{"model": "gen4_turbo", "seed": NaN}'),
+            ("a.json", '{"model": "gen4_turbo", "seed": Infinity}'),
+            ("a.json", '{"model": "gen4_turbo", "seed": -Infinity}'),
+            ("a.json", '{"model": "gen4_turbo", "seed": 1e999}'),
+            ("a.toml", 'model = "gen4_turbo"\nseed = nan\n'),
+            ("a.toml", 'model = "gen4_turbo"\nseed = -inf\n'),
+        ],
+    )
     def test_non_finite_numbers(self, root: Path, name: str, text: str) -> None:
         """NaN and infinities cannot be sent as JSON; they are refused by name."""
         err = refuse(write(root, name, text), root)
         assert not err.incomplete
         assert "finite" in err.problems[0].message
 
-    @pytest.mark.parametrize(("text", "paths"), [
-        ('{"endpoint": "image_to_video", "model": "gen4_turbo", "model": "gen4.5"}', ["model"]),
-        ('{"endpoint": "text_to_speech", "voice": {"presetId": "Maya", "presetId": "Mark"}}', ["voice.presetId"]),
-        ('{"endpoint": "text_to_image", "referenceImages": [{"uri": "a", "uri": "b"}], "seed": 1, "seed": 2}',
-         ["referenceImages[0].uri", "seed"]),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "paths"),
+        [
+            ('{"endpoint": "image_to_video", "model": "gen4_turbo", "model": "gen4.5"}', ["model"]),
+            ('{"endpoint": "text_to_speech", "voice": {"presetId": "Maya", "presetId": "Mark"}}', ["voice.presetId"]),
+            (
+                '{"endpoint": "text_to_image", "referenceImages": [{"uri": "a", "uri": "b"}], "seed": 1, "seed": 2}',
+                ["referenceImages[0].uri", "seed"],
+            ),
+        ],
+    )
     def test_duplicate_keys(self, root: Path, text: str, paths: list[str]) -> None:
         """A key given twice is an error naming the key and where it is, not a silent last-one-wins."""
         err = refuse(write(root, "a.json", text), root)
@@ -330,13 +440,16 @@ class TestMalformed:
             assert json.dumps(path.rsplit(".", 1)[-1].split("[")[0]) in message
         assert not err.incomplete
 
-    @pytest.mark.parametrize(("name", "text"), [
-        ("a.json", "[" * 100_000 + "]" * 100_000),
-        ("a.json", '{"a":' * 50_000 + "1" + "}" * 50_000),
-        ("a.toml", "x = " + "[" * 100_000 + "]" * 100_000),
-        ("a.toml", "x = " + "{a = " * 5_000 + "1" + "}" * 5_000),
-        ("a.json", json.dumps({**I2V, "x": json.loads("[" * 40 + "]" * 40)})),
-    ])
+    @pytest.mark.parametrize(
+        ("name", "text"),
+        [
+            ("a.json", "[" * 100_000 + "]" * 100_000),
+            ("a.json", '{"a":' * 50_000 + "1" + "}" * 50_000),
+            ("a.toml", "x = " + "[" * 100_000 + "]" * 100_000),
+            ("a.toml", "x = " + "{a = " * 5_000 + "1" + "}" * 5_000),
+            ("a.json", json.dumps({**I2V, "x": json.loads("[" * 40 + "]" * 40)})),
+        ],
+    )
     def test_deep_nesting(self, root: Path, name: str, text: str) -> None:
         """Deep nesting is refused cleanly: a RequestError, never a RecursionError."""
         err = refuse(write(root, name, text), root)
@@ -345,6 +458,7 @@ class TestMalformed:
 
     def test_nesting_limit(self, root: Path) -> None:
         """32 levels are allowed (a model the catalogue lacks may take anything); 33 are not."""
+
         def nest(levels: int) -> Any:
             value: Any = 1
             for _ in range(levels):
@@ -400,32 +514,46 @@ class TestDefaults:
     def test_merged_under(self, root: Path) -> None:
         """Defaults fill what the file leaves out; the file wins where both speak."""
         path = write(root, "a.json", {"promptImage": "still.jpg", "duration": 10})
-        req = load(path, root, endpoint="image_to_video",
-                   defaults={"model": "gen4_turbo", "ratio": "1280:720", "duration": 5})
+        req = load(
+            path, root, endpoint="image_to_video", defaults={"model": "gen4_turbo", "ratio": "1280:720", "duration": 5}
+        )
         assert req.body == {"model": "gen4_turbo", "ratio": "1280:720", "duration": 10, "promptImage": "still.jpg"}
         assert req.endpoint == "image_to_video"
 
     def test_nested_tables_merged_key_by_key(self, root: Path) -> None:
         """A nested table in the file adds to the default's table instead of replacing it."""
         path = write(root, "a.toml", {"promptText": "Hi.", "voice": {"presetId": "Mark"}})
-        req = load(path, root, endpoint="text_to_speech",
-                   defaults={"model": "eleven_multilingual_v2", "voice": {"type": "runway-preset", "presetId": "Maya"}})
+        req = load(
+            path,
+            root,
+            endpoint="text_to_speech",
+            defaults={"model": "eleven_multilingual_v2", "voice": {"type": "runway-preset", "presetId": "Maya"}},
+        )
         assert req.body["voice"] == {"type": "runway-preset", "presetId": "Mark"}
 
     def test_lists_replaced(self, root: Path) -> None:
         """Lists are values: the file's list replaces the default's."""
         default_refs = [{"uri": "https://example.com/a.png", "tag": "aaa"}, {"uri": "https://example.com/b.png"}]
         path = write(root, "a.json", {"referenceImages": [{"uri": "still.jpg", "tag": "cat"}]})
-        req = load(path, root, endpoint="text_to_image",
-                   defaults={"model": "gen4_image_turbo", "promptText": "@cat", "ratio": "1024:1024",
-                             "referenceImages": default_refs})
+        req = load(
+            path,
+            root,
+            endpoint="text_to_image",
+            defaults={
+                "model": "gen4_image_turbo",
+                "promptText": "@cat",
+                "ratio": "1024:1024",
+                "referenceImages": default_refs,
+            },
+        )
         assert req.body["referenceImages"] == [{"uri": "still.jpg", "tag": "cat"}]
 
     def test_read_only_defaults(self, root: Path) -> None:
         """Frozen config values (read-only mappings, tuples) are copied into plain JSON containers."""
         ref = types.MappingProxyType({"uri": "still.jpg", "tag": "cat"})
-        defaults = types.MappingProxyType({"model": "gen4_image_turbo", "ratio": "1024:1024",
-                                           "referenceImages": (ref,)})
+        defaults = types.MappingProxyType(
+            {"model": "gen4_image_turbo", "ratio": "1024:1024", "referenceImages": (ref,)}
+        )
         req = load(write(root, "a.json", {"promptText": "@cat"}), root, endpoint="text_to_image", defaults=defaults)
         assert req.body["referenceImages"] == [{"uri": "still.jpg", "tag": "cat"}]
         assert type(req.body["referenceImages"]) is list and type(req.body["referenceImages"][0]) is dict
@@ -435,16 +563,25 @@ class TestDefaults:
 
     def test_file_endpoint_wins(self, root: Path) -> None:
         """The file's endpoint overrides the inbox's."""
-        path = write(root, "a.json", {"endpoint": "text_to_video", "model": "veo3.1", "promptText": "x",
-                                      "ratio": "1280:720"})
+        path = write(
+            root, "a.json", {"endpoint": "text_to_video", "model": "veo3.1", "promptText": "x", "ratio": "1280:720"}
+        )
         assert load(path, root, endpoint="image_to_video").endpoint == "text_to_video"
 
     def test_defaults_in_snake_case(self, root: Path) -> None:
         """Defaults may use the SDK's spellings too; they meet the file's under wire names, file winning."""
         path = write(root, "a.json", {"promptText": "from the file"})
-        req = load(path, root, endpoint="image_to_video",
-                   defaults={"model": "gen4_turbo", "ratio": "1280:720", "prompt_image": "still.jpg",
-                             "prompt_text": "from defaults"})
+        req = load(
+            path,
+            root,
+            endpoint="image_to_video",
+            defaults={
+                "model": "gen4_turbo",
+                "ratio": "1280:720",
+                "prompt_image": "still.jpg",
+                "prompt_text": "from defaults",
+            },
+        )
         assert req.body["promptText"] == "from the file"
         assert req.body["promptImage"] == "still.jpg"
         assert [m.field for m in req.media] == [("promptImage",)]
@@ -453,22 +590,60 @@ class TestDefaults:
 class TestAliases:
     """The official SDK's snake_case spellings are accepted and renamed to wire names."""
 
-    @pytest.mark.parametrize(("data", "expected"), [
-        ({"endpoint": "image_to_video", "model": "gen4_turbo", "prompt_image": "still.jpg",
-          "prompt_text": "pan", "ratio": "1280:720"},
-         {"model": "gen4_turbo", "promptImage": "still.jpg", "promptText": "pan", "ratio": "1280:720"}),
-        ({"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "prompt_text": "Hi.",
-          "voice": {"type": "runway-preset", "preset_id": "Maya"}},
-         {"model": "eleven_multilingual_v2", "promptText": "Hi.", "voice": PRESET}),
-        ({"endpoint": "image_to_video", "model": "gen4_turbo", "prompt_image": "still.jpg", "ratio": "1280:720",
-          "content_moderation": {"public_figure_threshold": "low"}},
-         {"model": "gen4_turbo", "promptImage": "still.jpg", "ratio": "1280:720",
-          "contentModeration": {"publicFigureThreshold": "low"}}),
-        ({"endpoint": "text_to_image", "model": "gen4_image_turbo", "prompt_text": "@cat", "ratio": "1024:1024",
-          "reference_images": [{"uri": "still.jpg", "tag": "cat"}]},
-         {"model": "gen4_image_turbo", "promptText": "@cat", "ratio": "1024:1024",
-          "referenceImages": [{"uri": "still.jpg", "tag": "cat"}]}),
-    ])
+    @pytest.mark.parametrize(
+        ("data", "expected"),
+        [
+            (
+                {
+                    "endpoint": "image_to_video",
+                    "model": "gen4_turbo",
+                    "prompt_image": "still.jpg",
+                    "prompt_text": "pan",
+                    "ratio": "1280:720",
+                },
+                {"model": "gen4_turbo", "promptImage": "still.jpg", "promptText": "pan", "ratio": "1280:720"},
+            ),
+            (
+                {
+                    "endpoint": "text_to_speech",
+                    "model": "eleven_multilingual_v2",
+                    "prompt_text": "Hi.",
+                    "voice": {"type": "runway-preset", "preset_id": "Maya"},
+                },
+                {"model": "eleven_multilingual_v2", "promptText": "Hi.", "voice": PRESET},
+            ),
+            (
+                {
+                    "endpoint": "image_to_video",
+                    "model": "gen4_turbo",
+                    "prompt_image": "still.jpg",
+                    "ratio": "1280:720",
+                    "content_moderation": {"public_figure_threshold": "low"},
+                },
+                {
+                    "model": "gen4_turbo",
+                    "promptImage": "still.jpg",
+                    "ratio": "1280:720",
+                    "contentModeration": {"publicFigureThreshold": "low"},
+                },
+            ),
+            (
+                {
+                    "endpoint": "text_to_image",
+                    "model": "gen4_image_turbo",
+                    "prompt_text": "@cat",
+                    "ratio": "1024:1024",
+                    "reference_images": [{"uri": "still.jpg", "tag": "cat"}],
+                },
+                {
+                    "model": "gen4_image_turbo",
+                    "promptText": "@cat",
+                    "ratio": "1024:1024",
+                    "referenceImages": [{"uri": "still.jpg", "tag": "cat"}],
+                },
+            ),
+        ],
+    )
     @pytest.mark.parametrize("suffix", [".json", ".toml"])
     def test_renamed(self, root: Path, suffix: str, data: dict[str, Any], expected: dict[str, Any]) -> None:
         """Top-level and nested aliases become wire names; media are found under the wire name."""
@@ -476,14 +651,32 @@ class TestAliases:
         assert req.body == expected
         assert all(m.field[0] in expected for m in req.media)
 
-    @pytest.mark.parametrize(("data", "path"), [
-        ({**I2V, "prompt_text": "a", "promptText": "b"}, "promptText"),
-        ({**I2V, "prompt_image": "still.jpg"}, "promptImage"),
-        ({"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": "Hi.",
-          "voice": {"type": "runway-preset", "presetId": "Maya", "preset_id": "Mark"}}, "voice.presetId"),
-        ({"endpoint": "image_to_video", "model": "gen99_future", "promptImage": "still.jpg",
-          "my_field": 1, "myField": 2}, "myField"),
-    ])
+    @pytest.mark.parametrize(
+        ("data", "path"),
+        [
+            ({**I2V, "prompt_text": "a", "promptText": "b"}, "promptText"),
+            ({**I2V, "prompt_image": "still.jpg"}, "promptImage"),
+            (
+                {
+                    "endpoint": "text_to_speech",
+                    "model": "eleven_multilingual_v2",
+                    "promptText": "Hi.",
+                    "voice": {"type": "runway-preset", "presetId": "Maya", "preset_id": "Mark"},
+                },
+                "voice.presetId",
+            ),
+            (
+                {
+                    "endpoint": "image_to_video",
+                    "model": "gen99_future",
+                    "promptImage": "still.jpg",
+                    "my_field": 1,
+                    "myField": 2,
+                },
+                "myField",
+            ),
+        ],
+    )
     def test_both_spellings(self, root: Path, data: dict[str, Any], path: str) -> None:
         """One field given under both spellings is a problem on its wire name, naming both spellings."""
         err = refuse(write(root, "a.json", data), root)
@@ -493,13 +686,23 @@ class TestAliases:
 
     def test_unknown_model_generic(self, root: Path) -> None:
         """For a model the catalogue lacks, snake_case keys become camelCase at every level."""
-        req = load(write(root, "a.json", {
-            "endpoint": "image_to_video", "model": "gen99_future", "prompt_text": "x",
-            "prompt_image": [{"uri": "still.jpg", "position": "first"}],
-            "camera_motion": {"pan_speed": 2, "alreadyCamel": True, "x": 1},
-        }), root)
+        req = load(
+            write(
+                root,
+                "a.json",
+                {
+                    "endpoint": "image_to_video",
+                    "model": "gen99_future",
+                    "prompt_text": "x",
+                    "prompt_image": [{"uri": "still.jpg", "position": "first"}],
+                    "camera_motion": {"pan_speed": 2, "alreadyCamel": True, "x": 1},
+                },
+            ),
+            root,
+        )
         assert req.body == {
-            "model": "gen99_future", "promptText": "x",
+            "model": "gen99_future",
+            "promptText": "x",
             "promptImage": [{"uri": "still.jpg", "position": "first"}],
             "cameraMotion": {"panSpeed": 2, "alreadyCamel": True, "x": 1},
         }
@@ -507,10 +710,19 @@ class TestAliases:
 
     def test_unknown_model_keeps_snake_wire_names(self, root: Path) -> None:
         """Wire names that are snake_case in the API itself (aleph2's ``range.start_seconds``) stay as they are."""
-        req = load(write(root, "a.json", {
-            "endpoint": "video_to_video", "model": "aleph99", "video_uri": "clip.mp4",
-            "keyframes": [{"uri": "still.jpg", "seconds": 1, "range": {"start_seconds": 0, "end_seconds": 2}}],
-        }), root)
+        req = load(
+            write(
+                root,
+                "a.json",
+                {
+                    "endpoint": "video_to_video",
+                    "model": "aleph99",
+                    "video_uri": "clip.mp4",
+                    "keyframes": [{"uri": "still.jpg", "seconds": 1, "range": {"start_seconds": 0, "end_seconds": 2}}],
+                },
+            ),
+            root,
+        )
         assert req.body["keyframes"][0]["range"] == {"start_seconds": 0, "end_seconds": 2}
         assert req.body["videoUri"] == "clip.mp4"
 
@@ -530,31 +742,34 @@ class TestRunwatchTable:
         """Without a table the name is the file name and nothing else is set."""
         assert load(write(root, "shot-01.json", I2V), root).options == RequestOptions("shot-01", 0, None)
 
-    @pytest.mark.parametrize(("table", "path", "words"), [
-        ({"name": ""}, "runwatch.name", "cannot be a file name"),
-        ({"name": "."}, "runwatch.name", "cannot be a file name"),
-        ({"name": ".."}, "runwatch.name", "cannot be a file name"),
-        ({"name": "a/b"}, "runwatch.name", '"/"'),
-        ({"name": "../../etc/x"}, "runwatch.name", '"/"'),
-        ({"name": "a\\b"}, "runwatch.name", '"/"'),
-        ({"name": "a\u2215b"}, "runwatch.name", "look-alike"),
-        ({"name": "a\x00b"}, "runwatch.name", "control"),
-        ({"name": "a\nb"}, "runwatch.name", "control"),
-        ({"name": "a\u202eb"}, "runwatch.name", "control"),
-        ({"name": "x" * 201}, "runwatch.name", "too long"),
-        ({"name": "é" * 101}, "runwatch.name", "too long"),
-        ({"name": 5}, "runwatch.name", "string"),
-        ({"priority": "high"}, "runwatch.priority", "whole number"),
-        ({"priority": 1.5}, "runwatch.priority", "whole number"),
-        ({"priority": True}, "runwatch.priority", "whole number"),
-        ({"priority": 10**7}, "runwatch.priority", "whole number"),
-        ({"max_credits": 0}, "runwatch.max_credits", "above 0"),
-        ({"max_credits": -5}, "runwatch.max_credits", "above 0"),
-        ({"max_credits": "10"}, "runwatch.max_credits", "above 0"),
-        ({"max_credits": False}, "runwatch.max_credits", "above 0"),
-        ({"maxCredits": 10}, "runwatch.maxCredits", "max_credits"),
-        ({"retries": 3}, "runwatch.retries", "unknown option"),
-    ])
+    @pytest.mark.parametrize(
+        ("table", "path", "words"),
+        [
+            ({"name": ""}, "runwatch.name", "cannot be a file name"),
+            ({"name": "."}, "runwatch.name", "cannot be a file name"),
+            ({"name": ".."}, "runwatch.name", "cannot be a file name"),
+            ({"name": "a/b"}, "runwatch.name", '"/"'),
+            ({"name": "../../etc/x"}, "runwatch.name", '"/"'),
+            ({"name": "a\\b"}, "runwatch.name", '"/"'),
+            ({"name": "a\u2215b"}, "runwatch.name", "look-alike"),
+            ({"name": "a\x00b"}, "runwatch.name", "control"),
+            ({"name": "a\nb"}, "runwatch.name", "control"),
+            ({"name": "a\u202eb"}, "runwatch.name", "control"),
+            ({"name": "x" * 201}, "runwatch.name", "too long"),
+            ({"name": "é" * 101}, "runwatch.name", "too long"),
+            ({"name": 5}, "runwatch.name", "string"),
+            ({"priority": "high"}, "runwatch.priority", "whole number"),
+            ({"priority": 1.5}, "runwatch.priority", "whole number"),
+            ({"priority": True}, "runwatch.priority", "whole number"),
+            ({"priority": 10**7}, "runwatch.priority", "whole number"),
+            ({"max_credits": 0}, "runwatch.max_credits", "above 0"),
+            ({"max_credits": -5}, "runwatch.max_credits", "above 0"),
+            ({"max_credits": "10"}, "runwatch.max_credits", "above 0"),
+            ({"max_credits": False}, "runwatch.max_credits", "above 0"),
+            ({"maxCredits": 10}, "runwatch.maxCredits", "max_credits"),
+            ({"retries": 3}, "runwatch.retries", "unknown option"),
+        ],
+    )
     def test_bad_options(self, root: Path, table: dict[str, Any], path: str, words: str) -> None:
         """Every bad option is a problem on its own path saying what is allowed."""
         err = refuse(write(root, "a.json", {**I2V, "runwatch": table}), root)
@@ -570,15 +785,18 @@ class TestRunwatchTable:
         err = refuse(write(root, "a.json", {**I2V, "runwatch": table}), root)
         assert "table" in problems(err)["runwatch"]
 
-    @pytest.mark.parametrize(("filename", "words"), [
-        ("bad\x01name.json", "control"),
-        ("bad\x7fname.json", "control"),
-        ("right\u202egpj.exe.json", "control"),
-        ("a\u2215b.json", "look-alike"),
-        ("a\\b.json", '"\\"'),
-        ("x" * 201 + ".json", "too long"),
-        ("\udcff\udcfe.json", "UTF-8"),
-    ])
+    @pytest.mark.parametrize(
+        ("filename", "words"),
+        [
+            ("bad\x01name.json", "control"),
+            ("bad\x7fname.json", "control"),
+            ("right\u202egpj.exe.json", "control"),
+            ("a\u2215b.json", "look-alike"),
+            ("a\\b.json", '"\\"'),
+            ("x" * 201 + ".json", "too long"),
+            ("\udcff\udcfe.json", "UTF-8"),
+        ],
+    )
     def test_unsafe_file_names(self, root: Path, filename: str, words: str) -> None:
         """A name taken from a tricky file name is refused on ``runwatch.name``; an explicit name fixes it."""
         if len(os.fsencode(filename)) > 255:
@@ -593,23 +811,35 @@ class TestRunwatchTable:
 class TestValidation:
     """Validation against the catalogue: every problem names its field, what was wrong and what is allowed."""
 
-    @pytest.mark.parametrize(("change", "path", "words"), [
-        ({"ratio": "16:9"}, "ratio", ['"16:9"', '"1280:720"', '"720:1280"']),
-        ({"duration": 11}, "duration", ["11", "at most 10"]),
-        ({"duration": 1}, "duration", ["1", "at least 2"]),
-        ({"duration": "5"}, "duration", ["wrong type", "whole number"]),
-        ({"seed": -1}, "seed", ["at least 0"]),
-        ({"promptText": "x" * 1001}, "promptText", ["too long", "1000"]),
-        ({"promptText": ""}, "promptText", ["too short", "1"]),
-        ({"promtText": "x"}, "promtText", ["unknown field", '"promptText"', "promptImage"]),
-        ({"ratio": None}, "ratio", ["null", '"1280:720"']),
-        ({"promptImage": 5}, "promptImage",
-         ["does not fit", "an image", 'a list of objects {position: "first", uri}']),
-        ({"promptImage": [{"uri": "still.jpg", "position": "last"}]}, "promptImage[0].position",
-         ['"last"', '"first"']),
-        ({"contentModeration": {"publicFigureThreshold": "off"}}, "contentModeration.publicFigureThreshold",
-         ['"off"', '"auto"', '"low"']),
-    ])
+    @pytest.mark.parametrize(
+        ("change", "path", "words"),
+        [
+            ({"ratio": "16:9"}, "ratio", ['"16:9"', '"1280:720"', '"720:1280"']),
+            ({"duration": 11}, "duration", ["11", "at most 10"]),
+            ({"duration": 1}, "duration", ["1", "at least 2"]),
+            ({"duration": "5"}, "duration", ["wrong type", "whole number"]),
+            ({"seed": -1}, "seed", ["at least 0"]),
+            ({"promptText": "x" * 1001}, "promptText", ["too long", "1000"]),
+            ({"promptText": ""}, "promptText", ["too short", "1"]),
+            ({"promtText": "x"}, "promtText", ["unknown field", '"promptText"', "promptImage"]),
+            ({"ratio": None}, "ratio", ["null", '"1280:720"']),
+            (
+                {"promptImage": 5},
+                "promptImage",
+                ["does not fit", "an image", 'a list of objects {position: "first", uri}'],
+            ),
+            (
+                {"promptImage": [{"uri": "still.jpg", "position": "last"}]},
+                "promptImage[0].position",
+                ['"last"', '"first"'],
+            ),
+            (
+                {"contentModeration": {"publicFigureThreshold": "off"}},
+                "contentModeration.publicFigureThreshold",
+                ['"off"', '"auto"', '"low"'],
+            ),
+        ],
+    )
     def test_issue_messages(self, root: Path, change: dict[str, Any], path: str, words: list[str]) -> None:
         """Each catalogue issue becomes one sentence on the field's dotted path."""
         err = refuse(write(root, "a.json", {**I2V, **change}), root)
@@ -627,12 +857,34 @@ class TestValidation:
 
     def test_one_of_several_objects(self, root: Path) -> None:
         """A value fitting no option of a union of objects says what each option looks like."""
-        err = refuse(write(root, "a.json", {"endpoint": "speech_to_speech", "model": "eleven_multilingual_sts_v2",
-                                            "media": {"type": "sound", "uri": "speech.mp3"}, "voice": PRESET}), root)
+        err = refuse(
+            write(
+                root,
+                "a.json",
+                {
+                    "endpoint": "speech_to_speech",
+                    "model": "eleven_multilingual_sts_v2",
+                    "media": {"type": "sound", "uri": "speech.mp3"},
+                    "voice": PRESET,
+                },
+            ),
+            root,
+        )
         assert 'an object {type: "audio", uri} or an object {type: "video", uri}' in problems(err)["media"]
         assert "media.uri" not in problems(err)  # an audio file fits one option, a video file the other
-        err = refuse(write(root, "b.json", {"endpoint": "speech_to_speech", "model": "eleven_multilingual_sts_v2",
-                                            "media": {"type": "sound", "uri": "clip.mp4"}, "voice": PRESET}), root)
+        err = refuse(
+            write(
+                root,
+                "b.json",
+                {
+                    "endpoint": "speech_to_speech",
+                    "model": "eleven_multilingual_sts_v2",
+                    "media": {"type": "sound", "uri": "clip.mp4"},
+                    "voice": PRESET,
+                },
+            ),
+            root,
+        )
         assert set(problems(err)) == {"media"}
 
     def test_missing_required(self, root: Path) -> None:
@@ -644,36 +896,67 @@ class TestValidation:
     def test_array_bounds(self, root: Path) -> None:
         """Too many items in a list names the bound."""
         refs = [{"uri": f"https://example.com/{i}.png"} for i in range(4)]
-        err = refuse(write(root, "a.json", {"endpoint": "text_to_image", "model": "gen4_image_turbo",
-                                            "promptText": "x", "ratio": "1024:1024", "referenceImages": refs}), root)
+        err = refuse(
+            write(
+                root,
+                "a.json",
+                {
+                    "endpoint": "text_to_image",
+                    "model": "gen4_image_turbo",
+                    "promptText": "x",
+                    "ratio": "1024:1024",
+                    "referenceImages": refs,
+                },
+            ),
+            root,
+        )
         assert "at most 3" in problems(err)["referenceImages"]
 
     def test_all_problems_at_once(self, root: Path) -> None:
         """Problems in the table, the body and the media all come back together, not the first only."""
-        err = refuse(write(root, "a.json", {
-            **I2V, "ratio": "1:1", "duration": 99, "extra": 1, "promptImage": "../x.jpg",
-            "runwatch": {"priority": "high"},
-        }), root)
+        err = refuse(
+            write(
+                root,
+                "a.json",
+                {
+                    **I2V,
+                    "ratio": "1:1",
+                    "duration": 99,
+                    "extra": 1,
+                    "promptImage": "../x.jpg",
+                    "runwatch": {"priority": "high"},
+                },
+            ),
+            root,
+        )
         assert set(problems(err)) == {"ratio", "duration", "extra", "promptImage", "runwatch.priority"}
 
-    @pytest.mark.parametrize(("data", "words"), [
-        ({"model": "gen4_turbo"}, ["required", "image_to_video", "text_to_speech"]),
-        ({"endpoint": "image-to-video", "model": "gen4_turbo"}, ['"image-to-video"', "image_to_video"]),
-        ({"endpoint": "/v1/image_to_video", "model": "gen4_turbo"}, ["image_to_video"]),
-        ({"endpoint": 5, "model": "gen4_turbo"}, ["5", "image_to_video"]),
-    ])
+    @pytest.mark.parametrize(
+        ("data", "words"),
+        [
+            ({"model": "gen4_turbo"}, ["required", "image_to_video", "text_to_speech"]),
+            ({"endpoint": "image-to-video", "model": "gen4_turbo"}, ['"image-to-video"', "image_to_video"]),
+            ({"endpoint": "/v1/image_to_video", "model": "gen4_turbo"}, ["image_to_video"]),
+            ({"endpoint": 5, "model": "gen4_turbo"}, ["5", "image_to_video"]),
+        ],
+    )
     def test_endpoint(self, root: Path, data: dict[str, Any], words: list[str]) -> None:
         """A missing or unknown endpoint is a problem on ``endpoint`` listing the allowed ones."""
         err = refuse(write(root, "a.json", data), root)
         for word in words:
             assert word in problems(err)["endpoint"]
 
-    @pytest.mark.parametrize(("data", "words"), [
-        ({"endpoint": "image_to_video"}, ["required", "gen4_turbo", "veo3.1"]),
-        ({"endpoint": "image_to_video", "model": 4}, ["string", "gen4_turbo"]),
-        ({"endpoint": "text_to_video", "model": "gen4_turbo", "promptText": "x"},
-         ["image_to_video", "not of text_to_video", "veo3.1"]),
-    ])
+    @pytest.mark.parametrize(
+        ("data", "words"),
+        [
+            ({"endpoint": "image_to_video"}, ["required", "gen4_turbo", "veo3.1"]),
+            ({"endpoint": "image_to_video", "model": 4}, ["string", "gen4_turbo"]),
+            (
+                {"endpoint": "text_to_video", "model": "gen4_turbo", "promptText": "x"},
+                ["image_to_video", "not of text_to_video", "veo3.1"],
+            ),
+        ],
+    )
     def test_model(self, root: Path, data: dict[str, Any], words: list[str]) -> None:
         """A missing model, a wrong type or another endpoint's model lists the endpoint's models."""
         err = refuse(write(root, "a.json", data), root)
@@ -686,12 +969,29 @@ SWEEP: list[dict[str, Any]] = [
     {**I2V, "ratio": 3, "duration": 0, "seed": "x", "promptText": "", "contentModeration": {"x": 1}},
     {**I2V, "promptImage": [{"uri": "../a.jpg", "position": "first"}, {"uri": "b.jpg"}]},
     {"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "voice": {"presetId": "Nobody"}},
-    {"endpoint": "speech_to_speech", "model": "eleven_multilingual_sts_v2", "media": {"type": "sound", "uri": 1},
-     "voice": PRESET, "removeBackgroundNoise": "yes"},
-    {"endpoint": "text_to_image", "model": "gen4_image_turbo", "promptText": "x", "ratio": "1:1",
-     "referenceImages": [{"uri": "clip.mp4", "tag": "x"}, {"uri": "http://a/b.png", "tag": "_bad"}, "c.png"]},
-    {"endpoint": "text_to_video", "model": "veo3.1", "promptText": "x", "ratio": "1280:720", "duration": 5,
-     "prompt_text": "y", "runwatch": {"name": "a/b", "priority": [], "max_credits": 0, "colour": "red"}},
+    {
+        "endpoint": "speech_to_speech",
+        "model": "eleven_multilingual_sts_v2",
+        "media": {"type": "sound", "uri": 1},
+        "voice": PRESET,
+        "removeBackgroundNoise": "yes",
+    },
+    {
+        "endpoint": "text_to_image",
+        "model": "gen4_image_turbo",
+        "promptText": "x",
+        "ratio": "1:1",
+        "referenceImages": [{"uri": "clip.mp4", "tag": "x"}, {"uri": "http://a/b.png", "tag": "_bad"}, "c.png"],
+    },
+    {
+        "endpoint": "text_to_video",
+        "model": "veo3.1",
+        "promptText": "x",
+        "ratio": "1280:720",
+        "duration": 5,
+        "prompt_text": "y",
+        "runwatch": {"name": "a/b", "priority": [], "max_credits": 0, "colour": "red"},
+    },
     {"endpoint": "image_to_video", "model": "nope", "promptImage": "missing.jpg"},
 ]
 
@@ -715,9 +1015,15 @@ class TestUnknownModels:
     """Models the catalogue does not know: passed through by default, refused on request."""
 
     BODY: ClassVar[dict[str, Any]] = {
-        "endpoint": "image_to_video", "model": "gen99_future", "promptText": "x", "ratio": "anything",
-        "promptImage": [{"uri": "still.jpg", "position": "middle"}], "referenceAudios": ["speech.mp3"],
-        "videoUri": "clip.mp4", "newKnob": {"uri": "speech.wav"}, "label": "still.jpg",
+        "endpoint": "image_to_video",
+        "model": "gen99_future",
+        "promptText": "x",
+        "ratio": "anything",
+        "promptImage": [{"uri": "still.jpg", "position": "middle"}],
+        "referenceAudios": ["speech.mp3"],
+        "videoUri": "clip.mp4",
+        "newKnob": {"uri": "speech.wav"},
+        "label": "still.jpg",
     }
 
     def test_pass(self, root: Path) -> None:
@@ -730,7 +1036,9 @@ class TestUnknownModels:
         assert req.model == "gen99_future"
         assert req.body == {k: v for k, v in self.BODY.items() if k != "endpoint"}
         assert [(m.field, m.kind) for m in req.media] == [
-            (("promptImage", 0, "uri"), "image"), (("referenceAudios", 0), "audio"), (("videoUri",), "video"),
+            (("promptImage", 0, "uri"), "image"),
+            (("referenceAudios", 0), "audio"),
+            (("videoUri",), "video"),
             (("newKnob", "uri"), "audio"),
         ]
 
@@ -740,12 +1048,15 @@ class TestUnknownModels:
         message = problems(err)["model"]
         assert '"gen99_future"' in message and "gen4_turbo" in message and "veo3.1" in message
 
-    @pytest.mark.parametrize(("data", "path", "words"), [
-        ({"promptImage": "clip.mp4"}, "promptImage", ["a video", "an image"]),
-        ({"media": {"type": "audio", "uri": "still.jpg"}}, "media.uri", ["an image", "an audio"]),
-        ({"promptImage": "../../x.jpg"}, "promptImage", ["outside"]),
-        ({"promptImage": "http://example.com/x.jpg"}, "promptImage", ["https"]),
-    ])
+    @pytest.mark.parametrize(
+        ("data", "path", "words"),
+        [
+            ({"promptImage": "clip.mp4"}, "promptImage", ["a video", "an image"]),
+            ({"media": {"type": "audio", "uri": "still.jpg"}}, "media.uri", ["an image", "an audio"]),
+            ({"promptImage": "../../x.jpg"}, "promptImage", ["outside"]),
+            ({"promptImage": "http://example.com/x.jpg"}, "promptImage", ["https"]),
+        ],
+    )
     def test_media_still_checked(self, root: Path, data: dict[str, Any], path: str, words: list[str]) -> None:
         """Local media of an unknown model get every containment and kind check."""
         base = {"endpoint": "speech_to_speech" if "media" in data else "image_to_video", "model": "future_x"}
@@ -894,8 +1205,9 @@ class TestContainment:
 
     @pytest.mark.timeout(20)
     @pytest.mark.parametrize(("case", "make", "words", "incomplete"), CONTAINMENT, ids=[c[0] for c in CONTAINMENT])
-    def test_refused(self, root: Path, case: str, make: Callable[[Path], str], words: list[str],
-                     incomplete: bool) -> None:
+    def test_refused(
+        self, root: Path, case: str, make: Callable[[Path], str], words: list[str], incomplete: bool
+    ) -> None:
         """Each rule is a problem on the field's path; only files not there yet make the request incomplete."""
         path = root / "a.json"
         value = make(root)
@@ -936,10 +1248,20 @@ class TestContainment:
     def test_every_media_problem_at_once(self, root: Path) -> None:
         """Several bad references are all reported, each on its own path."""
         _fifo(root)
-        err = refuse(write(root, "a.json", {
-            "endpoint": "text_to_image", "model": "gen4_image_turbo", "promptText": "x", "ratio": "1024:1024",
-            "referenceImages": [{"uri": "../x.png"}, {"uri": "pipe.jpg"}, {"uri": "speech.mp3"}],
-        }), root)
+        err = refuse(
+            write(
+                root,
+                "a.json",
+                {
+                    "endpoint": "text_to_image",
+                    "model": "gen4_image_turbo",
+                    "promptText": "x",
+                    "ratio": "1024:1024",
+                    "referenceImages": [{"uri": "../x.png"}, {"uri": "pipe.jpg"}, {"uri": "speech.mp3"}],
+                },
+            ),
+            root,
+        )
         assert sorted(problems(err)) == [f"referenceImages[{i}].uri" for i in range(3)]
 
     def test_field_kind_from_content_not_name(self, root: Path) -> None:
@@ -958,8 +1280,12 @@ class TestBareMedia:
     DEFAULTS: ClassVar[dict[str, Any]] = {"model": "gen4_turbo", "ratio": "1280:720", "duration": 5}
 
     def bare(self, path: Path, root: Path, **inbox: Any) -> Request:
-        settings: dict[str, Any] = {"endpoint": "image_to_video", "defaults": self.DEFAULTS,
-                                    "accept_media": True, **inbox}
+        settings: dict[str, Any] = {
+            "endpoint": "image_to_video",
+            "defaults": self.DEFAULTS,
+            "accept_media": True,
+            **inbox,
+        }
         return bare_media_request(path, root=root, inbox=Inbox(path=root, **settings))
 
     def test_bare_image(self, root: Path) -> None:
@@ -972,8 +1298,13 @@ class TestBareMedia:
 
     def test_bare_audio(self, root: Path) -> None:
         """Another endpoint and media field: voice isolation of a WAV file."""
-        req = self.bare(root / "speech.wav", root, endpoint="voice_isolation", media_field="audioUri",
-                        defaults={"model": "eleven_voice_isolation"})
+        req = self.bare(
+            root / "speech.wav",
+            root,
+            endpoint="voice_isolation",
+            media_field="audioUri",
+            defaults={"model": "eleven_voice_isolation"},
+        )
         assert req.body == {"model": "eleven_voice_isolation", "audioUri": "speech.wav"}
         assert req.media[0].kind == "audio"
 
@@ -982,14 +1313,24 @@ class TestBareMedia:
         req = load(root / "still.jpg", root, endpoint="image_to_video", defaults=self.DEFAULTS, accept_media=True)
         assert req.body["promptImage"] == "still.jpg"
 
-    @pytest.mark.parametrize(("inbox", "path", "words"), [
-        ({"endpoint": None}, "endpoint", ["required"]),
-        ({"defaults": {"model": "gen4_turbo"}}, "ratio", ["required"]),
-        ({"media_field": "promptText"}, "promptText", ["media_field", "no media"]),
-        ({"media_field": "promptText"}, "promptImage", ["required"]),
-        ({"endpoint": "voice_isolation", "media_field": "audioUri", "defaults": {"model": "eleven_voice_isolation"}},
-         "audioUri", ["an image file (image/jpeg)", "an audio"]),
-    ])
+    @pytest.mark.parametrize(
+        ("inbox", "path", "words"),
+        [
+            ({"endpoint": None}, "endpoint", ["required"]),
+            ({"defaults": {"model": "gen4_turbo"}}, "ratio", ["required"]),
+            ({"media_field": "promptText"}, "promptText", ["media_field", "no media"]),
+            ({"media_field": "promptText"}, "promptImage", ["required"]),
+            (
+                {
+                    "endpoint": "voice_isolation",
+                    "media_field": "audioUri",
+                    "defaults": {"model": "eleven_voice_isolation"},
+                },
+                "audioUri",
+                ["an image file (image/jpeg)", "an audio"],
+            ),
+        ],
+    )
     def test_refused(self, root: Path, inbox: dict[str, Any], path: str, words: list[str]) -> None:
         """A bare file is validated like any request: endpoint, defaults, media field and kind."""
         with pytest.raises(RequestError) as info:
@@ -1019,22 +1360,39 @@ class TestWithUris:
 
     def test_replaced(self, root: Path) -> None:
         """Each local media field gets its URI; URIs that were already there and the body itself are untouched."""
-        req = load(write(root, "a.json", {
-            "endpoint": "text_to_image", "model": "gen4_image_turbo", "promptText": "@a @b", "ratio": "1024:1024",
-            "referenceImages": [{"uri": "still.jpg", "tag": "aaa"}, {"uri": "https://example.com/b.png"},
-                                {"uri": "still.jpg", "tag": "ccc"}],
-        }), root)
+        req = load(
+            write(
+                root,
+                "a.json",
+                {
+                    "endpoint": "text_to_image",
+                    "model": "gen4_image_turbo",
+                    "promptText": "@a @b",
+                    "ratio": "1024:1024",
+                    "referenceImages": [
+                        {"uri": "still.jpg", "tag": "aaa"},
+                        {"uri": "https://example.com/b.png"},
+                        {"uri": "still.jpg", "tag": "ccc"},
+                    ],
+                },
+            ),
+            root,
+        )
         uris = {m.field: f"runway://{i}" for i, m in enumerate(req.media)}
         body = req.with_uris(uris)
         assert [r["uri"] for r in body["referenceImages"]] == ["runway://0", "https://example.com/b.png", "runway://1"]
-        assert [r["uri"] for r in req.body["referenceImages"]] == ["still.jpg", "https://example.com/b.png",
-                                                                    "still.jpg"]
+        assert [r["uri"] for r in req.body["referenceImages"]] == [
+            "still.jpg",
+            "https://example.com/b.png",
+            "still.jpg",
+        ]
 
     def test_top_level_field(self, root: Path) -> None:
         """A top-level media field is replaced too."""
         req = load(write(root, "a.json", I2V), root)
         assert req.with_uris({("promptImage",): "https://bucket.example/x.jpg"})["promptImage"] == (
-            "https://bucket.example/x.jpg")
+            "https://bucket.example/x.jpg"
+        )
 
     def test_missing_uri(self, root: Path) -> None:
         """A local field without a URI is an error rather than a file path sent to Runway."""
@@ -1045,8 +1403,14 @@ class TestWithUris:
     def test_local_media_shape(self, root: Path) -> None:
         """LocalMedia carries what a transport needs."""
         media = load(write(root, "a.json", I2V), root).media[0]
-        assert media == LocalMedia(("promptImage",), "still.jpg", (root / "still.jpg").resolve(), "image",
-                                   (SAMPLES / "still.jpg").stat().st_size, "image/jpeg")
+        assert media == LocalMedia(
+            ("promptImage",),
+            "still.jpg",
+            (root / "still.jpg").resolve(),
+            "image",
+            (SAMPLES / "still.jpg").stat().st_size,
+            "image/jpeg",
+        )
 
 
 class TestCatalogueArgument:
@@ -1057,4 +1421,5 @@ class TestCatalogueArgument:
         path = write(root, "a.json", I2V)
         inbox = Inbox(path=root)
         assert load_request(path, root=root, inbox=inbox, catalog=load_catalog()) == load_request(
-            path, root=root, inbox=inbox)
+            path, root=root, inbox=inbox
+        )

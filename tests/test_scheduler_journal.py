@@ -14,15 +14,22 @@ from runwatch.polls import NOT_POLLED, PollTimers
 from runwatch.scheduler import Candidate, Sample, next_poll, pick, poll_slack, run_length
 
 
-def cand(job_id: str, inbox: str = "a", model: str = "m", priority: int = 0, seq: int = 0,
-         not_before: float | None = None) -> Candidate:
+def cand(
+    job_id: str, inbox: str = "a", model: str = "m", priority: int = 0, seq: int = 0, not_before: float | None = None
+) -> Candidate:
     return Candidate(job_id, inbox, model, priority, seq, not_before)
 
 
 class TestPick:
     def _pick(self, waiting: list[Candidate], **kw: object) -> str | None:
-        args: dict[str, object] = {"now": 100.0, "in_flight": 0, "max_in_flight": 10, "per_inbox": {},
-                                   "per_model": {}, "model_cap": lambda m: None}
+        args: dict[str, object] = {
+            "now": 100.0,
+            "in_flight": 0,
+            "max_in_flight": 10,
+            "per_inbox": {},
+            "per_model": {},
+            "model_cap": lambda m: None,
+        }
         args.update(kw)
         chosen = pick(waiting, **args)  # type: ignore[arg-type]
         return chosen.job_id if chosen else None
@@ -63,30 +70,37 @@ class TestNextPoll:
         assert next_poll(status, [], now=0.0, interval=5.0, rng=lambda: 0.0) == pytest.approx(4.5)
         assert next_poll(status, [], now=0.0, interval=5.0, rng=lambda: 1.0) == pytest.approx(5.5)
 
-    @pytest.mark.parametrize(("samples", "now", "since", "expected"), [
-        # 10%/s: at 0.9 after 9 s, the end is 1 s away -> poll just after it (1 + 0.5 margin)
-        ([Sample(0.0, 0.0), Sample(9.0, 0.9)], 9.0, None, 1.5),
-        # the end within two intervals (9 s away): aim at it rather than look in between
-        ([Sample(0.0, 0.0), Sample(1.0, 0.1)], 1.0, None, 9.5),
-        # the end 30 s away: half of it, so a long task costs a few GETs, not one every interval
-        ([Sample(0.0, 0.0), Sample(10.0, 0.25)], 10.0, None, 15.0),
-        # the end far off: never longer than six intervals between looks
-        ([Sample(0.0, 0.0), Sample(1.0, 0.01)], 1.0, None, 30.0),
-        # the end 12 s away: half of it (6 s), then the aimed poll
-        ([Sample(0.0, 0.0), Sample(4.0, 0.25)], 4.0, None, 6.0),
-        # the task outlived its prediction: back to the plain interval, no burst of early polls
-        ([Sample(0.0, 0.0), Sample(9.0, 0.99)], 12.0, None, 5.0),
-        # flat progress gives no rate: the plain interval
-        ([Sample(0.0, 0.5), Sample(5.0, 0.5)], 5.0, None, 5.0),
-        # one sample: the rate since the task was last known not running is a lower bound (0.8 in 5 s)
-        ([Sample(5.0, 0.8)], 5.0, 0.0, 1.75),
-        # one sample and nothing known of the start: the plain interval
-        ([Sample(5.0, 0.8)], 5.0, None, 5.0),
-        # one sample at 0: no rate
-        ([Sample(5.0, 0.0)], 5.0, 0.0, 5.0),
-    ])
+    @pytest.mark.parametrize(
+        ("samples", "now", "since", "expected"),
+        [
+            # 10%/s: at 0.9 after 9 s, the end is 1 s away -> poll just after it (1 + 0.5 margin)
+            ([Sample(0.0, 0.0), Sample(9.0, 0.9)], 9.0, None, 1.5),
+            # the end within two intervals (9 s away): aim at it rather than look in between
+            ([Sample(0.0, 0.0), Sample(1.0, 0.1)], 1.0, None, 9.5),
+            # the end 30 s away: half of it, so a long task costs a few GETs, not one every interval
+            ([Sample(0.0, 0.0), Sample(10.0, 0.25)], 10.0, None, 15.0),
+            # the end far off: never longer than six intervals between looks
+            ([Sample(0.0, 0.0), Sample(1.0, 0.01)], 1.0, None, 30.0),
+            # the end 12 s away: half of it (6 s), then the aimed poll
+            ([Sample(0.0, 0.0), Sample(4.0, 0.25)], 4.0, None, 6.0),
+            # the task outlived its prediction: back to the plain interval, no burst of early polls
+            ([Sample(0.0, 0.0), Sample(9.0, 0.99)], 12.0, None, 5.0),
+            # flat progress gives no rate: the plain interval
+            ([Sample(0.0, 0.5), Sample(5.0, 0.5)], 5.0, None, 5.0),
+            # one sample: the rate since the task was last known not running is a lower bound (0.8 in 5 s)
+            ([Sample(5.0, 0.8)], 5.0, 0.0, 1.75),
+            # one sample and nothing known of the start: the plain interval
+            ([Sample(5.0, 0.8)], 5.0, None, 5.0),
+            # one sample at 0: no rate
+            ([Sample(5.0, 0.0)], 5.0, 0.0, 5.0),
+        ],
+    )
     def test_aims_at_the_expected_end(
-        self, samples: list[Sample], now: float, since: float | None, expected: float,
+        self,
+        samples: list[Sample],
+        now: float,
+        since: float | None,
+        expected: float,
     ) -> None:
         """RUNNING progress tells when a task will end; the polls home in on that moment."""
         got = next_poll("RUNNING", samples, now=now, interval=5.0, since=since, rng=lambda: 0.5)
@@ -115,14 +129,17 @@ class TestPollRuns:
     def test_slack_is_a_twentieth_of_the_interval(self) -> None:
         assert poll_slack(5.0) == 0.25 and poll_slack(1.0) == 0.05
 
-    @pytest.mark.parametrize(("slack", "latency", "length"), [
-        (0.25, None, 1),  # nothing measured yet: one GET per thread
-        (0.25, 0.001, 64),  # a near simulator: as many as allowed
-        (0.25, 0.01, 25),
-        (0.25, 0.1, 2),
-        (0.25, 0.3, 1),  # slower than the slack: one GET per thread, as without runs
-        (0.25, 0.0, 64),
-    ])
+    @pytest.mark.parametrize(
+        ("slack", "latency", "length"),
+        [
+            (0.25, None, 1),  # nothing measured yet: one GET per thread
+            (0.25, 0.001, 64),  # a near simulator: as many as allowed
+            (0.25, 0.01, 25),
+            (0.25, 0.1, 2),
+            (0.25, 0.3, 1),  # slower than the slack: one GET per thread, as without runs
+            (0.25, 0.0, 64),
+        ],
+    )
     def test_run_length_fits_the_slack(self, slack: float, latency: float | None, length: int) -> None:
         assert run_length(slack, latency) == length
 

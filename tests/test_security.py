@@ -31,9 +31,12 @@ SHELL_PATTERNS = re.compile(
 
 def test_no_shell_or_process_spawning_in_the_package() -> None:
     """No module of runwatch starts a program: nothing from a request or a file name can reach a shell."""
-    found = [f"{path.relative_to(PACKAGE.parent)}:{n}: {line.strip()}"
-             for path in sorted(PACKAGE.rglob("*.py"))
-             for n, line in enumerate(path.read_text().splitlines(), 1) if SHELL_PATTERNS.search(line)]
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{n}: {line.strip()}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if SHELL_PATTERNS.search(line)
+    ]
     assert found == []
 
 
@@ -65,8 +68,13 @@ def test_umask_is_honoured(tmp_path: Path, sim: Simulator, restore_umask: None) 
         assert status["state"] == "succeeded", status
     finally:
         rig.stop()
-    made = [rig.outbox, rig.outbox / "private.status.json", rig.outbox / status["outputs"][0]["file"],
-            Path(status["request"]), tmp_path / "state" / "journal.sqlite3"]
+    made = [
+        rig.outbox,
+        rig.outbox / "private.status.json",
+        rig.outbox / status["outputs"][0]["file"],
+        Path(status["request"]),
+        tmp_path / "state" / "journal.sqlite3",
+    ]
     for path in made:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
@@ -85,8 +93,15 @@ def _open_to_others(root: Path) -> set[str]:
 def test_umask_covers_the_state_lock(tmp_path: Path, sim: Simulator, restore_umask: None) -> None:
     """The state directory and its lock file are made under the configured umask too."""
     os.umask(0o022)  # a typical login umask: the configured one must win
-    config = parse_config({"umask": "077", "runway": {"base_url": sim.url}, "state": {"dir": str(tmp_path / "state")},
-                           "inbox": [{"path": str(tmp_path / "in"), "outbox": str(tmp_path / "out")}]}, "x.toml")
+    config = parse_config(
+        {
+            "umask": "077",
+            "runway": {"base_url": sim.url},
+            "state": {"dir": str(tmp_path / "state")},
+            "inbox": [{"path": str(tmp_path / "in"), "outbox": str(tmp_path / "out")}],
+        },
+        "x.toml",
+    )
     from runwatch.daemon import Daemon
 
     daemon = Daemon(config, api_key=sim.key)
@@ -99,8 +114,10 @@ def test_umask_covers_the_state_lock(tmp_path: Path, sim: Simulator, restore_uma
 def _config(tmp_path: Path, url: str) -> Path:
     (tmp_path / "inbox").mkdir(exist_ok=True)
     path = tmp_path / "runwatch.toml"
-    path.write_text(f'[runway]\nbase_url = "{url}"\n[state]\ndir = "{tmp_path / "state"}"\n'
-                    f'[[inbox]]\npath = "{tmp_path / "inbox"}"\noutbox = "{tmp_path / "outbox"}"\n')
+    path.write_text(
+        f'[runway]\nbase_url = "{url}"\n[state]\ndir = "{tmp_path / "state"}"\n'
+        f'[[inbox]]\npath = "{tmp_path / "inbox"}"\noutbox = "{tmp_path / "outbox"}"\n'
+    )
     return path
 
 
@@ -135,8 +152,13 @@ def test_refuses_to_run_as_root(tmp_path: Path, sim: Simulator) -> None:
     config = _config(tmp_path, sim.url)
     env = _env()
     env.pop("RUNWATCH_ALLOW_ROOT", None)
-    done = subprocess.run([sys.executable, "-m", "runwatch.cli", "run", "--once", "--config", str(config)],
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "runwatch.cli", "run", "--once", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 78, (done.returncode, done.stderr)
     assert "root" in done.stderr and "--allow-root" in done.stderr
     assert not (tmp_path / "state" / "journal.sqlite3").exists()  # refused before touching any state

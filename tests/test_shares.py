@@ -19,8 +19,6 @@ POLLING = {"polling": True, "settle": 1.0}
 SPEECH = SEED_REQUESTS["text_to_speech"][0]
 
 
-
-
 def _slow_copy(data: bytes, target: Path, chunks: int, pause: float) -> threading.Thread:
     """Writes ``data`` to ``target`` in ``chunks`` pieces with ``pause`` seconds between, as a slow share copy."""
 
@@ -28,7 +26,7 @@ def _slow_copy(data: bytes, target: Path, chunks: int, pause: float) -> threadin
         step = -(-len(data) // chunks)
         with open(target, "wb") as fh:
             for start in range(0, len(data), step):
-                fh.write(data[start:start + step])
+                fh.write(data[start : start + step])
                 fh.flush()
                 os.fsync(fh.fileno())
                 time.sleep(pause)
@@ -45,8 +43,10 @@ def test_slow_copies_are_not_taken_early(rig_factory: Callable[..., Rig], sim: S
     image = (SAMPLES / "still.jpg").read_bytes()
     body, _ = SEED_REQUESTS["image_to_video"]
     request = json.dumps(body, indent=2).encode()
-    writers = [_slow_copy(image, rig.inbox / "still.jpg", chunks=8, pause=0.4),
-               _slow_copy(request, rig.inbox / "waves.json", chunks=6, pause=0.4)]
+    writers = [
+        _slow_copy(image, rig.inbox / "still.jpg", chunks=8, pause=0.4),
+        _slow_copy(request, rig.inbox / "waves.json", chunks=6, pause=0.4),
+    ]
     while any(w.is_alive() for w in writers):
         assert (rig.inbox / "waves.json").exists(), "taken while still being copied"
         assert rig.status("waves") is None and sim.create_count() == 0 and sim.requests("/v1/uploads") == []
@@ -85,8 +85,11 @@ def test_inbox_unmounted_and_back(rig_factory: Callable[..., Rig], sim: Simulato
     assert sim.create_count() == 2 and sim.duplicate_creates() == []
     assert (rig.status("before") or {}).get("state") == "succeeded"
     assert set(statuses_before) <= {p.name for p in rig.outbox.iterdir()}
-    assert not [p for p in rig.outbox.glob("*.status.json")
-                if json.loads(p.read_text())["state"] in {"rejected", "failed", "needs_attention"}]
+    assert not [
+        p
+        for p in rig.outbox.glob("*.status.json")
+        if json.loads(p.read_text())["state"] in {"rejected", "failed", "needs_attention"}
+    ]
     done = list((rig.inbox / ".runwatch" / "done").iterdir())
     assert len(done) == 2
 

@@ -41,33 +41,38 @@ AUDIO = ("speech.mp3", "audio/mpeg")
 # Each takes a function that turns (sample name, content type) into a media reference.
 CREATES: dict[str, Callable[[runwayml.RunwayML, Callable[[tuple[str, str]], str]], Any]] = {
     "image_to_video": lambda c, m: c.image_to_video.create(
-        model="gen4_turbo", prompt_image=m(IMAGE), ratio="1280:720", duration=5, prompt_text="a calm sea"),
+        model="gen4_turbo", prompt_image=m(IMAGE), ratio="1280:720", duration=5, prompt_text="a calm sea"
+    ),
     "text_to_video": lambda c, m: c.text_to_video.create(
-        model="veo3.1", prompt_text="a forest at dawn", ratio="1280:720", duration=8),
+        model="veo3.1", prompt_text="a forest at dawn", ratio="1280:720", duration=8
+    ),
     "video_to_video": lambda c, m: c.video_to_video.create(
-        model="aleph2", video_uri=m(VIDEO), prompt_text="make it snow"),
+        model="aleph2", video_uri=m(VIDEO), prompt_text="make it snow"
+    ),
     "text_to_image": lambda c, m: c.text_to_image.create(
-        model="gen4_image", prompt_text="a red bicycle", ratio="1920:1080"),
-    "video_upscale": lambda c, m: c.video_upscale.create(
-        model="magnific_video_upscaler_creative", video_uri=m(VIDEO)),
-    "image_upscale": lambda c, m: c.image_upscale.create(
-        model="magnific_precision_upscaler_v2", image_uri=m(IMAGE)),
+        model="gen4_image", prompt_text="a red bicycle", ratio="1920:1080"
+    ),
+    "video_upscale": lambda c, m: c.video_upscale.create(model="magnific_video_upscaler_creative", video_uri=m(VIDEO)),
+    "image_upscale": lambda c, m: c.image_upscale.create(model="magnific_precision_upscaler_v2", image_uri=m(IMAGE)),
     "video_to_hdr": lambda c, m: c.video_to_hdr.create(model="ruby", video_uri=m(VIDEO)),
-    "video_to_audio": lambda c, m: c.video_to_audio.create(
-        model="mirelo_sfx_2_0", video_uri=m(VIDEO), duration=3),
+    "video_to_audio": lambda c, m: c.video_to_audio.create(model="mirelo_sfx_2_0", video_uri=m(VIDEO), duration=3),
     "character_performance": lambda c, m: c.character_performance.create(
-        model="act_two", character={"type": "image", "uri": m(IMAGE)},
-        reference={"type": "video", "uri": m(VIDEO)}),
+        model="act_two", character={"type": "image", "uri": m(IMAGE)}, reference={"type": "video", "uri": m(VIDEO)}
+    ),
     "sound_effect": lambda c, m: c.sound_effect.create(
-        model="eleven_text_to_sound_v2", prompt_text="a door creaks open"),
+        model="eleven_text_to_sound_v2", prompt_text="a door creaks open"
+    ),
     "text_to_speech": lambda c, m: c.text_to_speech.create(
-        model="eleven_multilingual_v2", prompt_text="Hello there.",
-        voice={"type": "runway-preset", "preset_id": "Maya"}),
+        model="eleven_multilingual_v2", prompt_text="Hello there.", voice={"type": "runway-preset", "preset_id": "Maya"}
+    ),
     "speech_to_speech": lambda c, m: c.speech_to_speech.create(
-        model="eleven_multilingual_sts_v2", media={"type": "audio", "uri": m(AUDIO)},
-        voice={"type": "runway-preset", "preset_id": "Bernard"}),
+        model="eleven_multilingual_sts_v2",
+        media={"type": "audio", "uri": m(AUDIO)},
+        voice={"type": "runway-preset", "preset_id": "Bernard"},
+    ),
     "voice_dubbing": lambda c, m: c.voice_dubbing.create(
-        model="eleven_voice_dubbing", audio_uri=m(AUDIO), target_lang="es"),
+        model="eleven_voice_dubbing", audio_uri=m(AUDIO), target_lang="es"
+    ),
     "voice_isolation": lambda c, m: c.voice_isolation.create(model="eleven_voice_isolation", audio_uri=m(AUDIO)),
 }
 
@@ -112,7 +117,10 @@ class TestEveryEndpoint:
     def test_several_outputs_when_asked(self, client: runwayml.RunwayML) -> None:
         """``outputCount`` makes a task return that many output URLs."""
         task = client.text_to_image.create(
-            model="gemini_image3.1_flash", prompt_text="four cats", ratio="1024:1024", output_count=4,
+            model="gemini_image3.1_flash",
+            prompt_text="four cats",
+            ratio="1024:1024",
+            output_count=4,
         ).wait_for_task_output(timeout=30)
         assert isinstance(task, trr.Succeeded)
         assert len(task.output) == 4 and len(set(task.output)) == 4
@@ -137,8 +145,9 @@ class TestValidationErrors:
 
     def test_missing_required_and_out_of_range(self, client: runwayml.RunwayML) -> None:
         """Every problem is listed with its path: a missing field and a duration outside 2-10."""
-        err = self._error(client, model="gen4.5", prompt_image="https://example.com/a.jpg", duration=11,
-                          ratio="1280:720")
+        err = self._error(
+            client, model="gen4.5", prompt_image="https://example.com/a.jpg", duration=11, ratio="1280:720"
+        )
         issues = {tuple(i["path"]): i for i in err.body["issues"]}  # type: ignore[index]
         assert issues[("promptText",)]["code"] == "invalid_type"
         assert issues[("duration",)]["code"] == "too_big" and issues[("duration",)]["maximum"] == 10
@@ -152,15 +161,18 @@ class TestValidationErrors:
     def test_unknown_field(self, client: runwayml.RunwayML) -> None:
         """A field the model does not have is refused, not ignored."""
         with pytest.raises(runwayml.BadRequestError) as info:
-            client.image_to_video.create(model="gen4_turbo", prompt_image="https://example.com/a.jpg",
-                                         ratio="1280:720", extra_body={"colour": "red"})
+            client.image_to_video.create(
+                model="gen4_turbo",
+                prompt_image="https://example.com/a.jpg",
+                ratio="1280:720",
+                extra_body={"colour": "red"},
+            )
         issue = info.value.body["issues"][0]  # type: ignore[index]
         assert issue["code"] == "unrecognized_keys" and issue["keys"] == ["colour"]
 
     def test_unfetchable_media(self, client: runwayml.RunwayML, media_server: MediaServer) -> None:
         """A URL that answers 404 fails with Runway's fetch text on the field's path."""
-        err = self._error(client, model="gen4_turbo", prompt_image=media_server.url + "/missing.jpg",
-                          ratio="1280:720")
+        err = self._error(client, model="gen4_turbo", prompt_image=media_server.url + "/missing.jpg", ratio="1280:720")
         issue = err.body["issues"][0]  # type: ignore[index]
         assert issue["path"] == ["promptImage"]
         assert issue["message"] == 'Failed to fetch asset. Received HTTP response code "404".'
@@ -182,9 +194,11 @@ class TestValidationErrors:
 
     def test_http_is_refused_off_loopback_switch(self, media_server: MediaServer) -> None:
         """Without the loopback switch, plain http:// is refused as Runway refuses it."""
-        with Simulator(SimConfig(time_scale=0.002)) as strict, runwayml.RunwayML(
-            base_url=strict.url, api_key=strict.key
-        ) as c, pytest.raises(runwayml.BadRequestError) as info:
+        with (
+            Simulator(SimConfig(time_scale=0.002)) as strict,
+            runwayml.RunwayML(base_url=strict.url, api_key=strict.key) as c,
+            pytest.raises(runwayml.BadRequestError) as info,
+        ):
             c.image_to_video.create(model="gen4_turbo", prompt_image=media_server.sample(*IMAGE), ratio="1280:720")
         assert info.value.body["issues"][0]["message"] == "Only HTTPS URLs are allowed."  # type: ignore[index]
 
@@ -195,7 +209,10 @@ class TestUploads:
         upload = client.uploads.create_ephemeral(file=SAMPLES / "still.jpg")
         assert upload.uri.startswith("runway://")
         task = client.image_to_video.create(
-            model="gen4_turbo", prompt_image=upload.uri, ratio="1280:720", duration=5,
+            model="gen4_turbo",
+            prompt_image=upload.uri,
+            ratio="1280:720",
+            duration=5,
         ).wait_for_task_output(timeout=30)
         assert isinstance(task, trr.Succeeded)
 
@@ -208,8 +225,9 @@ class TestUploads:
     def test_unknown_runway_uri(self, client: runwayml.RunwayML) -> None:
         """A runway:// URI that no upload produced is refused on its field."""
         with pytest.raises(runwayml.BadRequestError) as info:
-            client.image_to_video.create(model="gen4_turbo", prompt_image="runway://uploads/" + "0" * 32,
-                                         ratio="1280:720")
+            client.image_to_video.create(
+                model="gen4_turbo", prompt_image="runway://uploads/" + "0" * 32, ratio="1280:720"
+            )
         assert info.value.body["issues"][0]["path"] == ["promptImage"]  # type: ignore[index]
 
 
@@ -312,8 +330,9 @@ class TestRetries:
 class TestAuth:
     def test_wrong_key(self, sim: Simulator) -> None:
         """A malformed key is refused with 401 and Runway's envelope."""
-        with runwayml.RunwayML(base_url=sim.url, api_key="key_nothex") as c, pytest.raises(
-            runwayml.AuthenticationError
+        with (
+            runwayml.RunwayML(base_url=sim.url, api_key="key_nothex") as c,
+            pytest.raises(runwayml.AuthenticationError),
         ):
             c.organization.retrieve()
 
@@ -332,6 +351,8 @@ class TestAuth:
 
         resp = httpx.get(sim.url + "/v1/organization", headers={"Authorization": f"Bearer {sim.key}"})
         assert resp.status_code == 400 and "X-Runway-Version" in resp.json()["error"]
-        resp = httpx.get(sim.url + "/v1/organization", headers={"Authorization": f"Bearer {sim.key}",
-                                                                "X-Runway-Version": "1999-01-01"})
+        resp = httpx.get(
+            sim.url + "/v1/organization",
+            headers={"Authorization": f"Bearer {sim.key}", "X-Runway-Version": "1999-01-01"},
+        )
         assert resp.status_code == 400

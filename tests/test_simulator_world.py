@@ -29,14 +29,21 @@ class Api:
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
         Api.opened.append(self)
-        self.http = httpx.Client(base_url=sim.url, headers={
-            "Authorization": f"Bearer {sim.key}", "X-Runway-Version": "2024-11-06",
-        })
+        self.http = httpx.Client(
+            base_url=sim.url,
+            headers={
+                "Authorization": f"Bearer {sim.key}",
+                "X-Runway-Version": "2024-11-06",
+            },
+        )
 
     def create(self, endpoint: str = "text_to_speech", **body: Any) -> httpx.Response:
         if not body:
-            body = {"model": "eleven_multilingual_v2", "promptText": "hello",
-                    "voice": {"type": "runway-preset", "presetId": "Maya"}}
+            body = {
+                "model": "eleven_multilingual_v2",
+                "promptText": "hello",
+                "voice": {"type": "runway-preset", "presetId": "Maya"},
+            }
         return self.http.post(f"/v1/{endpoint}", json=body)
 
     def task(self, task_id: str) -> dict[str, Any]:
@@ -46,8 +53,7 @@ class Api:
         return data
 
     def video(self, **extra: Any) -> httpx.Response:
-        return self.create("text_to_video", model="veo3.1", promptText="a field", ratio="1280:720", duration=8,
-                           **extra)
+        return self.create("text_to_video", model="veo3.1", promptText="a field", ratio="1280:720", duration=8, **extra)
 
 
 @pytest.fixture(autouse=True)
@@ -108,11 +114,13 @@ class TestStateMachine:
 
     def test_deterministic_under_seed(self) -> None:
         """The same seed gives the same task durations; another seed does not; ids are never reused."""
+
         def run(seed: int) -> tuple[list[float], list[str]]:
             with Simulator(SimConfig(seed=seed)) as sim:
                 api = Api(sim)
                 ids = [api.create().json()["id"] for _ in range(3)]
                 return [sim.world.tasks[i].running_s for i in ids], ids
+
         first, again, other = run(7), run(7), run(8)
         assert first[0] == again[0] and first[0] != other[0]
         assert not set(first[1]) & set(again[1])
@@ -240,7 +248,8 @@ class TestMoney:
         assert api.http.get("/v1/organization").json()["creditBalance"] == start - sum(costs)
         usage = api.http.post("/v1/organization/usage", json={}).json()
         assert usage["models"] == ["veo3.1"] and usage["results"][0]["usedCredits"] == [
-            {"model": "veo3.1", "amount": sum(costs)}]
+            {"model": "veo3.1", "amount": sum(costs)}
+        ]
 
     def test_admin_sets_balance(self, sim: Simulator, api: Api) -> None:
         """The inspection interface can set a small balance for money tests."""
@@ -286,8 +295,12 @@ class TestOutputs:
             api = Api(sim)
             out = self._done(sim, api)["output"]
             assert probe(httpx.get(out[0]).content).kind == "audio"  # type: ignore[union-attr]
-            task_id = api.create("text_to_image", model="gen4_image", promptText="x", ratio="1280:720",
-                                 ).json()["id"]
+            task_id = api.create(
+                "text_to_image",
+                model="gen4_image",
+                promptText="x",
+                ratio="1280:720",
+            ).json()["id"]
             sim.advance(120)
             image = httpx.get(api.task(task_id)["output"][0]).content
             assert probe(image).kind == "image"  # type: ignore[union-attr]
@@ -330,13 +343,21 @@ class TestUploads:
         """A form whose file part is not last is refused, as S3's presigned POST refuses it."""
         start = api.http.post("/v1/uploads", json={"filename": "a.jpg"}).json()
         boundary = "xyz"
-        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
-                 + "x" * 600 + "\r\n"]
-        parts += [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-                  for k, v in start["fields"].items()]
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+            + "x" * 600
+            + "\r\n"
+        ]
+        parts += [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+            for k, v in start["fields"].items()
+        ]
         body = "".join(parts) + f"--{boundary}--\r\n"
-        resp = httpx.post(start["uploadUrl"], content=body.encode(),
-                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        resp = httpx.post(
+            start["uploadUrl"],
+            content=body.encode(),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
         assert resp.status_code == 400
 
     def test_uploaded_kind_must_match_the_field(self, api: Api) -> None:
@@ -387,11 +408,14 @@ class TestMediaRules:
         resp = api.create("voice_isolation", model="eleven_voice_isolation", audioUri=uri)
         assert resp.json()["issues"][0]["code"] == "too_small"
 
-    @pytest.mark.parametrize(("url", "message"), [
-        ("https://203.0.113.7/a.jpg", "URLs must be hosted on a domain."),
-        ("ftp://example.com/a.jpg", "Only HTTPS URLs are allowed."),
-        ("https://example.com/" + "a" * 2100, "Too big: expected string to have <=2048 characters"),
-    ])
+    @pytest.mark.parametrize(
+        ("url", "message"),
+        [
+            ("https://203.0.113.7/a.jpg", "URLs must be hosted on a domain."),
+            ("ftp://example.com/a.jpg", "Only HTTPS URLs are allowed."),
+            ("https://example.com/" + "a" * 2100, "Too big: expected string to have <=2048 characters"),
+        ],
+    )
     def test_url_shape_rules(self, url: str, message: str) -> None:
         """URL rules that need no fetch: a domain, https, at most 2048 characters."""
         with Simulator(SimConfig(fetch=False)) as sim:
@@ -401,8 +425,9 @@ class TestMediaRules:
     def test_no_fetch_accepts_well_formed_https(self) -> None:
         """With fetching off, a well-formed https URL is accepted without any request leaving."""
         with Simulator(SimConfig(fetch=False, time_scale=0.002)) as sim:
-            resp = Api(sim).create("image_to_video", model="gen4_turbo",
-                                   promptImage="https://media.example.com/a.jpg", ratio="1280:720")
+            resp = Api(sim).create(
+                "image_to_video", model="gen4_turbo", promptImage="https://media.example.com/a.jpg", ratio="1280:720"
+            )
             assert resp.status_code == 200 and sim.world.fetches == []
 
 
@@ -443,8 +468,10 @@ class TestFaults:
 
     def test_faults_at_run_time_over_http(self, sim: Simulator, api: Api) -> None:
         """Faults can be added, listed and cleared through /_sim/faults."""
-        assert api.http.post("/_sim/faults", json={"action": "rate_limit", "count": 1, "retry_after": 2}
-                             ).status_code == 201
+        assert (
+            api.http.post("/_sim/faults", json={"action": "rate_limit", "count": 1, "retry_after": 2}).status_code
+            == 201
+        )
         resp = api.create()
         assert resp.status_code == 429 and resp.headers["retry-after"] == "2"
         assert api.http.delete("/_sim/faults").status_code == 204
@@ -513,6 +540,10 @@ class TestCommandLine:
 
     def test_bad_fault_spec_is_a_usage_error(self) -> None:
         """A malformed --fault exits 2 with the reason."""
-        proc = subprocess.run([sys.executable, "-m", "runwatch.cli", "simulate", "--fault", "boom"],
-                              capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            [sys.executable, "-m", "runwatch.cli", "simulate", "--fault", "boom"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert proc.returncode == 2 and "boom" in proc.stderr

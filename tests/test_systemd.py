@@ -36,8 +36,11 @@ STATUS_RE = re.compile(r"^STATUS=\d+ waiting, \d+ running, \d+ held; inboxes: \d
 def _tool(name: str) -> str:
     path = shutil.which(name) or (f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None)
     if path is None:
-        pytest.fail(f"{name} is needed to check the systemd unit; install Debian's `systemd` package "
-                    "(apt-get install systemd; PID 1 need not be systemd)", pytrace=False)
+        pytest.fail(
+            f"{name} is needed to check the systemd unit; install Debian's `systemd` package "
+            "(apt-get install systemd; PID 1 need not be systemd)",
+            pytrace=False,
+        )
     return path
 
 
@@ -60,17 +63,33 @@ class TestUnitFile:
     def test_verify_is_silent(self, tmp_path: Path) -> None:
         """`systemd-analyze verify` accepts the unit without a single warning (warnings alone still exit 0)."""
         unit = _rendered_unit(tmp_path)
-        done = subprocess.run([_tool("systemd-analyze"), "verify", "--man=no", "--recursive-errors=no", str(unit)],
-                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        done = subprocess.run(
+            [_tool("systemd-analyze"), "verify", "--man=no", "--recursive-errors=no", str(unit)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
         assert done.returncode == 0, done.stderr
         assert done.stderr == "", done.stderr
 
     def test_security_exposure(self, tmp_path: Path) -> None:
         """`systemd-analyze security --offline=yes` rates the unit at most 2.0 ("OK")."""
         unit = _rendered_unit(tmp_path)
-        done = subprocess.run([_tool("systemd-analyze"), "security", "--offline=yes", "--no-pager",
-                               f"--threshold={int(MAX_EXPOSURE * 10)}", str(unit)],
-                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        done = subprocess.run(
+            [
+                _tool("systemd-analyze"),
+                "security",
+                "--offline=yes",
+                "--no-pager",
+                f"--threshold={int(MAX_EXPOSURE * 10)}",
+                str(unit),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
         found = re.search(r"Overall exposure level for runwatch\.service: (\d+\.\d+)", done.stdout)
         assert found, done.stdout + done.stderr
         assert float(found[1]) <= MAX_EXPOSURE, done.stdout
@@ -85,8 +104,11 @@ class TestUnitFile:
 
     def test_what_the_contract_asks(self) -> None:
         """Type=notify with a watchdog, the state directory, the key as a credential, a dedicated user."""
-        settings = dict(line.split("=", 1) for line in UNIT.read_text().splitlines()
-                        if line and not line.startswith(("#", "[")) and not line.startswith("SystemCallFilter"))
+        settings = dict(
+            line.split("=", 1)
+            for line in UNIT.read_text().splitlines()
+            if line and not line.startswith(("#", "[")) and not line.startswith("SystemCallFilter")
+        )
         assert settings["Type"] == "notify" and settings["NotifyAccess"] == "main"
         assert settings["WatchdogSec"] and settings["StateDirectory"] == "runwatch"
         assert settings["LoadCredential"] == "runway_api_key:/etc/runwatch/runway_api_key"
@@ -96,8 +118,12 @@ class TestUnitFile:
     def test_sysusers_creates_the_user(self, tmp_path: Path) -> None:
         """The sysusers file makes a system user and group named runwatch (a dry run on an empty root)."""
         (tmp_path / "etc").mkdir()
-        done = subprocess.run([_tool("systemd-sysusers"), "--dry-run", f"--root={tmp_path}", str(SYSUSERS)],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [_tool("systemd-sysusers"), "--dry-run", f"--root={tmp_path}", str(SYSUSERS)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         said = done.stdout + done.stderr
         assert "Creating group 'runwatch'" in said and "Creating user 'runwatch' (runwatch daemon)" in said, said
@@ -157,15 +183,18 @@ class TestNotifyClient:
         assert notify.watchdog({"NOTIFY_SOCKET": str(tmp_path / "missing.sock")}) is False
         assert notify.watchdog({"NOTIFY_SOCKET": "/" + "x" * 200}) is False  # longer than sun_path
 
-    @pytest.mark.parametrize(("env", "expected"), [
-        ({}, None),
-        ({"WATCHDOG_USEC": "30000000"}, 30.0),
-        ({"WATCHDOG_USEC": "400000", "WATCHDOG_PID": "4242"}, 0.4),
-        ({"WATCHDOG_USEC": "400000", "WATCHDOG_PID": "1"}, None),  # meant for another process
-        ({"WATCHDOG_USEC": "0"}, None),
-        ({"WATCHDOG_USEC": "soon"}, None),
-        ({"WATCHDOG_USEC": "400000", "WATCHDOG_PID": "me"}, None),
-    ])
+    @pytest.mark.parametrize(
+        ("env", "expected"),
+        [
+            ({}, None),
+            ({"WATCHDOG_USEC": "30000000"}, 30.0),
+            ({"WATCHDOG_USEC": "400000", "WATCHDOG_PID": "4242"}, 0.4),
+            ({"WATCHDOG_USEC": "400000", "WATCHDOG_PID": "1"}, None),  # meant for another process
+            ({"WATCHDOG_USEC": "0"}, None),
+            ({"WATCHDOG_USEC": "soon"}, None),
+            ({"WATCHDOG_USEC": "400000", "WATCHDOG_PID": "me"}, None),
+        ],
+    )
     def test_watchdog_interval(self, env: dict[str, str], expected: float | None) -> None:
         """$WATCHDOG_USEC in seconds, only for the process $WATCHDOG_PID names (when it names one)."""
         assert notify.watchdog_interval(env, pid=4242) == expected
@@ -181,14 +210,22 @@ class DaemonProcess:
     def __init__(self, config: Path, key: str, *, watchdog_usec: int | None = 400_000) -> None:
         self.folder = tempfile.mkdtemp(prefix="rw-notify-")  # short: sun_path holds 108 bytes
         self.listener = Listener(os.path.join(self.folder, "notify.sock"))
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("RUNWAY", "AWS_", "NOTIFY_", "WATCHDOG_", "STATE_DIRECTORY", "CREDENTIALS_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("RUNWAY", "AWS_", "NOTIFY_", "WATCHDOG_", "STATE_DIRECTORY", "CREDENTIALS_"))
+        }
         env.update({"RUNWAYML_API_SECRET": key, "NOTIFY_SOCKET": self.listener.address, "PYTHONUNBUFFERED": "1"})
         if watchdog_usec is not None:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
-        self.proc = subprocess.Popen([sys.executable, "-m", "runwatch.cli", "run", "--config", str(config)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env=env, cwd=config.parent)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runwatch.cli", "run", "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=config.parent,
+        )
         self.messages: list[str] = []
         self.times: list[float] = []  # when each message arrived (monotonic)
         self.logs: list[dict[str, Any]] = []
@@ -264,8 +301,10 @@ class DaemonProcess:
 
     def wait_log(self, event: str, *, after: int = 0, timeout: float = 30, **fields: Any) -> int:
         """Index of the first log line from ``after`` on with this event name and fields."""
+
         def match(line: dict[str, Any]) -> bool:
             return line.get("event") == event and all(line.get(k) == v for k, v in fields.items())
+
         return self._wait(self.logs, match, after, timeout)
 
     def _wait(self, items: list[Any], predicate: Callable[[Any], bool], after: int, timeout: float) -> int:
@@ -277,8 +316,9 @@ class DaemonProcess:
                         return i
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"not seen in {timeout} s; messages: {self.messages[-10:]}; "
-                                         f"logs: {self.logs[-10:]}")
+                    raise AssertionError(
+                        f"not seen in {timeout} s; messages: {self.messages[-10:]}; logs: {self.logs[-10:]}"
+                    )
                 self._cond.wait(min(left, 0.2))
 
     def signal(self, signum: int) -> None:
@@ -305,15 +345,15 @@ def _parse(line: str) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"raw": line}
 
 
-def write_config(path: Path, sim: Simulator, state: Path, inboxes: list[tuple[str, Path, Path]],
-                 **runway: Any) -> None:
+def write_config(path: Path, sim: Simulator, state: Path, inboxes: list[tuple[str, Path, Path]], **runway: Any) -> None:
     """A config file for `runwatch run`: the simulator's URL, quick polls, and these (name, inbox, outbox)."""
     data = {
         "runway": {"base_url": sim.url, "poll_interval": 0.1, **runway},
         "state": {"dir": str(state)},
         "scheduler": {"rescan": 600.0},  # only the watch (not a periodic rescan) can find a file in time
-        "inbox": [{"name": name, "path": str(inbox), "outbox": str(outbox), "settle": 0.3}
-                  for name, inbox, outbox in inboxes],
+        "inbox": [
+            {"name": name, "path": str(inbox), "outbox": str(outbox), "settle": 0.3} for name, inbox, outbox in inboxes
+        ],
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(tomli_w.dumps(data))
@@ -353,8 +393,12 @@ def wait_status(outbox: Path, name: str, states: set[str], timeout: float = 30) 
     raise AssertionError(f"{name} did not reach {states} in {timeout} s; last status: {last}")
 
 
-SPEECH = {"endpoint": "text_to_speech", "model": "eleven_multilingual_v2", "promptText": "Hello.",
-          "voice": {"type": "runway-preset", "presetId": "Maya"}}
+SPEECH = {
+    "endpoint": "text_to_speech",
+    "model": "eleven_multilingual_v2",
+    "promptText": "Hello.",
+    "voice": {"type": "runway-preset", "presetId": "Maya"},
+}
 FINAL = {"succeeded", "rejected", "failed", "cancelled", "needs_attention"}
 
 
@@ -395,8 +439,9 @@ class TestSdNotify:
         assert time.monotonic() - stopped_at < 10
         daemon.wait_log("daemon.stopped", timeout=5)
 
-    def test_no_watchdog_without_watchdog_usec(self, tmp_path: Path, sim: Simulator,
-                                             daemon_process: Callable[..., DaemonProcess]) -> None:
+    def test_no_watchdog_without_watchdog_usec(
+        self, tmp_path: Path, sim: Simulator, daemon_process: Callable[..., DaemonProcess]
+    ) -> None:
         """Without $WATCHDOG_USEC no WATCHDOG=1 is sent; a missing inbox shows as paused in STATUS=."""
         config = tmp_path / "runwatch.toml"
         write_config(config, sim, tmp_path / "state", [("gone", tmp_path / "nowhere", tmp_path / "out")])

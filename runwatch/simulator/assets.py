@@ -33,10 +33,21 @@ __all__ = ["ACCEPTED_TYPES", "AssetChecker", "Checked", "OutputSigner", "plan_ou
 ACCEPTED_TYPES: dict[str, frozenset[str]] = {
     "image": frozenset({"image/jpeg", "image/jpg", "image/png", "image/webp"}),
     "video": frozenset({"video/mp4", "video/webm", "video/quicktime", "video/mov", "video/ogg", "video/h264"}),
-    "audio": frozenset({
-        "audio/mpeg", "audio/mp3", "audio/mp4", "audio/wav", "audio/x-wav", "audio/wave", "audio/flac",
-        "audio/x-flac", "audio/aac", "audio/ogg", "audio/webm",
-    }),
+    "audio": frozenset(
+        {
+            "audio/mpeg",
+            "audio/mp3",
+            "audio/mp4",
+            "audio/wav",
+            "audio/x-wav",
+            "audio/wave",
+            "audio/flac",
+            "audio/x-flac",
+            "audio/aac",
+            "audio/ogg",
+            "audio/webm",
+        }
+    ),
 }
 
 FETCH_FAILED = "Failed to fetch asset. The URL may be incorrect or the server hosting the asset may be down."
@@ -108,18 +119,27 @@ class AssetChecker:
         if item.width and item.height:
             ratio = item.width / item.height
             if ratio < 0.5:
-                return _custom(ref, f"Invalid asset aspect ratio. width / height ratio must be at least 0.5. "
-                                    f"Got {ratio:.3f}.")
+                return _custom(
+                    ref, f"Invalid asset aspect ratio. width / height ratio must be at least 0.5. Got {ratio:.3f}."
+                )
             if max(item.width, item.height) > 8000:
                 return _custom(ref, "Invalid asset dimensions")
         lo, hi = _DURATION_RULES.get((endpoint, format_path(ref.path)), (None, None))
         if item.duration is not None:
             if hi is not None and item.duration > hi:
-                return Issue("too_big", ref.path, f"Asset duration must be at most {hi:g} seconds",
-                             {"maximum": hi, "type": "number", "inclusive": True, "origin": "number"})
+                return Issue(
+                    "too_big",
+                    ref.path,
+                    f"Asset duration must be at most {hi:g} seconds",
+                    {"maximum": hi, "type": "number", "inclusive": True, "origin": "number"},
+                )
             if lo is not None and item.duration < lo:
-                return Issue("too_small", ref.path, f"Asset duration must be at least {lo:g} seconds",
-                             {"minimum": lo, "type": "number", "inclusive": True, "origin": "number"})
+                return Issue(
+                    "too_small",
+                    ref.path,
+                    f"Asset duration must be at least {lo:g} seconds",
+                    {"minimum": lo, "type": "number", "inclusive": True, "origin": "number"},
+                )
         return item
 
     def _content(self, ref: MediaRef, content_type: str | None, data: bytes | None) -> Issue | Checked:
@@ -144,8 +164,12 @@ class AssetChecker:
         if not sep or not head.endswith(";base64"):
             return _custom(ref, "Invalid data URI.")
         if len(ref.value) > cap:
-            return Issue("too_big", ref.path, f"Data URI must be at most {cap} characters",
-                         {"maximum": cap, "type": "string", "inclusive": True, "origin": "string"})
+            return Issue(
+                "too_big",
+                ref.path,
+                f"Data URI must be at most {cap} characters",
+                {"maximum": cap, "type": "string", "inclusive": True, "origin": "string"},
+            )
         try:
             data = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
@@ -172,8 +196,12 @@ class AssetChecker:
         config = self.world.config
         value = ref.value
         if len(value) > 2048:
-            return Issue("too_big", ref.path, "Too big: expected string to have <=2048 characters",
-                         {"maximum": 2048, "origin": "string", "inclusive": True})
+            return Issue(
+                "too_big",
+                ref.path,
+                "Too big: expected string to have <=2048 characters",
+                {"maximum": 2048, "origin": "string", "inclusive": True},
+            )
         try:
             parts = urlsplit(value)
             host = parts.hostname or ""
@@ -272,8 +300,13 @@ def _count(body: dict[str, Any], *names: str) -> int:
 
 
 _VIDEO_FORMATS = {"prores": "mov", "hdr_prores": "mov", "mov": "mov"}
-_SEQUENCE_FORMATS = ("png_sequence", "hdr_png_sequence", "hdr_exr_sequence", "hdr_exr_acescg_sequence_1_3",
-                     "hdr_exr_acescg_sequence_2_0")
+_SEQUENCE_FORMATS = (
+    "png_sequence",
+    "hdr_png_sequence",
+    "hdr_exr_sequence",
+    "hdr_exr_acescg_sequence_1_3",
+    "hdr_exr_acescg_sequence_2_0",
+)
 _AUDIO_FORMATS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "ogg_opus": "ogg"}
 _IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
 

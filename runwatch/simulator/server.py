@@ -77,8 +77,14 @@ class Simulator:
     """
 
     def __init__(
-        self, config: SimConfig | None = None, *, faults: list[Fault] | None = None,
-        clock: SimClock | None = None, catalog: Catalog | None = None, host: str = "127.0.0.1", port: int = 0,
+        self,
+        config: SimConfig | None = None,
+        *,
+        faults: list[Fault] | None = None,
+        clock: SimClock | None = None,
+        catalog: Catalog | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.config = config or SimConfig()
         self.world = World(self.config, clock)
@@ -137,14 +143,16 @@ class Simulator:
     def requests(self, path_prefix: str = "", method: str | None = None) -> list[dict[str, Any]]:
         with self.world.lock:
             return [
-                r for r in self.world.requests
+                r
+                for r in self.world.requests
                 if r["path"].startswith(path_prefix) and (method is None or r["method"] == method)
             ]
 
     def create_count(self, endpoint: str | None = None) -> int:
         with self.world.lock:
-            return sum(e["count"] for e in self.world.create_bodies.values()
-                       if endpoint is None or e["endpoint"] == endpoint)
+            return sum(
+                e["count"] for e in self.world.create_bodies.values() if endpoint is None or e["endpoint"] == endpoint
+            )
 
     def duplicate_creates(self) -> list[dict[str, Any]]:
         """Bodies that were created more than once: what a careful client never causes."""
@@ -241,8 +249,13 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None,
-              content_type: str = "application/json; charset=utf-8") -> None:
+    def _send(
+        self,
+        status: int,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json; charset=utf-8",
+    ) -> None:
         payload = b""
         if isinstance(body, bytes):
             payload = body
@@ -276,7 +289,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         now = sim.world.clock.now()
         entry: dict[str, Any] = {
-            "time": iso_ms(now), "at": now, "method": method, "path": path, "query": parts.query,
+            "time": iso_ms(now),
+            "at": now,
+            "method": method,
+            "path": path,
+            "query": parts.query,
             "headers": {k: (mask_key(v) if k.lower() == "authorization" else v) for k, v in self.headers.items()},
         }
         try:
@@ -339,23 +356,30 @@ class _Handler(BaseHTTPRequestHandler):
         config = self.server.sim.config
         auth = self.headers.get("Authorization")
         if not auth:
-            raise _error(401, "No API key was provided. Pass your API key in the Authorization header "
-                              "as a Bearer token.")
+            raise _error(
+                401, "No API key was provided. Pass your API key in the Authorization header as a Bearer token."
+            )
         scheme, _, key = auth.partition(" ")
         if scheme != "Bearer" or not KEY_RE.match(key) or (config.keys is not None and key not in config.keys):
-            raise _error(401, "Invalid API key. Make sure the key is correct, has no trailing whitespace, "
-                              "and is used with api.dev.runwayml.com.")
+            raise _error(
+                401,
+                "Invalid API key. Make sure the key is correct, has no trailing whitespace, "
+                "and is used with api.dev.runwayml.com.",
+            )
         if config.check_version:
             version = self.headers.get("X-Runway-Version")
             if not version:
                 raise _error(400, "The X-Runway-Version header is required. Use 2024-11-06.")
             if version not in config.versions:
-                raise _error(400, f"The API version {version!r} is not supported. "
-                                  f"Supported versions: {', '.join(sorted(config.versions))}.")
+                raise _error(
+                    400,
+                    f"The API version {version!r} is not supported. "
+                    f"Supported versions: {', '.join(sorted(config.versions))}.",
+                )
 
     def _route(self, method: str, path: str) -> tuple[str | None, Any]:
         sim = self.server.sim
-        name = path[len("/v1/"):]
+        name = path[len("/v1/") :]
         if name in sim.catalog.endpoints:
             return name, self._allow(method, "POST", lambda b: self._create(name, b))
         match = _TASK_PATH.match(path)
@@ -379,6 +403,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         def refuse(body: bytes) -> None:
             raise _error(405, f"Method {method} is not allowed on this path.")
+
         return refuse
 
     def _not_found(self, body: bytes) -> None:
@@ -417,8 +442,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _error(400, "You do not have enough credits to run this task.")
             fail = sim.faults.pick(("fail",), "POST", endpoint)
             outputs = plan_outputs(sim.catalog.endpoints[endpoint].output, body)
-            task = world.create(endpoint, result.model, body, estimate, outputs,
-                                fail.failure_code if fail else None)
+            task = world.create(endpoint, result.model, body, estimate, outputs, fail.failure_code if fail else None)
         raise _Reply(200, {"id": task.id, "estimatedCost": {"credits": estimate}})
 
     def _get_task(self, task_id: str) -> None:
@@ -449,8 +473,11 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(body, dict) and body.get("beforeDate"):
                 before = date.fromisoformat(body["beforeDate"])
         except (TypeError, ValueError) as exc:
-            raise _error(400, "Validation of body failed", [
-                Issue("invalid_format", ("startDate",), "Invalid date: expected YYYY-MM-DD")]) from exc
+            raise _error(
+                400,
+                "Validation of body failed",
+                [Issue("invalid_format", ("startDate",), "Invalid date: expected YYYY-MM-DD")],
+            ) from exc
         if (before - start).days > 90 or before <= start:
             raise _error(400, "beforeDate must be after startDate and at most 90 days later.")
         raise _Reply(200, world.usage_json(start, before))
@@ -460,21 +487,42 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._json(raw)
         filename = body.get("filename") if isinstance(body, dict) else None
         if not isinstance(filename, str) or not filename.strip() or "/" in filename:
-            raise _error(400, "Validation of body failed", [
-                Issue("invalid_type", ("filename",), "Invalid input: expected string, received undefined",
-                      {"expected": "string"})])
+            raise _error(
+                400,
+                "Validation of body failed",
+                [
+                    Issue(
+                        "invalid_type",
+                        ("filename",),
+                        "Invalid input: expected string, received undefined",
+                        {"expected": "string"},
+                    )
+                ],
+            )
         if body.get("type", "ephemeral") != "ephemeral":
-            raise _error(400, "Validation of body failed", [
-                Issue("invalid_value", ("type",), 'Invalid input: expected "ephemeral"', {"values": ["ephemeral"]})])
+            raise _error(
+                400,
+                "Validation of body failed",
+                [Issue("invalid_value", ("type",), 'Invalid input: expected "ephemeral"', {"values": ["ephemeral"]})],
+            )
         now = sim.world.clock.now()
         upload = Upload(id=uuid.uuid4().hex, filename=filename, created=now, secret="")
         key = f"uploads/{upload.id}/{filename}"
-        policy = b64encode(json.dumps({
-            "expiration": iso_ms(now + 3600), "conditions": [{"key": key},
-            ["content-length-range", sim.config.upload_min, sim.config.upload_max]],
-        }).encode()).decode()
+        policy = b64encode(
+            json.dumps(
+                {
+                    "expiration": iso_ms(now + 3600),
+                    "conditions": [
+                        {"key": key},
+                        ["content-length-range", sim.config.upload_min, sim.config.upload_max],
+                    ],
+                }
+            ).encode()
+        ).decode()
         fields = {
-            "key": key, "policy": policy, "x-amz-algorithm": "AWS4-HMAC-SHA256",
+            "key": key,
+            "policy": policy,
+            "x-amz-algorithm": "AWS4-HMAC-SHA256",
             "x-amz-credential": f"SIMULATOR/{iso_ms(now)[:10].replace('-', '')}/us-east-1/s3/aws4_request",
             "x-amz-date": iso_ms(now)[:19].replace("-", "").replace(":", "") + "Z",
         }
@@ -482,16 +530,21 @@ class _Handler(BaseHTTPRequestHandler):
         upload.secret = fields["x-amz-signature"]
         with sim.world.lock:
             sim.world.uploads[upload.id] = upload
-        raise _Reply(200, {
-            "uploadUrl": f"{sim.url}/_uploads/{upload.id}", "fields": fields,
-            "runwayUri": f"runway://uploads/{upload.id}",
-        })
+        raise _Reply(
+            200,
+            {
+                "uploadUrl": f"{sim.url}/_uploads/{upload.id}",
+                "fields": fields,
+                "runwayUri": f"runway://uploads/{upload.id}",
+            },
+        )
 
     # -- storage-like paths -----------------------------------------------------------------------
 
     def _s3_error(self, status: int, code: str, message: str) -> _Reply:
-        xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-               f"<Message>{message}</Message></Error>").encode()
+        xml = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
+        ).encode()
         return _Reply(status, xml)
 
     def _receive_upload(self, method: str, path: str, raw: bytes) -> None:
@@ -508,9 +561,11 @@ class _Handler(BaseHTTPRequestHandler):
         except MultipartError as exc:
             raise self._s3_error(400, "MalformedPOSTRequest", str(exc)) from exc
         policy = form.get("policy", "")
-        if (form.get("x-amz-signature") != upload.secret
-                or not hmac.compare_digest(sim.upload_signature(upload, policy), upload.secret)
-                or form.get("key") != f"uploads/{upload.id}/{upload.filename}"):
+        if (
+            form.get("x-amz-signature") != upload.secret
+            or not hmac.compare_digest(sim.upload_signature(upload, policy), upload.secret)
+            or form.get("key") != f"uploads/{upload.id}/{upload.filename}"
+        ):
             raise self._s3_error(403, "AccessDenied", "Invalid according to Policy: signature or key mismatch.")
         if sim.world.clock.now() > upload.created + 3600:
             raise self._s3_error(403, "AccessDenied", "Invalid according to Policy: Policy expired.")
@@ -558,7 +613,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _admin(self, method: str, path: str, raw: bytes, query: dict[str, list[str]]) -> None:
         sim = self.server.sim
         world = sim.world
-        name = path[len("/_sim/"):]
+        name = path[len("/_sim/") :]
         if name == "health":
             raise _Reply(200, {"ok": True, "now": iso_ms(world.clock.now())})
         if name == "requests" and method == "GET":
@@ -625,9 +680,17 @@ class _Handled(_Reply):
 
 def _task_row(task: Task, now: float) -> dict[str, Any]:
     return {
-        "id": task.id, "endpoint": task.endpoint, "model": task.model, "status": task.status(now),
-        "createdAt": iso_ms(task.created), "estimatedCost": task.estimate, "cost": task.cost,
-        "failureCode": task.failure_code, "deleted": task.deleted, "outputs": task.outputs, "body": task.body,
+        "id": task.id,
+        "endpoint": task.endpoint,
+        "model": task.model,
+        "status": task.status(now),
+        "createdAt": iso_ms(task.created),
+        "estimatedCost": task.estimate,
+        "cost": task.cost,
+        "failureCode": task.failure_code,
+        "deleted": task.deleted,
+        "outputs": task.outputs,
+        "body": task.body,
     }
 
 
@@ -661,9 +724,6 @@ def _estimate(endpoint: str, model: str, body: dict[str, Any], checked: list[Che
     from runwatch.catalog import format_path
     from runwatch.pricing import MediaHint, estimate
 
-    hints = {
-        format_path(c.ref.path): MediaHint(duration=c.duration, width=c.width, height=c.height)
-        for c in checked
-    }
+    hints = {format_path(c.ref.path): MediaHint(duration=c.duration, width=c.width, height=c.height) for c in checked}
     result = estimate(endpoint, model, body, hints)
     return float(result.credits) if result.credits is not None else fallback

@@ -247,7 +247,12 @@ class World:
         self.ledger.append((at, task.model, -task.estimate))
 
     def create(
-        self, endpoint: str, model: str, body: dict[str, Any], estimate: float, outputs: list[str],
+        self,
+        endpoint: str,
+        model: str,
+        body: dict[str, Any],
+        estimate: float,
+        outputs: list[str],
         failure_code: str | None,
     ) -> Task:
         """Accept a task (limits and balance already checked by the caller under ``lock``)."""
@@ -262,10 +267,16 @@ class World:
             task = Task(
                 # Ids are random, as Runway's are: a restarted simulator must never hand out an id twice.
                 id=str(uuid.uuid4()),
-                seq=self._seq, endpoint=endpoint, model=model, body=body, created=now, estimate=estimate,
+                seq=self._seq,
+                endpoint=endpoint,
+                model=model,
+                body=body,
+                created=now,
+                estimate=estimate,
                 pending_s=pending * scale * rng.uniform(0.75, 1.25),
                 running_s=running * scale * rng.uniform(0.75, 1.25),
-                outputs=outputs, failure_code=failure_code,
+                outputs=outputs,
+                failure_code=failure_code,
             )
             self.tasks[task.id] = task
             self.balance -= estimate
