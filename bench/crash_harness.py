@@ -318,7 +318,7 @@ class Harness:
                 report.problems.append(f"{path.name}: an output file no status file records")
 
     def _check_journal(self, tasks: list[dict[str, Any]], by_request: dict[str, list[str]], report: Report) -> None:
-        from runwatch.journal import Journal
+        from runwatch.store import Journal
 
         journal = Journal(self.state / "journal.sqlite3")
         try:

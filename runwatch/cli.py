@@ -87,8 +87,8 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import json
 
-    from runwatch.journal import Journal
     from runwatch.outbox import status_document
+    from runwatch.store import Journal
 
     config = _config(args)
     journal = Journal(config.state.dir / "journal.sqlite3")
@@ -129,7 +129,7 @@ def _status(args: argparse.Namespace) -> int:
 def _command(args: argparse.Namespace) -> int:
     import time
 
-    from runwatch.journal import Journal
+    from runwatch.store import Journal
 
     config = _config(args)
     journal = Journal(config.state.dir / "journal.sqlite3")

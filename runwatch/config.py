@@ -126,6 +126,11 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class DaemonConfig:
+    stop_timeout: float = 20.0  # seconds a stop waits for creates in flight, so their task ids are recorded
+
+
+@dataclass(frozen=True)
 class InboxConfig:
     name: str
     path: Path
@@ -154,6 +159,7 @@ class Config:
     scheduler: SchedulerConfig
     inboxes: tuple[InboxConfig, ...]
     umask: int = 0o027
+    daemon: DaemonConfig = DaemonConfig()
 
 
 _D = TypeVar("_D")
@@ -427,6 +433,11 @@ def _scheduler(t: _Table) -> SchedulerConfig:
     )
 
 
+def _daemon(t: _Table) -> DaemonConfig:
+    d = DaemonConfig()
+    return DaemonConfig(stop_timeout=t.number("stop_timeout", d.stop_timeout, zero_ok=True, unit=" (seconds)"))
+
+
 def _umask(top: _Table) -> int:
     value = top.get("umask")
     if value is _MISSING:
@@ -575,7 +586,7 @@ def parse_config(
             top.bad(name, f"a table ([{name}] section)", value)
         return _Table(value, name, problems)
 
-    tables = {name: section(name) for name in ("runway", "s3", "state", "budget", "scheduler")}
+    tables = {name: section(name) for name in ("runway", "s3", "state", "budget", "scheduler", "daemon")}
     has_s3 = isinstance(data.get("s3"), Mapping)
     config = Config(
         path=None,
@@ -586,6 +597,7 @@ def parse_config(
         scheduler=_scheduler(tables["scheduler"]),
         inboxes=_inboxes(top, base, env, has_s3),
         umask=_umask(top),
+        daemon=_daemon(tables["daemon"]),
     )
     for table in (*tables.values(), top):
         table.done()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from runwatch.ops import EXIT_FAILURE, EXIT_OK, load_required_config, readable, write_table
 
 if TYPE_CHECKING:
-    from runwatch.journal import Job
+    from runwatch.jobs.job import Job
 
 __all__ = ["credits_command", "journal_spending", "runway_spending"]
 
@@ -41,7 +41,7 @@ class _Spent:
 def journal_spending(jobs: Iterable[Job], today: date) -> tuple[_Spent, _Spent]:
     """Today's and this month's spending from the journal: final credits, else the estimate of a job in
     flight (it may still charge); by the UTC day the job was created."""
-    from runwatch.journal import ACTIVE_STATES
+    from runwatch.jobs.states import ACTIVE
 
     day, month = _Spent(), _Spent()
     start = today.replace(day=1).isoformat()
@@ -51,7 +51,7 @@ def journal_spending(jobs: Iterable[Job], today: date) -> tuple[_Spent, _Spent]:
             continue
         if job.credits is not None:
             amount = float(job.credits)
-        elif job.state in ACTIVE_STATES and job.estimated_credits is not None:
+        elif job.state in ACTIVE and job.estimated_credits is not None:
             amount = float(job.estimated_credits)
         else:
             continue
@@ -95,7 +95,7 @@ def credits_command(
     from runwatch.api import RunwayClient
     from runwatch.config import load_api_key
     from runwatch.errors import ApiError, ApiStatusError
-    from runwatch.journal import Journal
+    from runwatch.store import Journal
 
     out = out or sys.stdout
     err = err or sys.stderr

@@ -2,8 +2,9 @@
 hands them to the engine, and runs the loop until told to stop.
 
 ``run --once`` processes everything waiting, waits for every task it started, then returns.
-SIGTERM stops taking new requests, waits a few seconds for creates in flight (so their task ids are
-recorded), and returns; tasks keep running at Runway and are followed again at the next start.
+SIGTERM (or SIGINT) stops taking new requests, waits up to ``[daemon] stop_timeout`` for creates in flight (so
+their task ids are recorded), abandons uploads and downloads, and returns 0; tasks keep running at Runway and
+are followed again at the next start. A second signal stops at once.
 
 Under systemd (``Type=notify``, see ``runwatch.notify``): READY=1 once every inbox is watched, STATUS= with the
 queue counts, WATCHDOG=1 from the main loop (a hung loop stops pinging and systemd restarts the service),
@@ -16,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -28,12 +30,16 @@ import structlog
 from runwatch import notify
 from runwatch.api import RunwayClient
 from runwatch.catalog import load_catalog
+from runwatch.clock import now_iso
 from runwatch.config import Config, InboxConfig, load_config
-from runwatch.engine import IN_FLIGHT, Engine
 from runwatch.errors import ConfigError, RunwatchError
 from runwatch.inbox import Claimed, InboxWatcher, recover
-from runwatch.journal import Job, Journal, StateLock
+from runwatch.jobs.engine import Engine
+from runwatch.jobs.job import Job
+from runwatch.jobs.states import IN_FLIGHT, State
 from runwatch.media import DataTransport, RunwayTransport, S3Transport
+from runwatch.store import Journal, StateLock
+from runwatch.workarea import prepare_records
 
 __all__ = ["Daemon", "run_daemon", "status_line"]
 
@@ -99,6 +105,7 @@ class Daemon:
         self._status_at = -_STATUS_EVERY
         self._ping_every: float | None = None  # set by run() from $WATCHDOG_USEC
         self._next_ping = 0.0
+        self._started_at = now_iso()  # set again by start(): what ends after it counts for --once
 
     @property
     def watchers(self) -> list[InboxWatcher]:
@@ -116,7 +123,8 @@ class Daemon:
 
     def start(self) -> None:
         for inbox in self.config.inboxes:
-            _prepare(inbox)
+            prepare_records(inbox)
+        self._started_at = now_iso()
         self.engine.load_limits()
         self.engine.recover([(inbox, d) for inbox in self.config.inboxes for d in recover(inbox)])
         for watcher in self._watching.values():
@@ -147,6 +155,7 @@ class Daemon:
         so the engine's one-writer rule holds and no watcher is changed under a running claim.
         """
         started_seq = max((j.seq for j in self.journal.jobs(limit=1)), default=0)
+        started_at = self._started_at
         interval = notify.watchdog_interval()
         self._ping_every = interval / 2 if interval else None
         step = min(_STEP, self._ping_every / 2) if self._ping_every else _STEP
@@ -167,10 +176,28 @@ class Daemon:
             if not once:
                 return 0
             # Read before close() below shuts the journal.
-            ended = [j for j in self.journal.jobs(limit=100_000) if j.seq > started_seq]
-            return 0 if all(j.state in ("succeeded", "cancelled", "held") for j in ended) else 1
+            # Requests taken in this run, and older ones that ended in it (followed again after a restart).
+            ended = [
+                j
+                for j in self.journal.jobs(limit=100_000)
+                if j.seq > started_seq or (j.finished_at or "") >= started_at
+            ]
+            return self._summary(ended)
         finally:
             self.close()
+
+    def _summary(self, ended: list[Job]) -> int:
+        """``--once``: one line for the run, and its exit status: 1 when a request of this run was rejected,
+        failed or needs attention; 0 otherwise (held requests wait for approval or a budget, and are named)."""
+        counts: dict[str, int] = {}
+        for job in ended:
+            counts[job.state] = counts.get(job.state, 0) + 1
+        bad = [j.name for j in ended if j.state in (State.REJECTED, State.FAILED, State.NEEDS_ATTENTION)]
+        held = [j.name for j in ended if j.state == State.HELD]
+        credits = sum(j.credits or 0.0 for j in ended)
+        log = self.log.warning if bad else self.log.info
+        log("daemon.summary", requests=len(ended), states=counts, credits=credits, not_done=bad, held=held)
+        return 1 if bad else 0
 
     def close(self) -> None:
         notify.stopping()
@@ -179,7 +206,7 @@ class Daemon:
         self.log.info("daemon.stopping")
         for watcher in self._watching.values():
             watcher.stop()
-        self.engine.shutdown()
+        self.engine.shutdown(self.config.daemon.stop_timeout)
         self.http.close()
         self.journal.close()
         self.lock.release()
@@ -306,7 +333,7 @@ class Daemon:
     def _watch(self, inbox: InboxConfig, config: Config, *, adopt: bool) -> bool:
         """Start watching ``inbox`` (after taking over its orphaned claims when ``adopt``); False if it cannot be."""
         try:
-            _prepare(inbox)
+            prepare_records(inbox)
             self.engine.inboxes[inbox.name] = inbox
             self._retired.discard(inbox.name)
             if adopt:  # before the watcher starts, or a fresh claim could be taken twice
@@ -369,11 +396,11 @@ def status_line(jobs: Iterable[Job], *, waiting_files: int, watched: int, paused
     """
     waiting, running, held = waiting_files, 0, 0
     for job in jobs:
-        if job.state == "accepted":
+        if job.state == State.ACCEPTED:
             waiting += 1
-        elif job.state in IN_FLIGHT or job.state == "downloading":
+        elif job.state in IN_FLIGHT or job.state == State.DOWNLOADING:
             running += 1
-        elif job.state == "held":
+        elif job.state == State.HELD:
             held += 1
     return f"{waiting} waiting, {running} running, {held} held; inboxes: {watched} watched, {paused} paused"
 
@@ -399,8 +426,11 @@ def run_daemon(config: Config, *, api_key: str, once: bool) -> int:
     """``runwatch run``: SIGTERM and SIGINT stop, SIGHUP reloads; both only set a flag for the main loop."""
     stop = threading.Event()
     reload = threading.Event()
+    hurry = threading.Event()
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():  # a second signal: stop at once, without waiting for creates in flight
+            hurry.set()
         stop.set()
 
     def on_reload(signum: int, frame: FrameType | None) -> None:
@@ -410,5 +440,15 @@ def run_daemon(config: Config, *, api_key: str, once: bool) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_reload)
     daemon = Daemon(config, api_key=api_key)
+    daemon.engine.hurry = hurry
     daemon.start()
-    return daemon.run(stop, once=once, reload=reload)
+    code = daemon.run(stop, once=once, reload=reload)
+    left = daemon.engine.runner.in_flight()
+    if left:
+        # Work abandoned on the pool (an upload, a download, a create past stop_timeout) would keep the process
+        # alive until it ends: everything worth keeping is committed, so leave now. The next start resumes it.
+        daemon.log.info("daemon.abandoned_work", calls=left)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

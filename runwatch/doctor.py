@@ -322,7 +322,8 @@ def _daemon_holder(state_dir: Path) -> str | None:
 
 def check_state(config: Config) -> CheckResult:
     """The state directory is writable and the journal opens."""
-    from runwatch.journal import ACTIVE_STATES, Journal
+    from runwatch.jobs.states import ACTIVE
+    from runwatch.store import Journal
 
     name, folder = "state", config.state.dir
     if not folder.exists():
@@ -353,7 +354,7 @@ def check_state(config: Config) -> CheckResult:
             journal.close()
     except RunwatchError as exc:
         return _fail(name, str(exc), "check the file's owner and permissions; restore it from a backup if damaged")
-    active = sum(n for state, n in counts.items() if state in ACTIVE_STATES)
+    active = sum(n for state, n in counts.items() if state in ACTIVE)
     return _ok(name, f"{path}: {sum(counts.values()):,} jobs, {active:,} active{running}")
 
 

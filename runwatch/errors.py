@@ -14,6 +14,7 @@ these at the edge where they happen, with ``raise ... from exc``::
     ├── UploadError(retryable)             putting media where Runway can fetch it (S3, Runway uploads, data URIs)
     ├── OutboxError                        writing outputs or status files
     ├── JournalError                       the state database
+    ├── IllegalTransition                  a job moved where the state table does not allow (a bug)
     ├── InboxError                         an inbox folder that cannot be watched or claimed from
     ├── SimulatorError                     the local Runway API simulator
     └── UsageError                         a command line that makes no sense

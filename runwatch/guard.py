@@ -2,25 +2,29 @@
 
 The engine owns one and calls it from its own thread. The guard applies the rules of ``runwatch.budget`` to
 the jobs, to the charges of jobs no longer followed (read from the journal once) and to the organization's
-figures (read in the background). It writes neither the journal nor a status file: holding a request, and
-the status file that says so, stay the engine's.
+figures (read in the background). It reads followed jobs through a narrow view (:class:`JobsView`, the
+engine's book) and is told of every change by a method call; it writes neither the journal nor a status file:
+holding a request, and the status file that says so, stay the engine's.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
-import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from runwatch.api import RunwayClient
 from runwatch.budget import Charge, Limits, Spent, balance_hold, charge_of, daily_limit_hold, spent, user_hold
-from runwatch.journal import FINAL_STATES, Job, Journal
+from runwatch.clock import Clock
+from runwatch.jobs import events
+from runwatch.jobs.job import Job
+from runwatch.jobs.runner import Runner
+from runwatch.jobs.states import FINAL
 from runwatch.pricing import Estimate
+from runwatch.store import Store
 
 __all__ = ["MoneyGuard"]
 
@@ -29,6 +33,16 @@ class _Cached(Protocol):
     """The engine's runtime record of a job, where its charge_of is remembered."""
 
     charge: tuple[tuple[Any, ...], Charge | None] | None
+
+
+class JobsView(Protocol):
+    """What the guard may see of the followed jobs."""
+
+    def job(self, job_id: str) -> Job | None: ...
+
+    def charge_memo(self, job_id: str) -> _Cached: ...
+
+    def __contains__(self, job_id: object) -> bool: ...
 
 
 @dataclass
@@ -45,34 +59,27 @@ class MoneyGuard:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: Store,
         api: RunwayClient,
-        pool: ThreadPoolExecutor,
-        events: queue.Queue[tuple[str, Any]],
+        runner: Runner,
+        post: Callable[[events.Event], None],
         stopping: threading.Event,
-        jobs: Mapping[str, Job],
-        rt: Mapping[str, _Cached],
         *,
-        clock: Callable[[], float],
-        wall: Callable[[], datetime],
+        clock: Clock,
         log: Any,
     ) -> None:
         self.journal = journal  # read only
         self.api = api
-        self.pool = pool
-        self.events = events  # the organization's figures come back to the engine as an "org" event
+        self.runner = runner
+        self.post = post  # the organization's figures come back to the engine as an OrgRead event
         self.stopping = stopping
-        # The engine's own maps of followed jobs and their runtime records (the same objects, never replaced):
-        # read here, but for the charge_of remembered in a runtime record.
-        self.jobs = jobs
-        self.rt = rt
+        self.view: JobsView | None = None  # the engine's book, set once it exists
         self.clock = clock
-        self.wall = wall  # UTC wall time for daily/monthly budgets; replaceable in tests
         self.log = log
         self.org_ttl = 30.0  # seconds the organization's balance and usage are trusted
         self.recheck_every = 2.0  # seconds between looks at held requests
         # The jobs that may have cost something until they are final (downloads too), whose spending is summed.
-        self.charged: set[str] = set()
+        self._charged: set[str] = set()
         self.model_caps: dict[str, int | None] = {}
         self._last_recheck = 0.0
         self._org: dict[str, Any] | None = None
@@ -110,15 +117,31 @@ class MoneyGuard:
             self._money_gen += 1
         elif job.state not in ("accepted", "held"):  # followed again after a start: it may have cost
             self._money_gen += 1
-        if job.state not in ("accepted", "held") and job.state not in FINAL_STATES:
+        if job.state not in ("accepted", "held") and job.state not in FINAL:
             self._live_dirty.add(job.id)
+
+    def flying(self, job_id: str) -> None:
+        """The job may cost something from now until it is final (its create is on its way)."""
+        self._charged.add(job_id)
+
+    def landed(self, job_id: str) -> None:
+        """The job costs nothing more in flight (back to waiting, or final)."""
+        self._charged.discard(job_id)
+
+    def unreserve(self, job_id: str) -> None:
+        """The job was not sent, or surely created nothing: no reservation stands for it."""
+        self.reserved.pop(job_id, None)
+
+    def spent_today(self) -> float:
+        """Credits spent today, all inboxes together (for the heartbeat)."""
+        return self.spent("", self.clock.now()).today
 
     def finished(self, job: Job) -> None:
         """A job reached its final state: its charge moves from the live jobs to the ledger."""
         self._live_dirty.add(job.id)
         self._money_gen += 1
         if self._ledger is not None:
-            charge = charge_of(job, self.wall())
+            charge = charge_of(job, self.clock.now())
             if charge is not None:
                 self._ledger_put(job.id, charge)
 
@@ -137,7 +160,7 @@ class MoneyGuard:
 
     def hold_reason(self, job: Job, guess: Estimate, limits: Limits) -> tuple[str, str] | None:
         """(code, reason) when the job may not be sent now; None when it may."""
-        now = self.wall()
+        now = self.clock.now()
         reason = user_hold(
             job.name, job.model, guess.credits, guess.basis, limits, self.spent(job.inbox, now), approved=job.approved
         )
@@ -155,20 +178,20 @@ class MoneyGuard:
         return None
 
     def recheck_due(self) -> bool:
-        return self.clock() - self._last_recheck > self.recheck_every
+        return self.clock.monotonic() - self._last_recheck > self.recheck_every
 
     def begin_recheck(self) -> bool:
         """Whether held requests are worth a look now; if so, the look starts (see :meth:`wake_at`)."""
-        key = (self._money_gen, self._org_gen, self.wall().date())
+        key = (self._money_gen, self._org_gen, self.clock.now().date())
         # Nothing moved since the last look: skip it, but look at least every org_ttl (which refreshes the
         # balance: a top-up releases requests held for it) and when a held request's wait is over.
         if (
             key == self._rechecked
-            and time.time() < self._held_wake
-            and self.clock() - self._last_recheck < self.org_ttl
+            and self.clock.time() < self._held_wake
+            and self.clock.monotonic() - self._last_recheck < self.org_ttl
         ):
             return False
-        self._last_recheck = self.clock()
+        self._last_recheck = self.clock.monotonic()
         self._rechecked, self._held_wake = key, float("inf")
         return True
 
@@ -182,14 +205,14 @@ class MoneyGuard:
         if self._ledger is None:
             self._ledger = {}
             for done in self.journal.jobs(limit=2**62):
-                charge = charge_of(done, now) if done.id not in self.jobs else None
+                charge = charge_of(done, now) if self.view is None or done.id not in self.view else None
                 if charge is not None:
                     self._ledger_put(done.id, charge)
         if self._live_rebuild:
             self._live_rebuild = False
             self._live_parts.clear()
             self._live_days.clear()
-            self._live_dirty = set(self.charged)
+            self._live_dirty = set(self._charged)
         for job_id in self._live_dirty:
             self._live_refresh(job_id, now)
         self._live_dirty = set()
@@ -205,8 +228,8 @@ class MoneyGuard:
         old = self._live_parts.pop(job_id, None)
         if old is not None:
             self._live_days[old[0]] -= old[1]
-        job = self.jobs.get(job_id)
-        if job is None or job_id not in self.charged:
+        job = self.view.job(job_id) if self.view is not None else None
+        if job is None or job_id not in self._charged:
             return
         charge = self._charge(job, now)
         reserved = self.reserved.get(job_id)
@@ -219,7 +242,8 @@ class MoneyGuard:
 
     def _charge(self, job: Job, now: datetime) -> Charge | None:
         """charge_of, remembered while the fields it reads stay the same (it parses timestamps)."""
-        runtime = self.rt[job.id]
+        assert self.view is not None  # a followed job is read through the view
+        runtime = self.view.charge_memo(job.id)
         key = (job.state, job.credits, job.estimated_credits, job.create_started_at, job.updated_at)
         if runtime.charge is None or runtime.charge[0] != key:
             runtime.charge = (key, charge_of(job, now))
@@ -261,7 +285,7 @@ class MoneyGuard:
         return used, cap if isinstance(cap, int) else None
 
     def take_org(self, org: dict[str, Any], gen: int | None = None) -> None:
-        self._org, self._org_at = org, self.clock()
+        self._org, self._org_at = org, self.clock.monotonic()
         models = org.get("tier", {}).get("models", {}) if isinstance(org.get("tier"), dict) else {}
         for model, limits in models.items():  # a tier upgrade raises these while the daemon runs
             if isinstance(limits, dict):
@@ -274,26 +298,30 @@ class MoneyGuard:
 
     def refresh_org(self, force: bool = False) -> None:
         """Read the organization again in the background when its figures are old (or after spending)."""
-        if self._org_busy or self.stopping.is_set() or (not force and self.clock() - self._org_at < self.org_ttl):
+        if (
+            self._org_busy
+            or self.stopping.is_set()
+            or (not force and self.clock.monotonic() - self._org_at < self.org_ttl)
+        ):
             return
         self._org_busy = True
         self._org_gen += 1
         gen = self._org_gen
-        future = self.pool.submit(self.api.organization)
+        future = self.runner.background(self.api.organization)
 
         def done(f: Future[Any]) -> None:
             try:
                 result: Any = f.result()
             except BaseException as exc:  # noqa: BLE001 - reported by the engine
                 result = exc
-            self.events.put(("org", (gen, result)))
+            self.post(events.OrgRead(gen, result))
 
         future.add_done_callback(done)
 
     def after_org(self, gen: int, result: Any) -> None:
         self._org_busy = False
         if isinstance(result, BaseException):
-            self._org_at = self.clock()  # try again after the usual interval; Runway's own checks stay
+            self._org_at = self.clock.monotonic()  # try again after the usual interval; Runway's own checks stay
             self.log.warning("api.organization_unavailable", error=str(result))
             return
         if isinstance(result, dict):

@@ -37,7 +37,7 @@ from runwatch.redact import redact
 from runwatch.redact import redact_text as _redact_text
 
 if TYPE_CHECKING:
-    from runwatch.journal import Job
+    from runwatch.jobs.job import Job
 
 __all__ = [
     "STATUS_KEYS",
@@ -136,6 +136,8 @@ def status_document(job: Job) -> dict[str, Any]:
             "runwatch_version": __version__,
         }
     )
+    if job.credits_estimated:  # the task's final cost could not be read: say the figure is runwatch's estimate
+        document["credits_estimated"] = True
     return document
 
 

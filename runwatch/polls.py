@@ -15,14 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from runwatch.jobs.events import NOT_POLLED
 from runwatch.scheduler import run_length
 
 __all__ = ["NOT_POLLED", "PollTimers"]
 
-T = TypeVar("T")
 
-#: The result of a poll a run handed back without making it.
-NOT_POLLED: Any = object()
+T = TypeVar("T")
 
 
 class PollTimers:

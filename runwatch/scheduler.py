@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Candidate", "Sample", "next_poll", "pick", "poll_slack", "run_length"]
+__all__ = ["Candidate", "Sample", "eta", "next_poll", "pick", "poll_slack", "run_length"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,18 @@ def next_poll(
         # Aim a little after the expected end; Runway's progress is coarse, so leave a margin.
         return max(interval / 5, remaining + 0.1 * interval)
     return min(6 * interval, max(jittered, remaining / 2))
+
+
+def eta(samples: Sequence[Sample]) -> float | None:
+    """Seconds from the last sample until the task is expected to end, from its progress so far; None when
+    the samples give no rate (fewer than two, or flat)."""
+    if not samples:
+        return None
+    first, last = _rising_span(samples)
+    if first is None or last is None:
+        return None
+    rate = (last.progress - first.progress) / (last.at - first.at)
+    return max(0.0, (1.0 - last.progress) / rate)
 
 
 def _rising_span(samples: Sequence[Sample]) -> tuple[Sample | None, Sample | None]:

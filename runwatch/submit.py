@@ -1,9 +1,11 @@
 """``runwatch submit``: one request file sent outside the folders, with the daemon's money rule.
 
 The intent is committed before the create and the task id right after, so a create whose answer was lost is
-reported ``needs_attention`` and never sent again. Its jobs go in the journal under the inbox name ``submit``,
-so ``runwatch status`` lists them; the daemon does not follow them. With ``--wait`` it follows the task itself,
-downloads the outputs and writes the status file.
+reported ``needs_attention`` and never sent again. What each answer means is decided by the same functions the
+daemon uses (``runwatch.jobs.lifecycle``). Its jobs go in the journal under the inbox name ``submit``, with the
+folder its outputs go to, so ``runwatch status`` lists them. With ``--wait`` it follows the task itself,
+downloads the outputs and writes the status file; without it (or when it is stopped), the daemon, or the next
+``runwatch run --once``, follows the task to its outputs in that folder.
 """
 
 from __future__ import annotations
@@ -28,15 +30,14 @@ if TYPE_CHECKING:
 
     from runwatch.api import RunwayClient
     from runwatch.config import Config
-    from runwatch.errors import ApiError
-    from runwatch.journal import Job, Journal
+    from runwatch.jobs.job import Job
     from runwatch.media import Placed, Transport
     from runwatch.request import Request
+    from runwatch.store import Store
 
-__all__ = ["SUBMIT_INBOX", "submit_command", "sweep_abandoned"]
+__all__ = ["SUBMIT_INBOX", "abandoned", "submit_command", "sweep_abandoned"]
 
 SUBMIT_INBOX: Final = "submit"  # the journal's inbox name for `runwatch submit` jobs
-_STATE_OF = {"THROTTLED": "throttled", "PENDING": "pending", "RUNNING": "running"}
 
 
 class _Progress:
@@ -80,67 +81,79 @@ class _SubmitLock:
             self.fd = None
 
 
-def sweep_abandoned(journal: Journal, folder: Path) -> list[Job]:
+def _lock_free(folder: Path, job_id: str) -> tuple[bool, int | None]:
+    """Whether the submit that made the job is gone; when its lock file is there, it is held (fd) on return."""
+    lock = folder / f"{job_id}.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True, None
+    except OSError:
+        return False, None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False, None  # its process is alive
+    return True, fd
+
+
+def _unlock(folder: Path, job_id: str, fd: int | None) -> None:
+    if fd is not None:
+        (folder / f"{job_id}.lock").unlink(missing_ok=True)
+        os.close(fd)
+
+
+def abandoned(journal: Store, folder: Path) -> list[Job]:
+    """Submit jobs with a task at Runway whose submitting process is gone: for the daemon to follow."""
+    found = []
+    for job in journal.active(SUBMIT_INBOX):
+        if not job.task_id:
+            continue
+        free, fd = _lock_free(folder, job.id)
+        _unlock(folder, job.id, fd)
+        if free:
+            found.append(job)
+    return found
+
+
+def sweep_abandoned(journal: Store, folder: Path) -> list[Job]:
     """Submit jobs whose process died before Runway named the task: an intent without a task id becomes
     needs_attention (the create may have happened), a job that never reached the create becomes failed."""
-    from runwatch.journal import ACTIVE_STATES, now_iso
+    from runwatch.clock import now_iso
+    from runwatch.jobs.states import ACTIVE, State
 
     swept = []
-    for job in journal.active():
-        if job.inbox != SUBMIT_INBOX or job.task_id:
+    for job in journal.active(SUBMIT_INBOX):
+        if job.task_id:
             continue
-        lock = folder / f"{job.id}.lock"
-        try:
-            fd: int | None = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            fd = None
-        except OSError:
+        free, fd = _lock_free(folder, job.id)
+        if not free:
             continue
         try:
-            if fd is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    continue  # its process is alive
             fresh = journal.get(job.id)  # re-read under the lock: it may have ended meanwhile
-            if fresh is None or fresh.state not in ACTIVE_STATES or fresh.task_id:
+            if fresh is None or fresh.state not in ACTIVE or fresh.task_id:
                 continue
             if fresh.unconfirmed_create:
-                journal.update(
-                    fresh,
-                    state="needs_attention",
-                    finished_at=now_iso(),
-                    error=_unconfirmed_error(
-                        "the `runwatch submit` that sent it stopped before Runway's answer was recorded"
-                    ),
-                )
+                detail = "the `runwatch submit` that sent it stopped before Runway's answer was recorded"
+                error = _unconfirmed(detail)
+                journal.update(fresh, state=State.NEEDS_ATTENTION, finished_at=now_iso(), error=error)
             else:
-                journal.update(
-                    fresh,
-                    state="failed",
-                    finished_at=now_iso(),
-                    error={
-                        "code": "interrupted",
-                        "message": "`runwatch submit` stopped before the create; nothing was sent",
-                    },
-                )
+                error = {
+                    "code": "interrupted",
+                    "message": "`runwatch submit` stopped before the create; nothing was sent",
+                }
+                journal.update(fresh, state=State.FAILED, finished_at=now_iso(), error=error)
             swept.append(fresh)
         finally:
-            if fd is not None:
-                lock.unlink(missing_ok=True)
-                os.close(fd)
+            _unlock(folder, job.id, fd)
     return swept
 
 
-def _unconfirmed_error(detail: str) -> dict[str, Any]:
-    return {
-        "code": "create_unconfirmed",
-        "message": (
-            "the create request may have reached Runway but no answer was recorded; it was not sent again so no "
-            "credit is spent twice. Check the task list at Runway, then submit the file again on purpose if it is "
-            f"not there ({detail})"
-        ),
-    }
+def _unconfirmed(detail: str) -> dict[str, Any]:
+    from runwatch.jobs.lifecycle import unconfirmed_error
+
+    return unconfirmed_error(detail, resend="submit the file again if it is not there")
 
 
 def _new_job_id() -> str:
@@ -153,11 +166,14 @@ class _Submission:
     """What one submit holds while it runs."""
 
     config: Config
-    journal: Journal
+    journal: Store
     api: RunwayClient
     http: httpx.Client
     job: Job
     out: TextIO
+    err: TextIO
+    wait: bool
+    sleep: Callable[[float], None]
     transport: Transport | None = None
     placed: list[Placed] = field(default_factory=list)
 
@@ -180,14 +196,12 @@ def submit_command(
 
     from runwatch.api import RunwayClient
     from runwatch.config import load_api_key
-    from runwatch.journal import Job, Journal
+    from runwatch.jobs.job import Job
+    from runwatch.store import Journal
 
     out = out or sys.stdout
     err = err or sys.stderr
     file = Path(path)
-    if out_dir and not wait:
-        err.write("runwatch submit: --out needs --wait (without it nothing is downloaded)\n")
-        return EXIT_USAGE
     if not file.is_file():
         err.write(f"runwatch submit: {path}: {'not a file' if file.exists() else 'no such file'}\n")
         return EXIT_USAGE
@@ -207,7 +221,7 @@ def submit_command(
             err.write(f"{file}: {p}\n")
         return EXIT_FAILURE
     req = checked.request
-    target = Path(out_dir) if out_dir else file.parent
+    target = (Path(out_dir) if out_dir else file.parent).absolute()
     journal = Journal(config.state.dir / "journal.sqlite3")
     http = httpx.Client(timeout=httpx.Timeout(config.runway.timeout, connect=10.0), follow_redirects=False)
     job_id = _new_job_id()
@@ -228,102 +242,116 @@ def submit_command(
                 request_path=str(file.absolute()),
                 body=req.body,
                 estimated_credits=guess,
+                outbox=str(target),
             )
         )
         api = RunwayClient(http, base_url=config.runway.base_url, api_key=api_key, version=config.runway.api_version)
-        run = _Submission(config, journal, api, http, job, out)
+        run = _Submission(config, journal, api, http, job, out, err, wait, sleep)
         try:
-            code = _send(run, req, s3_client, err)
+            code = _send(run, req, s3_client)
         except KeyboardInterrupt:
             return EXIT_FAILURE  # what happened is recorded and said already
         if code != EXIT_OK or not wait:
+            if code == EXIT_OK:
+                out.write(
+                    f"{job.name}: outputs and status go to {target} once the task ends: a running daemon, or "
+                    "`runwatch run --once`, follows it there\n"
+                )
             return code
-        return _follow(run, target, err, tty if tty is not None else out.isatty(), sleep)
+        return _follow(run, target, tty if tty is not None else out.isatty())
     finally:
         lock.release()
         http.close()
         journal.close()
 
 
-def _send(run: _Submission, req: Request, s3_client: Any, err: TextIO) -> int:
-    """Place the media, commit the intent, create the task, record its id."""
-    from runwatch.errors import ApiError, RunwatchError
-    from runwatch.journal import now_iso
+def _send(run: _Submission, req: Request, s3_client: Any) -> int:
+    """Place the media, then create the task, as the lifecycle decides after each answer."""
+    from runwatch.errors import RunwatchError
+    from runwatch.jobs.lifecycle import Finish, Hold, RetryLater, after_create_failure, after_place_failure
+    from runwatch.jobs.states import State
 
-    job, journal = run.job, run.journal
+    job, journal, err = run.job, run.journal, run.err
     uris: dict[Any, str] = {}
     if req.media:
-        journal.update(job, state="uploading")
+        journal.update(job, state=State.UPLOADING)
+        attempts = 0
+        while True:
+            try:
+                uris = _place_all(run, req, s3_client)
+                break
+            except KeyboardInterrupt:
+                error = {"code": "interrupted", "message": "interrupted while uploading; nothing was sent to Runway"}
+                _finish(run, State.FAILED, error=error)
+                err.write(f"\n{job.name}: {error['message']}\n")
+                raise
+            except RunwatchError as exc:
+                attempts += 1
+                placing = after_place_failure(exc, attempts=attempts)
+                if isinstance(placing, Finish):
+                    return _report(run, placing)
+                err.write(f"{job.name}: upload failed ({exc}); trying again in {placing.delay:.0f} s\n")
+                run.sleep(placing.delay)
+    body = req.with_uris(uris)
+    sent: list[int] = []  # attempts that left in this try: the first of each try counts one more attempt
+
+    def before_send() -> None:  # the intent is committed (fsync'd) before each attempt leaves
+        sent.append(1)
+        journal.record_intent(job.id, first=len(sent) == 1)
+
+    while True:
+        sent.clear()
         try:
-            uris = _place_all(run, req, s3_client)
-        except KeyboardInterrupt:
-            _finish(
-                run,
-                "failed",
-                error={"code": "interrupted", "message": "interrupted while uploading; nothing was sent to Runway"},
+            created = run.api.create_task(
+                job.endpoint or "",
+                body,
+                before_send,
+                lambda: journal.clear_intent(job.id),
             )
-            err.write(f"\n{job.name}: interrupted while uploading; nothing was sent to Runway\n")
+        except KeyboardInterrupt:
+            _finish(run, State.NEEDS_ATTENTION, error=_unconfirmed("interrupted while the create was in flight"))
+            err.write(
+                f"\n{job.name}: interrupted while the create was in flight; it may exist at Runway and is not "
+                "sent again (needs_attention)\n"
+            )
             raise
         except RunwatchError as exc:
-            _finish(run, "failed", error={"code": "upload_failed", "message": str(exc)})
-            err.write(f"{job.name}: failed: {exc}\n")
-            return EXIT_FAILURE
-    body = req.with_uris(uris)
-    # The intent is committed (fsync'd) before the request leaves: a crash from here on is seen.
-    journal.update(job, create_started_at=now_iso(), attempts=job.attempts + 1)
-    try:
-        created = run.api.create_task(job.endpoint or "", body)
-    except KeyboardInterrupt:
-        _finish(run, "needs_attention", error=_unconfirmed_error("interrupted while the create was in flight"))
-        err.write(
-            f"\n{job.name}: interrupted while the create was in flight; it may exist at Runway and is not "
-            "sent again (needs_attention)\n"
-        )
-        raise
-    except ApiError as exc:
-        state, error = _create_failure(exc)
-        if state != "needs_attention":
-            journal.update(job, create_started_at=None)  # Runway surely created nothing
-        _finish(run, state, error=error)
-        err.write(f"{job.name}: {state}: {error['message']}\n")
-        for issue in error.get("issues", []):
-            err.write(f"{job.name}:   {issue['path']}: {issue['message']}\n")
-        return EXIT_FAILURE
-    journal.update(
-        job,
-        task_id=created.id,
-        state="submitted",
-        estimated_credits=created.estimated_credits if created.estimated_credits is not None else job.estimated_credits,
-    )
+            fresh = journal.get(job.id)
+            if fresh is not None:
+                job.apply(create_started_at=fresh.create_started_at, attempts=fresh.attempts)
+            outcome = after_create_failure(exc, attempts=job.attempts, model=job.model)
+            if not (isinstance(outcome, Finish) and not outcome.surely_not_created):
+                journal.update(job, create_started_at=None)  # Runway surely created nothing
+            if isinstance(outcome, Finish):
+                return _report(run, outcome)
+            if isinstance(outcome, Hold) and not run.wait:
+                error = {"code": outcome.code, "message": f"not sent: {outcome.message}"}
+                return _report(run, Finish(State.FAILED, error))
+            delay = outcome.delay if isinstance(outcome, RetryLater) else outcome.wait
+            reason = outcome.message
+            err.write(f"{job.name}: not sent ({reason}); trying again in {delay:.0f} s\n")
+            run.sleep(delay)
+            continue
+        break
+    journal.record_task(job.id, created.id, created.estimated_credits)
+    fresh = journal.get(job.id)
+    if fresh is not None:
+        job.apply(**{k: getattr(fresh, k) for k in ("task_id", "estimated_credits", "state", "create_started_at")})
     cost = f", estimated {readable(job.estimated_credits)} credits" if job.estimated_credits is not None else ""
     run.out.write(f"{job.name}: submitted as task {created.id}{cost}\n")
     run.out.flush()
     return EXIT_OK
 
 
-def _create_failure(exc: ApiError) -> tuple[str, dict[str, Any]]:
-    """The final state and error of a create that gave no task id (the API client has retried already)."""
-    from runwatch.api import create_may_be_retried
-    from runwatch.errors import ApiStatusError, RateLimitedError
-
-    if create_may_be_retried(exc):
-        return "failed", {"code": "create_failed", "message": f"Runway did not take the request: {exc}"}
-    if isinstance(exc, RateLimitedError) and exc.daily:
-        return "failed", {"code": "429", "message": f"Runway's daily task limit is reached: {exc}"}
-    if isinstance(exc, ApiStatusError) and exc.status < 500:
-        message = exc.body.get("error") if isinstance(exc.body, dict) else str(exc.body)
-        issues = [{"path": _issue_path(i.get("path")), "message": str(i.get("message"))} for i in exc.issues]
-        state = "rejected" if exc.status == 400 and issues else "failed"
-        return state, {"code": str(exc.status), "message": str(message), "issues": issues}
-    return "needs_attention", _unconfirmed_error(str(exc))
-
-
-def _issue_path(path: Any) -> str:
-    from runwatch.catalog import format_path
-
-    if not isinstance(path, list):
-        return ""
-    return format_path([p if isinstance(p, int) else str(p) for p in path])
+def _report(run: _Submission, outcome: Any) -> int:
+    """A create or upload that ends the job: recorded, and said on stderr with every issue."""
+    job = run.job
+    _finish(run, outcome.state, error=outcome.error)
+    error = outcome.error or {}
+    run.err.write(f"{job.name}: {outcome.state}: {error.get('message', '')}\n")
+    for issue in error.get("issues", []):
+        run.err.write(f"{job.name}:   {issue['path']}: {issue['message']}\n")
+    return EXIT_FAILURE
 
 
 def _place_all(run: _Submission, req: Request, s3_client: Any) -> dict[Any, str]:
@@ -351,17 +379,18 @@ def _place_all(run: _Submission, req: Request, s3_client: Any) -> dict[Any, str]
         run.placed.clear()
         raise
     # Only handles are kept (an S3 key, a runway:// URI): never a presigned URL with its signature.
-    run.journal.update(
-        run.job, placed=[{"transport": p.transport, "handle": p.handle, "expires_at": p.expires_at} for p in run.placed]
-    )
+    placed = [{"transport": p.transport, "handle": p.handle, "expires_at": p.expires_at} for p in run.placed]
+    run.journal.update(run.job, placed=placed)
     return uris
 
 
 def _finish(run: _Submission, state: str, **changes: Any) -> None:
+    from runwatch.clock import now_iso
     from runwatch.errors import RunwatchError
-    from runwatch.journal import now_iso
+    from runwatch.jobs.states import State, check_move
 
-    if state != "needs_attention" and run.transport is not None and run.placed:
+    check_move(run.job.id, run.job.state, State(state))
+    if state != State.NEEDS_ATTENTION and run.transport is not None and run.placed:
         # The media are no longer needed once the task has ended (kept for a task that may still run).
         for item in run.placed:
             with contextlib.suppress(RunwatchError):
@@ -370,95 +399,92 @@ def _finish(run: _Submission, state: str, **changes: Any) -> None:
     run.journal.update(run.job, state=state, finished_at=now_iso(), **changes)
 
 
-def _follow(run: _Submission, target: Path, err: TextIO, tty: bool, sleep: Callable[[float], None]) -> int:
+def _follow(run: _Submission, target: Path, tty: bool) -> int:
     """--wait: poll the task, show progress, download the outputs and write the status file."""
     from runwatch.errors import ApiError, ApiStatusError, OutboxError
+    from runwatch.jobs.lifecycle import (
+        Download,
+        Finish,
+        LookAgain,
+        Wait,
+        after_download_failure,
+        after_poll,
+        after_poll_failure,
+    )
+    from runwatch.jobs.states import State
     from runwatch.scheduler import Sample, next_poll
 
-    job, journal, interval = run.job, run.journal, run.config.runway.poll_interval
+    job, journal, interval, err = run.job, run.journal, run.config.runway.poll_interval, run.err
     progress = _Progress(run.out, tty)
     samples: list[Sample] = []
-    failures = 0
+    failures = empty = downloads = 0
     try:
         while True:
             try:
                 task = run.api.get_task(job.task_id or "")
             except ApiError as exc:
                 code = exc.status if isinstance(exc, ApiStatusError) else None
-                if code == 404:
-                    progress.end()
-                    return _ended(
-                        run,
-                        target,
-                        "failed",
-                        err,
-                        error={"code": "404", "message": "the task no longer exists at Runway"},
-                    )
-                if code is not None and code < 500 and code != 429:  # a refused key: waiting will not help
+                if code is not None and code < 500 and code not in (404, 429):  # a refused key: waiting won't help
                     progress.end()
                     err.write(f"{job.name}: cannot follow task {job.task_id}: {exc}; it keeps running at Runway\n")
                     return EXIT_FAILURE
                 failures += 1
-                delay = min(300.0, interval * 2 ** min(failures, 6))
+                failed = after_poll_failure(exc, failures=failures, interval=interval, cancel_requested=False)
+                if isinstance(failed, Finish):
+                    progress.end()
+                    return _ended(run, target, failed.state, error=failed.error)
+                delay = failed.delay or interval
                 progress.show(f"{job.name}: cannot reach Runway ({exc}); trying again in {delay:.0f} s")
-                sleep(delay)
+                run.sleep(delay)
                 continue
             failures = 0
-            status = str(task.get("status"))
-            if status in _STATE_OF:
-                value = task.get("progress") if status == "RUNNING" else None
-                fraction = float(value) if isinstance(value, int | float) else None
-                if fraction is not None:
-                    samples.append(Sample(time.monotonic(), fraction))
+            outcome = after_poll(task, empty_successes=empty)
+            if isinstance(outcome, Wait):
+                if outcome.progress is not None:
+                    samples.append(Sample(time.monotonic(), outcome.progress))
                     del samples[:-20]
-                journal.update(
-                    job, state=_STATE_OF[status], progress=fraction if fraction is not None else job.progress
-                )
-                shown = f" {fraction * 100:.0f}%" if fraction is not None else ""
-                progress.show(f"{job.name}: {_STATE_OF[status]}{shown}")
-                sleep(next_poll(status, samples, now=time.monotonic(), interval=interval))
-            elif status == "SUCCEEDED":
-                cost = task.get("cost")
-                credits = cost.get("credits") if isinstance(cost, dict) else None
-                journal.update(job, state="downloading", progress=1.0, credits=credits)
+                shown_progress = outcome.progress if outcome.progress is not None else job.progress
+                journal.update(job, state=outcome.state, progress=shown_progress)
+                shown = f" {outcome.progress * 100:.0f}%" if outcome.progress is not None else ""
+                progress.show(f"{job.name}: {outcome.state}{shown}")
+                status = str(task.get("status"))
+                run.sleep(next_poll(status, samples, now=time.monotonic(), interval=interval))
+            elif isinstance(outcome, Download):
+                if job.state != State.DOWNLOADING:
+                    journal.update(job, state=State.DOWNLOADING, progress=1.0, credits=outcome.credits)
                 progress.show(f"{job.name}: downloading")
-                progress.end()
-                urls = [u for u in task.get("output", []) if isinstance(u, str)]
                 try:
-                    records = _download(run, urls, target)
+                    records = _download(run, list(outcome.urls), target)
                 except OutboxError as exc:
-                    return _ended(run, target, "failed", err, error={"code": "download_failed", "message": str(exc)})
-                return _ended(run, target, "succeeded", err, outputs=records)
-            elif status == "FAILED":
+                    downloads += 1
+                    retry = after_download_failure(exc, failures=downloads)
+                    if isinstance(retry, Finish):
+                        progress.end()
+                        return _ended(run, target, retry.state, error=retry.error)
+                    run.sleep(retry.delay or interval)
+                    continue
                 progress.end()
-                cost = task.get("cost")
-                return _ended(
-                    run,
-                    target,
-                    "failed",
-                    err,
-                    credits=cost.get("credits") if isinstance(cost, dict) else None,
-                    error={
-                        "code": str(task.get("failureCode") or "FAILED"),
-                        "message": str(task.get("failure") or "the task failed at Runway"),
-                    },
-                )
-            elif status == "CANCELLED":
+                return _ended(run, target, State.SUCCEEDED, outputs=records)
+            elif isinstance(outcome, Finish):
                 progress.end()
-                return _ended(run, target, "cancelled", err)
-            else:
-                sleep(interval)
+                changes: dict[str, Any] = {"error": outcome.error} if outcome.error else {}
+                if outcome.credits is not None:
+                    changes["credits"] = outcome.credits
+                return _ended(run, target, outcome.state, **changes)
+            elif isinstance(outcome, LookAgain):
+                empty += int(outcome.empty_success)
+                run.sleep(outcome.delay or interval)
     except KeyboardInterrupt:
         progress.end()
-        if job.state == "downloading":
+        if job.state == State.DOWNLOADING:
             err.write(
-                f"\n{job.name}: interrupted while downloading; task {job.task_id} has succeeded at Runway and "
-                "its outputs stay downloadable there for 24 to 48 hours\n"
+                f"\n{job.name}: interrupted while downloading; task {job.task_id} has succeeded at Runway; a "
+                "running daemon or `runwatch run --once` downloads its outputs\n"
             )
         else:
             err.write(
                 f"\n{job.name}: stopped following; task {job.task_id} keeps running at Runway (it was not "
-                f"cancelled); `runwatch status {job.name}` shows what was last seen\n"
+                f"cancelled); a running daemon or `runwatch run --once` follows it to its outputs in {target}\n"
             )
         return EXIT_FAILURE
 
@@ -473,17 +499,13 @@ def _download(run: _Submission, urls: list[str], target: Path) -> list[dict[str,
         task = run.api.get_task(job.task_id or "")
         return [u for u in task.get("output", []) if isinstance(u, str)]
 
-    done: list[OutputRecord] = []
-    for attempt in range(3):
-        try:
-            records = download_outputs(run.http, urls, target, job.name, done=done, refresh=refresh)
-            break
-        except DownloadError as exc:
-            done = list(exc.records)  # kept, so a second attempt does not fetch them into a suffixed copy
-            run.journal.update(job, outputs=[_record(r) for r in done])
-            if attempt == 2:
-                raise
-            time.sleep(2.0**attempt)
+    done = [OutputRecord(o["file"], o["bytes"], o["sha256"], o["index"]) for o in job.outputs]
+    try:
+        records = download_outputs(run.http, urls, target, job.name, done=done, refresh=refresh)
+    except DownloadError as exc:
+        # Kept, so a second attempt does not fetch them into a suffixed copy.
+        run.journal.update(job, outputs=[_record(r) for r in exc.records])
+        raise
     return [_record(r) for r in records]
 
 
@@ -491,11 +513,11 @@ def _record(r: Any) -> dict[str, Any]:
     return {"file": r.file, "bytes": r.bytes, "sha256": r.sha256, "index": r.index}
 
 
-def _ended(run: _Submission, target: Path, state: str, err: TextIO, **changes: Any) -> int:
+def _ended(run: _Submission, target: Path, state: str, **changes: Any) -> int:
     from runwatch.errors import OutboxError
     from runwatch.outbox import status_document, write_status
 
-    job = run.job
+    job, err = run.job, run.err
     _finish(run, state, **changes)
     try:
         target.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ import tomli_w
 
 from runwatch.config import Config, parse_config
 from runwatch.daemon import Daemon
-from runwatch.journal import Journal
 from runwatch.simulator import Simulator
+from runwatch.store import Journal
 
 from .conftest import SAMPLES
 

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -24,12 +24,13 @@ KEY = "key_" + "0" * 128
 
 
 @contextlib.contextmanager
-def simulate(time_scale: float) -> Iterator[str]:
-    """`runwatch simulate` in its own process, as a user starts it."""
+def simulate(time_scale: float, faults: Sequence[str] = ()) -> Iterator[str]:
+    """`runwatch simulate` in its own process, as a user starts it (with ``--fault`` rules, when given)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     argv = [sys.executable, "-m", "runwatch.cli", "simulate", "--port", str(port), "--time-scale", str(time_scale)]
+    argv += [arg for rule in faults for arg in ("--fault", rule)]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline()

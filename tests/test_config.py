@@ -20,6 +20,7 @@ from runwatch.catalog import load_catalog
 from runwatch.config import (
     BudgetConfig,
     Config,
+    DaemonConfig,
     InboxConfig,
     RunwayConfig,
     S3Config,
@@ -83,6 +84,7 @@ SECTIONS: dict[str, type[Any]] = {
     "s3": S3Config,
     "budget": BudgetConfig,
     "scheduler": SchedulerConfig,
+    "daemon": DaemonConfig,
 }
 
 
@@ -110,7 +112,7 @@ class TestExample:
             assert set(data[section]) == {f.name for f in dataclasses.fields(cls)}, section
         assert set(data["state"]) == {"dir"}
         assert set(data["inbox"][0]) == {f.name for f in dataclasses.fields(InboxConfig)}
-        assert set(data) == {"umask", "runway", "s3", "state", "budget", "scheduler", "inbox"}
+        assert set(data) == {"umask", "runway", "s3", "state", "budget", "scheduler", "daemon", "inbox"}
 
     def test_every_key_has_a_comment(self) -> None:
         """The first line of each setting follows an explanatory comment."""
@@ -351,7 +353,7 @@ class TestUnknownKeys:
     @pytest.mark.parametrize(
         ("dotted", "allowed"),
         [
-            ("colour", "runway, s3, state, budget, scheduler, inbox, umask"),
+            ("colour", "runway, s3, state, budget, scheduler, daemon, inbox, umask"),
             ("runway.colour", "base_url, api_version, unknown_models, poll_interval, api_key_file, timeout"),
             ("s3.colour", "bucket, prefix, region, endpoint_url, presign_expiry, keep, multipart_threshold"),
             ("state.colour", "allowed keys: dir"),

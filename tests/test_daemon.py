@@ -9,12 +9,14 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
 
+from runwatch.clock import SystemClock
 from runwatch.polls import NOT_POLLED
 from runwatch.simulator import Fault, Simulator
 
@@ -367,7 +369,8 @@ class TestRecovery:
     def test_intent_without_task_id_needs_attention(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
         """A crash between sending a create and recording its answer: at restart the request is parked in
         needs_attention, and nothing is sent again."""
-        from runwatch.journal import Job, now_iso
+        from runwatch.clock import now_iso
+        from runwatch.jobs.job import Job
 
         rig = rig_factory(sim)
         job_dir = rig.inbox / ".runwatch" / "jobs" / "20261128T000000Z-0badf00d"
@@ -402,7 +405,7 @@ class TestRecovery:
     ) -> None:
         """Status files of unfinished jobs are written without fsync, so a start writes them again: a file
         lost to a power cut comes back, matching the journal."""
-        from runwatch.journal import Job
+        from runwatch.jobs.job import Job
 
         rig = rig_factory(sim)
         job_dir = rig.inbox / ".runwatch" / "jobs" / "20261128T000000Z-00c0ffee"
@@ -438,7 +441,8 @@ class TestRecovery:
         """A kill between a job's final commit and the rename of its status file: the next start brings the
         file up to the journal's state and removes the temporary file; a status file taken away is not
         brought back."""
-        from runwatch.journal import Job, now_iso
+        from runwatch.clock import now_iso
+        from runwatch.jobs.job import Job
 
         rig = rig_factory(sim)
         rig.outbox.mkdir()
@@ -510,6 +514,19 @@ def _approve(rig: Rig, name: str, by: str) -> None:
     journal = rig.journal()
     journal.add_command("approve", name)
     journal.close()
+
+
+class _ShiftedWall(SystemClock):
+    """The machine's clocks with the wall (epoch and UTC) moved on by ``shift[0]``; monotonic time as it is."""
+
+    def __init__(self, shift: list[timedelta]) -> None:
+        self.shift = shift
+
+    def time(self) -> float:
+        return super().time() + self.shift[0].total_seconds()
+
+    def now(self) -> datetime:
+        return super().now() + self.shift[0]
 
 
 def _fast_rechecks(rig: Rig) -> Any:
@@ -584,13 +601,12 @@ class TestMoneyGuards:
 
     def test_daily_budget_frees_at_the_next_utc_day(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
         """A request over the inbox's daily budget goes by itself when the (injected) UTC day turns."""
-        from datetime import UTC, datetime, timedelta
 
         speech = SEED_REQUESTS["text_to_speech"][0]  # 1 credit
         rig = rig_factory(sim, inbox={"budget_daily": 1}).start()
         engine = _fast_rechecks(rig)
         shift = [timedelta(0)]
-        engine.money.wall = lambda: datetime.now(UTC) + shift[0]
+        engine.clock = engine.money.clock = _ShiftedWall(shift)
         rig.drop("first", speech)
         assert rig.wait("first")["state"] == "succeeded"
         rig.drop("second", dict(speech, promptText="Goodbye."))

@@ -17,8 +17,9 @@ import tomli_w
 from runwatch import doctor
 from runwatch.cli import main
 from runwatch.config import Config, load_config
-from runwatch.journal import Job, Journal, StateLock
+from runwatch.jobs.job import Job
 from runwatch.simulator import SimConfig, Simulator
+from runwatch.store import Journal, StateLock
 
 
 def _write_config(

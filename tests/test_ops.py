@@ -18,9 +18,10 @@ import tomli_w
 
 from runwatch.cli import main
 from runwatch.credits import credits_command
-from runwatch.journal import Job, Journal
+from runwatch.jobs.job import Job
 from runwatch.pricing import estimate
 from runwatch.simulator import Fault, Simulator
+from runwatch.store import Journal
 from runwatch.submit import _SubmitLock, submit_command, sweep_abandoned
 from runwatch.validate import validate_command
 
@@ -396,7 +397,6 @@ class TestSubmit:
     def test_usage_errors(self, setup: Setup, sim: Simulator) -> None:
         """No such file, or a file the daemon would take from its inbox: exit 2, nothing sent."""
         assert _submit(setup, setup.root / "nope.json")[0] == 2
-        assert _submit(setup, setup.request("speech", SPEECH), out_dir=str(setup.root))[0] == 2  # --out, no --wait
         code, _, err = _submit(setup, setup.request("speech", SPEECH, folder=setup.inbox))
         assert code == 2 and "send it twice" in err and sim.requests() == []
 
@@ -474,22 +474,34 @@ class TestSubmit:
         assert states["early"] == ("failed", "interrupted")
         assert states["alive"] == ("accepted", None) and states["theirs"] == ("accepted", None)
 
-    def test_daemon_does_not_follow_submit_jobs(self, setup: Setup, sim: Simulator) -> None:
-        """A daemon started on the same state leaves a submit job alone: no poll of its task, no state change."""
+    def test_daemon_leaves_a_live_submit_alone(self, setup: Setup, sim: Simulator) -> None:
+        """A daemon started on the same state leaves a submit job alone while the submit that made it lives (it
+        follows the task itself with --wait): no poll of its task, no state change."""
         from runwatch.config import load_config
         from runwatch.daemon import Daemon
+        from runwatch.submit import _SubmitLock
 
         sim.config.time_scale = 1.0
         code, out, _ = _submit(setup, setup.request("film", FILM))
         task_id = out.split("task ")[1].split(",")[0]
-        daemon = Daemon(load_config(setup.config), api_key=sim.key)
-        daemon.start()
-        stop = threading.Event()
-        thread = threading.Thread(target=lambda: daemon.run(stop), daemon=True)
-        thread.start()
-        time.sleep(1.0)
-        stop.set()
-        thread.join(30)
+        journal = setup.journal()
+        job = journal.find("film")
+        journal.close()
+        assert job is not None
+        config = load_config(setup.config)
+        alive = _SubmitLock(config.state.dir / "submit", job.id)
+        alive.acquire()  # as `runwatch submit --wait` holds it while it follows the task
+        try:
+            daemon = Daemon(config, api_key=sim.key)
+            daemon.start()
+            stop = threading.Event()
+            thread = threading.Thread(target=lambda: daemon.run(stop), daemon=True)
+            thread.start()
+            time.sleep(1.0)
+            stop.set()
+            thread.join(30)
+        finally:
+            alive.release()
         assert code == 0 and sim.requests(f"/v1/tasks/{task_id}") == []
         journal = setup.journal()
         job = journal.find("film")

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from runwatch.errors import OutboxError
-from runwatch.journal import Job
+from runwatch.jobs.job import Job
 from runwatch.outbox import (
     STATUS_KEYS,
     DownloadError,

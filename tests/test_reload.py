@@ -15,7 +15,7 @@ import tomli_w
 
 from runwatch.config import parse_config
 from runwatch.daemon import keep_restart_settings, status_line
-from runwatch.journal import Job
+from runwatch.jobs.job import Job
 from runwatch.simulator import Simulator
 
 from .test_systemd import FINAL, SPEECH, DaemonProcess, daemon_process, drop, wait_status, write_config

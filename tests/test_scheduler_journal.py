@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from runwatch.errors import ApiStatusError, JournalError
-from runwatch.journal import Job, Journal, StateLock
+from runwatch.jobs.job import Job
 from runwatch.polls import NOT_POLLED, PollTimers
 from runwatch.scheduler import Candidate, Sample, next_poll, pick, poll_slack, run_length
+from runwatch.store import Journal, StateLock
 
 
 def cand(

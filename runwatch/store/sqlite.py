@@ -18,30 +18,18 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runwatch.clock import now_iso
 from runwatch.errors import JournalError
+from runwatch.jobs.job import FIELDS, Job
+from runwatch.jobs.states import ACTIVE, AT_RUNWAY, FINAL, State
 
-__all__ = ["ACTIVE_STATES", "FINAL_STATES", "Command", "Job", "Journal", "StateLock", "now_iso"]
+__all__ = ["Command", "Journal", "StateLock"]
 
-SCHEMA_VERSION = 1
-FINAL_STATES = frozenset({"succeeded", "rejected", "failed", "cancelled", "needs_attention"})
-ACTIVE_STATES = frozenset(
-    {
-        "accepted",
-        "held",
-        "uploading",
-        "submitted",
-        "throttled",
-        "pending",
-        "running",
-        "downloading",
-    }
-)
-AT_RUNWAY = frozenset({"submitted", "throttled", "pending", "running"})
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -72,7 +60,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     approved INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    finished_at TEXT
+    finished_at TEXT,
+    outbox TEXT,
+    credits_estimated INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs(name, seq);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
@@ -91,54 +81,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 _JSON_FIELDS = ("body", "error", "outputs", "placed", "history")
 
 
-def now_iso() -> str:
-    """Now as ISO 8601 UTC, seconds precision: what status files and the journal show."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class Job:
-    """One request's life, as the journal keeps it."""
-
-    id: str
-    name: str
-    inbox: str
-    format: str
-    state: str = "accepted"
-    seq: int = 0
-    endpoint: str | None = None
-    model: str | None = None
-    priority: int = 0
-    job_dir: str | None = None
-    request_path: str | None = None
-    body: Any = None
-    task_id: str | None = None
-    estimated_credits: float | None = None
-    credits: float | None = None
-    progress: float | None = None
-    error: Any = None
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-    placed: list[dict[str, Any]] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    create_started_at: str | None = None
-    attempts: int = 0
-    not_before: float | None = None
-    cancel_requested: bool = False
-    approved: bool = False
-    created_at: str = ""
-    updated_at: str = ""
-    finished_at: str | None = None
-
-    @property
-    def final(self) -> bool:
-        return self.state in FINAL_STATES
-
-    @property
-    def unconfirmed_create(self) -> bool:
-        """The create may have reached Runway, but no task id was recorded."""
-        return self.create_started_at is not None and self.task_id is None
-
-
 @dataclass(frozen=True)
 class Command:
     id: int
@@ -146,7 +88,7 @@ class Command:
     name: str
 
 
-_COLUMNS = tuple(f.name for f in fields(Job))
+_COLUMNS = FIELDS
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
@@ -156,6 +98,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
             data[key] = json.loads(data[key])
     data["cancel_requested"] = bool(data["cancel_requested"])
     data["approved"] = bool(data["approved"])
+    data["credits_estimated"] = bool(data["credits_estimated"])
     return Job(**data)
 
 
@@ -181,10 +124,27 @@ class Journal:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=10000")
             self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            self._migrate()
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {path}: {exc}") from exc
         self._lock = threading.RLock()
+
+    def _migrate(self) -> None:
+        """Bring an older journal up to this code's schema; refuse one written by newer code."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is None:  # a new journal: made by _SCHEMA as it is now
+            self._db.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            return
+        version = int(row[0])
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"the journal {self.path} has schema {version}, newer than this runwatch knows ({SCHEMA_VERSION}); "
+                "run the newer runwatch, or restore a journal it wrote"
+            )
+        if version < 2:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN outbox TEXT")
+            self._db.execute("ALTER TABLE jobs ADD COLUMN credits_estimated INTEGER NOT NULL DEFAULT 0")
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         with self._lock:
@@ -257,6 +217,33 @@ class Journal:
             )
         return job
 
+    # -- what the sending thread records, keyed by job id (it never touches a Job) ----------------
+
+    def record_intent(self, job_id: str, *, first: bool) -> str:
+        """A create is about to leave: commit the intent (and count the attempt on the first try)."""
+        stamp = now_iso()
+        bump = ", attempts = attempts + 1" if first else ""
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE jobs SET create_started_at = ?, updated_at = ?{bump} WHERE id = ?",  # noqa: S608 - constant
+                (stamp, stamp, job_id),
+            )
+        return stamp
+
+    def clear_intent(self, job_id: str) -> None:
+        """The create surely created nothing (refused before sending, 429, 4xx): no intent stands."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET create_started_at = NULL, updated_at = ? WHERE id = ?", (now_iso(), job_id))
+
+    def record_task(self, job_id: str, task_id: str, estimated_credits: float | None) -> None:
+        """Runway named the task: commit its id the moment the answer is in."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET task_id = ?, estimated_credits = COALESCE(?, estimated_credits), state = ?, "
+                "updated_at = ? WHERE id = ?",
+                (task_id, estimated_credits, State.SUBMITTED.value, now_iso(), job_id),
+            )
+
     def save_waiting(self, jobs: Iterable[Job]) -> None:
         """State, progress and updated_at of many jobs waiting at Runway, in one commit without fsync.
 
@@ -277,18 +264,20 @@ class Journal:
 
     def find(self, name: str) -> Job | None:
         """The job a person means by NAME: the newest active one, else the newest one."""
+        final = ", ".join(f"'{state}'" for state in sorted(FINAL))
         rows = self._query(
-            "SELECT * FROM jobs WHERE name = ? ORDER BY (state IN ('succeeded','rejected','failed','cancelled',"
-            "'needs_attention')), seq DESC LIMIT 1",
+            f"SELECT * FROM jobs WHERE name = ? ORDER BY (state IN ({final})), seq DESC LIMIT 1",  # noqa: S608
             (name,),
         )
         return _row_to_job(rows[0]) if rows else None
 
-    def active(self) -> list[Job]:
-        marks = ", ".join("?" for _ in ACTIVE_STATES)
+    def active(self, inbox: str | None = None) -> list[Job]:
+        """Unfinished jobs, oldest first (of one inbox, when given)."""
+        marks = ", ".join("?" for _ in ACTIVE)
+        where = "" if inbox is None else " AND inbox = ?"
         rows = self._query(
-            f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY seq",  # noqa: S608
-            sorted(ACTIVE_STATES),
+            f"SELECT * FROM jobs WHERE state IN ({marks}){where} ORDER BY seq",  # noqa: S608 - constants
+            [*sorted(ACTIVE), *([] if inbox is None else [inbox])],
         )
         return [_row_to_job(r) for r in rows]
 

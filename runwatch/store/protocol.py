@@ -1,0 +1,71 @@
+"""What the engine, the money guard and the commands need of a journal, and nothing more.
+
+SQLite (:class:`runwatch.store.sqlite.Journal`) implements it today; a second backend (PostgreSQL, shared by
+several nodes) implements the same methods without the engine changing. The money rule lives in three of them:
+:meth:`Store.record_intent` is committed before a create leaves, :meth:`Store.record_task` the moment Runway
+names the task, :meth:`Store.clear_intent` only on an answer proving nothing was made. The sending thread calls
+those three by job id; every other write comes from the engine's thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from runwatch.jobs.job import Job
+    from runwatch.store.sqlite import Command
+
+__all__ = ["Intents", "Store"]
+
+
+class Intents(Protocol):
+    """The small interface of the thread that sends a create: it records by job id, never through a Job."""
+
+    def record_intent(self, job_id: str, *, first: bool) -> str: ...
+
+    def clear_intent(self, job_id: str) -> None: ...
+
+    def record_task(self, job_id: str, task_id: str, estimated_credits: float | None) -> None: ...
+
+
+class Store(Intents, Protocol):
+    """Claims, state changes, listings, spending sums and commands."""
+
+    def add_many(self, jobs: Sequence[Job]) -> None:
+        """Record newly claimed jobs in one commit."""
+        ...
+
+    def add(self, job: Job) -> Job: ...
+
+    def update(self, job: Job, **changes: Any) -> Job:
+        """Apply ``changes`` to ``job`` and commit them durably before returning."""
+        ...
+
+    def save_waiting(self, jobs: Iterable[Job]) -> None:
+        """What polls learned of tasks waiting at Runway, in one commit that need not be durable."""
+        ...
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def find(self, name: str) -> Job | None: ...
+
+    def active(self, inbox: str | None = None) -> list[Job]: ...
+
+    def jobs(self, limit: int = 200, name: str | None = None) -> list[Job]: ...
+
+    def recently_finished(self, limit: int) -> list[Job]: ...
+
+    def known_dirs(self) -> set[str]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def add_command(self, kind: str, name: str) -> int: ...
+
+    def pending_commands(self) -> list[Command]: ...
+
+    def finish_command(self, command_id: int, result: str) -> None: ...
+
+    def command_result(self, command_id: int) -> str | None: ...
+
+    def close(self) -> None: ...
