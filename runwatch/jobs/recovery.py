@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runwatch.errors import OutboxError
+from runwatch.jobs import intake
 from runwatch.jobs.lifecycle import unconfirmed_error
 from runwatch.jobs.states import AT_RUNWAY, State
 from runwatch.outbox import clean_partials, status_path
@@ -48,7 +49,7 @@ def recover(engine: Engine, claimed_dirs: list[tuple[InboxConfig, Path]]) -> Non
         fmt: Format = "toml" if files[0].suffix == ".toml" else "json"
         claims.append(Claimed(job_dir.name, inbox.name, job_dir, files[0], files[0].stem, fmt, bare))
     if claims:
-        engine.accept(claims)
+        intake.accept(engine, claims)
     _reconcile_finished(engine)
     foreign = 0
     for job in engine.store.active():

@@ -1,0 +1,188 @@
+"""Sending: which accepted requests go next, their media placed, the create sent and its answer taken.
+
+The money rule lives here. The create runs on a worker that commits the intent before each attempt and the
+task id the moment Runway answers (by job id, through the store's ``Intents``); the answer comes back as a
+``Created`` event and ``runwatch.jobs.lifecycle`` decides what a failure means.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runwatch.api import Created as TaskCreated
+from runwatch.errors import RequestError
+from runwatch.jobs import commands, events, intake, lifecycle
+from runwatch.jobs.book import quietly, removal
+from runwatch.jobs.job import Job
+from runwatch.jobs.lifecycle import Finish
+from runwatch.jobs.runner import Work
+from runwatch.jobs.states import State
+from runwatch.media import Placed, choose
+from runwatch.request import Request
+from runwatch.scheduler import Candidate, pick
+
+if TYPE_CHECKING:
+    from runwatch.jobs.engine import Engine
+
+__all__ = ["after_created", "after_placed", "dispatch"]
+
+
+def dispatch(engine: Engine) -> None:
+    book = engine.book
+    if not book.ready or book.in_flight >= engine.config.scheduler.max_in_flight:
+        return
+    now = engine.clock.time()
+    waiting: dict[str, Candidate] = {}
+    for job_id in list(book.ready):
+        j = book.job(job_id)
+        if j is None or j.state != State.ACCEPTED:
+            book.ready.discard(job_id)
+        elif not book.rt[job_id].busy:
+            waiting[job_id] = Candidate(j.id, j.inbox, j.model, j.priority, j.seq, j.not_before)
+    mono = engine.clock.monotonic()
+    paused = {m: now + (until - mono) for m, until in engine.paused_models.items() if until > mono}
+    while waiting:
+        cand = pick(
+            waiting.values(),
+            now=now,
+            in_flight=book.in_flight,
+            max_in_flight=engine.config.scheduler.max_in_flight,
+            per_inbox=book.fly_inbox,
+            per_model=book.fly_model,
+            model_cap=lambda model: model_cap(engine, model),
+            paused_models=paused,
+        )
+        if cand is None:
+            return
+        del waiting[cand.job_id]
+        start(engine, book.jobs[cand.job_id])
+
+
+def model_cap(engine: Engine, model: str | None) -> int | None:
+    if engine.config.scheduler.per_model is not None:
+        return engine.config.scheduler.per_model
+    return engine.money.model_caps.get(model or "")
+
+
+def start(engine: Engine, job: Job) -> None:
+    inbox = engine.inboxes.get(job.inbox)
+    if inbox is None or job.job_dir is None or job.request_path is None:
+        gone = {"code": "inbox_gone", "message": "the job's inbox is no longer configured"}
+        engine.book.move(job, State.FAILED, error=gone)
+        return
+    req = intake.request_of(engine, job)
+    if req is None:
+        try:  # loaded again to say why
+            req = intake.load(engine, Path(job.request_path), Path(job.job_dir), inbox)
+        except RequestError as exc:
+            issues = [{"path": p.path, "message": p.message} for p in exc.problems]
+            error = {
+                "code": "invalid_request",
+                "message": str(exc).splitlines()[0],
+                "issues": issues,
+            }
+            engine.book.move(job, State.FAILED, error=error)
+            return
+        engine.book.rt[job.id].request = req
+    # Checked here, before any upload, and not only at the claim: budgets and the balance change.
+    verdict = intake.hold_reason(engine, job, req)
+    if verdict:
+        engine.book.move(job, State.HELD, error={"code": verdict[0], "message": verdict[1]})
+        return
+    engine.money.reserve(job, float(intake.estimate(engine, job, req).credits or 0))
+    engine.book.fly(job)
+    engine.money.touched(job.id)
+    if not req.media:
+        create(engine, job, req.body)
+        return
+    engine.book.move(job, State.UPLOADING)
+    transport = engine.transports[choose(inbox.transport, s3_configured="s3" in engine.transports)]
+    engine.run(job, Work.PLACE, lambda: events.Placed(job.id, _place_all(transport, req, job.id)))
+
+
+def after_placed(engine: Engine, job: Job, result: Any) -> None:
+    if isinstance(result, BaseException):
+        engine.apply(job, lifecycle.after_place_failure(result, attempts=job.attempts + 1))
+        return
+    uris, placed = result
+    engine.store.update(job, placed=[_placed_record(p) for p in placed])
+    if job.cancel_requested:
+        engine.book.move(job, State.CANCELLED)
+        return
+    req = intake.request_of(engine, job)
+    if req is None:
+        engine.book.move(job, State.FAILED, error={"code": "invalid_request", "message": "the request is gone"})
+        return
+    create(engine, job, req.with_uris(uris))
+
+
+def create(engine: Engine, job: Job, body: dict[str, Any]) -> None:
+    if job.cancel_requested:
+        engine.book.move(job, State.CANCELLED)
+        return
+    store, api, clock, job_id, endpoint = engine.store, engine.api, engine.clock, job.id, job.endpoint or ""
+    sent_at: list[float] = []
+
+    def before_send() -> None:  # on the worker, before each attempt leaves: a crash from here on is seen
+        sent_at.append(clock.monotonic())
+        store.record_intent(job_id, first=len(sent_at) == 1)
+
+    def send() -> events.Created:
+        created = api.create_task(endpoint, body, before_send, lambda: store.clear_intent(job_id))
+        # Recorded here, the moment Runway answers: the window in which a crash leaves a create unconfirmed
+        # is the round trip and one fsync, not also the engine's queue.
+        store.record_task(job_id, created.id, created.estimated_credits)
+        return events.Created(job_id, created, sent_at[-1] if sent_at else None)
+
+    engine.log.info("api.creating", request=job.name, job=job.id, endpoint=job.endpoint)
+    engine.run(job, Work.CREATE, send)
+
+
+def after_created(engine: Engine, job: Job, result: TaskCreated | BaseException, sent_at: float | None) -> None:
+    # What the sending thread recorded by id, brought onto this thread's copy of the job.
+    fresh = engine.store.get(job.id)
+    if fresh is not None:
+        job.apply(create_started_at=fresh.create_started_at, attempts=fresh.attempts)
+    if sent_at is not None:
+        engine.book.rt[job.id].not_running_at = sent_at  # a task made by this create cannot be running yet
+    if not isinstance(result, BaseException):
+        estimated = result.estimated_credits if result.estimated_credits is not None else job.estimated_credits
+        job.apply(task_id=result.id, estimated_credits=estimated)
+        engine.money.answered(job.id, estimated)
+        engine.money.refresh_org(force=True)  # credits were spent: read the balance and usage again
+        engine.book.move(job, State.SUBMITTED)
+        engine.log.info("api.created", request=job.name, task_id=result.id, estimated_credits=estimated)
+        if job.cancel_requested:
+            commands.cancel_at_runway(engine, job)
+        else:
+            engine.schedule(job.id, engine.interval())
+        return
+    outcome = lifecycle.after_create_failure(result, attempts=job.attempts, model=job.model)
+    if not (isinstance(outcome, Finish) and not outcome.surely_not_created):
+        engine.store.update(job, create_started_at=None)
+    engine.apply(job, outcome)
+
+
+def _place_all(transport: Any, req: Request, job_id: str) -> tuple[dict[Any, str], list[Placed]]:
+    """Place every local media file of a request once (a file named twice is placed once)."""
+    uris: dict[Any, str] = {}
+    placed: list[Placed] = []
+    by_file: dict[Path, Placed] = {}
+    try:
+        for media in req.media:
+            item = by_file.get(media.file) or transport.place(media, job_id)
+            by_file[media.file] = item
+            if item not in placed:
+                placed.append(item)
+            uris[media.field] = item.uri
+    except BaseException:
+        for item in placed:  # nothing half-placed stays behind
+            quietly(removal(transport, item))
+        raise
+    return uris, placed
+
+
+def _placed_record(placed: Placed) -> dict[str, Any]:
+    # Only the handle (an S3 key or a runway:// URI) is kept: never a presigned URL with its signature.
+    return {"transport": placed.transport, "handle": placed.handle, "expires_at": placed.expires_at}
