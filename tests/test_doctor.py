@@ -166,6 +166,33 @@ class TestFailures:
         assert doctor.doctor_command(str(path), out=out, env={}) == 1
         assert out.getvalue().startswith("FAIL  config ") and " — " in out.getvalue()
 
+    def test_problems_on_lines_of_their_own(self, tmp_path: Path) -> None:
+        """A config with two problems: the heading on the FAIL line, each problem on a line of its own indented
+        under it, the hint last; the hint points at `runwatch init`, which every install has, not at a file
+        that only the source tree has."""
+        path = tmp_path / "runwatch.toml"
+        path.write_text('[runway]\npoll_intervall = 3\n[[inbox]]\noutbox = "o"\n')
+        out = io.StringIO()
+        assert doctor.doctor_command(str(path), out=out, env={}) == 1
+        lines = out.getvalue().splitlines()
+        assert lines[0] == f"FAIL  config             {path}: invalid configuration"
+        assert lines[1] == " " * 27 + "[[inbox]] 1: `path` is missing (the folder users drop requests into)"
+        assert lines[2].startswith(" " * 27 + "runway.poll_intervall: unknown key")
+        assert lines[3].startswith(" " * 25 + "— fix the file; `runwatch init DIR`")
+        assert lines[4].startswith("1 checks:")
+        assert "config.example.toml" not in out.getvalue()
+
+    def test_no_config_found(self, tmp_path: Path) -> None:
+        """No config anywhere: each place tried on a line of its own, and the hint says how to make one."""
+        result, config = doctor.check_config(str(tmp_path / "nope.toml"), {})
+        assert config is None and result.status == "FAIL"
+        assert result.line().splitlines() == [
+            "FAIL  config             no configuration file found; tried:",
+            " " * 27 + f"{tmp_path / 'nope.toml'}: no such file (from --config)",
+            " " * 25 + "— write one with `runwatch init DIR`, then pass --config DIR/runwatch.toml "
+            "(or set $RUNWATCH_CONFIG)",
+        ]
+
     def test_missing_key(self, tmp_path: Path) -> None:
         """No key anywhere: FAIL api-key, and the API is not asked."""
         config = _config(tmp_path, None)
