@@ -9,7 +9,6 @@ The API key is never shown: only where it came from and its length.
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import json
 import os
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 from urllib.parse import urlsplit
 
 from runwatch.errors import ConfigError, RunwatchError
+from runwatch.ops import daemon_holder
 
 if TYPE_CHECKING:
     from runwatch.config import Config, InboxConfig
@@ -326,24 +326,6 @@ def check_inotify_limits(config: Config, proc: Path = PROC_INOTIFY, mounts: Path
 # -- state, key, API, clock, S3 -------------------------------------------------------------------------
 
 
-def _daemon_holder(state_dir: Path) -> str | None:
-    """Who holds the daemon's lock on the state directory, or None (looked at without taking it for long)."""
-    lock = state_dir / "runwatch.lock"
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return lock.read_text(errors="replace").strip() or "another process"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
 def check_state(config: Config) -> CheckResult:
     """The state directory is writable and the journal opens."""
     from runwatch.journal import ACTIVE_STATES, Journal
@@ -365,7 +347,7 @@ def check_state(config: Config) -> CheckResult:
             "give the service user read/write access to the state directory",
         )
     path = folder / "journal.sqlite3"
-    holder = _daemon_holder(folder)
+    holder = daemon_holder(folder)
     running = f"; a daemon is running ({holder})" if holder else "; no daemon running"
     if not path.exists():
         return _ok(name, f"{folder}: writable; no journal yet (made at the first start){running}")
