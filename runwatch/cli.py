@@ -128,7 +128,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def _table(rows: Sequence[Sequence[str]], columns: int) -> list[str]:
     """Columns padded to their widest cell; the last one (the note) is shown whole, wrapped to the terminal
-    under its own heading, or, when the table leaves it too little room, on lines of its own below the row."""
+    under its own heading, or, when the table leaves it too little room, indented on lines of its own below
+    its row."""
     import textwrap
 
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
@@ -136,9 +137,11 @@ def _table(rows: Sequence[Sequence[str]], columns: int) -> list[str]:
     beside = columns - indent >= 30
     room = columns - indent if beside else max(columns - 4, 20)
     lines = []
-    for r in rows:
+    for n, r in enumerate(rows):
         head = "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + "  "
         note = [part for text in str(r[-1]).splitlines() for part in textwrap.wrap(text, room)]
+        if n == 0 and not beside:
+            note = []  # notes go under their rows: a heading far off to the right would only mislead
         if beside or (len(note) == 1 and len(head + note[0]) <= columns):
             lines.append((head + (note[0] if note else "")).rstrip())
             lines += [" " * indent + part for part in note[1:]]

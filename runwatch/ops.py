@@ -124,7 +124,7 @@ def _in_lock_table(info: os.stat_result, locks: Path) -> bool | None:
     except OSError:
         return None
     file = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
-    # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2146387 0 EOF"; a waiter's line has "->" after the number.
+    # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2146387 0 EOF"; a waiting lock's line has "->" before FLOCK.
     return any(
         "FLOCK" in fields and "->" not in fields and file in fields for fields in map(str.split, table.splitlines())
     )
