@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=text,
             description=text[0].upper() + text[1:] + ". The running daemon carries it out and answers; without "
-            "a daemon the command is recorded and carried out when `runwatch run` starts.",
+            "a daemon the command is recorded for the next `runwatch run` to carry out.",
             epilog=f"Exit status: {exit_help}; 1 no such request, the daemon refuses (not held, not active, "
             "not retryable), no daemon runs, or the request ended otherwise; 78 a config error. Ctrl-C during "
             "--wait stops waiting, not the daemon.",

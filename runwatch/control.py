@@ -76,15 +76,15 @@ def control_command(
         command_id = journal.add_command(kind, name)
         if holder is None:
             err.write(
-                f"runwatch {kind}: no daemon is running on {state_dir}; the {kind} of {name!r} is recorded and "
-                "carried out when `runwatch run` starts\n"
+                f"runwatch {kind}: no daemon is running on {state_dir}; the {kind} of {name!r} is recorded for "
+                "the daemon to carry out (or refuse) when `runwatch run` starts\n"
             )
             return EXIT_FAILURE
         answer = _answer(journal, command_id, state_dir, answer_timeout, sleep)
         if answer is None:
             err.write(
                 f"runwatch {kind}: the daemon ({holder}) did not answer; the {kind} of {name!r} stays recorded "
-                "and is carried out when the daemon gets to it\n"
+                "for it to carry out (or refuse) when it gets to it\n"
             )
             return EXIT_FAILURE
         if not carried_out(answer):

@@ -86,8 +86,8 @@ class TestAnswers:
         code, out, err = run("retry", "hello", "--config", str(config))
         assert (code, out) == (1, "")
         assert err == (
-            f"runwatch retry: no daemon is running on {rig.root / 'state'}; the retry of 'hello' is recorded and "
-            "carried out when `runwatch run` starts\n"
+            f"runwatch retry: no daemon is running on {rig.root / 'state'}; the retry of 'hello' is recorded for "
+            "the daemon to carry out (or refuse) when `runwatch run` starts\n"
         )
         journal = rig.journal()
         try:
