@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -106,7 +107,6 @@ def _status(args: argparse.Namespace) -> int:
     rows = [("NAME", "STATE", "ENDPOINT", "MODEL", "PROGRESS", "CREDITS", "UPDATED", "NOTE")]
     for d in docs:
         progress = f"{d['progress'] * 100:.0f}%" if isinstance(d["progress"], float) else ""
-        credits = d["credits"] if d["credits"] is not None else d["estimated_credits"]
         note = (d["error"] or {}).get("message", "") if isinstance(d["error"], dict) else ""
         rows.append(
             (
@@ -115,40 +115,57 @@ def _status(args: argparse.Namespace) -> int:
                 d["endpoint"] or "",
                 d["model"] or "",
                 progress,
-                "" if credits is None else f"{credits:g}",
+                _credits_shown(d),
                 d["updated_at"],
-                note[:60],
+                note,
             )
         )
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + str(r[-1]))
+    for line in _table(rows, shutil.get_terminal_size().columns):
+        print(line)
     return EXIT_OK
+
+
+def _table(rows: Sequence[Sequence[str]], columns: int) -> list[str]:
+    """Columns padded to their widest cell; the last one (the note) is shown whole, wrapped to the terminal
+    under its own heading, or, when the table leaves it too little room, indented on lines of its own below
+    its row."""
+    import textwrap
+
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
+    indent = sum(widths) + 2 * len(widths)
+    beside = columns - indent >= 30
+    room = columns - indent if beside else max(columns - 4, 20)
+    lines = []
+    for n, r in enumerate(rows):
+        head = "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + "  "
+        note = [part for text in str(r[-1]).splitlines() for part in textwrap.wrap(text, room)]
+        if n == 0 and not beside:
+            note = []  # notes go under their rows: a heading far off to the right would only mislead
+        if beside or (len(note) == 1 and len(head + note[0]) <= columns):
+            lines.append((head + (note[0] if note else "")).rstrip())
+            lines += [" " * indent + part for part in note[1:]]
+        else:
+            lines.append(head.rstrip())
+            lines += ["    " + part for part in note]
+    return lines
+
+
+def _credits_shown(doc: dict[str, Any]) -> str:
+    """Runway's charge when known; ``~N`` for an estimate (a request not yet ended, or a task whose cost could
+    not be read); nothing for a request that ended without creating a task."""
+    from runwatch.jobs.states import FINAL
+
+    if doc["credits"] is not None:
+        return f"~{doc['credits']:g}" if doc.get("credits_estimated") else f"{doc['credits']:g}"
+    if doc["estimated_credits"] is not None and doc["state"] not in FINAL:
+        return f"~{doc['estimated_credits']:g}"
+    return ""
 
 
 def _command(args: argparse.Namespace) -> int:
-    import time
+    from runwatch.control import control_command
 
-    from runwatch.store import Journal
-
-    config = _config(args)
-    journal = Journal(config.state.dir / "journal.sqlite3")
-    try:
-        if journal.find(args.name) is None:
-            print(f"runwatch {args.command}: no request named {args.name!r}", file=sys.stderr)
-            return EXIT_FAILURE
-        command_id = journal.add_command(args.command, args.name)
-        deadline = time.monotonic() + args.wait
-        while time.monotonic() < deadline:
-            result = journal.command_result(command_id)
-            if result is not None:
-                print(f"{args.name}: {result}")
-                return EXIT_OK
-            time.sleep(0.1)
-    finally:
-        journal.close()
-    print(f"{args.name}: {args.command} recorded; the daemon carries it out when it runs")
-    return EXIT_OK
+    return control_command(args.command, args.name, config_file=args.config, wait=args.wait)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -325,15 +342,38 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--limit", type=int, default=50, help="how many jobs to list (default 50)")
     status.set_defaults(func=_status)
 
-    for name, text in (
-        ("cancel", "cancel a request (and its task at Runway)"),
-        ("retry", "resubmit a failed, cancelled or needs_attention request on purpose"),
-        ("approve", "approve a request held for approval"),
+    for name, text, wait_help, exit_help in (
+        (
+            "cancel",
+            "cancel a request (and its task at Runway)",
+            "wait until the request is cancelled",
+            "0 the daemon cancels it (with --wait: it is cancelled)",
+        ),
+        (
+            "retry",
+            "resubmit a failed, cancelled or needs_attention request on purpose",
+            "wait until the request has ended (outputs downloaded when it succeeds)",
+            "0 the daemon resubmits it (with --wait: it succeeded)",
+        ),
+        (
+            "approve",
+            "approve a request held for approval",
+            "wait until the request has ended (outputs downloaded when it succeeds)",
+            "0 the daemon releases it (with --wait: it succeeded)",
+        ),
     ):
-        cmd = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        cmd = sub.add_parser(
+            name,
+            help=text,
+            description=text[0].upper() + text[1:] + ". The running daemon carries it out and answers; without "
+            "a daemon the command is recorded for the next `runwatch run` to carry out.",
+            epilog=f"Exit status: {exit_help}; 1 no such request, the daemon refuses (not held, not active, "
+            "not retryable), no daemon runs, or the request ended otherwise; 78 a config error. Ctrl-C during "
+            "--wait stops waiting, not the daemon.",
+        )
         with_config(cmd)
         cmd.add_argument("name", help="the request's name (its file name without .json/.toml)")
-        cmd.add_argument("--wait", type=float, default=5.0, help="seconds to wait for the daemon's answer")
+        cmd.add_argument("--wait", action="store_true", help=wait_help)
         cmd.set_defaults(func=_command)
 
     demo = sub.add_parser(
@@ -409,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--wait",
         action="store_true",
-        help="follow the task (progress on one line on a terminal), then download its outputs",
+        help="wait until the request has ended (progress on one line on a terminal; outputs downloaded when it "
+        "succeeds)",
     )
     submit.add_argument(
         "--out",

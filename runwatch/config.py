@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast, get_args
 
 from runwatch.catalog import load_catalog
-from runwatch.errors import ConfigError, Problem
+from runwatch.errors import ConfigError, MissingKey, Problem
 
 __all__ = [
     "BudgetConfig",
@@ -198,9 +198,12 @@ def _number(value: Any) -> float | None:
 class _Table:
     """One TOML table being read: typed getters that record problems, then a check for keys nobody read."""
 
-    def __init__(self, data: Any, where: str, problems: list[Problem]) -> None:
+    def __init__(self, data: Any, where: str, problems: list[Problem], label: str | None = None) -> None:
         self.data: Mapping[Any, Any] = data if isinstance(data, Mapping) else {}
         self.where, self.problems = where, problems
+        # How a person finds this table in the file ("[s3]", "[[inbox]] 2"): a missing key has no line of
+        # its own, so it is located by its table.
+        self.label = label if label is not None else (f"[{where}]" if where else "")
         self.known: list[str] = []
 
     def key(self, name: str) -> str:
@@ -217,7 +220,7 @@ class _Table:
         if name in self.data:
             return self.data[name]
         if required:
-            self.problem(name, f"required: {required}")
+            self.problems.append(MissingKey(self.label, f"`{name}` is missing ({required})"))
         return _MISSING
 
     def string(
@@ -337,14 +340,17 @@ def _jsonable(value: Any) -> bool:
     return isinstance(value, str | bool | int) or (isinstance(value, float) and _number(value) is not None)
 
 
-def _error(label: str, problems: list[Problem]) -> ConfigError:
+def _error(label: str, problems: list[Problem], summary: str = "invalid configuration") -> ConfigError:
     """The error to raise; anything key-like is masked, so no message can ever carry a key."""
 
     def mask(text: str) -> str:
         return _KEY_RE.sub("key_…", text)
 
-    unique = dict.fromkeys(Problem(mask(p.path), mask(p.message)) for p in problems)
-    return ConfigError(mask(label), list(unique))
+    unique = list(dict.fromkeys(dataclasses.replace(p, path=mask(p.path), message=mask(p.message)) for p in problems))
+    if unique and all(isinstance(p, MissingKey) for p in unique):
+        summary = "a required key is missing" if len(unique) == 1 else f"{len(unique)} required keys are missing"
+        return ConfigError(mask(label), unique, summary)
+    return ConfigError(mask(label), unique, summary)
 
 
 def _runway(t: _Table, base: Path, env: Mapping[str, str]) -> RunwayConfig:
@@ -532,8 +538,11 @@ def _inbox(t: _Table, base: Path, env: Mapping[str, str], has_s3: bool) -> Inbox
 
 
 def _inboxes(top: _Table, base: Path, env: Mapping[str, str], has_s3: bool) -> tuple[InboxConfig, ...]:
-    value = top.get("inbox", required="at least one [[inbox]] section with path and outbox")
+    value = top.get("inbox")
     if value is _MISSING:
+        top.problems.append(
+            MissingKey("", "`[[inbox]]` is missing (at least one [[inbox]] section with path and outbox)")
+        )
         return ()
     if not isinstance(value, list) or not value:
         hint = "; write [[inbox]], not [inbox]" if isinstance(value, Mapping) else ""
@@ -544,7 +553,7 @@ def _inboxes(top: _Table, base: Path, env: Mapping[str, str], has_s3: bool) -> t
         if not isinstance(item, Mapping):
             top.bad(f"inbox[{i}]", "a table ([[inbox]] section)", item)
             continue
-        t = _Table(item, f"inbox[{i}]", top.problems)
+        t = _Table(item, f"inbox[{i}]", top.problems, label=f"[[inbox]] {i + 1}")
         inbox = _inbox(t, base, env, has_s3)
         t.done()
         if inbox is not None:
@@ -645,7 +654,7 @@ def find_config(
         Problem(str(place), f"{'not a regular file' if place.exists() else 'no such file'} (from {source})")
         for source, place in places
     ]
-    raise _error(str(places[0][1]), [Problem("", "no configuration file found; tried:"), *tried])
+    raise _error(str(places[0][1]), tried, "no configuration file found; tried:")
 
 
 def load_api_key(config: Config, env: Mapping[str, str] = os.environ) -> str:
@@ -691,4 +700,4 @@ def load_api_key(config: Config, env: Mapping[str, str] = os.environ) -> str:
             raise _error(label, [Problem(source, "the key has whitespace or control characters inside it")])
         else:
             return key
-    raise _error(label, [Problem("", "no Runway API key found; tried, in order:"), *tried])
+    raise _error(label, tried, "no Runway API key found; tried, in order:")

@@ -41,7 +41,7 @@ __all__ = ["DEFAULT_TIME_SCALE", "REQUESTS", "DemoRequest", "run_demo"]
 # A tenth of Runway's typical times: the slowest sample (a video upscale, about two minutes at Runway) takes
 # about 12 s, long enough to watch tasks go through pending and running, short enough for a first look.
 DEFAULT_TIME_SCALE: Final = 0.1
-FINAL_STATES: Final = frozenset({"succeeded", "rejected", "failed", "cancelled", "needs_attention"})
+FINAL: Final = frozenset({"succeeded", "rejected", "failed", "cancelled", "needs_attention"})
 EXIT_OK, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 130
 
 
@@ -285,14 +285,14 @@ class _Demo:
         while True:
             for req in REQUESTS:
                 seen = self.seen[req.name]
-                if seen.state in FINAL_STATES:
+                if seen.state in FINAL:
                     continue
                 status = _read_status(self.outbox / req.status_file)
                 if status is None:
                     continue
                 seen.status = status
                 self.show(req.name, seen, status, time.monotonic() - t0)
-            if all(s.state in FINAL_STATES for s in self.seen.values()):
+            if all(s.state in FINAL for s in self.seen.values()):
                 return True
             if self.daemon_error is not None or (self.thread is not None and not self.thread.is_alive()):
                 return False
@@ -517,7 +517,7 @@ def _run(demo: _Demo) -> int:
             if demo.daemon_error is not None:
                 demo.say(f"runwatch demo: the daemon stopped: {demo.daemon_error}")
             elif not finished:
-                waiting = [n for n, s in demo.seen.items() if s.state not in FINAL_STATES]
+                waiting = [n for n, s in demo.seen.items() if s.state not in FINAL]
                 demo.say(f"runwatch demo: gave up waiting for {', '.join(waiting)}; see {demo.log_path}")
             ok = demo.summary(time.monotonic() - t0)
             return EXIT_OK if ok and finished else EXIT_FAILURE

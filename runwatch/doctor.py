@@ -9,7 +9,6 @@ The API key is never shown: only where it came from and its length.
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import json
 import os
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 from urllib.parse import urlsplit
 
 from runwatch.errors import ConfigError, RunwatchError
+from runwatch.ops import daemon_holder
 
 if TYPE_CHECKING:
     from runwatch.config import Config, InboxConfig
@@ -70,7 +70,15 @@ class CheckResult:
     hint: str = ""
 
     def line(self) -> str:
-        return f"{self.status}  {self.name:<18} {self.detail}" + (f" — {self.hint}" if self.hint else "")
+        """The result as printed: one line, or for a detail of several lines (a config's problems) each on a
+        line of its own, indented under the first, and the hint on the last."""
+        first, *more = self.detail.splitlines() or [""]
+        head = f"{self.status}  {self.name:<18} "
+        if not more:
+            return head + first + (f" — {self.hint}" if self.hint else "")
+        indent = " " * len(head)
+        tail = [f"{indent}  {line}" for line in more] + ([f"{indent}— {self.hint}"] if self.hint else [])
+        return "\n".join([head + first, *tail])
 
 
 def _ok(name: str, detail: str) -> CheckResult:
@@ -100,12 +108,28 @@ def check_config(explicit: str | None, env: Mapping[str, str] = os.environ) -> t
     from runwatch.config import find_config, load_config
 
     try:
-        config = load_config(find_config(explicit, env), env)
+        path = find_config(explicit, env)
     except ConfigError as exc:
-        problems = "; ".join(str(p) for p in exc.problems)
-        return _fail("config", f"{exc.path}: {problems}", "fix the file; every key is in config.example.toml"), None
+        return _fail(
+            "config",
+            _problems(exc.summary, exc),
+            "write one with `runwatch init DIR`, then pass --config DIR/runwatch.toml (or set $RUNWATCH_CONFIG)",
+        ), None
+    try:
+        config = load_config(path, env)
+    except ConfigError as exc:
+        return _fail(
+            "config",
+            _problems(f"{exc.path}: {exc.summary}", exc),
+            "fix the file; `runwatch init DIR` writes a commented config that loads, to compare with",
+        ), None
     inboxes = ", ".join(i.name for i in config.inboxes)
     return _ok("config", f"{config.path}: inboxes {inboxes}; state in {config.state.dir}"), config
+
+
+def _problems(heading: str, exc: ConfigError) -> str:
+    """A heading and one line per problem (CheckResult.line indents them)."""
+    return "\n".join([heading, *(str(p) for p in exc.problems)])
 
 
 def _folder(name: str, path: Path, *, missing: Status, missing_hint: str) -> CheckResult:
@@ -302,24 +326,6 @@ def check_inotify_limits(config: Config, proc: Path = PROC_INOTIFY, mounts: Path
 # -- state, key, API, clock, S3 -------------------------------------------------------------------------
 
 
-def _daemon_holder(state_dir: Path) -> str | None:
-    """Who holds the daemon's lock on the state directory, or None (looked at without taking it for long)."""
-    lock = state_dir / "runwatch.lock"
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return lock.read_text(errors="replace").strip() or "another process"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
 def check_state(config: Config) -> CheckResult:
     """The state directory is writable and the journal opens."""
     from runwatch.jobs.states import ACTIVE
@@ -342,7 +348,7 @@ def check_state(config: Config) -> CheckResult:
             "give the service user read/write access to the state directory",
         )
     path = folder / "journal.sqlite3"
-    holder = _daemon_holder(folder)
+    holder = daemon_holder(folder)
     running = f"; a daemon is running ({holder})" if holder else "; no daemon running"
     if not path.exists():
         return _ok(name, f"{folder}: writable; no journal yet (made at the first start){running}")
@@ -382,10 +388,9 @@ def check_api_key(config: Config, env: Mapping[str, str] = os.environ) -> tuple[
     try:
         key = load_api_key(config, env)
     except ConfigError as exc:
-        problems = "; ".join(str(p) for p in exc.problems)
         return _fail(
             "api-key",
-            problems,
+            _problems(exc.summary, exc),
             "export RUNWAYML_API_SECRET, or LoadCredential=runway_api_key:FILE "
             "under systemd, or set runway.api_key_file",
         ), None

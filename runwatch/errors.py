@@ -4,7 +4,7 @@ Foreign exceptions (httpx, botocore, tomllib, json, OSError) are translated into
 these at the edge where they happen, with ``raise ... from exc``::
 
     RunwatchError
-    ├── ConfigError(path, problems)        configuration file or options
+    ├── ConfigError(path, problems)        configuration file or options; ``summary`` heads the problems
     ├── CatalogError                       the model catalogue / price data files
     ├── RequestError(path, problems)       a request file that cannot be used (incomplete: maybe still being written)
     ├── ApiError                           talking to Runway
@@ -36,6 +36,11 @@ class Problem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+@dataclass(frozen=True)
+class MissingKey(Problem):
+    """A required key that is not there; ``path`` names the table it belongs in, as the file writes it."""
+
+
 class RunwatchError(Exception):
     """Root of every error runwatch raises on purpose."""
 
@@ -43,11 +48,12 @@ class RunwatchError(Exception):
 class ConfigError(RunwatchError):
     """The configuration is unusable; names the file and every problem."""
 
-    def __init__(self, path: str, problems: list[Problem]) -> None:
+    def __init__(self, path: str, problems: list[Problem], summary: str = "invalid configuration") -> None:
         self.path = path
         self.problems = problems
+        self.summary = summary
         lines = "\n".join(f"  {p}" for p in problems)
-        super().__init__(f"{path}: invalid configuration\n{lines}")
+        super().__init__(f"{path}: {summary}\n{lines}")
 
 
 class CatalogError(RunwatchError):

@@ -1,13 +1,16 @@
-"""What the one-shot commands (``validate``, ``submit``, ``credits``, ``doctor``) share: their exit codes, the
-configuration they load, the S3 client they build, and how they print amounts and tables.
+"""What the one-shot commands (``validate``, ``submit``, ``credits``, ``doctor``, ``cancel`` and friends) share:
+their exit codes, the configuration they load, whether a daemon runs, the S3 client they build, and how they
+print amounts and tables.
 
 Each command writes to the ``out`` stream it is given and returns the exit code.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from runwatch.errors import ConfigError
@@ -19,6 +22,7 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
+    "daemon_holder",
     "load_optional_config",
     "load_required_config",
     "make_s3_client",
@@ -88,3 +92,55 @@ def make_s3_client(config: Config) -> Any:
             retries={"max_attempts": 5, "mode": "standard"},
         ),
     )
+
+
+def daemon_holder(state_dir: Path, locks: Path = Path("/proc/locks")) -> str | None:
+    """Who holds the daemon's lock on the state directory ("runwatch pid N"), or None when no daemon runs.
+
+    Read from the kernel's lock table, which takes nothing. Without one (not Linux, or /proc hidden), by
+    taking a shared lock for an instant: a daemon starting in that very instant would then find the state
+    directory in use and refuse to start.
+    """
+    lock = state_dir / "runwatch.lock"
+    try:
+        info = lock.stat()
+    except OSError:
+        return None
+    held = _in_lock_table(info, locks)
+    if held is None:
+        held = _lock_taken(lock)
+    if not held:
+        return None
+    try:
+        return lock.read_text(errors="replace").strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+def _in_lock_table(info: os.stat_result, locks: Path) -> bool | None:
+    """Whether /proc/locks lists a flock on this file; None when the table cannot be read."""
+    try:
+        table = locks.read_text()
+    except OSError:
+        return None
+    file = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2146387 0 EOF"; a waiting lock's line has "->" before FLOCK.
+    return any(
+        "FLOCK" in fields and "->" not in fields and file in fields for fields in map(str.split, table.splitlines())
+    )
+
+
+def _lock_taken(lock: Path) -> bool:
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

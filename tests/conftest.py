@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -14,6 +16,47 @@ from runwatch.simulator import SimConfig, Simulator
 from tests.s3server import INSTALL_HINT, S3Server, S3ServerError, find_weed, start_s3_server
 
 pytest_plugins = ["tests.rig"]  # the daemon rig and its rig_factory fixture, shared by the daemon-level tests
+
+# Under CI (the CI variable set, as CI services do) every tool the suite uses is installed, so a test never
+# passes by being skipped for one that is missing: need() fails there, and any other skip fails too unless it
+# says, through not_applicable(), that the test does not apply to this platform at all.
+IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+NOT_APPLICABLE = "does not apply here: "
+
+
+def need(available: bool, what: str) -> None:
+    """Skip the test when something it needs from the machine is missing (``what`` says what and how to get
+    it); under CI, fail instead."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} (CI is set: the suite's tools must all be installed)", pytrace=False)
+    pytest.skip(what)
+
+
+def need_tool(*names: str, package: str) -> None:
+    """need() for programs on PATH, naming the system package that has them."""
+    missing = [name for name in names if shutil.which(name) is None]
+    need(not missing, f"{' and '.join(missing)} not on PATH: install the {package} package")
+
+
+def not_applicable(reason: str) -> NoReturn:
+    """Skip a test that has no meaning on this platform (another Python, a filesystem limit); allowed in CI."""
+    pytest.skip(NOT_APPLICABLE + reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under CI, a skip that is not a not_applicable() one is a failure."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if not (IN_CI and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+    if NOT_APPLICABLE not in reason:
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and CI is set (every tool the suite uses must be there): {reason}"
 
 
 @pytest.fixture(autouse=True)

@@ -60,10 +60,17 @@ class Rig:
                 "presign_expiry": 600,
                 "addressing_style": "path",
             }
+        self.data = data
         self.config: Config = parse_config(data, str(root / "runwatch.toml"))
         self.daemon: Daemon | None = None
         self.thread: threading.Thread | None = None
         self.stop_event = threading.Event()
+
+    def config_file(self) -> Path:
+        """The rig's config written to ROOT/runwatch.toml, for commands run as a user runs them."""
+        path = self.root / "runwatch.toml"
+        path.write_text(tomli_w.dumps(self.data))
+        return path
 
     def start(self) -> Rig:
         self.stop_event = threading.Event()

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from .conftest import not_applicable
+
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "runwatch" / "data" / "catalog.json"
 
@@ -447,7 +449,7 @@ class TestDeterminism:
         """Literal values keep source order even when typing's cache holds an equal, reordered Literal."""
         cleanups = getattr(typing, "_cleanups", None)
         if cleanups is None:
-            pytest.skip("this Python exposes no typing cache to reset")
+            not_applicable("this Python exposes no typing cache to reset")
         from runwayml.types import image_to_video_create_params as i2v
 
         try:
@@ -457,7 +459,7 @@ class TestDeterminism:
             typing.get_type_hints(i2v.Gen4Turbo, include_extras=True)
             poisoned = typing.get_type_hints(i2v.Gen4_5, include_extras=True)["ratio"]
             if list(typing.get_args(typing.get_args(poisoned)[0])) != GEN4_TURBO_RATIOS:
-                pytest.skip("typing no longer returns reordered literals from its cache")
+                not_applicable("typing no longer returns reordered literals from its cache")
             fresh = gen_catalog.build_catalog()
             assert field(fresh, "image_to_video", "gen4.5", "ratio")["type"]["values"] == GEN45_RATIOS
         finally:

@@ -333,7 +333,7 @@ class TestBadValues:
         assert set(paths) == {
             "runway.poll_interval",
             "runway.unknown_models",
-            "s3.bucket",
+            "[s3]",  # the missing bucket, located by its table
             "s3.presign_expiry",
             "scheduler.max_uploads",
             "inbox[0].settle",
@@ -475,22 +475,36 @@ class TestInboxRules:
         """[[inbox]] is required, as an array of tables."""
         data = {} if inbox == {} else {"inbox": inbox}
         (problem,) = problems_of(data)
-        assert problem.path == "inbox"
+        assert problem.path == ("" if inbox == {} else "inbox")
         assert message in problem.message
 
     def test_item_not_a_table(self) -> None:
         """Each inbox entry must be a table; the good ones are still checked."""
         problems = problems_of({"inbox": [5, {"path": "/a", "colour": 1}]})
-        assert [p.path for p in problems] == ["inbox[0]", "inbox[1].outbox", "inbox[1].colour"]
+        assert [p.path for p in problems] == ["inbox[0]", "[[inbox]] 2", "inbox[1].colour"]
 
     @pytest.mark.parametrize("missing", ["path", "outbox"])
     def test_folders_required(self, missing: str) -> None:
-        """An inbox needs its path and outbox."""
+        """An inbox needs its path and outbox; a missing one is named as missing, in the table the file
+        writes ("[[inbox]] 2", counted from 1), and the error is not called an invalid configuration."""
         inbox = {"path": "/a", "outbox": "/b"}
         del inbox[missing]
-        (problem,) = problems_of({"inbox": [inbox]})
-        assert problem.path == f"inbox[0].{missing}"
-        assert problem.message.startswith("required")
+        with pytest.raises(ConfigError) as info:
+            parse({"inbox": [{"path": "/x", "outbox": "/y"}, inbox]})
+        (problem,) = info.value.problems
+        assert str(problem).startswith(f"[[inbox]] 2: `{missing}` is missing (the folder ")
+        assert str(info.value).startswith("test.toml: a required key is missing\n  [[inbox]] 2: ")
+        assert "invalid" not in str(info.value)
+
+    def test_missing_and_wrong_together(self) -> None:
+        """A missing key beside a wrong value: each says what it is, under one heading."""
+        with pytest.raises(ConfigError) as info:
+            parse({"s3": {"region": "us-east-1"}, "inbox": [{"path": "/a", "outbox": 3}]})
+        assert [str(p).split(" (")[0] for p in info.value.problems] == [
+            "[s3]: `bucket` is missing",
+            "inbox[0].outbox: expected a path",
+        ]
+        assert str(info.value).startswith("test.toml: invalid configuration\n")
 
     @pytest.mark.parametrize(
         ("first", "second", "path", "message"),
@@ -714,7 +728,7 @@ class TestFindConfig:
         env = {"RUNWATCH_CONFIG": str(missing)}
         with pytest.raises(ConfigError) as info:
             find_config(explicit, env=env, cwd=places["cwd"].parent)
-        assert [p.path for p in info.value.problems] == ["", str(missing)]
+        assert [p.path for p in info.value.problems] == [str(missing)]
         assert "no such file" in str(info.value)
 
     def test_relative_names_from_cwd(self, places: dict[str, Path], tmp_path: Path) -> None:
@@ -732,8 +746,8 @@ class TestFindConfig:
         (tmp_path / "runwatch.toml").mkdir()
         with pytest.raises(ConfigError) as info:
             find_config(None, env={}, cwd=tmp_path)
+        assert info.value.summary == "no configuration file found; tried:"
         assert [p.path for p in info.value.problems] == [
-            "",
             str(tmp_path / "runwatch.toml"),
             str(tmp_path / "etc" / "config.toml"),
         ]
@@ -796,14 +810,14 @@ class TestApiKey:
         config, env = self.setup(tmp_path, {"RUNWAY_API_KEY": ""})
         with pytest.raises(ConfigError) as info:
             load_api_key(config, env)
+        assert info.value.summary == "no Runway API key found; tried, in order:"
         assert [p.path for p in info.value.problems] == [
-            "",
             "RUNWAYML_API_SECRET",
             "RUNWAY_API_KEY",
             "$CREDENTIALS_DIRECTORY/runway_api_key",
             "runway.api_key_file",
         ]
-        assert [p.message.split(":")[0] for p in info.value.problems[1:3]] == ["not set", "set but empty"]
+        assert [p.message.split(":")[0] for p in info.value.problems[:2]] == ["not set", "set but empty"]
         assert "no such file" in str(info.value)
 
     def test_none_configured(self) -> None:

@@ -668,8 +668,10 @@ class TestMoneyGuards:
         )
         capsys.readouterr()
         assert main(["status", "--config", str(path)]) == 0
-        line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("film "))
-        assert " held " in line and "estimated 320 credits would exceed" in line
+        lines = capsys.readouterr().out.splitlines()
+        row = next(i for i, x in enumerate(lines) if x.startswith("film "))
+        note = " ".join(x.strip() for x in lines[row + 1 :])  # the note, wrapped under its row
+        assert " held " in lines[row] and "estimated 320 credits would exceed" in lines[row] + " " + note
 
 
 class TestCaps:

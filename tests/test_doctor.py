@@ -21,6 +21,8 @@ from runwatch.jobs.job import Job
 from runwatch.simulator import SimConfig, Simulator
 from runwatch.store import Journal, StateLock
 
+from .conftest import IN_CI, need
+
 
 def _write_config(
     root: Path,
@@ -92,7 +94,7 @@ class TestGoodSetup:
             "clock",
             "s3",
         ]
-        machine_bound = set() if doctor.PROC_INOTIFY.exists() else {"main/events", "inotify-limits"}
+        machine_bound = set() if doctor.PROC_INOTIFY.exists() or IN_CI else {"main/events", "inotify-limits"}
         assert [r for r in results if r.status != "PASS" and r.name not in machine_bound] == []
         assert all(r.hint == "" for r in results if r.status == "PASS")
         assert list((tmp_path / "inbox").iterdir()) == []  # the canary is gone
@@ -167,6 +169,33 @@ class TestFailures:
         assert doctor.doctor_command(str(path), out=out, env={}) == 1
         assert out.getvalue().startswith("FAIL  config ") and " — " in out.getvalue()
 
+    def test_problems_on_lines_of_their_own(self, tmp_path: Path) -> None:
+        """A config with two problems: the heading on the FAIL line, each problem on a line of its own indented
+        under it, the hint last; the hint points at `runwatch init`, which every install has, not at a file
+        that only the source tree has."""
+        path = tmp_path / "runwatch.toml"
+        path.write_text('[runway]\npoll_intervall = 3\n[[inbox]]\noutbox = "o"\n')
+        out = io.StringIO()
+        assert doctor.doctor_command(str(path), out=out, env={}) == 1
+        lines = out.getvalue().splitlines()
+        assert lines[0] == f"FAIL  config             {path}: invalid configuration"
+        assert lines[1] == " " * 27 + "[[inbox]] 1: `path` is missing (the folder users drop requests into)"
+        assert lines[2].startswith(" " * 27 + "runway.poll_intervall: unknown key")
+        assert lines[3].startswith(" " * 25 + "— fix the file; `runwatch init DIR`")
+        assert lines[4].startswith("1 checks:")
+        assert "config.example.toml" not in out.getvalue()
+
+    def test_no_config_found(self, tmp_path: Path) -> None:
+        """No config anywhere: each place tried on a line of its own, and the hint says how to make one."""
+        result, config = doctor.check_config(str(tmp_path / "nope.toml"), {})
+        assert config is None and result.status == "FAIL"
+        assert result.line().splitlines() == [
+            "FAIL  config             no configuration file found; tried:",
+            " " * 27 + f"{tmp_path / 'nope.toml'}: no such file (from --config)",
+            " " * 25 + "— write one with `runwatch init DIR`, then pass --config DIR/runwatch.toml "
+            "(or set $RUNWATCH_CONFIG)",
+        ]
+
     def test_missing_key(self, tmp_path: Path) -> None:
         """No key anywhere: FAIL api-key, and the API is not asked."""
         config = _config(tmp_path, None)
@@ -213,9 +242,9 @@ class TestFilesystems:
         result = doctor.check_filesystem_type(config.inboxes[0], _mountinfo(tmp_path, tmp_path / "elsewhere", "nfs"))
         assert result.status == "PASS" and result.detail == "ext4 (local)"
 
-    @pytest.mark.skipif(not doctor.PROC_INOTIFY.exists(), reason="this kernel offers no inotify")
     def test_events_arrive(self, tmp_path: Path) -> None:
         """A canary written into a local inbox is seen by inotify; it is removed afterwards."""
+        need(doctor.PROC_INOTIFY.exists(), f"this kernel offers no inotify ({doctor.PROC_INOTIFY} is missing)")
         config = _config(tmp_path, None)
         result = doctor.check_events(config.inboxes[0])
         assert result.status == "PASS" and "events arrive" in result.detail
@@ -224,8 +253,10 @@ class TestFilesystems:
     def test_work_area_on_another_filesystem(self, tmp_path: Path) -> None:
         """A work area on another filesystem than its inbox: FAIL (claims must be renames)."""
         other = Path("/dev/shm")
-        if not other.is_dir() or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
-            pytest.skip("no second filesystem to put the work area on")
+        need(
+            other.is_dir() and os.stat(other).st_dev != os.stat(tmp_path).st_dev,
+            f"no second filesystem to put the work area on ({other} is not a filesystem of its own)",
+        )
         work = other / f"runwatch-doctor-test-{os.getpid()}"
         config = _config(tmp_path, None, inbox={"work": str(work)})
         result = doctor.check_same_filesystem(config.inboxes[0])

@@ -6,6 +6,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,7 +76,17 @@ class TestSpending:
         assert status["state"] == "failed" and status["error"]["code"] == "upload_failed"
         assert status["credits"] is None and status["task_id"] is None and sim.create_count() == 0
         job = rig.journal().find("still")
-        assert job is not None and job.credits is None
+        assert job is not None and job.credits is None and job.estimated_credits
+        shown = subprocess.run(
+            [sys.executable, "-m", "runwatch.cli", "status", "--config", str(_config_file(rig))],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, COLUMNS="200"),
+            check=True,
+        ).stdout.splitlines()
+        header, row = shown[0], next(line for line in shown if line.startswith("still "))
+        column = header.index("CREDITS")
+        assert row[column : column + 8].strip() == ""  # no credits shown (the estimate was never spent)
 
 
 class TestLogs:

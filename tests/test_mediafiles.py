@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import struct
 import subprocess
 import wave
@@ -29,6 +28,8 @@ from runwatch.mediafiles import (
     probe_file,
     sample_bytes,
 )
+
+from .conftest import need_tool
 
 SAMPLES = Path(__file__).resolve().parent.parent / "runwatch" / "data" / "samples"
 TOKEN = b"0b6e3c1a-9f4d-4e2b-8c7a-5d1e2f3a4b5c:0"
@@ -497,11 +498,12 @@ class TestProbe:
         assert probe_file(path) is None or isinstance(probe_file(path), MediaInfo)
 
 
-@pytest.mark.skipif(
-    shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None,
-    reason="ffmpeg/ffprobe not on PATH: this cross-check is optional, the structural tests above stand alone",
-)
 class TestWithFfmpeg:
+    @pytest.fixture(autouse=True)
+    def _ffmpeg(self) -> None:
+        """The cross-check needs ffmpeg's programs (skipped without them, except under CI)."""
+        need_tool("ffprobe", "ffmpeg", package="ffmpeg")
+
     def _ffprobe(self, path: Path) -> dict[str, object]:
         run = subprocess.run(
             ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import threading
 import time
@@ -19,9 +20,10 @@ import tomli_w
 from runwatch.cli import main
 from runwatch.credits import credits_command
 from runwatch.jobs.job import Job
+from runwatch.ops import daemon_holder
 from runwatch.pricing import estimate
 from runwatch.simulator import Fault, Simulator
-from runwatch.store import Journal
+from runwatch.store import Journal, StateLock
 from runwatch.submit import _SubmitLock, submit_command, sweep_abandoned
 from runwatch.validate import validate_command
 
@@ -627,3 +629,24 @@ class TestCommandLine:
         assert main(["credits", "--config", str(setup.config), "--json"]) == 0
         doc = json.loads(capsys.readouterr().out)
         assert doc["spending"]["journal"]["today"]["by_inbox"] == {"submit": 1.0}
+
+
+class TestDaemonHolder:
+    @pytest.mark.parametrize("table", ["/proc/locks", "none"], ids=["lock-table", "shared-lock"])
+    def test_tells_a_running_daemon(self, tmp_path: Path, table: str) -> None:
+        """Whether a daemon holds the state directory, and who: from the kernel's lock table, or without one
+        by trying a shared lock; nothing is told once the daemon let go, and the lock is left as it was."""
+        locks = Path(table) if table.startswith("/") else tmp_path / "no-lock-table"
+        state = tmp_path / "state"
+        assert daemon_holder(state, locks) is None  # no lock file at all
+        lock = StateLock(state)
+        lock.acquire()
+        try:
+            assert daemon_holder(state, locks) == f"runwatch pid {os.getpid()}"
+            assert daemon_holder(state, locks) == f"runwatch pid {os.getpid()}"
+        finally:
+            lock.release()
+        assert daemon_holder(state, locks) is None
+        again = StateLock(state)
+        again.acquire()  # a daemon may start right after a look
+        again.release()

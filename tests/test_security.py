@@ -17,6 +17,7 @@ import pytest
 from runwatch.config import parse_config
 from runwatch.simulator import Simulator
 
+from .conftest import NOT_APPLICABLE
 from .rig import SEED_REQUESTS, Rig
 
 PACKAGE = Path(__file__).resolve().parent.parent / "runwatch"
@@ -146,7 +147,7 @@ def test_second_daemon_on_the_same_state_refuses(tmp_path: Path, sim: Simulator)
             first.wait(15)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only meaningful when the test runs as root")
+@pytest.mark.skipif(os.geteuid() != 0, reason=NOT_APPLICABLE + "only meaningful when the test runs as root")
 def test_refuses_to_run_as_root(tmp_path: Path, sim: Simulator) -> None:
     """As root without --allow-root, `runwatch run` exits 78 saying why and how to override."""
     config = _config(tmp_path, sim.url)

@@ -26,6 +26,8 @@ import tomli_w
 from runwatch import notify
 from runwatch.simulator import Simulator
 
+from .conftest import need
+
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "runwatch.service"
 SYSUSERS = REPO / "systemd" / "runwatch.sysusers"
@@ -35,12 +37,8 @@ STATUS_RE = re.compile(r"^STATUS=\d+ waiting, \d+ running, \d+ held; inboxes: \d
 
 def _tool(name: str) -> str:
     path = shutil.which(name) or (f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None)
-    if path is None:
-        pytest.fail(
-            f"{name} is needed to check the systemd unit; install Debian's `systemd` package "
-            "(apt-get install systemd; PID 1 need not be systemd)",
-            pytrace=False,
-        )
+    need(path is not None, f"{name} not on PATH: install the systemd package (PID 1 need not be systemd)")
+    assert path is not None
     return path
 
 
