@@ -38,14 +38,15 @@ def _slow_copy(data: bytes, target: Path, chunks: int, pause: float) -> threadin
 
 def test_slow_copies_are_not_taken_early(rig_factory: Callable[..., Rig], sim: Simulator) -> None:
     """A request and its image copied slowly in chunks (no temporary names): nothing is taken or sent until both
-    are complete; then the request succeeds with the whole image."""
+    are complete; then the request succeeds with the whole image. (The pauses stay well under the settle time,
+    as a copy that stalls for longer than `settle` is indistinguishable from a finished one.)"""
     rig = rig_factory(sim, inbox=POLLING).start()
     image = (SAMPLES / "still.jpg").read_bytes()
     body, _ = SEED_REQUESTS["image_to_video"]
     request = json.dumps(body, indent=2).encode()
     writers = [
-        _slow_copy(image, rig.inbox / "still.jpg", chunks=8, pause=0.4),
-        _slow_copy(request, rig.inbox / "waves.json", chunks=6, pause=0.4),
+        _slow_copy(image, rig.inbox / "still.jpg", chunks=12, pause=0.2),
+        _slow_copy(request, rig.inbox / "waves.json", chunks=9, pause=0.2),
     ]
     while any(w.is_alive() for w in writers):
         assert (rig.inbox / "waves.json").exists(), "taken while still being copied"
