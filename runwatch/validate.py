@@ -32,13 +32,21 @@ _STATUS_SUFFIXES = (".status.json", ".status.toml")
 
 @dataclass(frozen=True)
 class PlainInbox:
-    """The context of a request file outside every configured inbox: no endpoint, no defaults."""
+    """The context of a request file outside every configured inbox: no endpoint, no defaults, and media sent
+    as ``runwatch submit`` sends them (``transport = "auto"``: by S3 when the configuration has a bucket)."""
 
     path: Path
     endpoint: str | None = None
     defaults: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
     media_field: str = "promptImage"
     accept_media: bool = False
+    has_s3: bool = False
+
+    @property
+    def media_transport(self) -> str:
+        from runwatch.medialimits import choose
+
+        return choose("auto", s3_configured=self.has_s3)
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,7 @@ class Validator:
         from runwatch.request import MEDIA_SUFFIXES, REQUEST_SUFFIXES, load_request
 
         inbox = self.inbox_of(path)
-        context = inbox or PlainInbox(path.parent)
+        context = inbox or PlainInbox(path.parent, has_s3=self.config is not None and self.config.s3 is not None)
         label = inbox.name if inbox else None
         suffix = path.suffix.lower()
         if suffix not in REQUEST_SUFFIXES and not (suffix in MEDIA_SUFFIXES and context.accept_media):

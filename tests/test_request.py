@@ -46,6 +46,7 @@ class Inbox:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     media_field: str = "promptImage"
     accept_media: bool = False
+    media_transport: str = "runway"
 
 
 @pytest.fixture
@@ -1108,8 +1109,9 @@ def _gif(root: Path) -> str:
 
 
 def _huge(root: Path) -> str:
-    with open(root / "huge.jpg", "wb") as fh:
-        fh.truncate((200 << 20) + 1)  # sparse: costs no disk
+    shutil.copy(SAMPLES / "still.jpg", root / "huge.jpg")
+    with open(root / "huge.jpg", "r+b") as fh:
+        fh.truncate((200 << 20) + 1)  # a real JPEG's head, then a sparse tail that costs no disk
     return "huge.jpg"
 
 
@@ -1403,6 +1405,7 @@ class TestWithUris:
     def test_local_media_shape(self, root: Path) -> None:
         """LocalMedia carries what a transport needs."""
         media = load(write(root, "a.json", I2V), root).media[0]
+        st = (root / "still.jpg").stat()
         assert media == LocalMedia(
             ("promptImage",),
             "still.jpg",
@@ -1410,6 +1413,9 @@ class TestWithUris:
             "image",
             (SAMPLES / "still.jpg").stat().st_size,
             "image/jpeg",
+            root.resolve(),
+            st.st_dev,
+            st.st_ino,
         )
 
 
