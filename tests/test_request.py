@@ -33,6 +33,8 @@ from runwatch.request import (
     request_name,
 )
 
+from .conftest import type_names_in
+
 SAMPLES = Path(__file__).resolve().parent.parent / "runwatch" / "data" / "samples"
 PRESET = {"type": "runway-preset", "presetId": "Maya"}
 
@@ -1218,6 +1220,7 @@ class TestContainment:
         assert [p.path for p in err.problems] == ["promptImage"]
         for word in words:
             assert word in err.problems[0].message
+        assert type_names_in(err.problems[0].message) == set()  # people's words, not runwatch's classes
         assert err.incomplete is incomplete
 
     @pytest.mark.parametrize("where", ["same", "subfolder"])
