@@ -22,7 +22,6 @@ from runwatch.medialimits import (
     UPLOAD_MAX,
     UPLOAD_MIN,
     URL_CAPS,
-    choose,
     data_uri_length,
     size_problem,
     size_text,
@@ -122,12 +121,6 @@ class TestSizeRule:
         for word in words:
             assert word in text, text
 
-    def test_auto_is_s3_with_a_bucket(self) -> None:
-        """The transport a request is checked against is the one the inbox would choose."""
-        assert choose("auto", s3_configured=True) == "s3"
-        assert choose("auto", s3_configured=False) == "runway"
-        assert choose("data", s3_configured=True) == "data"
-
 
 class TestRequestCheck:
     """load_request fits local media to the inbox's transport, and names the file, the field and the range."""
@@ -141,23 +134,21 @@ class TestRequestCheck:
         assert message.startswith('"tiny.png" is 230 bytes;')
         assert "512 bytes to 200 MiB" in message
 
-    @pytest.mark.parametrize("transport", ["s3", "data"])
-    def test_tiny_image_fits_the_other_transports(self, tmp_path: Path, transport: str) -> None:
-        """The same file is fine where it will go as a URL or inline."""
+    def test_the_transport_decides(self, tmp_path: Path) -> None:
+        """The same tiny file is refused for Runway's uploads and fine where it goes as a URL or inline."""
         (tmp_path / "tiny.png").write_bytes(png_of(230))
-        req = check(tmp_path, {**I2V, "promptImage": "tiny.png"}, transport)
-        assert [m.size for m in req.media] == [230]
+        body = {**I2V, "promptImage": "tiny.png"}
+        assert "promptImage" in refusal(tmp_path, body, "runway")
+        for transport in ("s3", "data"):
+            assert [m.size for m in check(tmp_path, body, transport).media] == [230]
 
-    @pytest.mark.parametrize("size", [UPLOAD_MIN, 4096])
-    def test_big_enough_file_accepted(self, tmp_path: Path, size: int) -> None:
-        """From 512 bytes on, an image goes through Runway's uploads."""
-        (tmp_path / "ok.png").write_bytes(png_of(size))
-        assert check(tmp_path, {**I2V, "promptImage": "ok.png"}).media[0].size == size
-
-    def test_one_byte_under_is_refused(self, tmp_path: Path) -> None:
-        """511 bytes is one too few."""
+    def test_big_enough_file_accepted(self, tmp_path: Path) -> None:
+        """From 512 bytes on an image goes through Runway's uploads; 511 bytes is one too few."""
         (tmp_path / "short.png").write_bytes(png_of(UPLOAD_MIN - 1))
         assert "511 bytes" in refusal(tmp_path, {**I2V, "promptImage": "short.png"})["promptImage"]
+        for size in (UPLOAD_MIN, 4096):
+            (tmp_path / "ok.png").write_bytes(png_of(size))
+            assert check(tmp_path, {**I2V, "promptImage": "ok.png"}).media[0].size == size
 
     def test_url_cap_under_s3(self, tmp_path: Path) -> None:
         """Through S3 Runway fetches the file: an image over 16 MiB is refused there, fine for uploads."""
@@ -237,25 +228,19 @@ class TestValidateCommand:
     """`runwatch validate` fits media to the transport the daemon would send them by."""
 
     def test_tiny_image_fails_validate(self, tmp_path: Path) -> None:
-        """In an inbox that sends by Runway's uploads, a 230-byte PNG is invalid: FILE: field: the range."""
-        config = _config(tmp_path, {})
+        """In an inbox that sends by Runway's uploads, a 230-byte PNG is invalid: FILE: field: the range. The
+        same file is valid in an inbox that sends inline, or by S3 (``auto`` with a bucket)."""
+        (tmp_path / "inbox").mkdir()
         (tmp_path / "inbox" / "tiny.png").write_bytes(png_of(230))
         request = tmp_path / "inbox" / "tiny.json"
         request.write_text(json.dumps({**I2V, "promptImage": "tiny.png"}))
-        code, out = _validate(config, request)
+        code, out = _validate(_config(tmp_path, {}), request)
         assert code == 1
         assert f'{request}: promptImage: "tiny.png" is 230 bytes; transport "runway"' in out
         assert "512 bytes to 200 MiB" in out
-
-    @pytest.mark.parametrize(("inbox", "bucket"), [({"transport": "data"}, False), ({}, True)])
-    def test_the_inbox_transport_decides(self, tmp_path: Path, inbox: dict[str, Any], bucket: bool) -> None:
-        """The same file is valid in an inbox that sends inline, or by S3 (``auto`` with a bucket)."""
-        config = _config(tmp_path, inbox, bucket=bucket)
-        (tmp_path / "inbox" / "tiny.png").write_bytes(png_of(230))
-        request = tmp_path / "inbox" / "tiny.json"
-        request.write_text(json.dumps({**I2V, "promptImage": "tiny.png"}))
-        code, out = _validate(config, request)
-        assert code == 0, out
+        for inbox, bucket in (({"transport": "data"}, False), ({}, True)):
+            code, out = _validate(_config(tmp_path, inbox, bucket=bucket), request)
+            assert code == 0, out
 
     def test_outside_an_inbox_auto_decides(self, tmp_path: Path) -> None:
         """A file outside every inbox (as `runwatch submit` sends it) is checked against auto: S3 with a bucket."""
@@ -273,7 +258,8 @@ class TestDaemonAgrees:
     """What validate refuses, the daemon refuses at the claim: a rejection with a status file, nothing uploaded."""
 
     def test_tiny_image_is_rejected_at_claim(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
-        """A 230-byte PNG is rejected as an invalid request naming the field and the range, not a failed upload."""
+        """A 230-byte PNG is rejected as an invalid request naming the field and the range, not a failed upload;
+        a 512-byte one beside it goes through Runway's uploads and succeeds."""
         rig = rig_factory(sim).start()
         (rig.inbox / "tiny.png").write_bytes(png_of(230))
         rig.drop("tiny", {**I2V, "promptImage": "tiny.png"})
@@ -284,12 +270,7 @@ class TestDaemonAgrees:
         assert issue["path"] == "promptImage" and "512 bytes to 200 MiB" in issue["message"]
         assert sim.requests("/v1/uploads") == [] and sim.create_count() == 0
         assert "/failed/" in status["request"]
-
-    def test_big_enough_image_is_sent(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
-        """A 512-byte PNG goes through Runway's uploads and the request succeeds."""
-        rig = rig_factory(sim).start()
         (rig.inbox / "small.png").write_bytes(png_of(UPLOAD_MIN))
         rig.drop("small", {**I2V, "promptImage": "small.png"})
-        status = rig.wait("small")
-        assert status["state"] == "succeeded", status
+        assert rig.wait("small")["state"] == "succeeded"
         assert len(sim.requests("/v1/uploads")) == 1

@@ -461,8 +461,6 @@ class TestUnknown:
             (HDR, "ruby", {}, None),
             (HDR, "ruby", {"videoUri": "https://example.com/clip.mp4"}, {}),
             (UPS, MAG, {}, {"videoUri": hint(3)}),
-            (T2V, "veo3.1", {"audio": "yes"}, None),
-            (T2V, "kling_4", {"duration": 5}, None),
         ],
     )
     def test_reasons_are_in_peoples_words(
