@@ -143,7 +143,8 @@ class InboxConfig:
     budget_daily: float | None = None
     approve_above: float | None = None
     priority: int = 0
-    has_s3: bool = False  # the configuration has an [s3] bucket: what ``transport = "auto"`` goes by
+    # Not a key of its own: whether the configuration has an [s3] bucket, which ``transport = "auto"`` goes by.
+    has_s3: bool = field(default=False, metadata={"derived": True})
 
     @property
     def media_transport(self) -> str:

@@ -51,7 +51,8 @@ class PlainInbox:
 
 @dataclass(frozen=True)
 class Checked:
-    """One request file, checked: its request when valid, else every problem; its estimate when priced."""
+    """One request file, checked: its request when valid, else every problem; its estimate when priced;
+    ``transport``, the transport its media were fitted to (and must be sent by)."""
 
     file: Path
     inbox: str | None
@@ -59,6 +60,7 @@ class Checked:
     problems: tuple[Problem, ...] = ()
     estimate: Estimate | None = None
     notes: tuple[str, ...] = ()
+    transport: str | None = None
 
     @property
     def valid(self) -> bool:
@@ -142,7 +144,14 @@ class Validator:
             guess = Estimate(None, "the request names no model")
         else:
             guess = self.prices.estimate(req.endpoint, req.model, req.body, self._media_hints(req))
-        return Checked(path, label, request=req, estimate=guess, notes=self._notes(req, guess, inbox))
+        return Checked(
+            path,
+            label,
+            request=req,
+            estimate=guess,
+            notes=self._notes(req, guess, inbox),
+            transport=context.media_transport,
+        )
 
     def _media_hints(self, req: Request) -> dict[str, MediaHint]:
         from runwatch.catalog import format_path

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import tomli_w
 
+from runwatch.config import load_config
 from runwatch.errors import RequestError
 from runwatch.medialimits import (
     DATA_URI_CAPS,
@@ -28,7 +29,7 @@ from runwatch.medialimits import (
 )
 from runwatch.request import Request, load_request
 from runwatch.simulator import Simulator
-from runwatch.validate import validate_command
+from runwatch.validate import Validator, validate_command
 
 from .conftest import SAMPLES, png_of
 from .rig import Rig
@@ -241,6 +242,18 @@ class TestValidateCommand:
         for inbox, bucket in (({"transport": "data"}, False), ({}, True)):
             code, out = _validate(_config(tmp_path, inbox, bucket=bucket), request)
             assert code == 0, out
+
+    def test_checked_names_the_transport(self, tmp_path: Path) -> None:
+        """A checked file says which transport its media were fitted to, so `runwatch submit` sends by it."""
+        config = load_config(_config(tmp_path, {"transport": "data"}, bucket=True))
+        (tmp_path / "inbox" / "tiny.png").write_bytes(png_of(230))
+        inside = tmp_path / "inbox" / "tiny.json"
+        inside.write_text(json.dumps({**I2V, "promptImage": "tiny.png"}))
+        elsewhere = tmp_path / "text.json"
+        elsewhere.write_text(json.dumps({**I2V, "promptImage": "https://example.com/a.jpg"}))
+        validator = Validator(config)
+        assert validator.check(inside).transport == "data"
+        assert validator.check(elsewhere).transport == "s3"
 
     def test_outside_an_inbox_auto_decides(self, tmp_path: Path) -> None:
         """A file outside every inbox (as `runwatch submit` sends it) is checked against auto: S3 with a bucket."""
