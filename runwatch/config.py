@@ -23,6 +23,7 @@ from typing import Any, Final, Literal, TypeVar, cast, get_args
 
 from runwatch.catalog import load_catalog
 from runwatch.errors import ConfigError, MissingKey, Problem
+from runwatch.medialimits import choose
 
 __all__ = [
     "BudgetConfig",
@@ -147,6 +148,16 @@ class InboxConfig:
     budget_daily: float | None = None
     approve_above: float | None = None
     priority: int = 0
+    # Not a key of its own: whether the configuration has an [s3] bucket, which ``transport = "auto"`` goes by.
+    has_s3: bool = field(default=False, metadata={"derived": True})
+
+    @property
+    def media_transport(self) -> str:
+        """The transport this inbox's local media go by: ``auto`` is ``s3`` when there is a bucket, else ``runway``.
+
+        Request checks fit media to this transport's size limits; the daemon sends them by it.
+        """
+        return choose(self.transport, s3_configured=self.has_s3)
 
 
 @dataclass(frozen=True)
@@ -534,7 +545,7 @@ def _inbox(t: _Table, base: Path, env: Mapping[str, str], has_s3: bool) -> Inbox
             f"{work} is inside the inbox, so it must be a hidden folder (its name starting with "
             f'".") that scans ignore, e.g. {path / ".runwatch"}',
         )
-    return dataclasses.replace(inbox, name=name, path=path, outbox=outbox, work=work)
+    return dataclasses.replace(inbox, name=name, path=path, outbox=outbox, work=work, has_s3=has_s3)
 
 
 def _inboxes(top: _Table, base: Path, env: Mapping[str, str], has_s3: bool) -> tuple[InboxConfig, ...]:

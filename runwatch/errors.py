@@ -12,6 +12,7 @@ these at the edge where they happen, with ``raise ... from exc``::
     │   └── ApiStatusError(status, body)   Runway answered with an error status
     │       └── RateLimitedError           429; ``daily`` for the daily task limit, ``retry_after`` when hinted
     ├── UploadError(retryable)             putting media where Runway can fetch it (S3, Runway uploads, data URIs)
+    │   └── MediaChangedError              a local media file is no longer the one checked (replaced, or now a link)
     ├── OutboxError                        writing outputs or status files
     ├── JournalError                       the state database
     ├── IllegalTransition                  a job moved where the state table does not allow (a bug)
@@ -64,13 +65,24 @@ class RequestError(RunwatchError):
     """A request file cannot be used; names the file and every problem.
 
     ``incomplete`` marks a file that could not even be parsed: on a share it may still be being written,
-    so the inbox waits for it to settle before rejecting it.
+    so the inbox waits for it to settle before rejecting it. ``endpoint`` and ``model`` are what the request
+    named, when they could be read (the endpoint only when it is one runwatch knows), for its status file.
     """
 
-    def __init__(self, path: str, problems: list[Problem], *, incomplete: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        problems: list[Problem],
+        *,
+        incomplete: bool = False,
+        endpoint: str | None = None,
+        model: str | None = None,
+    ) -> None:
         self.path = path
         self.problems = problems
         self.incomplete = incomplete
+        self.endpoint = endpoint
+        self.model = model
         lines = "\n".join(f"  {p}" for p in problems)
         super().__init__(f"{path}: invalid request\n{lines}")
 
@@ -113,11 +125,26 @@ class RateLimitedError(ApiStatusError):
 
 
 class UploadError(RunwatchError):
-    """Media could not be put where Runway can fetch it. ``retryable`` for passing trouble."""
+    """Media could not be put where Runway can fetch it. ``retryable`` for passing trouble; ``code`` is the
+    error code a job that fails this way shows in its status file."""
+
+    code = "upload_failed"
 
     def __init__(self, message: str, *, retryable: bool) -> None:
         self.retryable = retryable
         super().__init__(message)
+
+
+class MediaChangedError(UploadError):
+    """A local media file is not the file that was checked: replaced, moved, or made a symbolic link since.
+
+    Nothing of it was sent, and trying again will not help: the request is checked once, at its claim.
+    """
+
+    code = "media_changed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
 
 
 class OutboxError(RunwatchError):

@@ -393,7 +393,7 @@ class InboxWatcher:
         if history is None:
             return None
         if os.path.islink(path):  # taken, it would point elsewhere than the job dir
-            self._refuse(path, (_LINKED,), bare=bare)
+            self._refuse(path, _LINKED, bare=bare)
             return None
         if not is_ready(history, now, settle=self.inbox.settle, events=self._folder.mode == "inotify"):
             cand.due = history.changed + self.inbox.settle
@@ -420,7 +420,7 @@ class InboxWatcher:
             if due is not None:
                 cand.due = due
                 return
-            self._refuse(path, tuple(exc.problems), held=mentioned)
+            self._refuse(path, exc, held=mentioned)
             return
         cand.missing = False
         files = [self._area.lex(m.file) for m in req.media]
@@ -454,7 +454,7 @@ class InboxWatcher:
             if exc.incomplete and now - history.changed < settle:
                 cand.due = history.changed + settle
                 return
-            self._refuse(path, tuple(exc.problems), bare=True)
+            self._refuse(path, exc, bare=True)
             return
         self._claim(path, req, cand, bare=True)
 
@@ -496,12 +496,16 @@ class InboxWatcher:
             else:
                 self._area.claimed(job_id, job_dir, dest, final.name, fmt, bare, final)
                 return
-        self._area.fail(job_id, job_dir, dest, req.name, fmt, tuple(problems))
+        self._area.fail(job_id, job_dir, dest, req.name, fmt, tuple(problems), endpoint=req.endpoint, model=req.model)
 
     def _refuse(
-        self, path: Path, problems: tuple[Problem, ...], *, bare: bool = False, held: Iterable[Path] = ()
+        self, path: Path, why: RequestError | Problem, *, bare: bool = False, held: Iterable[Path] = ()
     ) -> None:
-        """A request that cannot be used: claimed like any other (the rename decides), then failed."""
+        """A request that cannot be used: claimed like any other (the rename decides), then failed.
+
+        ``why`` is the error of its loading (with the endpoint and model it named, when they could be read),
+        or the one problem that kept it from being read at all.
+        """
         taken = self._area.take(path, self._cands.get(path))
         if taken is None:
             return
@@ -512,4 +516,16 @@ class InboxWatcher:
                 self._held[file] = history.sig
                 self._drop_cand(file)
         fmt: Format = "toml" if path.suffix.lower() == ".toml" and not bare else "json"
-        self._area.fail(job_id, job_dir, dest, request_name(path), fmt, problems)
+        if isinstance(why, Problem):
+            self._area.fail(job_id, job_dir, dest, request_name(path), fmt, (why,))
+            return
+        self._area.fail(
+            job_id,
+            job_dir,
+            dest,
+            request_name(path),
+            fmt,
+            tuple(why.problems),
+            endpoint=why.endpoint,
+            model=why.model,
+        )

@@ -8,12 +8,22 @@ inbox too. These rules are what keeps a request from sending files from elsewher
 sit in one module of their own, to be read and reviewed whole. The same rules, read leniently, tell which
 inbox files a request that cannot be parsed meant to send (:func:`mentioned_files`), so the inbox does not
 send them alone.
+
+A checked file is opened again to be sent, and between the two someone may swap it for a link to a file
+elsewhere. So a file is opened, both to be checked and to be sent, only by :func:`open_beneath`: one path
+component at a time from a descriptor of the root, never following a symbolic link. The device and inode it
+had when checked are kept in :class:`LocalMedia`; :func:`open_media` refuses a descriptor whose file is not
+that one, and the transports send the bytes read from that descriptor. A hard link is a name of the very
+file it links, so it is the file that was checked that counts, not how many names it has: one made before
+the check is taken (on Linux, ``fs.protected_hardlinks`` lets a person link only files they own or may read
+and write), one put in the file's place after the check is refused like any other replacement.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import json
 import os
 import re
@@ -21,11 +31,13 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from runwatch.catalog import PathT
 from runwatch.catalogtypes import EndpointNames
-from runwatch.mediaprobe import probe_file
+from runwatch.errors import MediaChangedError
+from runwatch.medialimits import DATA_URI_CAPS, MAX_URL_LENGTH, UPLOAD_MAX, size_problem
+from runwatch.mediaprobe import probe_open
 from runwatch.requestproblems import Problems, article, fail, show
 
 __all__ = [
@@ -36,12 +48,13 @@ __all__ = [
     "guess_media",
     "inside",
     "mentioned_files",
+    "open_beneath",
+    "open_media",
 ]
 
-MAX_MEDIA_BYTES = 200 << 20  # Runway's upload limit, the largest any transport takes
+MAX_MEDIA_BYTES = UPLOAD_MAX  # the largest file any transport takes
 _PASS_SCHEMES = ("https://", "data:", "runway://")
-# Runway's caps on a data URI's length (docs: 5 MB images, 16 MB video and audio).
-DATA_URI_CAPS = {"image": 5 * 1024 * 1024, "video": 16 * 1024 * 1024, "audio": 16 * 1024 * 1024}
+_RUNWAY_URI_MAX = 5000  # characters, as Runway's API schema bounds runway:// URIs
 
 
 def data_uri_problem(value: str, kinds: frozenset[str]) -> str | None:
@@ -56,7 +69,10 @@ def data_uri_problem(value: str, kinds: frozenset[str]) -> str | None:
     if kind not in DATA_URI_CAPS:
         return f"a data: URI of type {media_type or 'none'!r}; expected a specific image, video or audio type"
     if len(value) > DATA_URI_CAPS[kind]:
-        return f"a data: URI of {len(value):,} characters; Runway takes at most {DATA_URI_CAPS[kind]:,} for {kind}"
+        return (
+            f"a data: URI of {len(value):,} characters; Runway takes {kind} data URIs of at most "
+            f"{DATA_URI_CAPS[kind]:,} characters"
+        )
     try:
         base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
@@ -76,7 +92,11 @@ _ACCEPTED_TYPES: dict[str, frozenset[str]] = {
 
 @dataclass(frozen=True)
 class LocalMedia:
-    """A media field whose value is a file in the inbox, to be uploaded and replaced by a URI."""
+    """A media field whose value is a file in the inbox, to be uploaded and replaced by a URI.
+
+    ``root``, ``dev`` and ``ino`` say which file was checked: the resolved folder the request was read in,
+    and the file's device and inode then. :func:`open_media` sends that file or nothing.
+    """
 
     field: PathT
     rel: str
@@ -84,10 +104,83 @@ class LocalMedia:
     kind: str
     size: int
     content_type: str | None
+    root: Path
+    dev: int
+    ino: int
+
+
+class CheckedFile(Protocol):
+    """What :func:`open_media` reads of a checked media file (:class:`LocalMedia` fits)."""
+
+    @property
+    def rel(self) -> str: ...
+    @property
+    def file(self) -> Path: ...
+    @property
+    def root(self) -> Path: ...
+    @property
+    def dev(self) -> int: ...
+    @property
+    def ino(self) -> int: ...
 
 
 def inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Non-blocking and no controlling terminal: whatever was put in a file's place, the open itself does nothing.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_LINKED_ERRNOS = (errno.ELOOP, errno.ENOTDIR)  # a component that is now a link, or no longer a folder
+
+
+def open_beneath(root: str | Path, path: str | Path) -> int:
+    """A read-only descriptor of ``path``, a resolved path inside the resolved folder ``root``.
+
+    Opened one component at a time from a descriptor of ``root``, none followed if it is a symbolic link: a
+    component that became a link since ``path`` was resolved fails with ELOOP (or ENOTDIR) rather than lead
+    elsewhere. The caller ``fstat``s what it got (it may be a FIFO or a device put in the file's place).
+    """
+    rel = os.path.relpath(path, root)
+    parts = rel.split(os.sep)
+    if os.path.isabs(rel) or any(part in ("", os.curdir, os.pardir) for part in parts):
+        raise OSError(errno.EXDEV, "not a file inside the folder", str(path))
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in parts[:-1]:
+            folder = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = folder
+        return os.open(parts[-1], _FILE_FLAGS, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def open_media(media: CheckedFile) -> int:
+    """A blocking read-only descriptor of the very file that was checked, for sending it.
+
+    Raises :class:`MediaChangedError` when a component of its path is now a symbolic link, or the file found
+    is not the checked one (another device or inode, not a regular file); ``OSError`` when it cannot be
+    opened (gone, unreadable).
+    """
+    changed = f"{media.rel}: is no longer the file that was checked"
+    try:
+        fd = open_beneath(media.root, media.file)
+    except OSError as exc:
+        if exc.errno in (*_LINKED_ERRNOS, errno.EXDEV):
+            raise MediaChangedError(f"{changed}: it, or a folder on its way, is now a symbolic link") from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise MediaChangedError(f"{changed}: it is now {_file_type(st.st_mode)}")
+        if (st.st_dev, st.st_ino) != (media.dev, media.ino):
+            raise MediaChangedError(f"{changed}: another file (or a hard link to one) was put in its place")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def check_source(path: Path, root: Path) -> None:
@@ -99,8 +192,11 @@ def check_source(path: Path, root: Path) -> None:
 class MediaChecker:
     """Checks media values and collects the local files among them."""
 
-    def __init__(self, source: Path, root: Path, problems: Problems, *, bare: bool) -> None:
+    def __init__(self, source: Path, root: Path, problems: Problems, *, bare: bool, transport: str) -> None:
+        """``transport``: how the files found will be sent (``s3``, ``runway`` or ``data``), whose size
+        limits they must fit."""
         self.folder = os.path.abspath(source.parent)
+        self.transport = transport
         self.root_lexical = os.path.abspath(root)
         self.root = os.path.realpath(root)
         self.problems = problems
@@ -123,6 +219,9 @@ class MediaChecker:
                 self.problems.add(field, problem)
             return
         if lowered.startswith(_PASS_SCHEMES):
+            longest = _RUNWAY_URI_MAX if lowered.startswith("runway://") else MAX_URL_LENGTH
+            if len(value) > longest:
+                self.problems.add(field, f"a URI of {len(value):,} characters; Runway takes at most {longest:,}")
             return
         scheme = _URI_RE.match(value)
         if scheme:
@@ -172,14 +271,27 @@ class MediaChecker:
         if st.st_size == 0:
             add(field, f"{show(value)} is empty (0 bytes)")
             return
-        if st.st_size > MAX_MEDIA_BYTES:
-            add(field, f"{show(value)} is {st.st_size} bytes; at most 200 MiB can be uploaded")
+        try:  # what is checked is what was opened, never a name that may since point elsewhere
+            fd = open_beneath(self.root, real)
+        except FileNotFoundError:
+            add(field, f"file not found: {show(value)}", waiting=True)
             return
-        try:
-            info = probe_file(real)
         except OSError as exc:
-            add(field, f"{show(value)} cannot be read: {exc.strerror}")
+            if exc.errno in _LINKED_ERRNOS:
+                add(field, f"{show(value)} changed while it was being checked", waiting=True)
+            else:
+                add(field, f"{show(value)} cannot be read: {exc.strerror}")
             return
+        with os.fdopen(fd, "rb") as fh:
+            opened = os.fstat(fd)
+            if not os.path.samestat(st, opened) or not stat.S_ISREG(opened.st_mode):
+                add(field, f"{show(value)} changed while it was being checked", waiting=True)
+                return
+            try:
+                info = probe_open(fh)
+            except OSError as exc:
+                add(field, f"{show(value)} cannot be read: {exc.strerror}")
+                return
         if info is None:
             add(
                 field,
@@ -197,7 +309,23 @@ class MediaChecker:
             accepted = ", ".join(sorted(_ACCEPTED_TYPES[info.kind]))
             add(field, f"{show(value)} is {info.content_type}, which Runway does not accept; use {accepted}")
             return
-        self.found.append(LocalMedia(field, value, Path(real), info.kind, st.st_size, info.content_type))
+        too_big = size_problem(self.transport, info.kind, info.content_type, opened.st_size)
+        if too_big:
+            add(field, f"{show(value)} is {too_big}")
+            return
+        self.found.append(
+            LocalMedia(
+                field,
+                value,
+                Path(real),
+                info.kind,
+                opened.st_size,
+                info.content_type,
+                Path(self.root),
+                opened.st_dev,
+                opened.st_ino,
+            )
+        )
 
 
 def _file_type(mode: int) -> str | None:

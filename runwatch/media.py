@@ -5,6 +5,9 @@
 ``data``    the file inline as a base64 ``data:`` URI, within Runway's caps on the URI's length.
 
 Each ``place`` returns a :class:`Placed`: what goes in the request body, and what ``remove`` needs later.
+The file is opened by :func:`runwatch.localmedia.open_media`, which refuses anything but the very file the
+request check saw, and what is sent is read from that descriptor, whatever the name points to by then. Its
+size is held to the transport's limits (:mod:`runwatch.medialimits`) once more, as it is now.
 Everything foreign that can go wrong here (botocore, httpx, OSError, the API client's errors) leaves this
 module as :class:`UploadError`; ``retryable`` says whether trying again later may succeed.
 
@@ -41,6 +44,18 @@ from botocore.exceptions import (
 
 from runwatch.api import RunwayClient
 from runwatch.errors import ApiConnectionError, ApiError, ApiStatusError, RateLimitedError, UploadError
+from runwatch.localmedia import open_media
+from runwatch.medialimits import (
+    DATA_URI_CAPS,
+    MAX_URL_LENGTH,
+    TRANSPORTS,
+    UPLOAD_MAX,
+    UPLOAD_MIN,
+    URL_CAPS,
+    choose,
+    data_uri_length,
+    size_problem,
+)
 
 __all__ = [
     "DATA_URI_CAPS",
@@ -61,14 +76,6 @@ __all__ = [
     "safe_filename",
 ]
 
-TRANSPORTS = ("s3", "runway", "data")
-MAX_URL_LENGTH = 2048  # Runway refuses longer media URLs
-UPLOAD_MIN = 512  # bytes, Runway's ephemeral upload limits
-UPLOAD_MAX = 200 * 1024 * 1024
-#: Caps on a data URI's length (characters), per media kind, as Runway documents them.
-DATA_URI_CAPS: Mapping[str, int] = {"image": 5 * 1024 * 1024, "video": 16 * 1024 * 1024, "audio": 16 * 1024 * 1024}
-#: Largest files Runway fetches from an HTTPS URL, per media kind (bytes).
-URL_CAPS: Mapping[str, int] = {"image": 16 * 1024 * 1024, "video": 32 * 1024 * 1024, "audio": 32 * 1024 * 1024}
 MAX_PRESIGN_EXPIRY = 7 * 24 * 3600  # SigV4 presigned URLs cannot live longer
 
 _MEDIA_MAJOR = frozenset({"image", "video", "audio"})
@@ -153,7 +160,8 @@ class S3ConfigLike(Protocol):
 
 
 class LocalMediaLike(Protocol):
-    """The parts of ``runwatch.request.LocalMedia`` this module reads."""
+    """The parts of ``runwatch.request.LocalMedia`` this module reads (``root``, ``dev`` and ``ino`` say which
+    file was checked, see :func:`runwatch.localmedia.open_media`)."""
 
     @property
     def field(self) -> tuple[str | int, ...]: ...
@@ -167,6 +175,12 @@ class LocalMediaLike(Protocol):
     def size(self) -> int: ...
     @property
     def content_type(self) -> str | None: ...
+    @property
+    def root(self) -> Path: ...
+    @property
+    def dev(self) -> int: ...
+    @property
+    def ino(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -186,17 +200,6 @@ class Transport(Protocol):
     def name(self) -> str: ...
     def place(self, media: LocalMediaLike, job_id: str) -> Placed: ...
     def remove(self, placed: Placed) -> None: ...
-
-
-def choose(setting: str, *, s3_configured: bool) -> str:
-    """The transport for an inbox's ``transport`` setting: ``auto`` is ``s3`` when a bucket is configured."""
-    if setting == "auto":
-        return "s3" if s3_configured else "runway"
-    if setting not in TRANSPORTS:
-        raise UploadError(f"unknown transport {setting!r}: use auto, {', '.join(TRANSPORTS)}", retryable=False)
-    if setting == "s3" and not s3_configured:
-        raise UploadError('transport "s3" needs an [s3] section with a bucket in the configuration', retryable=False)
-    return setting
 
 
 # -- names ------------------------------------------------------------------------------------------
@@ -234,14 +237,24 @@ def _specific_type(media: LocalMediaLike, transport: str) -> str:
 
 @contextmanager
 def _open(media: LocalMediaLike) -> Iterator[tuple[IO[bytes], int]]:
-    """The file opened for reading, with its size now (not the size recorded when it was claimed)."""
+    """The checked file opened for reading (MediaChangedError if it is not that file any more), with its size
+    now (not the size recorded when it was claimed)."""
     try:
-        fh = open(media.file, "rb")  # noqa: SIM115 - the with-block below closes it
-        size = os.fstat(fh.fileno()).st_size
+        fh = os.fdopen(open_media(media), "rb")
     except OSError as exc:
         raise _os_error(media, exc) from exc
     with fh:
+        try:
+            size = os.fstat(fh.fileno()).st_size
+        except OSError as exc:
+            raise _os_error(media, exc) from exc
         yield fh, size
+
+
+def _check_size(media: LocalMediaLike, transport: str, content_type: str, size: int, **caps: Any) -> None:
+    problem = size_problem(transport, media.kind, content_type, size, **caps)
+    if problem:
+        raise UploadError(f"{media.rel} is {problem}", retryable=False)
 
 
 def _os_error(media: LocalMediaLike, exc: OSError) -> UploadError:
@@ -344,25 +357,22 @@ class S3Transport:
             multipart_chunksize=self.config.multipart_chunksize,
             use_threads=True,
         )
-        with _open(media) as (_, size):
-            if size == 0:
-                raise UploadError(f"{media.rel}: the file is empty", retryable=False)
-        cap = self.url_caps.get(media.kind)
-        if cap is not None and size > cap:
-            # Runway would refuse to fetch it; its own uploads take more.
-            raise UploadError(
-                f"{media.rel}: {size} bytes; Runway fetches {media.kind} URLs of at most {cap} bytes "
-                f'({cap / (1024 * 1024):g} MiB): use transport "runway" (up to 200 MB)',
-                retryable=False,
-            )
-        try:
-            self.client.upload_file(
-                str(media.file), self.config.bucket, key, Config=transfer, ExtraArgs={"ContentType": ctype}
-            )
-        except OSError as exc:
-            raise _os_error(media, exc) from exc
-        except (BotoCoreError, ClientError, Boto3Error) as exc:
-            raise _s3_error("upload", f"of {media.rel} to s3://{self.config.bucket}/{key}", exc) from exc
+        with _open(media) as (fh, size):
+            _check_size(media, "s3", ctype, size, url_caps=self.url_caps)  # else Runway would not fetch it
+            extra = {"ContentType": ctype}
+            # boto3 reads a file given by name in parallel, one part per thread, each opening the name again;
+            # the descriptor's /proc entry reopens the very file that was checked, whatever its name shows
+            # now. Where there is no /proc, the open file goes as it is (parts are then read one by one).
+            name = f"/proc/self/fd/{fh.fileno()}"
+            try:
+                if os.path.exists(name):
+                    self.client.upload_file(name, self.config.bucket, key, Config=transfer, ExtraArgs=extra)
+                else:
+                    self.client.upload_fileobj(fh, self.config.bucket, key, Config=transfer, ExtraArgs=extra)
+            except OSError as exc:
+                raise _os_error(media, exc) from exc
+            except (BotoCoreError, ClientError, Boto3Error) as exc:
+                raise _s3_error("upload", f"of {media.rel} to s3://{self.config.bucket}/{key}", exc) from exc
         # Signed after the upload so a long upload does not eat into the URL's lifetime. The signature's
         # clock has whole seconds, so the floor of now is never later than the real expiry.
         signed = math.floor(time.time())
@@ -453,12 +463,7 @@ class RunwayTransport:
     def place(self, media: LocalMediaLike, job_id: str) -> Placed:
         filename = safe_filename(media)
         with _open(media) as (fh, size):
-            if not UPLOAD_MIN <= size <= UPLOAD_MAX:
-                raise UploadError(
-                    f"{media.rel}: {size} bytes; Runway's uploads take {UPLOAD_MIN} bytes to {UPLOAD_MAX} bytes "
-                    f"(200 MB)" + ("" if size < UPLOAD_MIN else ': use transport "s3"'),
-                    retryable=False,
-                )
+            _check_size(media, "runway", media.content_type or "", size)
             started = time.time()
             try:
                 target = self.api.create_upload(filename)
@@ -492,11 +497,6 @@ class RunwayTransport:
 # -- data -------------------------------------------------------------------------------------------
 
 
-def data_uri_length(content_type: str, size: int) -> int:
-    """Length of ``data:<type>;base64,<...>`` for ``size`` bytes, without encoding them."""
-    return len(f"data:{content_type};base64,") + 4 * math.ceil(size / 3)
-
-
 class DataTransport:
     """The file inline as a base64 data URI, when it fits Runway's caps on the URI's length."""
 
@@ -507,31 +507,15 @@ class DataTransport:
 
     def place(self, media: LocalMediaLike, job_id: str) -> Placed:
         ctype = _specific_type(media, "data URI")
-        cap = self.caps.get(media.kind)
-        if cap is None:
-            raise UploadError(
-                f'{media.rel}: no data URI cap is known for {media.kind} media; use transport "s3" or "runway"',
-                retryable=False,
-            )
         with _open(media) as (fh, size):
-            length = data_uri_length(ctype, size)
-            if length > cap:
-                raise UploadError(self._too_big(media, length, cap), retryable=False)
+            _check_size(media, "data", ctype, size, data_caps=self.caps)
             try:
                 data = fh.read()
             except OSError as exc:
                 raise _os_error(media, exc) from exc
+        _check_size(media, "data", ctype, len(data), data_caps=self.caps)  # it may have grown since the fstat
         uri = f"data:{ctype};base64,{base64.b64encode(data).decode('ascii')}"
-        if len(uri) > cap:  # the file grew between the size check and the read
-            raise UploadError(self._too_big(media, len(uri), cap), retryable=False)
         return Placed(uri, "data", None, None)
-
-    @staticmethod
-    def _too_big(media: LocalMediaLike, length: int, cap: int) -> str:
-        return (
-            f"{media.rel}: as a data URI it would be {length} characters; Runway takes at most {cap} "
-            f'({cap / (1024 * 1024):g} MiB) for {media.kind}: use transport "s3" or "runway"'
-        )
 
     def remove(self, placed: Placed) -> None:
         """Nothing to do: the media travelled inside the request."""

@@ -19,9 +19,9 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import BinaryIO, Literal
 
-__all__ = ["CONTENT_TYPES", "DEFAULT_LIMIT", "MediaInfo", "probe", "probe_file"]
+__all__ = ["CONTENT_TYPES", "DEFAULT_LIMIT", "MediaInfo", "probe", "probe_file", "probe_open"]
 
 Kind = Literal["image", "video", "audio"]
 
@@ -100,21 +100,28 @@ def probe_file(path: str | os.PathLike[str], limit: int = DEFAULT_LIMIT) -> Medi
     Raises ``OSError`` if the file cannot be opened or read; malformed content gives ``None``.
     """
     with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        head = fh.read(min(limit, _HEAD))
-        budget = limit - len(head)
+        return probe_open(fh, limit)
 
-        def fetch(offset: int, n: int) -> bytes:
-            nonlocal budget
-            n = min(n, budget, size - offset)
-            if n <= 0:
-                return b""
-            fh.seek(offset)
-            chunk = fh.read(n)
-            budget -= len(chunk)
-            return chunk
 
-        return _probe(_Source(head, size, fetch))
+def probe_open(fh: BinaryIO, limit: int = DEFAULT_LIMIT) -> MediaInfo | None:
+    """Identify the media file open as ``fh`` (from its start, whatever its position; left where the probe
+    stopped), reading at most ``limit`` bytes of it. Raises ``OSError`` as :func:`probe_file` does."""
+    size = os.fstat(fh.fileno()).st_size
+    fh.seek(0)
+    head = fh.read(min(limit, _HEAD))
+    budget = limit - len(head)
+
+    def fetch(offset: int, n: int) -> bytes:
+        nonlocal budget
+        n = min(n, budget, size - offset)
+        if n <= 0:
+            return b""
+        fh.seek(offset)
+        chunk = fh.read(n)
+        budget -= len(chunk)
+        return chunk
+
+    return _probe(_Source(head, size, fetch))
 
 
 def _probe(src: _Source) -> MediaInfo | None:

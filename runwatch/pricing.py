@@ -113,7 +113,7 @@ class PriceBook:
         if not isinstance(body, Mapping):
             return Estimate(None, "the request body is not an object")
         if media is not None and not isinstance(media, Mapping):
-            return Estimate(None, "media hints must map body field paths to MediaHint")
+            return Estimate(None, "the media details given are not keyed by the fields' paths")
         ctx = _Ctx(body, media or {}, [])
         if entry.confidence == "presumed":
             ctx.assumptions.append("presumed price: the source marks it UNCERTAIN")
@@ -252,7 +252,10 @@ def _amount(q: Quantity, ctx: _Ctx, attr: str, unit: str) -> Fraction:
         hint = ctx.media.get(q.path)
         value = getattr(hint, attr, None) if isinstance(hint, MediaHint) else None
         if value is None:
-            raise _Unknown(f"needs the {attr} of the input at {q.path} (pass a MediaHint)")
+            raise _Unknown(
+                f"needs the {attr} of the input at {q.path}, known only for a local media file whose {attr} "
+                "runwatch can read"
+            )
         what = f"the {attr} hint for {q.path}"
     else:
         found, value = _lookup(ctx.body, q.path)

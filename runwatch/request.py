@@ -81,6 +81,10 @@ class InboxLike(Protocol):
     def media_field(self) -> str: ...
     @property
     def accept_media(self) -> bool: ...
+    @property
+    def media_transport(self) -> str:
+        """How the inbox sends local media: ``s3``, ``runway`` or ``data`` (``auto`` already decided)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -189,12 +193,13 @@ def _build(
     defaults: dict[str, Any] = plain(inbox.defaults)
     options = _options(data.get("runwatch"), default_name, problems, bare=bare_field is not None)
     endpoint = _endpoint(data.get("endpoint", inbox.endpoint), catalog, problems)
-    if endpoint is None:  # without one nothing else can be checked
-        problems.fail(source)
-    ep = catalog.endpoints[endpoint]
     model_name = file_body.get("model", defaults.get("model", MISSING))
+    named = model_name if isinstance(model_name, str) else None  # for the status file of a rejected request
+    if endpoint is None:  # without one nothing else can be checked
+        problems.fail(source, model=named)
+    ep = catalog.endpoints[endpoint]
     model = ep.models.get(model_name) if isinstance(model_name, str) else None
-    media = MediaChecker(source, root, problems, bare=bare_field is not None)
+    media = MediaChecker(source, root, problems, bare=bare_field is not None, transport=inbox.media_transport)
     known_model = model is not None
     names = endpoint_names(catalog, endpoint)
     if model is not None:
@@ -242,13 +247,13 @@ def _build(
             problems.add(
                 wire, f"is the inbox's media_field, but {show(model_name)} on {endpoint} takes no media file in it"
             )
-    problems.raise_if_any(source)
+    problems.raise_if_any(source, endpoint=endpoint, model=named)
     return Request(
         name=options.name,
         source=source,
         format=fmt,
         endpoint=endpoint,
-        model=model_name if isinstance(model_name, str) else None,
+        model=named,
         body=body,
         media=tuple(media.found),
         options=options,

@@ -53,12 +53,19 @@ class Problems:
         self.items.append(Problem(where, message))
         self.waiting += waiting
 
-    def raise_if_any(self, source: Path) -> None:
+    def raise_if_any(self, source: Path, *, endpoint: str | None = None, model: str | None = None) -> None:
         if self.items:
-            self.fail(source)
+            self.fail(source, endpoint=endpoint, model=model)
 
-    def fail(self, source: Path) -> NoReturn:
-        raise RequestError(str(source), list(self.items), incomplete=self.waiting == len(self.items))
+    def fail(self, source: Path, *, endpoint: str | None = None, model: str | None = None) -> NoReturn:
+        """Raise every problem at once; ``endpoint`` and ``model`` are what the request named, if known."""
+        raise RequestError(
+            str(source),
+            list(self.items),
+            incomplete=self.waiting == len(self.items),
+            endpoint=endpoint,
+            model=model,
+        )
 
 
 def show(value: Any, limit: int = 60) -> str:

@@ -174,6 +174,7 @@ class _Submission:
     err: TextIO
     wait: bool
     sleep: Callable[[float], None]
+    transport_name: str  # the transport its media were checked for (validate's choice), which sends them
     transport: Transport | None = None
     placed: list[Placed] = field(default_factory=list)
 
@@ -246,7 +247,8 @@ def submit_command(
             )
         )
         api = RunwayClient(http, base_url=config.runway.base_url, api_key=api_key, version=config.runway.api_version)
-        run = _Submission(config, journal, api, http, job, out, err, wait, sleep)
+        fitted = checked.transport or "runway"
+        run = _Submission(config, journal, api, http, job, out, err, wait, sleep, fitted)
         try:
             code = _send(run, req, s3_client)
         except KeyboardInterrupt:
@@ -356,11 +358,13 @@ def _report(run: _Submission, outcome: Any) -> int:
 
 def _place_all(run: _Submission, req: Request, s3_client: Any) -> dict[Any, str]:
     from runwatch.errors import RunwatchError
-    from runwatch.media import RunwayTransport, S3Transport, choose
+    from runwatch.media import DataTransport, RunwayTransport, S3Transport
 
     config = run.config
-    if choose("auto", s3_configured=config.s3 is not None) == "s3" and config.s3 is not None:
+    if run.transport_name == "s3" and config.s3 is not None:
         run.transport = S3Transport(config.s3, s3_client or make_s3_client(config))
+    elif run.transport_name == "data":
+        run.transport = DataTransport()
     else:
         run.transport = RunwayTransport(run.api, run.http)
     uris: dict[Any, str] = {}

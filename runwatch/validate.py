@@ -32,18 +32,27 @@ _STATUS_SUFFIXES = (".status.json", ".status.toml")
 
 @dataclass(frozen=True)
 class PlainInbox:
-    """The context of a request file outside every configured inbox: no endpoint, no defaults."""
+    """The context of a request file outside every configured inbox: no endpoint, no defaults, and media sent
+    as ``runwatch submit`` sends them (``transport = "auto"``: by S3 when the configuration has a bucket)."""
 
     path: Path
     endpoint: str | None = None
     defaults: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
     media_field: str = "promptImage"
     accept_media: bool = False
+    has_s3: bool = False
+
+    @property
+    def media_transport(self) -> str:
+        from runwatch.medialimits import choose
+
+        return choose("auto", s3_configured=self.has_s3)
 
 
 @dataclass(frozen=True)
 class Checked:
-    """One request file, checked: its request when valid, else every problem; its estimate when priced."""
+    """One request file, checked: its request when valid, else every problem; its estimate when priced;
+    ``transport``, the transport its media were fitted to (and must be sent by)."""
 
     file: Path
     inbox: str | None
@@ -51,6 +60,7 @@ class Checked:
     problems: tuple[Problem, ...] = ()
     estimate: Estimate | None = None
     notes: tuple[str, ...] = ()
+    transport: str | None = None
 
     @property
     def valid(self) -> bool:
@@ -112,7 +122,7 @@ class Validator:
         from runwatch.request import MEDIA_SUFFIXES, REQUEST_SUFFIXES, load_request
 
         inbox = self.inbox_of(path)
-        context = inbox or PlainInbox(path.parent)
+        context = inbox or PlainInbox(path.parent, has_s3=self.config is not None and self.config.s3 is not None)
         label = inbox.name if inbox else None
         suffix = path.suffix.lower()
         if suffix not in REQUEST_SUFFIXES and not (suffix in MEDIA_SUFFIXES and context.accept_media):
@@ -134,7 +144,14 @@ class Validator:
             guess = Estimate(None, "the request names no model")
         else:
             guess = self.prices.estimate(req.endpoint, req.model, req.body, self._media_hints(req))
-        return Checked(path, label, request=req, estimate=guess, notes=self._notes(req, guess, inbox))
+        return Checked(
+            path,
+            label,
+            request=req,
+            estimate=guess,
+            notes=self._notes(req, guess, inbox),
+            transport=context.media_transport,
+        )
 
     def _media_hints(self, req: Request) -> dict[str, MediaHint]:
         from runwatch.catalog import format_path

@@ -75,7 +75,10 @@ class Claimed:
 
 @dataclass(frozen=True)
 class Refused:
-    """A request that cannot be used, already moved to WORK/failed/JOB_ID with whatever came with it."""
+    """A request that cannot be used, already moved to WORK/failed/JOB_ID with whatever came with it.
+
+    ``endpoint`` and ``model``: what the request named, when they could be read, for its status file.
+    """
 
     job_id: str
     inbox: str
@@ -84,6 +87,8 @@ class Refused:
     name: str
     format: Format
     problems: tuple[Problem, ...]
+    endpoint: str | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -258,7 +263,16 @@ class WorkArea:
         self._emit(Claimed(job_id, self.inbox, job_dir, request_file, name, fmt, bare, request))
 
     def fail(
-        self, job_id: str, job_dir: Path, request_file: Path, name: str, fmt: Format, problems: tuple[Problem, ...]
+        self,
+        job_id: str,
+        job_dir: Path,
+        request_file: Path,
+        name: str,
+        fmt: Format,
+        problems: tuple[Problem, ...],
+        *,
+        endpoint: str | None = None,
+        model: str | None = None,
     ) -> None:
         """A taken request that cannot be used: to WORK/failed/JOB_ID, then delivered as refused."""
         failed = self.work / "failed" / job_id
@@ -269,7 +283,7 @@ class WorkArea:
         except OSError as exc:  # left in jobs/: recover() finds it at the next start
             self._log.error("inbox.move_failed", job_dir=str(job_dir), error=str(exc))
         self._log.warning("inbox.refused", name=name, job_id=job_id, problems=[str(p) for p in problems])
-        self._emit(Refused(job_id, self.inbox, job_dir, request_file, name, fmt, problems))
+        self._emit(Refused(job_id, self.inbox, job_dir, request_file, name, fmt, problems, endpoint, model))
 
     def take_control(self, path: Path, cand: Due) -> None:
         kind: Literal["cancel", "approve"] = "cancel" if path.suffix.lower() == ".cancel" else "approve"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 import os
+import re
 import shutil
+import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -83,6 +88,38 @@ def sim(sim_config: SimConfig) -> Iterator[Simulator]:
 
 
 SAMPLES = Path(__file__).resolve().parent.parent / "runwatch" / "data" / "samples"
+
+
+@functools.cache
+def _class_names() -> frozenset[str]:
+    names: set[str] = set()
+    for path in (SAMPLES.parent.parent).rglob("*.py"):
+        tree = ast.parse(path.read_text("utf-8"))
+        names.update(node.name.lstrip("_") for node in ast.walk(tree) if isinstance(node, ast.ClassDef))
+    return frozenset(name for name in names if len(name) > 3)  # "S" and the like are not words of their own
+
+
+def type_names_in(text: str) -> set[str]:
+    """The names of runwatch's own classes that ``text`` uses: what a message for people must never say."""
+    return set(re.findall(r"[A-Za-z]+", text)) & _class_names()
+
+
+def png_of(size: int) -> bytes:
+    """A real 1x1 PNG of exactly ``size`` bytes (at least 83): a comment chunk makes up the length."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    parts = [
+        b"\x89PNG\r\n\x1a\n",
+        chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)),
+        chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")),
+        chunk(b"IEND", b""),
+    ]
+    pad = size - sum(map(len, parts)) - 12 - len(b"c\0")
+    assert pad >= 0, f"a PNG takes at least {size - pad} bytes"
+    parts.insert(2, chunk(b"tEXt", b"c\0" + b"x" * pad))
+    return b"".join(parts)
 
 
 class MediaServer:

@@ -88,6 +88,11 @@ SECTIONS: dict[str, type[Any]] = {
 }
 
 
+def inbox_keys() -> set[str]:
+    """The keys of an [[inbox]] table: InboxConfig's fields but those derived from other sections."""
+    return {f.name for f in dataclasses.fields(InboxConfig) if not f.metadata.get("derived")}
+
+
 class TestExample:
     def test_loads(self) -> None:
         """config.example.toml loads as shipped, although its folders do not exist here."""
@@ -111,13 +116,13 @@ class TestExample:
         for section, cls in SECTIONS.items():
             assert set(data[section]) == {f.name for f in dataclasses.fields(cls)}, section
         assert set(data["state"]) == {"dir"}
-        assert set(data["inbox"][0]) == {f.name for f in dataclasses.fields(InboxConfig)}
+        assert set(data["inbox"][0]) == inbox_keys()
         assert set(data) == {"umask", "runway", "s3", "state", "budget", "scheduler", "daemon", "inbox"}
 
     def test_every_key_has_a_comment(self) -> None:
         """The first line of each setting follows an explanatory comment."""
         lines = EXAMPLE.read_text().splitlines()
-        names = {f.name for cls in (*SECTIONS.values(), InboxConfig) for f in dataclasses.fields(cls)} | {"umask"}
+        names = {f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)} | inbox_keys() | {"umask"}
         for name in names:
             index = next(i for i, line in enumerate(lines) if re.match(rf"#?{name} = ", line))
             assert lines[index - 1].startswith("# "), name
@@ -597,6 +602,17 @@ class TestInboxRules:
         data["s3"] = {"bucket": "media"}
         assert parse(data).inboxes[0].transport == "s3"
 
+    @pytest.mark.parametrize(
+        ("transport", "bucket", "chosen"),
+        [("auto", False, "runway"), ("auto", True, "s3"), ("data", True, "data"), ("runway", True, "runway")],
+    )
+    def test_media_transport(self, transport: str, bucket: bool, chosen: str) -> None:
+        """The transport an inbox's media go by, which request checks fit them to: auto is s3 with a bucket."""
+        data = with_value("inbox[0].transport", transport)
+        if bucket:
+            data["s3"] = {"bucket": "media"}
+        assert parse(data).inboxes[0].media_transport == chosen
+
     def test_all_fourteen_endpoints(self) -> None:
         """Every task endpoint of the catalogue is accepted as an inbox endpoint."""
         endpoints = sorted(load_catalog().endpoints)
@@ -887,7 +903,7 @@ JUNK: list[Any] = [
 KEYS = (
     [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
     + ["state.dir", "umask", "runway", "s3", "state", "budget", "scheduler", "inbox", "inbox[0]"]
-    + [f"inbox[0].{f.name}" for f in dataclasses.fields(InboxConfig)]
+    + [f"inbox[0].{name}" for name in sorted(inbox_keys())]
 )
 
 

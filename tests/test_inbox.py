@@ -35,6 +35,8 @@ from runwatch.inbox import (
 )
 from runwatch.inbox import _InotifyObserver as InotifyObserver
 
+from .conftest import png_of
+
 SAMPLES = Path(__file__).resolve().parent.parent / "runwatch" / "data" / "samples"
 TEXT = {"endpoint": "text_to_image", "model": "gen4_image", "promptText": "a lighthouse", "ratio": "1920:1080"}
 IMAGE = {
@@ -490,6 +492,34 @@ class TestRefusals:
         [claim], [ref] = sink.claimed(), sink.refused()
         assert (claim.job_dir / "still.jpg").is_file()
         assert any("still.jpg" in p.message for p in ref.problems)
+
+    def test_refusal_names_the_endpoint_and_model(self, tmp_path: Path, start: Any) -> None:
+        """A refused request carries the endpoint and model it named, for its status file: both when it was
+        read (a picture too small for Runway's uploads, or one taken by another request), the model alone
+        when the endpoint is not one runwatch knows, neither when the file cannot be parsed."""
+        cfg = config(tmp_path)
+        stage = tmp_path / "stage"
+        stage.mkdir()
+        (stage / "tiny.png").write_bytes(png_of(230))
+        os.rename(stage / "tiny.png", cfg.path / "tiny.png")
+        sample(cfg, "still.jpg")
+        drop(cfg, "tiny.json", {**IMAGE, "promptImage": "tiny.png"})
+        drop(cfg, "typo.json", {**IMAGE, "endpoint": "imagetovideo"})
+        drop(cfg, "broken.json", '{"endpoint": "image_to_video", "model": ')
+        drop(cfg, "one.json", IMAGE)
+        drop(cfg, "two.json", IMAGE)
+        sink = Sink()
+        start(cfg, sink)
+        sink.wait(count(Refused, 4))
+        named = {r.name: (r.endpoint, r.model) for r in sink.refused()}
+        taken = "two" if "two" in named else "one"
+        assert named == {
+            "tiny": ("image_to_video", "gen4_turbo"),
+            "typo": (None, "gen4_turbo"),
+            "broken": (None, None),
+            taken: ("image_to_video", "gen4_turbo"),
+        }
+        assert "512 bytes to 200 MiB" in next(r for r in sink.refused() if r.name == "tiny").problems[0].message
 
     def test_fifo_is_never_opened(self, tmp_path: Path, start: Any) -> None:
         """A FIFO named like a request, or named as media, is refused without being opened (nothing hangs)."""

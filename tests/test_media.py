@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import socket
 import threading
 import time
@@ -34,6 +35,7 @@ from runwatch.media import (
     data_uri_length,
     safe_filename,
 )
+from runwatch.medialimits import size_text
 from runwatch.simulator import Simulator
 
 from .conftest import SAMPLES
@@ -64,7 +66,7 @@ class S3Cfg:
 
 @dataclass(frozen=True)
 class Media:
-    """The shape of ``runwatch.request.LocalMedia``."""
+    """The shape of ``runwatch.request.LocalMedia``: the file as checked, in its folder."""
 
     field: tuple[str | int, ...]
     rel: str
@@ -72,16 +74,20 @@ class Media:
     kind: str
     size: int
     content_type: str | None
+    root: Path
+    dev: int
+    ino: int
+
+
+def local(path: Path, kind: str, ctype: str | None, field: tuple[str | int, ...] = ("promptImage",)) -> Media:
+    path = path.resolve()
+    st = path.stat()
+    return Media(field, path.name, path, kind, st.st_size, ctype, path.parent, st.st_dev, st.st_ino)
 
 
 def sample(name: str, field: tuple[str | int, ...] = ("promptImage",)) -> Media:
     kind, ctype = TYPES[name]
-    path = SAMPLES / name
-    return Media(field, name, path, kind, path.stat().st_size, ctype)
-
-
-def local(path: Path, kind: str, ctype: str | None, field: tuple[str | int, ...] = ("promptImage",)) -> Media:
-    return Media(field, path.name, path, kind, path.stat().st_size, ctype)
+    return local(SAMPLES / name, kind, ctype, field)
 
 
 def job() -> str:
@@ -406,7 +412,9 @@ class TestSimulatorEndToEnd:
         path = tmp_path / "odd.mp4"
         with open(path, "wb") as fh:
             fh.truncate(size)  # sparse: a 200 MB test file costs no disk
-        with pytest.raises(UploadError, match=f"{UPLOAD_MIN} bytes to {UPLOAD_MAX} bytes") as info:
+        with pytest.raises(
+            UploadError, match=re.escape(f"takes {size_text(UPLOAD_MIN)} to {size_text(UPLOAD_MAX)}")
+        ) as info:
             RunwayTransport(api, http).place(local(path, "video", "video/mp4", ("videoUri",)), job())
         assert not info.value.retryable
         assert sim.requests("/v1/uploads") == []
@@ -545,7 +553,7 @@ class TestDataTransport:
         media = sample("speech.mp3", ("audioUri",))
         length = data_uri_length("audio/mpeg", media.size)
         assert len(DataTransport({"audio": length}).place(media, job()).uri) == length
-        with pytest.raises(UploadError, match=f"at most {length - 1}") as info:
+        with pytest.raises(UploadError, match=f"at most {length - 1:,} characters") as info:
             DataTransport({"audio": length - 1}).place(media, job())
         assert not info.value.retryable
         assert '"s3"' in str(info.value) and '"runway"' in str(info.value)
@@ -601,12 +609,26 @@ class TestSafeFilename:
         """The name is the field path plus the lower-cased extension; odd or missing extensions follow the type."""
         assert safe_filename(local(SAMPLES / "clip.mp4", "video", "video/mp4", ("videoUri",))) == "videoUri.mp4"
         assert (
-            safe_filename(Media(("references", 2, "uri"), "x", Path("../../etc/pass wd.PNG"), "image", 1, "image/png"))
+            safe_filename(
+                Media(
+                    ("references", 2, "uri"),
+                    "x",
+                    Path("../../etc/pass wd.PNG"),
+                    "image",
+                    1,
+                    "image/png",
+                    Path("/"),
+                    0,
+                    0,
+                )
+            )
             == "references-2-uri.png"
         )
         assert (
-            safe_filename(Media(("promptImage",), "x", Path("noext"), "image", 1, "image/webp")) == "promptImage.webp"
+            safe_filename(Media(("promptImage",), "x", Path("noext"), "image", 1, "image/webp", Path("/"), 0, 0))
+            == "promptImage.webp"
         )
         assert (
-            safe_filename(Media(("promptImage",), "x", Path("x.j p g"), "image", 1, "image/jpeg")) == "promptImage.jpg"
+            safe_filename(Media(("promptImage",), "x", Path("x.j p g"), "image", 1, "image/jpeg", Path("/"), 0, 0))
+            == "promptImage.jpg"
         )

@@ -17,6 +17,8 @@ from runwatch import pricing
 from runwatch.errors import CatalogError
 from runwatch.pricing import Estimate, MediaHint, PriceBook, estimate, known_models, price_rule
 
+from .conftest import type_names_in
+
 I2V, T2V, V2V, T2I = "image_to_video", "text_to_video", "video_to_video", "text_to_image"
 UPS, HDR, MAG = "video_upscale", "video_to_hdr", "magnific_video_upscaler_creative"
 
@@ -452,6 +454,24 @@ class TestUnknown:
         assert result.credits is None
         assert not result.known
         assert reason in result.basis, result.basis
+
+    @pytest.mark.parametrize(
+        ("endpoint", "model", "body", "media"),
+        [
+            (HDR, "ruby", {}, None),
+            (HDR, "ruby", {"videoUri": "https://example.com/clip.mp4"}, {}),
+            (UPS, MAG, {}, {"videoUri": hint(3)}),
+        ],
+    )
+    def test_reasons_are_in_peoples_words(
+        self, endpoint: str, model: str, body: dict[str, Any], media: dict[str, MediaHint] | None
+    ) -> None:
+        """The reason is shown by `runwatch validate` and in status files: it names fields, never a class of
+        runwatch's own (an input without a readable length is a local file runwatch could not read, not a
+        missing "MediaHint")."""
+        result = estimate(endpoint, model, body, media)
+        assert result.credits is None and result.basis
+        assert type_names_in(result.basis) == set(), result.basis
 
     def test_unknown_keeps_no_partial_assumptions(self) -> None:
         """An assumption made on the way to a missing input is dropped: it says nothing about a price."""

@@ -48,6 +48,7 @@ class PlainInbox:
     defaults: dict[str, Any] = field(default_factory=dict)
     media_field: str = "promptImage"
     accept_media: bool = False
+    media_transport: str = "runway"
 
 
 def test_one_example_per_endpoint() -> None:

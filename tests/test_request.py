@@ -33,7 +33,7 @@ from runwatch.request import (
     request_name,
 )
 
-from .conftest import need, not_applicable
+from .conftest import need, not_applicable, type_names_in
 
 SAMPLES = Path(__file__).resolve().parent.parent / "runwatch" / "data" / "samples"
 PRESET = {"type": "runway-preset", "presetId": "Maya"}
@@ -48,6 +48,7 @@ class Inbox:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     media_field: str = "promptImage"
     accept_media: bool = False
+    media_transport: str = "runway"
 
 
 @pytest.fixture
@@ -1110,8 +1111,9 @@ def _gif(root: Path) -> str:
 
 
 def _huge(root: Path) -> str:
-    with open(root / "huge.jpg", "wb") as fh:
-        fh.truncate((200 << 20) + 1)  # sparse: costs no disk
+    shutil.copy(SAMPLES / "still.jpg", root / "huge.jpg")
+    with open(root / "huge.jpg", "r+b") as fh:
+        fh.truncate((200 << 20) + 1)  # a real JPEG's head, then a sparse tail that costs no disk
     return "huge.jpg"
 
 
@@ -1219,6 +1221,7 @@ class TestContainment:
         assert [p.path for p in err.problems] == ["promptImage"]
         for word in words:
             assert word in err.problems[0].message
+        assert type_names_in(err.problems[0].message) == set()  # people's words, not runwatch's classes
         assert err.incomplete is incomplete
 
     @pytest.mark.parametrize("where", ["same", "subfolder"])
@@ -1406,6 +1409,7 @@ class TestWithUris:
     def test_local_media_shape(self, root: Path) -> None:
         """LocalMedia carries what a transport needs."""
         media = load(write(root, "a.json", I2V), root).media[0]
+        st = (root / "still.jpg").stat()
         assert media == LocalMedia(
             ("promptImage",),
             "still.jpg",
@@ -1413,6 +1417,9 @@ class TestWithUris:
             "image",
             (SAMPLES / "still.jpg").stat().st_size,
             "image/jpeg",
+            root.resolve(),
+            st.st_dev,
+            st.st_ino,
         )
 
 

@@ -43,6 +43,8 @@ def accept(engine: Engine, claims: Sequence[Claimed]) -> None:
                 claim.name,
                 claim.format,
                 tuple(exc.problems),
+                endpoint=exc.endpoint,
+                model=exc.model,
             )
             reject(engine, refused, move=True)
             continue
@@ -100,8 +102,8 @@ def reject(engine: Engine, ref: Refused, move: bool = False) -> None:
         inbox=ref.inbox,
         format=ref.format,
         state=State.REJECTED,
-        endpoint=getattr(ref, "endpoint", None),
-        model=getattr(ref, "model", None),
+        endpoint=ref.endpoint,
+        model=ref.model,
         job_dir=printable(str(job_dir)),
         request_path=printable(str(request_file)),
         error={

@@ -158,7 +158,8 @@ def after_place_failure(error: BaseException, *, attempts: int) -> Finish | Retr
     """Media could not be placed; ``attempts`` counts this one. Nothing reached Runway's task endpoints."""
     retryable = (isinstance(error, UploadError) and error.retryable) or isinstance(error, ApiError)
     if not retryable or attempts >= MAX_ATTEMPTS:
-        return Finish(State.FAILED, {"code": "upload_failed", "message": str(error)})
+        code = error.code if isinstance(error, UploadError) else "upload_failed"  # e.g. media_changed
+        return Finish(State.FAILED, {"code": code, "message": str(error)})
     return RetryLater(backoff(attempts), attempts, str(error))
 
 

@@ -18,7 +18,7 @@ from runwatch.jobs.job import Job
 from runwatch.jobs.lifecycle import Finish
 from runwatch.jobs.runner import Work
 from runwatch.jobs.states import State
-from runwatch.media import Placed, choose
+from runwatch.media import Placed
 from runwatch.request import Request
 from runwatch.scheduler import Candidate, pick
 
@@ -97,7 +97,7 @@ def start(engine: Engine, job: Job) -> None:
         create(engine, job, req.body)
         return
     engine.book.move(job, State.UPLOADING)
-    transport = engine.transports[choose(inbox.transport, s3_configured="s3" in engine.transports)]
+    transport = engine.transports[inbox.media_transport]  # the transport its media sizes were checked for
     engine.run(job, Work.PLACE, lambda: events.Placed(job.id, _place_all(transport, req, job.id)))
 
 
