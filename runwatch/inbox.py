@@ -45,6 +45,7 @@ from runwatch.mounts import fs_type, is_network_fs
 from runwatch.readiness import History, Sig, is_ready, observe
 from runwatch.request import Request, bare_media_request, classify, is_ignored, load_request, request_name
 from runwatch.taken import Ident, identity
+from runwatch.wanted import Wanted
 from runwatch.workarea import RETRY, Claimed, Control, Format, Refused, WorkArea, recover
 
 if TYPE_CHECKING:
@@ -142,8 +143,7 @@ class InboxWatcher:
         # Indexes into _cands, so one event or one claim costs no pass over thousands of waiting files:
         self._parked: set[Path] = set()  # bare media and kept files: they wait on what requests name
         self._dependent: set[Path] = set()  # requests that name files, or miss some: a file event may wake them
-        self._unread: set[Path] = set()  # requests not loaded yet: they may name any file
-        self._naming: dict[Path, set[Path]] = {}  # a file -> the waiting requests that name it
+        self._wanted = Wanted()  # which files the waiting requests name
         self._held: dict[Path, Sig] = {}  # media a refused request named: never sent alone while unchanged
         self._kept: dict[Path, _Kept] = {}  # media taken and left in the inbox for other requests
         self._sweeping = 0
@@ -359,7 +359,7 @@ class InboxWatcher:
             if kind == "media":
                 self._parked.add(path)
             elif kind == "request":
-                self._unread.add(path)
+                self._wanted.arrived(path)
         else:
             cand.due = self._clock()
 
@@ -373,34 +373,17 @@ class InboxWatcher:
     def _drop_cand(self, path: Path) -> _Cand | None:
         self._parked.discard(path)
         self._dependent.discard(path)
-        self._unread.discard(path)
         cand = self._cands.pop(path, None)
-        if cand is not None and cand.names:
-            self._index(path, cand.names, frozenset())
+        if cand is not None and cand.kind == "request":
+            self._wanted.gone(path, cand.names)
         return cand
 
     def _set_names(self, path: Path, cand: _Cand, names: frozenset[Path]) -> None:
         """A request has loaded: what it names, indexed; media waiting on requests are looked at again."""
-        self._unread.discard(path)
-        if names == cand.names:
-            return
-        self._index(path, cand.names or frozenset(), names)
-        cand.names = names
-        self._wake_media()
-
-    def _index(self, path: Path, old: frozenset[Path], new: frozenset[Path]) -> None:
-        for file in old - new:
-            naming = self._naming.get(file)
-            if naming is not None:
-                naming.discard(path)
-                if not naming:
-                    del self._naming[file]
-        for file in new - old:
-            self._naming.setdefault(file, set()).add(path)
-
-    def _wanted(self, path: Path) -> bool:
-        """Does a request waiting in the inbox name this file, or might one (it has not been read yet)?"""
-        return bool(self._unread) or path in self._naming
+        self._wanted.read(path, cand.names, names)
+        if names != cand.names:
+            cand.names = names
+            self._wake_media()
 
     def _wake_media(self) -> None:
         now = self._clock()
@@ -592,13 +575,10 @@ class InboxWatcher:
             cand.due = now + max(RETRY, self.inbox.settle)
             return
         self._kept.pop(path, None)
+        self._hist.pop(path, None)
         self._drop_cand(path)
-        if outcome == "changed":  # its owner put a new file there: an ordinary file of the inbox again
-            self._hist.pop(path, None)
-            if path.parent == self._root:
-                self._consider(path)
-        else:
-            self._hist.pop(path, None)
+        if outcome == "changed" and path.parent == self._root:  # its owner put a new file there
+            self._consider(path)
 
     def _claim(self, path: Path, req: Request, cand: _Cand, *, bare: bool = False) -> None:
         taken = self._area.take(path, cand, None if bare else req)
