@@ -183,6 +183,11 @@ class WorkArea:
             if plan:
                 taken.write_plan(job_dir, path.name, req.name if req else "", taken_at, plan)
                 links = self._link(plan, where, job_dir, problems)
+                if len(links) < len(plan) and not problems:  # a file went since the request was read
+                    self._undo(job_dir)
+                    if cand is not None:
+                        cand.due = self._clock()  # read again: it waits for the file, or says where it went
+                    return None
             os.rename(path, dest)
         except OSError as exc:
             self._undo(job_dir)
@@ -285,8 +290,7 @@ class WorkArea:
                     continue
                 copies += not taken.link(source, dest)
             except FileNotFoundError:
-                problems.append(Problem(where, f"{item.source} is gone from the inbox"))
-                continue
+                continue  # not taken now: the request is read again
             except OSError as exc:
                 problems.append(Problem(where, f"{item.source} could not be taken: {exc.strerror or exc}"))
                 continue
