@@ -13,9 +13,12 @@ After watchfiles, in parts:
 
 A claim is ``mkdir WORK/jobs/JOB_ID`` then ``os.rename`` of the request into it. When two watchers (two runwatch
 processes) race for one file the rename decides, and the loser drops it without a word. The media a request
-names follow it to their inbox-relative paths; a request that cannot be used goes whole to
-``WORK/failed/JOB_ID``. Nothing here deletes or overwrites a user's file, runs a shell, opens anything before
-``lstat`` says what it is, or follows a path out of the inbox.
+names are hard-linked to their inbox-relative paths in the job dir and stay in the inbox, *kept*, while other
+requests waiting there name them (or might: not read yet) and for the settle time after the last claim that
+took them, so that several requests can share one file; then they are swept out of the inbox
+(:mod:`runwatch.taken`). A request that cannot be used goes whole to ``WORK/failed/JOB_ID``. Nothing here
+deletes or overwrites a user's file, runs a shell, opens anything before ``lstat`` says what it is, or follows
+a path out of the inbox.
 
 Only top-level files are candidates; files in subfolders are remembered, as media a request may name.
 """
@@ -41,6 +44,8 @@ from runwatch.localmedia import mentioned_files
 from runwatch.mounts import fs_type, is_network_fs
 from runwatch.readiness import History, Sig, is_ready, observe
 from runwatch.request import Request, bare_media_request, classify, is_ignored, load_request, request_name
+from runwatch.taken import Ident, identity
+from runwatch.wanted import Wanted
 from runwatch.workarea import RETRY, Claimed, Control, Format, Refused, WorkArea, recover
 
 if TYPE_CHECKING:
@@ -74,10 +79,20 @@ _InotifyObserver = InotifyObserver
 
 @dataclass(slots=True)
 class _Cand:
-    kind: Literal["request", "control", "media"]
+    kind: Literal["request", "control", "media", "kept"]
     due: float
     names: frozenset[Path] | None = None  # the files a request names, once it has loaded
     missing: bool = False  # it names files not there yet: any new file may be one
+
+
+@dataclass(slots=True)
+class _Kept:
+    """A media file a claim took and left in the inbox for others: what it was, which job took it last, and
+    until when it stays for requests still on their way."""
+
+    ident: Ident
+    job_id: str
+    until: float
 
 
 class InboxWatcher:
@@ -126,9 +141,12 @@ class InboxWatcher:
         self._hist: dict[Path, History] = {}
         self._cands: dict[Path, _Cand] = {}
         # Indexes into _cands, so one event or one claim costs no pass over thousands of waiting files:
-        self._media: set[Path] = set()  # bare media candidates
+        self._parked: set[Path] = set()  # bare media and kept files: they wait on what requests name
         self._dependent: set[Path] = set()  # requests that name files, or miss some: a file event may wake them
+        self._wanted = Wanted()  # which files the waiting requests name
         self._held: dict[Path, Sig] = {}  # media a refused request named: never sent alone while unchanged
+        self._kept: dict[Path, _Kept] = {}  # media taken and left in the inbox for other requests
+        self._sweeping = 0
         self._thread: threading.Thread | None = None
 
     # -- public surface ----------------------------------------------------------------------------------
@@ -173,9 +191,10 @@ class InboxWatcher:
             return self._pending
 
     def wait_idle(self, timeout: float) -> bool:
-        """Blocks until a full scan has happened and nothing is pending; False on timeout."""
+        """Blocks until a full scan has happened, nothing is pending and no media file taken is left in the
+        inbox but for requests that name it; False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._scans > 0 and self._pending == 0, timeout)
+            return self._cond.wait_for(lambda: self._scans > 0 and self._pending == self._sweeping == 0, timeout)
 
     # -- the worker loop ---------------------------------------------------------------------------------
 
@@ -204,7 +223,9 @@ class InboxWatcher:
                 self._log.exception("inbox.error", error=str(exc))
                 self._stop.wait(RETRY)
             with self._cond:  # media parked at due=inf wait on a request, which is what counts
-                self._pending = sum(1 for c in self._cands.values() if c.due < math.inf)
+                due = [c.kind for c in self._cands.values() if c.due < math.inf]
+                self._sweeping = due.count("kept")
+                self._pending = len(due) - self._sweeping
                 self._scans += scanned
                 self._cond.notify_all()
 
@@ -255,9 +276,10 @@ class InboxWatcher:
         present = set(files)
         for path in [p for p in self._cands if p not in present]:
             self._forget(path)  # taken by another process or removed by its owner
-        for path in [p for p in (*self._hist, *self._held) if p not in present and not os.path.lexists(p)]:
+        for path in [p for p in (*self._hist, *self._held, *self._kept) if p not in present and not os.path.lexists(p)]:
             self._hist.pop(path, None)
             self._held.pop(path, None)
+            self._kept.pop(path, None)
         for cand in self._cands.values():
             cand.due = now
         self._folder.sync(dirs)
@@ -293,6 +315,8 @@ class InboxWatcher:
                 cand.due = now
 
     def _seen(self, path: Path, st: os.stat_result, signal: bool) -> History:
+        if path not in self._hist and st.st_nlink > 1 and path not in self._kept:
+            self._recognise(path, st)
         history = observe(
             self._hist.get(path),
             (st.st_size, st.st_mtime_ns),
@@ -312,6 +336,14 @@ class InboxWatcher:
             return None
         return self._seen(path, st, False)
 
+    def _recognise(self, path: Path, st: os.stat_result) -> bool:
+        """A file with a second link, seen for the first time (after a restart): kept, if it is one taken."""
+        record = self._area.taken_by(os.path.relpath(path, self._root))
+        if record is None or record.ident != identity(st):
+            return False
+        self._keep(path, record.ident, record.job_id)
+        return True
+
     def _consider(self, path: Path) -> None:
         kind = classify(path.name, self.inbox.accept_media)
         if kind not in ("request", "control", "media"):
@@ -325,25 +357,48 @@ class InboxWatcher:
         if cand is None:
             self._cands[path] = _Cand(kind, self._clock())
             if kind == "media":
-                self._media.add(path)
+                self._parked.add(path)
+            elif kind == "request":
+                self._wanted.arrived(path)
         else:
             cand.due = self._clock()
 
     def _forget(self, path: Path) -> None:
         self._hist.pop(path, None)
+        self._kept.pop(path, None)
         cand = self._drop_cand(path)
         if cand is not None and cand.kind == "request":
             self._wake_media()
 
     def _drop_cand(self, path: Path) -> _Cand | None:
-        self._media.discard(path)
+        self._parked.discard(path)
         self._dependent.discard(path)
-        return self._cands.pop(path, None)
+        cand = self._cands.pop(path, None)
+        if cand is not None and cand.kind == "request":
+            self._wanted.gone(path, cand.names)
+        return cand
+
+    def _set_names(self, path: Path, cand: _Cand, names: frozenset[Path]) -> None:
+        """A request has loaded: what it names, indexed; media waiting on requests are looked at again."""
+        self._wanted.read(path, cand.names, names)
+        if names != cand.names:
+            cand.names = names
+            self._wake_media()
 
     def _wake_media(self) -> None:
         now = self._clock()
-        for path in self._media:
+        for path in self._parked:
             self._cands[path].due = now
+
+    def _keep(self, path: Path, ident: Ident, job_id: str) -> None:
+        """A media file taken and left in the inbox: it stays while wanted, and for the settle time."""
+        until = self._clock() + self.inbox.settle
+        self._kept[path] = _Kept(ident, job_id, until)
+        cand = self._cands.get(path)
+        if cand is None:
+            self._cands[path] = cand = _Cand("kept", until)
+        cand.kind, cand.due = "kept", until
+        self._parked.add(path)
 
     def _watch_tree(self, folder: Path) -> None:
         """A folder that appeared: watch it and what it holds (files in it so far are seen, not signalled)."""
@@ -365,7 +420,7 @@ class InboxWatcher:
 
         def order(item: tuple[Path, _Cand]) -> tuple[bool, float, str]:
             history = self._hist.get(item[0])
-            return item[1].kind == "media", history.first_seen if history else now, item[0].name
+            return item[1].kind in ("media", "kept"), history.first_seen if history else now, item[0].name
 
         for path, cand in sorted(self._cands.items(), key=order):
             if self._stop.is_set() or self._folder.paused:
@@ -377,6 +432,8 @@ class InboxWatcher:
                     self._area.take_control(path, cand)
                 elif cand.kind == "request":
                     self._examine(path, cand, now)
+                elif cand.kind == "kept":
+                    self._examine_kept(path, cand, now)
                 else:
                     self._examine_bare(path, cand, now)
             except Exception as exc:  # noqa: BLE001 - one odd file must not hold up the rest of the inbox
@@ -384,8 +441,23 @@ class InboxWatcher:
                 cand.due = now + max(self._every, 5.0)  # look again later, not in a tight loop
 
     def _load(self, path: Path, root: Path, *, bare: bool = False) -> Request:
-        loader = bare_media_request if bare else load_request
-        return loader(path, root=root, inbox=self.inbox, catalog=self._catalog, unknown_models=self._unknown)
+        if bare:
+            return bare_media_request(
+                path, root=root, inbox=self.inbox, catalog=self._catalog, unknown_models=self._unknown
+            )
+        return load_request(
+            path,
+            root=root,
+            inbox=self.inbox,
+            catalog=self._catalog,
+            unknown_models=self._unknown,
+            taken=self._taken if root == self._root else None,
+        )
+
+    def _taken(self, rel: str) -> tuple[str, str] | None:
+        """Who took the inbox file at ``rel`` last, and when: to say so to a request that names it later."""
+        record = self._area.taken_by(rel)
+        return None if record is None else (record.request, record.taken_at)
 
     def _settled(self, path: Path, cand: _Cand, now: float, *, bare: bool = False) -> History | None:
         """The file's history when it may be read now; None when it is gone, refused, or not complete yet."""
@@ -429,9 +501,7 @@ class InboxWatcher:
             self._dependent.add(path)
         else:
             self._dependent.discard(path)
-        if names != cand.names:
-            cand.names = names
-            self._wake_media()
+        self._set_names(path, cand, names)
         due = self._unready(files, now)
         if due is not None:
             cand.due = due
@@ -439,13 +509,18 @@ class InboxWatcher:
         self._claim(path, req, cand)
 
     def _examine_bare(self, path: Path, cand: _Cand, now: float) -> None:
-        requests = [c for c in self._cands.values() if c.kind == "request"]
         # Until every waiting request has said what it names, any of them may want this file.
-        if any(c.names is None or path in c.names for c in requests):
+        if self._wanted(path):
             cand.due = math.inf
             return
         history = self._settled(path, cand, now, bare=True)
         if history is None:
+            return
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if self._recognise(path, st):  # taken by a request already (a copy left by a crash): never sent alone
             return
         settle = self.inbox.settle
         try:
@@ -481,13 +556,39 @@ class InboxWatcher:
 
     # -- taking ------------------------------------------------------------------------------------------
 
+    def _examine_kept(self, path: Path, cand: _Cand, now: float) -> None:
+        """A media file taken and left in the inbox: swept out once no request waits for it."""
+        kept = self._kept.get(path)
+        if kept is None:
+            self._drop_cand(path)
+            return
+        if self._wanted(path):
+            cand.due = math.inf
+            return
+        if now < kept.until:
+            cand.due = kept.until
+            return
+        try:
+            outcome = self._area.sweep(path, kept.ident, kept.job_id)
+        except OSError as exc:
+            self._log.error("inbox.sweep_failed", file=str(path), error=str(exc))
+            cand.due = now + max(RETRY, self.inbox.settle)
+            return
+        self._kept.pop(path, None)
+        self._hist.pop(path, None)
+        self._drop_cand(path)
+        if outcome == "changed" and path.parent == self._root:  # its owner put a new file there
+            self._consider(path)
+
     def _claim(self, path: Path, req: Request, cand: _Cand, *, bare: bool = False) -> None:
-        taken = self._area.take(path, cand)
+        taken = self._area.take(path, cand, None if bare else req)
         if taken is None:
             return
-        job_id, job_dir, dest = taken
+        for file, ident in taken.links:
+            self._keep(file, ident, taken.job_id)
+        job_id, job_dir, dest = taken.job_id, taken.job_dir, taken.request_file
         fmt: Format = "json" if bare else req.format
-        problems = [] if bare else self._area.bring_media(req, job_dir)
+        problems = list(taken.problems)
         if not problems:
             try:
                 final = self._load(dest, job_dir, bare=bare)  # the moved request must still resolve
@@ -509,10 +610,10 @@ class InboxWatcher:
         taken = self._area.take(path, self._cands.get(path))
         if taken is None:
             return
-        job_id, job_dir, dest = taken
+        job_id, job_dir, dest = taken.job_id, taken.job_dir, taken.request_file
         for file in held:  # the user meant these for that request, not to be sent alone as bare media
             history = self._hist.get(file)
-            if self.inbox.accept_media and history is not None and file.parent == self._root:
+            if self.inbox.accept_media and history is not None and file.parent == self._root and file not in self._kept:
                 self._held[file] = history.sig
                 self._drop_cand(file)
         fmt: Format = "toml" if path.suffix.lower() == ".toml" and not bare else "json"

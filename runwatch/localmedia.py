@@ -29,6 +29,7 @@ import os
 import re
 import stat
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +45,7 @@ __all__ = [
     "MAX_MEDIA_BYTES",
     "LocalMedia",
     "MediaChecker",
+    "TakenBy",
     "check_source",
     "guess_media",
     "inside",
@@ -88,6 +90,10 @@ _ACCEPTED_TYPES: dict[str, frozenset[str]] = {
     "video": frozenset({"video/mp4", "video/quicktime", "video/webm", "video/ogg"}),
     "audio": frozenset({"audio/mpeg", "audio/mp4", "audio/wav", "audio/flac", "audio/ogg", "audio/webm"}),
 }
+
+
+# Who took an inbox file (by its path relative to the inbox) last, and when: (request name, ISO 8601 UTC time).
+TakenBy = Callable[[str], tuple[str, str] | None]
 
 
 @dataclass(frozen=True)
@@ -190,17 +196,29 @@ def check_source(path: Path, root: Path) -> None:
 
 
 class MediaChecker:
-    """Checks media values and collects the local files among them."""
+    """Checks media values and collects the local files among them.
 
-    def __init__(self, source: Path, root: Path, problems: Problems, *, bare: bool, transport: str) -> None:
-        """``transport``: how the files found will be sent (``s3``, ``runway`` or ``data``), whose size
-        limits they must fit."""
+    ``transport`` is how the files found will be sent (``s3``, ``runway`` or ``data``), whose size limits they
+    must fit; ``taken`` says who took a file that is not there, if anyone did, so that the problem says so.
+    """
+
+    def __init__(
+        self,
+        source: Path,
+        root: Path,
+        problems: Problems,
+        *,
+        bare: bool,
+        transport: str,
+        taken: TakenBy | None = None,
+    ) -> None:
         self.folder = os.path.abspath(source.parent)
         self.transport = transport
         self.root_lexical = os.path.abspath(root)
         self.root = os.path.realpath(root)
         self.problems = problems
         self.bare = bare
+        self.taken = taken
         try:
             self.source_stat: os.stat_result | None = os.stat(source)
         except OSError:
@@ -256,7 +274,7 @@ class MediaChecker:
         try:
             st = os.lstat(real)  # ``real`` has no symlinks left, so lstat sees the file itself
         except FileNotFoundError:
-            add(field, f"file not found: {show(value)}", waiting=True)
+            add(field, self._not_found(value, joined, real), waiting=True)
             return
         except OSError as exc:
             add(field, f"{show(value)} cannot be read: {exc.strerror}")
@@ -326,6 +344,19 @@ class MediaChecker:
                 opened.st_ino,
             )
         )
+
+    def _not_found(self, value: str, joined: str, real: str) -> str:
+        """The problem's words: "file not found", or for a file a request took already, who took it when and
+        what to do."""
+        if self.taken is not None:
+            lexical = os.path.relpath(os.path.normpath(joined), self.root_lexical)
+            by = self.taken(lexical) or self.taken(os.path.relpath(real, self.root))
+            if by is not None:
+                return (
+                    f"{show(value)} is not in the inbox: request {show(by[0])} took it at {by[1]}; drop it again "
+                    "together with this request, or give each request its own copy"
+                )
+        return f"file not found: {show(value)}"
 
 
 def _file_type(mode: int) -> str | None:

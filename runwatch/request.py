@@ -30,7 +30,7 @@ from runwatch.catalog import Catalog, format_path, load_catalog
 from runwatch.catalog import PathT as PathT
 from runwatch.catalogtypes import endpoint_names, media_kinds, specs_at
 from runwatch.localmedia import MAX_MEDIA_BYTES as MAX_MEDIA_BYTES
-from runwatch.localmedia import LocalMedia, MediaChecker, check_source, guess_media
+from runwatch.localmedia import LocalMedia, MediaChecker, TakenBy, check_source, guess_media
 from runwatch.requestfile import (
     CONTROL_SUFFIXES,
     MEDIA_SUFFIXES,
@@ -185,6 +185,7 @@ def _build(
     unknown_models: str,
     problems: Problems,
     bare_field: str | None = None,
+    taken: TakenBy | None = None,
 ) -> Request:
     if unknown_models not in ("pass", "reject"):
         raise ValueError(f"unknown_models must be 'pass' or 'reject', not {unknown_models!r}")
@@ -199,7 +200,9 @@ def _build(
         problems.fail(source, model=named)
     ep = catalog.endpoints[endpoint]
     model = ep.models.get(model_name) if isinstance(model_name, str) else None
-    media = MediaChecker(source, root, problems, bare=bare_field is not None, transport=inbox.media_transport)
+    media = MediaChecker(
+        source, root, problems, bare=bare_field is not None, transport=inbox.media_transport, taken=taken
+    )
     known_model = model is not None
     names = endpoint_names(catalog, endpoint)
     if model is not None:
@@ -268,11 +271,13 @@ def load_request(
     inbox: InboxLike,
     catalog: Catalog | None = None,
     unknown_models: str = "pass",
+    taken: TakenBy | None = None,
 ) -> Request:
     """Read, check and validate one request file (a bare media file is handed to :func:`bare_media_request`).
 
     Raises :class:`RequestError` with every problem; ``incomplete`` when the file cannot be parsed or the
-    only problems are media files not found yet (either may still be being copied).
+    only problems are media files not found yet (either may still be being copied). ``taken`` says who took
+    a media file that is not there (the inbox's records), so that its problem says so.
     """
     suffix = path.suffix.lower()
     if suffix not in REQUEST_SUFFIXES and suffix in MEDIA_SUFFIXES:
@@ -293,6 +298,7 @@ def load_request(
         catalog=catalog,
         unknown_models=unknown_models,
         problems=problems,
+        taken=taken,
     )
 
 

@@ -2,16 +2,20 @@
 
 ::
 
-    WORK/jobs/JOB_ID/       a claimed request and its media, at their inbox-relative paths
+    WORK/jobs/JOB_ID/       a claimed request and its media (hard links), at their inbox-relative paths
     WORK/failed/JOB_ID/     a request that cannot be used, whole, with whatever came with it
     WORK/control/           claimed NAME.cancel / NAME.approve files
+    WORK/taken/             which request took each media file last, and when (see runwatch.taken)
+    WORK/shared/JOB_ID/     an inbox's media file taken out of the inbox where the job dir holds only a copy
 
-A claim is ``mkdir WORK/jobs/JOB_ID`` then ``os.rename`` of the request into it; the work area is on the
-inbox's filesystem, so the rename is atomic and, when two watchers (two runwatch processes) race for one
-file, it decides: the loser drops the file without a word. Every step here is a mkdir, a rename or a hard
-link; nothing deletes or overwrites a user's file, and no path is followed out of the inbox. The watcher
-decides *what* to take; this module is *how*, with the log lines and the items delivered, so everything done
-to the files in an inbox can be reviewed in one place.
+A claim is ``mkdir WORK/jobs/JOB_ID``, hard links of the media it names into it, then ``os.rename`` of the
+request into it; the work area is on the inbox's filesystem, so the rename is atomic and, when two watchers (two
+runwatch processes) race for one file, it decides: the loser undoes its links and drops the file without a
+word. Media files stay in the inbox for other requests naming them; :meth:`WorkArea.sweep` takes them out
+later. Every step here is a mkdir, a rename or a hard link, and the only names removed are a claim's own
+links (or another link of a file that stays in a job dir); nothing deletes or overwrites a user's file, and
+no path is followed out of the inbox. The watcher decides *what* to take; this module is *how*, with the log
+lines and the items delivered, so everything done to the files in an inbox can be reviewed in one place.
 """
 
 from __future__ import annotations
@@ -26,11 +30,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
+import structlog
+
+from runwatch import taken
 from runwatch.catalog import format_path
 from runwatch.errors import InboxError, Problem
 from runwatch.localmedia import inside
 from runwatch.mounts import same_filesystem
 from runwatch.requestfile import request_name
+from runwatch.taken import Ident, Plan, Record
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -45,6 +53,7 @@ __all__ = [
     "Format",
     "RecordPlace",
     "Refused",
+    "Taken",
     "WorkArea",
     "move_record",
     "prepare_records",
@@ -101,6 +110,18 @@ class Control:
 
 
 Item = Claimed | Refused | Control
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A claim made: the request is ``request_file`` in ``job_dir``; ``links`` are the inbox files (as events
+    spell them) now also in the job dir, with their identity; ``problems`` the media that could not be taken."""
+
+    job_id: str
+    job_dir: Path
+    request_file: Path
+    problems: tuple[Problem, ...] = ()
+    links: tuple[tuple[Path, Ident], ...] = ()
 
 
 class Due(Protocol):
@@ -161,22 +182,33 @@ class WorkArea:
         """A resolved path inside the inbox, spelled under the inbox path as configured (as events spell it)."""
         return self.root / os.path.relpath(real, os.path.realpath(self.root))
 
-    def take(self, path: Path, cand: Due | None) -> tuple[str, Path, Path] | None:
-        """The claim: a new job dir and the file renamed into it, as (job id, job dir, the file now).
+    def take(self, path: Path, cand: Due | None, req: Request | None = None) -> Taken | None:
+        """The claim: a new job dir, the media ``req`` names linked into it, the file renamed into it.
 
-        None if someone else was first, or it failed (then ``cand`` is due again after a pause).
+        None if someone else was first (the links are undone), or it failed (then ``cand`` is due again after a
+        pause).
         """
         made = self._job_dir(cand)
         if made is None:
             return None
         job_id, job_dir = made
         dest = job_dir / path.name
+        plan, where, problems = self._plan(req) if req is not None else ([], {}, [])
+        links: list[tuple[Plan, Ident]] = []
+        taken_at = _now_iso()
         try:
+            if plan:
+                taken.write_plan(job_dir, path.name, req.name if req else "", taken_at, plan)
+                links = self._link(plan, where, job_dir, problems)
+                if len(links) < len(plan) and not problems:  # a file went since the request was read
+                    self._undo(job_dir)
+                    if cand is not None:
+                        cand.due = self._clock()  # read again: it waits for the file, or says where it went
+                    return None
             os.rename(path, dest)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                job_dir.rmdir()
-            if isinstance(exc, FileNotFoundError):
+            self._undo(job_dir)
+            if isinstance(exc, FileNotFoundError) and not os.path.lexists(path):
                 if not self._root_gone():
                     self._forget(path)  # another watcher took it; the rescan finds it should it come back
             else:
@@ -185,7 +217,25 @@ class WorkArea:
                     cand.due = self._clock() + RETRY
             return None
         self._forget(path)
-        return job_id, job_dir, dest
+        if plan:
+            for item, ident in links:
+                with contextlib.suppress(OSError):  # a record only explains; the claim stands without it
+                    taken.remember(self.work, Record(item.source, req.name if req else "", job_id, taken_at, ident))
+            with contextlib.suppress(OSError):
+                (job_dir / taken.MANIFEST).unlink()
+        kept = tuple((self.root / item.source, ident) for item, ident in links)
+        return Taken(job_id, job_dir, dest, tuple(problems), kept)
+
+    def _undo(self, job_dir: Path) -> None:
+        """A claim that did not happen: its links and plan removed, and the job dir if nothing else is in it."""
+        try:
+            done = taken.settle(self.root, self.work, job_dir)
+        except OSError as exc:  # left for recover() at the next start
+            self._log.error("inbox.undo_failed", job_dir=str(job_dir), error=str(exc))
+            return
+        if any(not d.startswith("claim ") for d in done):
+            self._log.warning("inbox.claim_undone", job_dir=str(job_dir), steps=done)
+        _remove_empty(job_dir)
 
     def _job_dir(self, cand: Due | None) -> tuple[str, Path] | None:
         jobs = self.work / "jobs"
@@ -204,11 +254,14 @@ class WorkArea:
             cand.due = self._clock() + RETRY
         return None
 
-    def bring_media(self, req: Request, job_dir: Path) -> list[Problem]:
-        """Moves the request's media into the job dir at their inbox-relative paths; problems if any is gone."""
+    def _plan(self, req: Request) -> tuple[list[Plan], dict[str, str], list[Problem]]:
+        """The links a claim of ``req`` makes: each media file at its inbox-relative path, and a symlink that
+        named one kept itself under ``.links/``; problems for what is not a file waiting in the inbox."""
         problems: list[Problem] = []
+        plan: list[Plan] = []
+        where_of: dict[str, str] = {}  # a link's place in the job dir -> the request field that named it
         root = os.path.realpath(self.root)
-        moved: dict[Path, Path] = {}
+        made: dict[str, str] = {}
         for media in req.media:
             where = format_path(media.field)
             rel = os.path.normpath(media.rel)
@@ -221,33 +274,60 @@ class WorkArea:
             ):
                 problems.append(Problem(where, f"{media.rel} is not a file waiting in the inbox"))
                 continue
-            src, dest = self.root / rel, job_dir / rel
-            if dest.exists() and moved.get(target) == dest:
+            source = os.path.relpath(target, root)
+            if made.get(rel, source) != source or (rel == taken.MANIFEST):
+                problems.append(Problem(where, f"{media.rel} clashes with another file of this request"))
+                continue
+            if rel in made:
                 continue  # the same file named twice
+            made[rel] = source
+            plan.append(Plan(rel, source))
+            where_of[rel] = where
+            if os.path.islink(self.root / rel):  # keep the link itself too, out of the way of the request's paths
+                plan.append(Plan(os.path.join(".links", rel), rel))
+                where_of[plan[-1].dest] = where
+        return plan, where_of, problems
+
+    def _link(
+        self, plan: list[Plan], where_of: dict[str, str], job_dir: Path, problems: list[Problem]
+    ) -> list[tuple[Plan, Ident]]:
+        """Makes the plan's links (the inbox is not touched); those made, with the identity of the inbox file."""
+        linked: list[tuple[Plan, Ident]] = []
+        copies = 0
+        for item in plan:
+            source, dest, where = self.root / item.source, job_dir / item.dest, where_of.get(item.dest, "")
             try:
+                st = os.lstat(source)
+                if not (stat.S_ISREG(st.st_mode) or (stat.S_ISLNK(st.st_mode) and item.dest != item.source)):
+                    problems.append(Problem(where, f"{item.source} is not a regular file"))
+                    continue
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if os.path.lexists(dest):
-                    problems.append(Problem(where, f"{media.rel} clashes with another file of this request"))
+                    problems.append(Problem(where, f"{item.dest} clashes with another file of this request"))
                     continue
-                if target in moved:  # a symlink and its target both named: one file, two names
-                    os.link(moved[target], dest)
-                else:
-                    if not stat.S_ISREG(os.lstat(target).st_mode):
-                        problems.append(Problem(where, f"{media.rel} is not a regular file"))
-                        continue
-                    os.rename(target, dest)
-                    moved[target] = dest
-                if os.path.islink(src):  # keep the link itself too, out of the way of the request's paths
-                    link = job_dir / ".links" / rel
-                    link.parent.mkdir(parents=True, exist_ok=True)
-                    os.rename(src, link)
+                copies += not taken.link(source, dest)
             except FileNotFoundError:
-                problems.append(Problem(where, f"{media.rel} is gone from the inbox (taken with another request?)"))
+                continue  # not taken now: the request is read again
             except OSError as exc:
-                problems.append(Problem(where, f"{media.rel} could not be moved: {exc.strerror or exc}"))
-            self._forget(self.lex(target))
-            self._forget(src)
-        return problems
+                problems.append(Problem(where, f"{item.source} could not be taken: {exc.strerror or exc}"))
+                continue
+            linked.append((item, taken.identity(st)))
+        if copies:
+            self._log.info("inbox.copied", job_dir=str(job_dir), files=copies, why="no hard links here")
+        return linked
+
+    def sweep(self, path: Path, ident: Ident, job_id: str) -> str:
+        """Takes a media file out of the inbox once no request waits for it (see :func:`runwatch.taken.sweep`)."""
+        outcome = taken.sweep(self.root, self.work, self._rel(path), ident, job_id)
+        self._log.info("inbox.swept", file=self._rel(path), outcome=outcome, job_id=job_id)
+        return outcome
+
+    def taken_by(self, rel: str) -> Record | None:
+        """Which request took the inbox file at ``rel`` (relative to the inbox) last, and when."""
+        return taken.lookup(self.work, rel)
+
+    def _rel(self, path: Path) -> str:
+        return os.path.relpath(path, self.root)
 
     def claimed(
         self,
@@ -314,26 +394,55 @@ class WorkArea:
             self._log.exception("inbox.deliver_failed", error=str(exc))
 
 
+def _now_iso() -> str:
+    return f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def _remove_empty(folder: Path) -> None:
+    """Removes ``folder`` and the empty folders in it; what holds a file stays."""
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
 def _new_job_id() -> str:
     """``YYYYMMDDTHHMMSSZ-xxxxxxxx``: the claim's UTC time and 8 random hex digits."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
 def recover(inbox: InboxConfig) -> list[Path]:
-    """Job dirs left in WORK/jobs (claimed before a crash), oldest first; empty half-made ones are removed."""
+    """Job dirs left in WORK/jobs (claimed before a crash), oldest first.
+
+    A claim cut short is settled first (:func:`runwatch.taken.settle`): finished when its request got into the
+    job dir, undone when it did not, so the request, still in the inbox, is claimed again whole. Empty
+    half-made job dirs are removed.
+    """
     jobs = inbox.work / "jobs"
     try:
         entries = sorted(jobs.iterdir())
     except OSError:
         return []
+    log = structlog.get_logger()
     found: list[Path] = []
     for entry in entries:
         if entry.is_symlink() or not entry.is_dir():
             continue
         try:
+            done = taken.settle(Path(os.path.abspath(inbox.path)), Path(os.path.abspath(inbox.work)), entry)
+        except OSError as exc:
+            log.error("inbox.settle_failed", job_dir=str(entry), error=str(exc))
+            continue  # not handed on half-made; the next start tries again
+        if done:
+            log.info("inbox.claim_settled", job_dir=str(entry), steps=done)
+        if "claim undone" in done:
+            _remove_empty(entry)
+        try:
             entry.rmdir()  # only succeeds when empty: a crash between mkdir and the rename
         except OSError:
-            found.append(entry)
+            if entry.exists():
+                found.append(entry)
     return found
 
 

@@ -438,8 +438,8 @@ def test_model_of_wrong_type_does_not_block_the_inbox(tmp_path: Path) -> None:
 
 class TestSharedNames:
     def test_one_media_file_for_two_requests(self, tmp_path: Path) -> None:
-        """Two requests naming one image: the first to be claimed takes the image with it; the other is rejected
-        naming promptImage (its media is no longer in the inbox), is never sent, and the image is kept."""
+        """Two requests naming one image: both are sent with it, each once, and the image is kept (in both job
+        records)."""
         with Simulator(SimConfig(time_scale=0.002)) as sim:
             rig = Rig(tmp_path, sim).start()
             try:
@@ -447,11 +447,10 @@ class TestSharedNames:
                 rig.drop("first", i2v(promptImage="shared.jpg", promptText="one"))
                 rig.drop("second", i2v(promptImage="shared.jpg", promptText="two"))
                 statuses = {n: rig.wait(n, timeout=20) for n in ("first", "second")}
-                assert sorted(s["state"] for s in statuses.values()) == ["rejected", "succeeded"], statuses
-                loser = next(s for s in statuses.values() if s["state"] == "rejected")
-                assert "promptImage" in {i["path"] for i in loser["error"]["issues"]}, loser
-                assert sim.create_count() == 1 and sim.duplicate_creates() == []
-                assert any(_same(JPG, p) for p in _everything(rig.inbox).get("shared.jpg", []))
+                assert sorted(s["state"] for s in statuses.values()) == ["succeeded", "succeeded"], statuses
+                assert sim.create_count() == 2 and sim.duplicate_creates() == []
+                kept = _everything(rig.inbox).get("shared.jpg", [])
+                assert len([p for p in kept if _same(JPG, p)]) >= 2, kept
             finally:
                 rig.stop()
 

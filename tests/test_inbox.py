@@ -12,6 +12,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -291,7 +292,8 @@ class TestClaims:
     """Requests are taken by rename into WORK/jobs/JOB_ID, with their media, once complete."""
 
     def test_renamed_in_from_another_folder(self, tmp_path: Path, mode: str, start: Any) -> None:
-        """``mv`` of a finished request into the inbox: claimed with its media; the inbox is left empty."""
+        """``mv`` of a finished request into the inbox: claimed with its media; the inbox is left empty (the
+        media file once no other request can want it any more)."""
         cfg = config(tmp_path)
         sample(cfg, "still.jpg")
         sink = Sink()
@@ -304,8 +306,9 @@ class TestClaims:
         assert claim.job_dir == cfg.work / "jobs" / claim.job_id
         assert claim.request_file == claim.job_dir / "clip.json" and claim.format == "json" and not claim.bare
         assert (claim.job_dir / "still.jpg").read_bytes() == (SAMPLES / "still.jpg").read_bytes()
-        assert sorted(p.name for p in cfg.path.iterdir()) == [".runwatch"]
         assert watcher.wait_idle(5) and watcher.pending() == 0
+        assert sorted(p.name for p in cfg.path.iterdir()) == [".runwatch"]
+        assert (claim.job_dir / "still.jpg").stat().st_nlink == 1  # the inbox's name for it is gone
 
     def test_renamed_within_the_inbox(self, tmp_path: Path, mode: str, start: Any) -> None:
         """``x.json.tmp`` written in the inbox then renamed to ``x.json``: the temporary name is never taken."""
@@ -403,11 +406,12 @@ class TestClaims:
         """Media may sit in subfolders: they move to the same relative path in the job dir."""
         cfg = config(tmp_path)
         sink = Sink()
-        start(cfg, sink, mode)
+        watcher = start(cfg, sink, mode)
         sample(cfg, "still.jpg", "shots/day 1/still.jpg")
         drop(cfg, "sub.json", {**IMAGE, "promptImage": "shots/day 1/still.jpg"})
         [claim] = sink.wait(count(Claimed))
         assert isinstance(claim, Claimed) and (claim.job_dir / "shots" / "day 1" / "still.jpg").is_file()
+        assert watcher.wait_idle(5)
         assert not (cfg.path / "shots" / "day 1" / "still.jpg").exists()
 
     def test_ignored_names(self, tmp_path: Path, mode: str, start: Any) -> None:
@@ -480,23 +484,33 @@ class TestRefusals:
         assert sorted(p.name for p in cfg.path.iterdir()) == [".runwatch"]
         assert list((cfg.work / "jobs").iterdir()) == []
 
-    def test_media_taken_by_another_request(self, tmp_path: Path, start: Any) -> None:
-        """Two requests name one picture: one goes with it, the other is refused with a problem naming it."""
+    def test_media_taken_later_is_refused_with_who_took_it(self, tmp_path: Path, mode: str, start: Any) -> None:
+        """A request dropped after the picture it names was taken (and has left the inbox) is refused with a
+        problem that names the file, the request that took it and when, and what to do."""
         cfg = config(tmp_path)
         sample(cfg, "still.jpg")
-        drop(cfg, "one.json", IMAGE)
-        drop(cfg, "two.json", IMAGE)
         sink = Sink()
-        start(cfg, sink)
-        sink.wait(lambda items: len(items) == 2)
-        [claim], [ref] = sink.claimed(), sink.refused()
-        assert (claim.job_dir / "still.jpg").is_file()
-        assert any("still.jpg" in p.message for p in ref.problems)
+        watcher = start(cfg, sink, mode)
+        before = datetime.now(UTC).replace(microsecond=0)
+        drop(cfg, "one.json", IMAGE)
+        sink.wait(count(Claimed))
+        after = datetime.now(UTC)
+        assert watcher.wait_idle(5) and not (cfg.path / "still.jpg").exists()
+        drop(cfg, "two.json", IMAGE)
+        sink.wait(count(Refused))
+        [ref] = sink.refused()
+        assert ref.name == "two" and [c.name for c in sink.claimed()] == ["one"]
+        [problem] = ref.problems
+        stamp = re.search(r"took it at (\S+);", problem.message)
+        assert problem.path == "promptImage" and stamp is not None, problem
+        assert problem.message.startswith('"still.jpg" is not in the inbox: request "one" took it at ')
+        assert problem.message.endswith("drop it again together with this request, or give each request its own copy")
+        assert before <= datetime.strptime(stamp.group(1), "%Y-%m-%dT%H:%M:%S%z") <= after
 
     def test_refusal_names_the_endpoint_and_model(self, tmp_path: Path, start: Any) -> None:
         """A refused request carries the endpoint and model it named, for its status file: both when it was
-        read (a picture too small for Runway's uploads, or one taken by another request), the model alone
-        when the endpoint is not one runwatch knows, neither when the file cannot be parsed."""
+        read (a picture too small for Runway's uploads), the model alone when the endpoint is not one runwatch
+        knows, neither when the file cannot be parsed. (Two requests naming one still are both claimed.)"""
         cfg = config(tmp_path)
         stage = tmp_path / "stage"
         stage.mkdir()
@@ -510,14 +524,13 @@ class TestRefusals:
         drop(cfg, "two.json", IMAGE)
         sink = Sink()
         start(cfg, sink)
-        sink.wait(count(Refused, 4))
+        sink.wait(count(Refused, 3))
+        sink.wait(count(Claimed, 2))
         named = {r.name: (r.endpoint, r.model) for r in sink.refused()}
-        taken = "two" if "two" in named else "one"
         assert named == {
             "tiny": ("image_to_video", "gen4_turbo"),
             "typo": (None, "gen4_turbo"),
             "broken": (None, None),
-            taken: ("image_to_video", "gen4_turbo"),
         }
         assert "512 bytes to 200 MiB" in next(r for r in sink.refused() if r.name == "tiny").problems[0].message
 
@@ -543,12 +556,13 @@ class TestSymlinks:
         os.symlink("library/real.jpg", cfg.path / "link.jpg")
         drop(cfg, "linked.json", {**IMAGE, "promptImage": "link.jpg"})
         sink = Sink()
-        start(cfg, sink)
+        watcher = start(cfg, sink)
         [claim] = sink.wait(count(Claimed))
         assert isinstance(claim, Claimed)
         moved = claim.job_dir / "link.jpg"
         assert not moved.is_symlink() and moved.read_bytes() == (SAMPLES / "still.jpg").read_bytes()
         assert (claim.job_dir / ".links" / "link.jpg").is_symlink()
+        assert watcher.wait_idle(5)
         assert not os.path.lexists(cfg.path / "link.jpg") and not (cfg.path / "library" / "real.jpg").exists()
 
     def test_link_outside_the_inbox(self, tmp_path: Path, start: Any) -> None:
