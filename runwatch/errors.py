@@ -9,8 +9,9 @@ these at the edge where they happen, with ``raise ... from exc``::
     ├── RequestError(path, problems)       a request file that cannot be used (incomplete: maybe still being written)
     ├── ApiError                           talking to Runway
     │   ├── ApiConnectionError(sent)       no answer; ``sent`` says whether the request may have reached Runway
-    │   └── ApiStatusError(status, body)   Runway answered with an error status
-    │       └── RateLimitedError           429; ``daily`` for the daily task limit, ``retry_after`` when hinted
+    │   ├── ApiStatusError(status, body)   Runway answered with an error status
+    │   │   └── RateLimitedError           429; ``daily`` for the daily task limit, ``retry_after`` when hinted
+    │   └── CreateUnconfirmedError         a create that may have made a task: never sent again by itself
     ├── UploadError(retryable)             putting media where Runway can fetch it (S3, Runway uploads, data URIs)
     ├── OutboxError                        writing outputs or status files
     ├── JournalError                       the state database
@@ -103,6 +104,12 @@ class RateLimitedError(ApiStatusError):
         self.daily = daily
         self.retry_after = retry_after
         super().__init__(status, body)
+
+
+class CreateUnconfirmedError(ApiError):
+    """A create whose task may exist at Runway: a 5xx or gateway answer, a success without a readable task id
+    (an HTML page from a proxy), or no answer after the request went out. Nothing proves Runway made no task,
+    so it is never sent again by itself; the message says so."""
 
 
 class UploadError(RunwatchError):
