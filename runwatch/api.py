@@ -27,6 +27,7 @@ import httpx
 
 from runwatch import __version__
 from runwatch.errors import ApiConnectionError, ApiError, ApiStatusError, CreateUnconfirmedError, RateLimitedError
+from runwatch.redact import redact_text
 
 __all__ = [
     "Created",
@@ -240,6 +241,8 @@ class RunwayClient:
         data = self._json(self._retrying("GET", f"/v1/tasks/{task_id}", None, _read_may_be_retried))
         if not isinstance(data, dict) or "status" not in data:
             raise ApiStatusError(200, data, f"task {task_id}: answer without a status")
+        if isinstance(data.get("failure"), str):  # Runway's words, stored and shown: may quote a signed URL
+            data["failure"] = redact_text(data["failure"])
         return data
 
     def delete_task(self, task_id: str) -> None:

@@ -1,7 +1,8 @@
 """The one exception tree of runwatch.
 
 Foreign exceptions (httpx, botocore, tomllib, json, OSError) are translated into
-these at the edge where they happen, with ``raise ... from exc``::
+these at the edge where they happen, with ``raise ... from exc``; every message (and an API error's body)
+is redacted as the error is made::
 
     RunwatchError
     ├── ConfigError(path, problems)        configuration file or options
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from runwatch.redact import redact, redact_text
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -37,7 +40,15 @@ class Problem:
 
 
 class RunwatchError(Exception):
-    """Root of every error runwatch raises on purpose."""
+    """Root of every error runwatch raises on purpose.
+
+    Its message is redacted as it is made: messages quote text from outside (Runway's error bodies, boto3's
+    and httpx's messages) that may hold a presigned URL's signature or an access key id, and nothing that
+    stores or prints an error (the journal, ``runwatch status``) should have to remember to redact it.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact_text(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ConfigError(RunwatchError):
@@ -87,6 +98,7 @@ class ApiStatusError(ApiError):
 
     def __init__(self, status: int, body: object, message: str | None = None) -> None:
         self.status = status
+        body = redact(body)  # Runway's error text may quote a presigned URL: redacted before anyone reads it
         self.body = body
         text = body.get("error") if isinstance(body, dict) else None
         super().__init__(message or f"HTTP {status}: {text or body!r}")
