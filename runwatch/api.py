@@ -1,10 +1,14 @@
 """The Runway API client, on an ``httpx.Client`` handed in by the caller (the one test seam).
 
-Money rule, in one place: :func:`create_may_be_retried` decides whether a failed create is sent again.
-Only when Runway surely did not create a task: the connection could not be made, or Runway answered
-429 or 502/503/504. Anything else that leaves the outcome unknown (a read timeout, a dropped connection
-after the request went out, a 500) raises :class:`ApiConnectionError` with ``sent=True`` and the caller
-parks the request in ``needs_attention`` instead of paying twice. Reads (GET, DELETE) are retried freely.
+Money rule, in one place: a failed create is *possibly made* unless the answer proves otherwise
+(:func:`create_possibly_made`). Proof that no task was made is only: the connection could not be made (nothing
+was sent), or Runway answered 4xx (it refused the request, a 429 included). Everything else may have made a
+task: a 500/502/503/504 (a gateway answers those after Runway made the task too), a success whose body holds
+no readable task id (an HTML page from a proxy), a timeout or a dropped connection after the request went out.
+Those raise :class:`CreateUnconfirmedError`, whose message says the task may exist, and the caller parks the
+request in ``needs_attention`` instead of paying twice. :func:`create_may_be_retried` picks, among the proofs,
+what is worth sending again at once: a connection that could not be made, a 429 that is not the daily limit.
+Reads (GET, DELETE) are retried freely, 5xx included.
 
 httpx exceptions never leave this module; they become the ``ApiError`` tree of ``runwatch.errors``.
 """
@@ -22,7 +26,8 @@ from typing import Any
 import httpx
 
 from runwatch import __version__
-from runwatch.errors import ApiConnectionError, ApiError, ApiStatusError, RateLimitedError
+from runwatch.errors import ApiConnectionError, ApiError, ApiStatusError, CreateUnconfirmedError, RateLimitedError
+from runwatch.redact import redact_text
 
 __all__ = [
     "Created",
@@ -30,11 +35,12 @@ __all__ = [
     "UploadTarget",
     "backoff_delay",
     "create_may_be_retried",
+    "create_possibly_made",
     "parse_retry_after",
 ]
 
 DAILY_LIMIT_TEXT = "daily task limit"
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAY_EXIST = "the task may exist at Runway"
 # Exceptions raised before a single byte of the request left: safe to send again.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
@@ -86,13 +92,23 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     return max(0.0, when.timestamp() - current)
 
 
-def create_may_be_retried(error: ApiError) -> bool:
-    """Whether a failed create surely created nothing at Runway, so sending it again cannot pay twice."""
+def create_possibly_made(error: ApiError) -> bool:
+    """Whether a failed create may have made a task at Runway: yes, unless the answer proves it did not."""
     if isinstance(error, ApiConnectionError):
-        return not error.sent
+        return error.sent
+    if isinstance(error, ApiStatusError):
+        return not 400 <= error.status < 500  # Runway refused the request itself (a 429 too): no task
+    return True
+
+
+def create_may_be_retried(error: ApiError) -> bool:
+    """Whether a failed create is sent again at once: nothing can have reached Runway as a task, and another
+    attempt may get through (not so for the daily limit, nor for a 4xx that would only be refused again)."""
+    if create_possibly_made(error):
+        return False
     if isinstance(error, RateLimitedError):
         return not error.daily  # the daily limit will not clear in a retry loop
-    return isinstance(error, ApiStatusError) and error.status in RETRY_STATUSES
+    return isinstance(error, ApiConnectionError)
 
 
 def _read_may_be_retried(error: ApiError) -> bool:
@@ -100,7 +116,7 @@ def _read_may_be_retried(error: ApiError) -> bool:
         return True
     if isinstance(error, RateLimitedError):
         return not error.daily
-    return isinstance(error, ApiStatusError) and (error.status in RETRY_STATUSES or error.status >= 500)
+    return isinstance(error, ApiStatusError) and error.status >= 500
 
 
 class RunwayClient:
@@ -192,19 +208,32 @@ class RunwayClient:
         before_send: Callable[[], None] | None = None,
         not_sent: Callable[[], None] | None = None,
     ) -> Created:
-        """POST /v1/{endpoint}. Retried only while Runway surely created nothing (see module doc).
+        """POST /v1/{endpoint}. Retried only while no task can have been made (see module doc); any failure
+        that may have made one raises :class:`CreateUnconfirmedError`.
 
         ``before_send`` runs before every attempt (the caller records its intent durably there) and
         ``not_sent`` after every answer that proves no task was created (the caller clears the intent), so a
         crash during a backoff is never mistaken for a create whose answer was lost.
         """
-        response = self._retrying("POST", f"/v1/{endpoint}", dict(body), create_may_be_retried, before_send, not_sent)
-        data = self._json(response)
+        path = f"/v1/{endpoint}"
+        try:
+            response = self._retrying("POST", path, dict(body), create_may_be_retried, before_send, not_sent)
+        except ApiError as exc:
+            if not create_possibly_made(exc):
+                raise
+            detail = str(exc).removeprefix(f"POST {path}: ")
+            raise CreateUnconfirmedError(f"POST {path}: {detail}; {MAY_EXIST}") from exc
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
         task_id = data.get("id") if isinstance(data, dict) else None
-        if not isinstance(task_id, str):
-            # The task exists (Runway answered 200) but we cannot name it: never resend.
-            raise ApiConnectionError(f"POST /v1/{endpoint}: answer without a task id: {data!r}", sent=True)
-        cost = data.get("estimatedCost")
+        if not isinstance(task_id, str) or not task_id:
+            # A success without a task we can name: Runway, or a proxy before it, may have made one.
+            raise CreateUnconfirmedError(
+                f"POST {path}: HTTP {response.status_code} without a task id ({_excerpt(response)}); {MAY_EXIST}"
+            )
+        cost = data.get("estimatedCost") if isinstance(data, dict) else None
         credits = cost.get("credits") if isinstance(cost, dict) else None
         return Created(task_id, float(credits) if isinstance(credits, int | float) else None)
 
@@ -212,6 +241,8 @@ class RunwayClient:
         data = self._json(self._retrying("GET", f"/v1/tasks/{task_id}", None, _read_may_be_retried))
         if not isinstance(data, dict) or "status" not in data:
             raise ApiStatusError(200, data, f"task {task_id}: answer without a status")
+        if isinstance(data.get("failure"), str):  # Runway's words, stored and shown: may quote a signed URL
+            data["failure"] = redact_text(data["failure"])
         return data
 
     def delete_task(self, task_id: str) -> None:
@@ -238,6 +269,14 @@ class RunwayClient:
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ApiStatusError(200, data, "POST /v1/uploads: answer without uploadUrl/fields/runwayUri") from exc
+
+
+def _excerpt(response: httpx.Response, limit: int = 120) -> str:
+    """What an unexpected answer was, for a person: its type and the start of its text, on one line."""
+    kind = response.headers.get("content-type", "no content type").split(";", 1)[0].strip()
+    text = " ".join(response.text[: limit * 4].split())
+    shown = text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"{kind}: {shown!r}" if shown else f"{kind}, empty"
 
 
 def _status_error(response: httpx.Response) -> ApiStatusError:

@@ -1,7 +1,8 @@
 """The one exception tree of runwatch.
 
 Foreign exceptions (httpx, botocore, tomllib, json, OSError) are translated into
-these at the edge where they happen, with ``raise ... from exc``::
+these at the edge where they happen, with ``raise ... from exc``; every message (and an API error's body)
+is redacted as the error is made::
 
     RunwatchError
     ├── ConfigError(path, problems)        configuration file or options; ``summary`` heads the problems
@@ -9,8 +10,9 @@ these at the edge where they happen, with ``raise ... from exc``::
     ├── RequestError(path, problems)       a request file that cannot be used (incomplete: maybe still being written)
     ├── ApiError                           talking to Runway
     │   ├── ApiConnectionError(sent)       no answer; ``sent`` says whether the request may have reached Runway
-    │   └── ApiStatusError(status, body)   Runway answered with an error status
-    │       └── RateLimitedError           429; ``daily`` for the daily task limit, ``retry_after`` when hinted
+    │   ├── ApiStatusError(status, body)   Runway answered with an error status
+    │   │   └── RateLimitedError           429; ``daily`` for the daily task limit, ``retry_after`` when hinted
+    │   └── CreateUnconfirmedError         a create that may have made a task: never sent again by itself
     ├── UploadError(retryable)             putting media where Runway can fetch it (S3, Runway uploads, data URIs)
     │   └── MediaChangedError              a local media file is no longer the one checked (replaced, or now a link)
     ├── OutboxError                        writing outputs or status files
@@ -24,6 +26,8 @@ these at the edge where they happen, with ``raise ... from exc``::
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from runwatch.redact import redact, redact_text
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,15 @@ class MissingKey(Problem):
 
 
 class RunwatchError(Exception):
-    """Root of every error runwatch raises on purpose."""
+    """Root of every error runwatch raises on purpose.
+
+    Its message is redacted as it is made: messages quote text from outside (Runway's error bodies, boto3's
+    and httpx's messages) that may hold a presigned URL's signature or an access key id, and nothing that
+    stores or prints an error (the journal, ``runwatch status``) should have to remember to redact it.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact_text(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ConfigError(RunwatchError):
@@ -105,6 +117,7 @@ class ApiStatusError(ApiError):
 
     def __init__(self, status: int, body: object, message: str | None = None) -> None:
         self.status = status
+        body = redact(body)  # Runway's error text may quote a presigned URL: redacted before anyone reads it
         self.body = body
         text = body.get("error") if isinstance(body, dict) else None
         super().__init__(message or f"HTTP {status}: {text or body!r}")
@@ -122,6 +135,12 @@ class RateLimitedError(ApiStatusError):
         self.daily = daily
         self.retry_after = retry_after
         super().__init__(status, body)
+
+
+class CreateUnconfirmedError(ApiError):
+    """A create whose task may exist at Runway: a 5xx or gateway answer, a success without a readable task id
+    (an HTML page from a proxy), or no answer after the request went out. Nothing proves Runway made no task,
+    so it is never sent again by itself; the message says so."""
 
 
 class UploadError(RunwatchError):

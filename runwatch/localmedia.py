@@ -5,9 +5,8 @@ taken relative to the request file's folder, that must resolve (``..`` and symli
 non-empty file inside the inbox whose content (not its name) is of the kind the field wants. FIFOs, sockets
 and devices are recognised by ``lstat`` and never opened. The request file itself must resolve inside the
 inbox too. These rules are what keeps a request from sending files from elsewhere on the machine, so they
-sit in one module of their own, to be read and reviewed whole. The same rules, read leniently, tell which
-inbox files a request that cannot be parsed meant to send (:func:`mentioned_files`), so the inbox does not
-send them alone.
+sit in one module of their own, to be read and reviewed whole. The same rules tell which inbox files a
+request that fails its checks meant to send (:func:`mentioned_files`), so the inbox does not send them alone.
 
 A checked file is opened again to be sent, and between the two someone may swap it for a link to a file
 elsewhere. So a file is opened, both to be checked and to be sent, only by :func:`open_beneath`: one path
@@ -24,11 +23,9 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
-import json
 import os
 import re
 import stat
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +33,10 @@ from typing import Any, Protocol
 
 from runwatch.catalog import PathT
 from runwatch.catalogtypes import EndpointNames
-from runwatch.errors import MediaChangedError
+from runwatch.errors import MediaChangedError, RequestError
 from runwatch.medialimits import DATA_URI_CAPS, MAX_URL_LENGTH, UPLOAD_MAX, size_problem
 from runwatch.mediaprobe import probe_open
+from runwatch.requestfile import is_utf8, parse, read
 from runwatch.requestproblems import Problems, article, fail, show
 
 __all__ = [
@@ -379,17 +377,12 @@ def _file_type(mode: int) -> str | None:
 def mentioned_files(path: Path, root: Path) -> list[str]:
     """Files a request that failed to load seems to name: its string values that are files in the inbox.
 
-    Read leniently (the request did not pass the strict reading) and resolved; empty when it cannot be read.
+    Parsed within the same limits as any request (a file that cannot be parsed names nothing) and resolved;
+    a value that is not valid text names nothing either.
     """
     try:
-        st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > 1 << 20:
-            return []
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as fh:
-            text = fh.read(1 << 20).decode("utf-8-sig")
-        data: Any = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-    except (OSError, ValueError, RecursionError):
+        data: Any = parse(path, read(path), "toml" if path.suffix.lower() == ".toml" else "json")
+    except RequestError:
         return []
     real_root = os.path.realpath(root)
     found: list[str] = []
@@ -406,6 +399,7 @@ def mentioned_files(path: Path, root: Path) -> list[str]:
             and "\0" not in value
             and ":" not in value
             and not os.path.isabs(value)
+            and is_utf8(value)
         ):
             real = os.path.realpath(os.path.join(root, value))
             if inside(real, real_root) and os.path.isfile(real):

@@ -40,12 +40,14 @@ if TYPE_CHECKING:
     from runwatch.jobs.job import Job
 
 __all__ = [
+    "NAME_MAX",
     "STATUS_KEYS",
     "DownloadError",
     "OutputRecord",
     "clean_partials",
     "download_outputs",
     "extension_for",
+    "fit_name",
     "ordered_status",
     "output_name",
     "redact",
@@ -91,8 +93,11 @@ CONTENT_EXTENSIONS: dict[str, str] = {
 
 # Our temporary names and nothing else: a user's ".notes.tmp" is not ours to delete.
 _TEMP = re.compile(r"\..+\.(?:part\d+|status\.(?:json|toml))\.[0-9a-f]{16}\.tmp", re.S)
-_TEMP_NAME_MAX = 100  # bytes of NAME kept in a temporary name, so it stays under NAME_MAX (255 bytes)
+#: Bytes in one file name (Linux filesystems, and what SMB and NFS servers allow).
+NAME_MAX = 255
+_TEMP_NAME_MAX = 100  # bytes of NAME kept in a temporary name, so it stays under NAME_MAX
 _STATUS_SUFFIXES = (".status.json", ".status.toml")
+_UNIQUE_ROOM = len(".9999")  # what reserve_unique may add to an output's name
 _RETRY_DELAYS = (0.25, 0.5, 1.0)  # network errors on an output: three retries, short backoff
 _EXPIRED = frozenset({403, 404})  # CloudFront's answer to an expired or altered _jwt
 _TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
@@ -103,9 +108,25 @@ _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.
 
 
 def status_path(outbox: Path, name: str, fmt: StatusFormat) -> Path:
-    """``OUTBOX/NAME.status.json`` or ``OUTBOX/NAME.status.toml``."""
+    """``OUTBOX/NAME.status.json`` or ``OUTBOX/NAME.status.toml``; a NAME too long for that is shortened
+    (see :func:`fit_name`), so a request refused for its long name still gets its status file."""
     _check_name(name)
-    return outbox / f"{name}.status.{fmt}"
+    return outbox / fit_name(name, f".status.{fmt}")
+
+
+def fit_name(name: str, tail: str, room: int = 0) -> str:
+    """``name + tail`` when it fits in one file name (:data:`NAME_MAX` bytes, less ``room`` kept for a
+    suffix added later); else ``name`` cut on a character boundary, then ``~`` and the first 8 hex digits of
+    the SHA-256 of the whole name, then ``tail``. Two long names that begin alike still get two files."""
+    raw = os.fsencode(name)
+    limit = NAME_MAX - room - len(os.fsencode(tail))
+    if len(raw) <= limit:
+        return name + tail
+    digest = hashlib.sha256(raw).hexdigest()[:8]
+    cut = max(0, limit - 1 - len(digest))
+    while cut > 0 and raw[cut] & 0xC0 == 0x80:  # a UTF-8 continuation byte: the cut would split a character
+        cut -= 1
+    return f"{os.fsdecode(raw[:cut])}~{digest}{tail}"
 
 
 def ordered_status(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -223,8 +244,8 @@ def output_name(name: str, index: int, count: int, ext: str) -> str:
     """
     _check_name(name)
     ext = ext.lstrip(".")
-    base = name if count <= 1 else f"{name}_{index + 1}"
-    return f"{base}.{ext}" if ext else base
+    tail = ("" if count <= 1 else f"_{index + 1}") + (f".{ext}" if ext else "")
+    return fit_name(name, tail, room=_UNIQUE_ROOM)
 
 
 def reserve_unique(outbox: Path, filename: str) -> Path:
@@ -477,7 +498,7 @@ def _check_name(name: str) -> None:
 
 
 def _create_temp(outbox: Path, name: str, kind: str) -> tuple[int, Path]:
-    short = name.encode()[:_TEMP_NAME_MAX].decode(errors="ignore") or "x"
+    short = os.fsencode(name)[:_TEMP_NAME_MAX].decode(errors="ignore") or "x"
     path = outbox / f".{short}.{kind}.{secrets.token_hex(8)}.tmp"
     try:
         # 0o666 under the umask, as any new file: mkstemp's 0o600 would hide outputs from the share's readers.

@@ -6,12 +6,18 @@ value of a signing parameter becomes ``REDACTED`` while its name and the rest of
 person can still tell which file a message is about.
 
 Names that only ever carry a secret (S3's ``X-Amz-Signature``, ``X-Amz-Credential`` and ``X-Amz-Security-Token``,
-CloudFront's ``Signature``, the ``_jwt`` of Runway's output URLs) are blanked wherever they stand as a whole name:
+S3's older ``AWSAccessKeyId``, CloudFront's ``Signature``, the ``_jwt`` of Runway's output URLs) are blanked
+wherever they stand as a whole name:
 in a query, after a space (a SigV4 ``Authorization`` header) and percent-encoded inside another URL. The short,
 common ``sig`` and ``token`` count only as query parameters (after ``?``, ``&`` or ``;``), so ``token=abc`` in
 prose or ``/sig=2`` in a path stays as written. Any of these names as a key blanks its value whole: a mapping's
 key (the ``fields`` of a presigned POST, a parsed query) or a quoted key in text (``'x-amz-signature': '…'`` in a
-dict's repr, ``"_jwt": "…"`` in JSON).
+dict's repr, ``"_jwt": "…"`` in JSON). An AWS access key id (``AKIA`` or ``ASIA`` and 16 more capitals and digits)
+is blanked wherever it stands.
+
+Text from outside (Runway's error bodies, boto3's and httpx's messages) is redacted where it enters: every
+:class:`~runwatch.errors.RunwatchError` redacts its message, and an API error its body, so what the journal
+stores and ``runwatch status`` prints is already clean.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ __all__ = ["REDACTED", "SECRET_NAMES", "redact", "redact_text"]
 
 REDACTED = "REDACTED"
 
-_ANYWHERE = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "Signature", "_jwt")
+_ANYWHERE = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "AWSAccessKeyId", "Signature", "_jwt")
 _QUERY_ONLY = ("sig", "token")
 #: Every parameter name whose value is a secret, as spelt in the wild (matched without regard to case).
 SECRET_NAMES = _ANYWHERE + _QUERY_ONLY
@@ -53,7 +59,8 @@ _PARAM = re.compile(
 # 'name': 'value' and "name": "value" (also with the quotes escaped, JSON inside a string).
 _QUOTED = re.compile(r"([\"']" + _either(SECRET_NAMES) + r"\\?[\"']\s*:\s*\\?[\"'])[^\"'\\\s]*", re.IGNORECASE)
 # Every secret name holds one of these: text with none of them (most text) skips both scans.
-_HINTS = ("sig", "token", "_jwt", "x-amz")
+_HINTS = ("sig", "token", "_jwt", "x-amz", "accesskeyid")
+_ACCESS_KEY_ID = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])")
 
 
 def redact_text(text: str) -> str:
@@ -62,6 +69,8 @@ def redact_text(text: str) -> str:
     if any(hint in lowered for hint in _HINTS):
         text = _PARAM.sub(rf"\g<1>{REDACTED}", text)
         text = _QUOTED.sub(rf"\g<1>{REDACTED}", text)
+    if "AKIA" in text or "ASIA" in text:
+        text = _ACCESS_KEY_ID.sub(REDACTED, text)
     return _API_KEY.sub("key_" + REDACTED, text) if "key_" in text else text
 
 

@@ -2,16 +2,16 @@
 
 What a file name in an inbox is (request, control file, media, or to be ignored), the request name it
 gives, and whether a name can be used as a file base name; then reading a request file without opening what
-is not a small regular file, parsing it as strict JSON (duplicate keys found, numbers finite) or TOML, and
-scanning the result for what JSON cannot carry and for depth. The inbox watcher needs only the names, and
-none of this needs the catalogue, so it stands apart from building a :class:`runwatch.request.Request`.
+is not a small regular file, parsing it as strict JSON (duplicate keys found, numbers finite) or TOML within
+the limits of :mod:`runwatch.requestlimits`, and scanning the result for what JSON cannot carry, for depth
+and for size. The inbox watcher needs only the names, and none of this needs the catalogue, so it stands
+apart from building a :class:`runwatch.request.Request`.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
-import math
 import os
 import stat
 import tomllib
@@ -20,11 +20,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 from runwatch.catalog import PathT
+from runwatch.requestlimits import (
+    MAX_DEPTH,
+    MAX_ENTRIES,
+    MAX_NUMBER_CHARS,
+    MAX_REQUEST_BYTES,
+    LongNumber,
+    NotFinite,
+    finite,
+    json_hooks,
+    prescan_json,
+    prescan_toml,
+    too_many,
+)
 from runwatch.requestproblems import Problems, fail, show
 
 __all__ = [
     "CONTROL_SUFFIXES",
     "MAX_DEPTH",
+    "MAX_ENTRIES",
     "MAX_NAME",
     "MAX_REQUEST_BYTES",
     "MEDIA_SUFFIXES",
@@ -64,8 +78,6 @@ MEDIA_SUFFIXES: frozenset[str] = frozenset(
 )
 _PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download")
 
-MAX_REQUEST_BYTES = 1 << 20
-MAX_DEPTH = 32
 MAX_NAME = 200
 # Characters a name must not hold: separators and their look-alikes, and bidi controls that disguise a name.
 _SLASHES = frozenset("/\\\u2044\u2215\u2216\u29f8\u29f9\ufe68\uff0f\uff3c")
@@ -142,21 +154,6 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return marked
 
 
-class _NotFinite(ValueError):
-    pass
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _NotFinite(text)
-    return value
-
-
-def _refuse_constant(text: str) -> Any:
-    raise _NotFinite(text)
-
-
 def read(path: Path) -> bytes:
     """The file's bytes; refuses what is not a small regular file without opening it."""
     try:
@@ -184,7 +181,10 @@ def read(path: Path) -> bytes:
 
 
 def parse(path: Path, data: bytes, fmt: Literal["json", "toml"]) -> dict[str, Any]:
-    """The top-level object; a parse failure is ``incomplete`` (the file may still be being written)."""
+    """The top-level object; a syntax error is ``incomplete`` (the file may still be being written).
+
+    Bounded in time and memory whatever the file holds (see :mod:`runwatch.requestlimits`).
+    """
     if data.startswith(codecs.BOM_UTF8):  # editors on Windows add one
         data = data[len(codecs.BOM_UTF8) :]
     try:
@@ -195,9 +195,13 @@ def parse(path: Path, data: bytes, fmt: Literal["json", "toml"]) -> dict[str, An
         raise fail(path, "", f"is not valid UTF-8 at line {line}, column {column}", incomplete=True) from exc
     try:
         if fmt == "toml":
-            return tomllib.loads(text, parse_float=_finite)
-        value = json.loads(text, object_pairs_hook=_pairs, parse_float=_finite, parse_constant=_refuse_constant)
-    except _NotFinite as exc:
+            if why := prescan_toml(text):
+                raise fail(path, "", why)
+            return tomllib.loads(text, parse_float=finite)
+        if why := prescan_json(text):
+            raise fail(path, "", why)
+        value = json.loads(text, **json_hooks(_pairs))
+    except NotFinite as exc:
         raise fail(path, "", f"{exc} is not allowed: numbers must be finite") from exc
     except RecursionError as exc:
         raise fail(path, "", f"is nested too deeply; at most {MAX_DEPTH} levels") from exc
@@ -206,6 +210,8 @@ def parse(path: Path, data: bytes, fmt: Literal["json", "toml"]) -> dict[str, An
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno}"
         raise fail(path, "", f"is not valid JSON: {exc.msg} at {where}", incomplete=True) from exc
+    except ValueError as exc:  # what the parsers let through, e.g. an integer too long to convert
+        raise fail(path, "", f"cannot be read as {fmt.upper()}: {exc}") from exc
     if not isinstance(value, dict):
         kind = "a list" if isinstance(value, list) else "null" if value is None else f"the value {show(value)}"
         raise fail(path, "", f"must hold a JSON object at the top level, not {kind}")
@@ -213,17 +219,24 @@ def parse(path: Path, data: bytes, fmt: Literal["json", "toml"]) -> dict[str, An
 
 
 def scan(value: Any, problems: Problems) -> bool:
-    """Duplicate keys, values JSON cannot carry and depth, without recursion.
+    """Duplicate keys, values JSON cannot carry, depth and size, without recursion.
 
-    False when the value must go no further: too deep to walk, or holding text that is not text.
+    False when the value must go no further: too deep or too big to walk, or holding text that is not text
+    or a number that is not one.
     """
     fatal = False
+    entries = 0
     stack: list[tuple[Any, PathT, int]] = [(value, (), 1)]
     while stack:
         item, path, depth = stack.pop()
         if isinstance(item, dict | list) and depth > MAX_DEPTH:
             problems.add(path, f"is nested too deeply; at most {MAX_DEPTH} levels")
             return False
+        if isinstance(item, dict | list):
+            entries += len(item)  # counted before anything is built for its children
+            if entries > MAX_ENTRIES:
+                problems.add("", too_many())
+                return False
         if isinstance(item, dict):
             for key in getattr(item, "duplicates", ()):
                 problems.add((*path, key), f"the key {show(key)} appears more than once")
@@ -235,6 +248,9 @@ def scan(value: Any, problems: Problems) -> bool:
                 problems.add(path, "dates and times cannot be sent to the API; write it as a quoted string")
             elif isinstance(item, str) and not is_utf8(item):
                 problems.add(path, "holds an unpaired UTF-16 surrogate, which is not text")
+                fatal = True
+            elif isinstance(item, LongNumber):
+                problems.add(path, f"is a number written with {item.chars} characters; at most {MAX_NUMBER_CHARS}")
                 fatal = True
             continue
         for key, child in reversed(children):

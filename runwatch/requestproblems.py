@@ -20,6 +20,7 @@ from runwatch.catalogtypes import object_fields, spec_at
 from runwatch.errors import Problem, RequestError
 
 __all__ = [
+    "MAX_LISTED",
     "MISSING",
     "Problems",
     "article",
@@ -39,19 +40,33 @@ _EXPECTED = {
     "null": "null",
 }
 MISSING = object()
+MAX_LISTED = 100  # problems listed for one request
 
 
 class Problems:
-    """Problems collected so far; ``waiting`` counts those that go away once copying ends (missing files)."""
+    """Problems collected so far; ``waiting`` counts those that go away once copying ends (missing files).
+
+    The first :data:`MAX_LISTED` are listed, then one line says how many more there were: a file with ten
+    thousand unknown keys gets a status file a person can read, not ten thousand lines.
+    """
 
     def __init__(self) -> None:
         self.items: list[Problem] = []
         self.waiting = 0
+        self.unlisted = 0
+
+    @property
+    def full(self) -> bool:
+        """No more problems will be listed (wording one is wasted work)."""
+        return len(self.items) >= MAX_LISTED
 
     def add(self, path: PathT | str, message: str, *, waiting: bool = False) -> None:
+        self.waiting += waiting
+        if self.full:
+            self.unlisted += 1
+            return
         where = path if isinstance(path, str) else format_path(path)
         self.items.append(Problem(where, message))
-        self.waiting += waiting
 
     def raise_if_any(self, source: Path, *, endpoint: str | None = None, model: str | None = None) -> None:
         if self.items:
@@ -59,13 +74,13 @@ class Problems:
 
     def fail(self, source: Path, *, endpoint: str | None = None, model: str | None = None) -> NoReturn:
         """Raise every problem at once; ``endpoint`` and ``model`` are what the request named, if known."""
-        raise RequestError(
-            str(source),
-            list(self.items),
-            incomplete=self.waiting == len(self.items),
-            endpoint=endpoint,
-            model=model,
-        )
+        listed = list(self.items)
+        if self.unlisted:
+            listed.append(
+                Problem("", f"and {self.unlisted:,} more problems like these (the first {MAX_LISTED} are listed)")
+            )
+        incomplete = self.waiting == len(self.items) + self.unlisted
+        raise RequestError(str(source), listed, incomplete=incomplete, endpoint=endpoint, model=model)
 
 
 def show(value: Any, limit: int = 60) -> str:
@@ -143,6 +158,9 @@ def issue_problems(issue: Issue, body: dict[str, Any], top: Mapping[str, Any], p
     if code == "unrecognized_keys":
         fields = sorted(object_fields(spec))
         for key in extra.get("keys", ()):
+            if problems.full:
+                problems.add((*path, key), "unknown field")  # counted, not listed
+                continue
             hint = difflib.get_close_matches(key, fields, 1)
             also = f"did you mean {show(hint[0])}? " if hint else ""
             problems.add((*path, key), f"unknown field; {also}allowed here: {', '.join(fields)}")

@@ -19,6 +19,7 @@ import tomli_w
 
 from runwatch.config import Config, parse_config
 from runwatch.daemon import Daemon
+from runwatch.outbox import status_path
 from runwatch.simulator import Simulator
 from runwatch.store import Journal
 
@@ -99,7 +100,7 @@ class Rig:
         os.rename(tmp, self.inbox / f"{name}.{fmt}")
 
     def status(self, name: str, fmt: str = "json") -> dict[str, Any] | None:
-        path = self.outbox / f"{name}.status.{fmt}"
+        path = status_path(self.outbox, name, "toml" if fmt == "toml" else "json")  # long names are shortened
         try:
             text = path.read_text()
         except FileNotFoundError:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from runwatch.api import RunwayClient, backoff_delay, create_may_be_retried, parse_retry_after
-from runwatch.errors import ApiConnectionError, ApiStatusError, RateLimitedError
+from runwatch.api import RunwayClient, backoff_delay, create_may_be_retried, create_possibly_made, parse_retry_after
+from runwatch.errors import ApiConnectionError, ApiError, ApiStatusError, CreateUnconfirmedError, RateLimitedError
 from runwatch.simulator import Fault, Simulator
 
 TTS = {"model": "eleven_multilingual_v2", "promptText": "hi", "voice": {"type": "runway-preset", "presetId": "Maya"}}
@@ -42,12 +42,31 @@ class TestCreate:
         created = client.create_task("text_to_speech", TTS)
         assert created.id in sim.world.tasks and created.estimated_credits is not None
 
-    def test_5xx_retried_without_duplicates(self, client: RunwayClient, sim: Simulator, sleeps: Sleeps) -> None:
-        """502/503/504 mean Runway created nothing: the create is sent again, and one task results."""
-        sim.faults.add(Fault("error", status=503, count=1))
-        sim.faults.add(Fault("error", status=502, count=1))
-        client.create_task("text_to_speech", TTS)
-        assert sim.create_count() == 1 and len(sleeps.delays) == 2
+    @pytest.mark.parametrize("status", [502, 503, 504])
+    @pytest.mark.parametrize("action", ["error", "html"])
+    @pytest.mark.parametrize("after", [True, False])
+    def test_gateway_errors_are_possibly_made(
+        self, client: RunwayClient, sim: Simulator, sleeps: Sleeps, status: int, action: str, after: bool
+    ) -> None:
+        """A 502/503/504, as Runway's JSON or a proxy's HTML page, may come after the task was made: the create
+        is never sent again, and the error says the task may exist (whether or not it was in fact made)."""
+        sim.faults.add(Fault(action, status=status, count=1, after=after))
+        with pytest.raises(CreateUnconfirmedError) as info:
+            client.create_task("text_to_speech", TTS)
+        assert f"HTTP {status}" in str(info.value) and "the task may exist at Runway" in str(info.value)
+        assert sim.create_count() == (1 if after else 0) and len(sim.requests("/v1/text_to_speech")) == 1
+        assert sleeps.delays == []
+
+    def test_html_200_after_create_is_possibly_made(self, client: RunwayClient, sim: Simulator) -> None:
+        """A 200 whose body is an HTML page (a proxy's) holds no task id: the task may exist; the error is no
+        4xx status error a caller could read as "Runway refused it", and the create is not sent again."""
+        sim.faults.add(Fault("html", status=200, count=1, after=True))
+        with pytest.raises(CreateUnconfirmedError) as info:
+            client.create_task("text_to_speech", TTS)
+        assert not isinstance(info.value, ApiStatusError) and create_possibly_made(info.value)
+        assert "HTTP 200 without a task id (text/html: '<html>" in str(info.value)
+        assert "the task may exist at Runway" in str(info.value)
+        assert sim.create_count() == 1 and len(sim.requests("/v1/text_to_speech")) == 1
 
     def test_429_honours_retry_after(self, client: RunwayClient, sim: Simulator, sleeps: Sleeps) -> None:
         """A 429 burst is waited out for exactly the Retry-After Runway sent."""
@@ -65,8 +84,7 @@ class TestCreate:
     def test_intent_hooks_per_attempt(self, client: RunwayClient, sim: Simulator) -> None:
         """The intent is recorded before every attempt and cleared after every answer proving nothing was
         created, so a crash during a backoff never looks like a lost create."""
-        sim.faults.add(Fault("error", status=503, count=1))
-        sim.faults.add(Fault("rate_limit", count=1, retry_after=0))
+        sim.faults.add(Fault("rate_limit", count=2, retry_after=0))
         calls: list[str] = []
         client.create_task("text_to_speech", TTS, lambda: calls.append("send"), lambda: calls.append("not_sent"))
         assert calls == ["send", "not_sent", "send", "not_sent", "send"]
@@ -75,24 +93,26 @@ class TestCreate:
         """After a lost answer the intent is left in place: the create may exist."""
         sim.faults.add(Fault("drop", after=True, count=1))
         calls: list[str] = []
-        with pytest.raises(ApiConnectionError):
+        with pytest.raises(CreateUnconfirmedError):
             client.create_task("text_to_speech", TTS, lambda: calls.append("send"), lambda: calls.append("not_sent"))
         assert calls == ["send"]
 
     def test_answer_lost_after_create_is_never_resent(self, client: RunwayClient, sim: Simulator) -> None:
         """The connection drops after Runway created the task: no second create, an error that says so."""
         sim.faults.add(Fault("drop", after=True, count=1))
-        with pytest.raises(ApiConnectionError) as info:
+        with pytest.raises(CreateUnconfirmedError) as info:
             client.create_task("text_to_speech", TTS)
-        assert info.value.sent and not create_may_be_retried(info.value)
-        assert sim.create_count() == 1
+        cause = info.value.__cause__
+        assert isinstance(cause, ApiConnectionError) and cause.sent and not create_may_be_retried(info.value)
+        assert "may exist" in str(info.value) and sim.create_count() == 1
 
     def test_500_is_ambiguous(self, client: RunwayClient, sim: Simulator) -> None:
         """A 500 is not one of the statuses that prove nothing was created: not retried."""
         sim.faults.add(Fault("error", status=500, count=1, after=True))
-        with pytest.raises(ApiStatusError) as info:
+        with pytest.raises(CreateUnconfirmedError) as info:
             client.create_task("text_to_speech", TTS)
-        assert info.value.status == 500 and not create_may_be_retried(info.value)
+        cause = info.value.__cause__
+        assert isinstance(cause, ApiStatusError) and cause.status == 500 and not create_may_be_retried(info.value)
         assert sim.create_count() == 1 and len(sim.requests("/v1/text_to_speech")) == 1
 
     def test_read_timeout_is_ambiguous(self, sim: Simulator, sleeps: Sleeps) -> None:
@@ -100,9 +120,10 @@ class TestCreate:
         sim.faults.add(Fault("slow", delay=1.0, count=1))
         with httpx.Client(timeout=0.3) as http:
             client = RunwayClient(http, base_url=sim.url, api_key=sim.key, sleep=sleeps)
-            with pytest.raises(ApiConnectionError) as info:
+            with pytest.raises(CreateUnconfirmedError) as info:
                 client.create_task("text_to_speech", TTS)
-        assert info.value.sent and sleeps.delays == []
+        assert isinstance(info.value.__cause__, ApiConnectionError) and info.value.__cause__.sent
+        assert sleeps.delays == []
 
     def test_connection_refused_is_retried(self, sleeps: Sleeps) -> None:
         """Nobody listening: surely not sent, so retried; after the attempts, a not-sent error."""
@@ -135,11 +156,14 @@ class TestCreate:
 
 class TestReads:
     def test_get_retries_drops_and_5xx(self, client: RunwayClient, sim: Simulator) -> None:
-        """GETs change nothing, so any transient failure is retried."""
+        """GETs change nothing, so any transient failure is retried, 5xx and a gateway's page included."""
         task_id = client.create_task("text_to_speech", TTS).id
         sim.faults.add(Fault("drop", method="GET", count=1))
         sim.faults.add(Fault("error", status=500, method="GET", count=1))
+        sim.faults.add(Fault("html", status=502, method="GET", count=1))
+        sim.faults.add(Fault("error", status=504, method="GET", count=1))
         assert client.get_task(task_id)["id"] == task_id
+        assert len(sim.requests(f"/v1/tasks/{task_id}")) == 5
 
     def test_get_unknown_is_404(self, client: RunwayClient) -> None:
         """An unknown task is a 404 status error, not retried."""
@@ -202,20 +226,25 @@ class TestPureRules:
         assert parse_retry_after(headers, now=now) == expected
 
     @pytest.mark.parametrize(
-        ("error", "retry"),
+        ("error", "possibly_made", "retried"),
         [
-            (ApiConnectionError("x", sent=False), True),
-            (ApiConnectionError("x", sent=True), False),
-            (ApiStatusError(502, {}), True),
-            (ApiStatusError(503, {}), True),
-            (ApiStatusError(504, {}), True),
-            (ApiStatusError(500, {}), False),
-            (ApiStatusError(400, {}), False),
-            (ApiStatusError(401, {}), False),
-            (RateLimitedError(429, {}, daily=False, retry_after=None), True),
-            (RateLimitedError(429, {}, daily=True, retry_after=None), False),
+            (ApiConnectionError("refused before sending", sent=False), False, True),
+            (RateLimitedError(429, {}, daily=False, retry_after=None), False, True),
+            (RateLimitedError(429, {}, daily=True, retry_after=None), False, False),
+            (ApiStatusError(400, {"issues": []}), False, False),
+            (ApiStatusError(401, {}), False, False),
+            (ApiStatusError(404, {}), False, False),
+            (ApiStatusError(422, {}), False, False),
+            (ApiConnectionError("timeout or drop after sending", sent=True), True, False),
+            (ApiStatusError(500, {}), True, False),
+            (ApiStatusError(502, {}), True, False),
+            (ApiStatusError(503, {}), True, False),
+            (ApiStatusError(504, "<html>Bad Gateway</html>"), True, False),
+            (CreateUnconfirmedError("HTTP 200 without a task id"), True, False),
         ],
     )
-    def test_create_retry_rule(self, error: ApiStatusError | ApiConnectionError, retry: bool) -> None:
-        """The money rule as a table: only answers that prove nothing was created allow a resend."""
-        assert create_may_be_retried(error) is retry
+    def test_create_rule(self, error: ApiError, possibly_made: bool, retried: bool) -> None:
+        """The money rule as a table: a create is possibly made unless the answer proves otherwise, and sent
+        again at once only when nothing was made and another attempt may get through."""
+        assert create_possibly_made(error) is possibly_made
+        assert create_may_be_retried(error) is retried

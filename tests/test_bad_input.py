@@ -72,6 +72,7 @@ class Case:
     path: str | None  # the expected issue path ("" = the file itself); None: any issue
     media: dict[str, Spec] = field(default_factory=dict)
     status_name: str | None = None  # the status file's base name when it is not the request's stem
+    says: str | None = None  # words one of the issues' messages must hold
 
 
 CASES: list[Case] = [
@@ -279,6 +280,160 @@ CASES: list[Case] = [
 ]
 
 
+def _toml_keys(count: int, parts: int = 1) -> bytes:
+    return b"".join(b"a." * (parts - 1) + b"k%d = 1\n" % i for i in range(count))
+
+
+def _name(prefix: str, size: int, fill: str = "x", suffix: str = ".json") -> str:
+    """A file name of ``size`` bytes: ``prefix``, then ``fill`` repeated, then ``suffix``."""
+    room = size - len(prefix.encode()) - len(suffix.encode())
+    count, rest = divmod(room, len(fill.encode()))
+    return prefix + fill * count + "x" * rest + suffix
+
+
+TOML_TTS = b'endpoint = "text_to_speech"\nmodel = "eleven_multilingual_v2"\npromptText = "Hi."\n'
+KEYS = "10,000 keys and list items"
+
+# Files shaped to cost a parser or a check time and memory, or to trip it: each must end rejected at once, with
+# a message that names the problem, while the inbox goes on.
+HOSTILE: list[Case] = [
+    # -- TOML bombs: quadratic dotted keys and headers, and whatever tomllib reads without a bound --------------
+    Case("toml_dotted_key_bomb", "{id}.toml", b"a" + b".a" * 20_000 + b" = 1\n", "", says="dotted key"),
+    Case("toml_header_bomb", "{id}.toml", b"[a" + b".a" * 20_000 + b"]\nx = 1\n", "", says="dotted key"),
+    Case("toml_array_table_bomb", "{id}.toml", b"[[a" + b".a" * 20_000 + b"]]\n", "", says="dotted key"),
+    Case("toml_inline_dotted_bomb", "{id}.toml", b"x = {a" + b".a" * 20_000 + b" = 1}\n", "", says="dotted key"),
+    Case("toml_quoted_dotted_bomb", "{id}.toml", b'"a"' + b'."a"' * 20_000 + b" = 1\n", "", says="dotted key"),
+    Case("toml_dotted_key_bomb_200k", "{id}.toml", b"a" + b".a" * 100_000 + b" = 1\n", "", says="dotted key"),
+    Case("toml_quoted_header_bomb", "{id}.toml", b'["a"' + b'."a"' * 20_000 + b"]\n", "", says="dotted key"),
+    Case("toml_dotted_in_array", "{id}.toml", b"x = [{a" + b".a" * 20_000 + b" = 1}]\n", "", says="dotted key"),
+    Case("toml_many_tables", "{id}.toml", b"".join(b"[t%d]\n" % i for i in range(10_001)), "", says=KEYS),
+    Case("toml_many_array_tables", "{id}.toml", b"[[x]]\n" * 10_001, "", says=KEYS),
+    Case("toml_long_underscored_integer", "{id}.toml", b"seed = 1" + b"_000" * 40 + b"\n", "", says="100 characters"),
+    Case("toml_long_binary_integer", "{id}.toml", b"seed = 0b" + b"1" * 200 + b"\n", "", says="100 characters"),
+    Case("toml_dotted_key_33_parts", "{id}.toml", TOML_TTS + b"x" + b".x" * 32 + b" = 1\n", "", says="33 parts"),
+    Case("toml_many_keys", "{id}.toml", _toml_keys(20_001), "", says=KEYS),
+    Case("toml_many_key_parts", "{id}.toml", _toml_keys(400, parts=30), "", says=KEYS),
+    Case("toml_long_array", "{id}.toml", b"x = [" + b"1," * 20_001 + b"]\n", "", says=KEYS),
+    Case("toml_huge_hex_integer", "{id}.toml", b"seed = 0x" + b"f" * 100_000 + b"\n", "", says="100 characters"),
+    Case("toml_5000_digit_integer", "{id}.toml", b"seed = " + b"9" * 5000 + b"\n", "", says="100 characters"),
+    Case("toml_float_1e400", "{id}.toml", TOML_TTS + b"speed = 1e400\n", "", says="finite"),
+    Case("toml_nan", "{id}.toml", TOML_TTS + b"speed = nan\n", "", says="finite"),
+    Case(
+        "toml_deep_inline_tables", "{id}.toml", b"x = " + b"{a = " * 5000 + b"1" + b"}" * 5000 + b"\n", "", says="deep"
+    ),
+    Case("toml_deep_arrays", "{id}.toml", b"x = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "", says="deep"),
+    Case("toml_unterminated_escapes", "{id}.toml", b'promptText = "' + b'\\"' * 100_000, "", says="TOML"),
+    Case("toml_surrogate_escape", "{id}.toml", TOML_TTS.replace(b"Hi.", b"\\ud800"), "", says="TOML"),
+    Case("toml_nul_byte", "{id}.toml", TOML_TTS.replace(b"Hi.", b"a\x00b"), "", says="TOML"),
+    # -- JSON: numbers that are not numbers, text that is not text, sizes ---------------------------------------
+    Case(
+        "json_5000_digit_integer",
+        "{id}.json",
+        _j(tts()).replace(b'"Hi."', b'"Hi.", "seed": ' + b"7" * 5000),
+        "seed",
+        says="5000 characters",
+    ),
+    Case(
+        "json_101_digit_duration",
+        "{id}.json",
+        _j(i2v(duration=0)).replace(b'"duration": 0', b'"duration": ' + b"1" * 101),
+        "duration",
+        says="101 characters",
+    ),
+    Case(
+        "json_long_float",
+        "{id}.json",
+        _j(i2v(duration=0)).replace(b'"duration": 0', b'"duration": 5.' + b"0" * 200),
+        "duration",
+        says="characters; at most 100",
+    ),
+    Case(
+        "json_long_negative_integer",
+        "{id}.json",
+        _j(i2v(seed=0)).replace(b'"seed": 0', b'"seed": -' + b"9" * 200),
+        "seed",
+        says="201 characters",
+    ),
+    Case(
+        "json_long_exponent",
+        "{id}.json",
+        _j(i2v(duration=0)).replace(b'"duration": 0', b'"duration": 1e' + b"0" * 199 + b"1"),
+        "duration",
+        says="characters; at most 100",
+    ),
+    Case("json_many_empty_lists", "{id}.json", _j(tts(x=[[]] * 30_000)), "", says=KEYS),
+    Case(
+        "json_float_1e400",
+        "{id}.json",
+        _j(i2v(duration=0)).replace(b'"duration": 0', b'"duration": -1e400'),
+        "",
+        says="finite",
+    ),
+    Case(
+        "json_infinity",
+        "{id}.json",
+        _j(i2v(duration=0)).replace(b'"duration": 0', b'"duration": Infinity'),
+        "",
+        says="finite",
+    ),
+    Case(
+        "json_negative_infinity",
+        "{id}.json",
+        _j(i2v(duration=0)).replace(b'"duration": 0', b'"duration": -Infinity'),
+        "",
+        says="finite",
+    ),
+    Case(
+        "json_lone_surrogate", "{id}.json", _j(tts()).replace(b'"Hi."', b'"Hi \\ud800"'), "promptText", says="surrogate"
+    ),
+    Case(
+        "json_lone_low_surrogate_key",
+        "{id}.json",
+        _j(tts()).replace(b'"model"', b'"\\udc00": 1, "model"', 1),
+        "",
+        says="surrogate",
+    ),
+    Case(
+        "json_surrogate_media_path",
+        "{id}.json",
+        _j(i2v()).replace(b"https://example.com/a.jpg", b"\\ud83d.jpg"),
+        "promptImage",
+        says="surrogate",
+    ),
+    Case("json_overlong_utf8", "{id}.json", _j(tts()).replace(b"Hi.", b"\xc0\xaf"), "", says="UTF-8"),
+    Case("json_utf32_bom", "{id}.json", json.dumps(tts()).encode("utf-32"), "", says="UTF-8"),
+    Case("json_double_utf8_bom", "{id}.json", b"\xef\xbb\xbf\xef\xbb\xbf" + _j(tts()), "", says="JSON"),
+    Case("json_nul_byte", "{id}.json", _j(tts()).replace(b"Hi.", b"a\x00b"), "", says="JSON"),
+    Case("json_huge_string", "{id}.json", _j(tts(promptText="x" * 900_000)), "promptText", says="too long"),
+    Case("json_many_keys", "{id}.json", _j({**tts(), **{f"k{i}": 1 for i in range(10_001)}}), "", says=KEYS),
+    Case("json_long_array", "{id}.json", _j(tts(x=[1] * 20_001)), "", says=KEYS),
+    Case("json_many_empty_objects", "{id}.json", _j(tts(x=[{}] * 30_000)), "", says=KEYS),
+    Case("json_many_unknown_keys", "{id}.json", _j({**tts(), **{f"x{i}": 1 for i in range(5_000)}}), "x0", says="4,9"),
+    # -- names -----------------------------------------------------------------------------------------------
+    Case("long_name_250_bytes", _name("long_name_250_bytes-", 250), _j(tts()), "runwatch.name", says="too long"),
+    Case(
+        "long_name_255_bytes_toml",
+        _name("long_name_255_bytes_toml-", 255, "é", ".toml"),
+        TOML_TTS,
+        "runwatch.name",
+        says="too long",
+    ),
+    Case(
+        "long_name_254_bytes_mixed",
+        _name("long_name_254_bytes_mixed-", 254, "日x"),
+        _j(tts()),
+        "runwatch.name",
+        says="too long",
+    ),
+    Case("tab_in_name", "{id}\tx.json", _j(tts()), "runwatch.name", says="control"),
+    Case("del_in_name", "{id}\x7fx.json", _j(tts()), "runwatch.name", says="control"),
+    Case("c1_control_in_name", "{id}\x85x.json", _j(tts()), "runwatch.name", says="control"),
+    Case("line_separator_in_name", "{id}\u2028x.json", _j(tts()), "runwatch.name", says="control"),
+    Case("fullwidth_slash_in_name", "{id}\uff0fx.json", _j(tts()), "runwatch.name", says="look-alike"),
+]
+CASES += HOSTILE
+
+
 def _make(path: Path, spec: Spec) -> None:
     if isinstance(spec, bytes):
         path.write_bytes(spec)
@@ -390,6 +545,8 @@ def test_bad_input(corpus: Corpus, case: Case) -> None:
     assert issues, status
     if case.path is not None:
         assert case.path in {i["path"] for i in issues}, issues
+    if case.says is not None:
+        assert any(case.says in i["message"] for i in issues), issues
     assert all(i["message"] for i in issues)
     assert status["request"] and status["request"].endswith(request), status["request"]  # names the file
     assert corpus.billable() == before, "a rejected request reached Runway"
@@ -471,5 +628,34 @@ class TestSharedNames:
                 rig.check_outputs(status)
                 for ext in ("mp3", "wav", "flac", "ogg"):
                     assert (rig.outbox / f"voice.{ext}").read_bytes() == mine
+            finally:
+                rig.stop()
+
+
+class TestHostileFilesTogether:
+    def test_bombs_do_not_hold_up_a_good_request(self, tmp_path: Path) -> None:
+        """Bombs of every kind dropped at once with a good request: the good one succeeds, and each bomb ends
+        rejected with a status file that names the problem; nothing of the bombs reaches Runway."""
+        bombs = {
+            "dotted.toml": b"a" + b".a" * 100_000 + b" = 1\n",
+            "digits.json": _j(tts()).replace(b'"Hi."', b'"Hi.", "seed": ' + b"7" * 5000),
+            "surrogate.json": _j(i2v(promptImage="x")).replace(b'"x"', b'"\\ud800.jpg"'),
+            "hexint.toml": b"seed = 0x" + b"f" * 500_000 + b"\n",
+            _name("long-", 250): _j(tts()),
+        }
+        with Simulator(SimConfig(time_scale=0.002)) as sim:
+            rig = Rig(tmp_path, sim).start()
+            try:
+                for name, data in bombs.items():
+                    (rig.inbox / f".{name}.tmp").write_bytes(data)
+                    os.rename(rig.inbox / f".{name}.tmp", rig.inbox / name)
+                rig.drop("good", tts())  # after the bombs: it waits behind them, if anything does
+                assert rig.wait("good", timeout=30)["state"] == "succeeded"
+                for name in bombs:
+                    stem, fmt = name.rsplit(".", 1)
+                    status = rig.wait(stem, fmt=fmt, timeout=30)
+                    assert status["state"] == "rejected" and status["request"].endswith(name), status
+                    assert all(i["message"] for i in status["error"]["issues"])
+                assert sim.create_count() == 1
             finally:
                 rig.stop()

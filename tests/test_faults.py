@@ -26,9 +26,10 @@ def _no_duplicates(sim: Simulator) -> None:
 
 class TestServerErrors:
     @pytest.mark.parametrize("status", [502, 503, 504])
-    def test_5xx_rate_everywhere(self, rig_factory: Callable[..., Rig], sim: Simulator, status: int) -> None:
-        """A third of all calls answered 502/503/504 (before any work): every request succeeds, one create each."""
-        sim.faults.add(Fault("error", status=status, rate=0.3))
+    def test_5xx_rate_on_reads(self, rig_factory: Callable[..., Rig], sim: Simulator, status: int) -> None:
+        """A third of all reads answered 502/503/504: reads are retried, every request succeeds, one create
+        each."""
+        sim.faults.add(Fault("error", status=status, rate=0.3, method="GET"))
         rig = rig_factory(sim).start()
         for i in range(3):
             rig.drop(f"r{i}", dict(SPEECH, promptText=f"line {i}"))
@@ -50,6 +51,43 @@ class TestServerErrors:
         time.sleep(0.3)
         assert len(sim.requests("/v1/text_to_speech")) == 1  # one attempt only
         _no_duplicates(sim)
+
+
+class TestPossiblyMade:
+    """A create whose answer does not prove that no task was made: one task at most, never a second create,
+    and the request in needs_attention with a message that says the task may exist."""
+
+    def _one_create_then_attention(self, rig: Rig, sim: Simulator, tasks: int) -> dict[str, Any]:
+        rig.drop("gated", SFX)
+        status = rig.wait("gated", timeout=30)
+        assert status["state"] == "needs_attention" and status["error"]["code"] == "create_unconfirmed", status
+        assert "the task may exist at Runway" in status["error"]["message"], status
+        time.sleep(0.5)  # a resend would have gone out by now
+        assert len(sim.requests("/v1/sound_effect")) == 1 and sim.create_count() == tasks
+        assert sim.duplicate_creates() == []
+        return status
+
+    @pytest.mark.parametrize("status", [502, 503, 504])
+    @pytest.mark.parametrize("action", ["error", "html"])
+    def test_gateway_error_after_the_task_was_made(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, status: int, action: str
+    ) -> None:
+        """Runway made the task, then a gateway answered 502/503/504 (Runway's JSON or a proxy's HTML page)."""
+        sim.faults.add(Fault(action, status=status, after=True, endpoint="sound_effect", count=1))
+        status_file = self._one_create_then_attention(rig_factory(sim).start(), sim, tasks=1)
+        assert f"HTTP {status}" in status_file["error"]["message"]
+
+    def test_html_200_after_the_task_was_made(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """Runway made the task, then a proxy answered 200 with an HTML page: no task id to follow."""
+        sim.faults.add(Fault("html", status=200, after=True, endpoint="sound_effect", count=1))
+        status = self._one_create_then_attention(rig_factory(sim).start(), sim, tasks=1)
+        assert "HTTP 200 without a task id" in status["error"]["message"]
+
+    def test_gateway_error_before_any_work(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A 502 that came before Runway did anything reads exactly like one after: runwatch cannot tell, so
+        it does not resend either (no task was made, and none is)."""
+        sim.faults.add(Fault("error", status=502, endpoint="sound_effect", count=1))
+        self._one_create_then_attention(rig_factory(sim).start(), sim, tasks=0)
 
 
 class TestRateLimits:

@@ -22,6 +22,7 @@ import pytest
 from runwatch.errors import OutboxError
 from runwatch.jobs.job import Job
 from runwatch.outbox import (
+    NAME_MAX,
     STATUS_KEYS,
     DownloadError,
     OutputRecord,
@@ -209,6 +210,45 @@ class TestStatusPath:
         """A name that is not one plain path component never becomes a path."""
         with pytest.raises(OutboxError):
             status_path(outbox, name, "json")
+
+
+class TestLongNames:
+    """Names too long for a file name keep their start, gain ``~`` and a short hash, and fit NAME_MAX bytes."""
+
+    @pytest.mark.parametrize(("name", "fmt"), [("x" * 245, "json"), ("é" * 125, "toml"), ("日x" * 61, "json")])
+    def test_status_file_of_a_long_name_is_written(self, outbox: Path, name: str, fmt: Format) -> None:
+        """A request refused for its 245-byte name still gets its status file: under a name of at most 255
+        bytes that keeps the start of the name, cut between characters, then ~ and 8 hex digits."""
+        path = write_status(outbox, name, fmt, _status(name=name))
+        assert path == status_path(outbox, name, fmt) and path.is_file()
+        assert len(path.name.encode()) <= NAME_MAX and path.name.endswith(f".status.{fmt}")
+        stem = path.name.removesuffix(f".status.{fmt}")
+        start, _, digest = stem.rpartition("~")
+        assert name.startswith(start) and len(start) > 100 and len(digest) == 8
+        assert digest == hashlib.sha256(name.encode()).hexdigest()[:8]
+        assert _leftovers(outbox) == []
+
+    def test_names_that_begin_alike_stay_apart(self, outbox: Path) -> None:
+        """Two long names that differ only at their ends get two status files; short names are unchanged."""
+        first, second = "x" * 250 + "a", "x" * 250 + "b"
+        assert status_path(outbox, first, "json") != status_path(outbox, second, "json")
+        assert status_path(outbox, "x" * 243, "json").name == "x" * 243 + ".status.json"  # exactly 255 bytes
+        assert status_path(outbox, "x" * 244, "json").name != "x" * 244 + ".status.json"
+
+    def test_outputs_of_a_long_name_fit(self, origin: Origin, http: httpx.Client, outbox: Path) -> None:
+        """Outputs are named after the request too: with several of them, and a taken name, every file name
+        still fits, keeps its _N and its extension, and the bytes arrive."""
+        name = "é" * 126
+        urls = [origin.static(f"/o/{i}", f"out {i}".encode(), "image/png") for i in range(2)]
+        taken = output_name(name, 0, 2, "png")
+        assert len(taken.encode()) <= NAME_MAX - len(".9999") and taken.endswith("_1.png")
+        (outbox / taken).write_bytes(b"the user's")
+        records = download_outputs(http, urls, outbox, name)
+        assert [r.file.rsplit("_", 1)[-1] for r in records] == ["1.2.png", "2.png"]
+        for index, record in enumerate(records):
+            assert len(record.file.encode()) <= NAME_MAX
+            assert (outbox / record.file).read_bytes() == f"out {index}".encode()
+        assert (outbox / taken).read_bytes() == b"the user's"
 
 
 class TestWriteStatus:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import io
 import json
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 import structlog
 
+from runwatch.errors import ApiConnectionError, ApiStatusError, CreateUnconfirmedError, OutboxError, UploadError
 from runwatch.logs import configure_logging
 from runwatch.outbox import write_status
 from runwatch.redact import REDACTED, redact, redact_text
@@ -225,3 +227,42 @@ class TestWhereItIsApplied:
         assert "REDACTED" in text
         parsed = json.loads(text) if fmt == "json" else tomllib.loads(text)
         assert parsed["outputs"][0]["url"] == "https://h/o.mp4?X-Amz-Signature=REDACTED&X-Amz-Credential=REDACTED"
+
+
+class TestAtTheDoor:
+    """Errors redact what they carry as they are made, so whatever stores or prints them never sees a secret."""
+
+    KEY_ID = "AKIA" + "Q7" * 8
+    URL = f"https://b.s3.amazonaws.com/x.jpg?AWSAccessKeyId={KEY_ID}&Expires=9&Signature=s1G%2B"
+
+    def test_access_key_ids(self) -> None:
+        """S3's older AWSAccessKeyId parameter, and an access key id anywhere, are blanked; look-alikes stay."""
+        assert redact_text(self.URL) == (
+            "https://b.s3.amazonaws.com/x.jpg?AWSAccessKeyId=REDACTED&Expires=9&Signature=REDACTED"
+        )
+        assert redact_text(f"key {self.KEY_ID}, temporary ASIA{'X1' * 8}.") == "key REDACTED, temporary REDACTED."
+        for kept in ("AKIA/x", "AKIASHORT1", f"x{self.KEY_ID}", f"{self.KEY_ID}99", "ASIAN FOOD"):
+            assert redact_text(kept) == kept
+
+    def test_api_status_error_body_and_message(self) -> None:
+        """Runway's error body quoting a presigned URL is redacted in the error's body (its issues too) and
+        in its message."""
+        body = {"error": f"Cannot fetch {self.URL}", "issues": [{"path": ["promptImage"], "message": self.URL}]}
+        error = ApiStatusError(400, body)
+        assert self.KEY_ID not in json.dumps(error.body) and "s1G" not in json.dumps(error.body)
+        assert self.KEY_ID not in str(error) and "AWSAccessKeyId=REDACTED" in str(error)
+        assert body["error"].endswith("s1G%2B")  # the caller's value itself is not changed
+
+    @pytest.mark.parametrize(
+        "make",
+        [
+            lambda text: UploadError(text, retryable=False),
+            lambda text: OutboxError(text),
+            lambda text: CreateUnconfirmedError(text),
+            lambda text: ApiConnectionError(text, sent=True),
+        ],
+    )
+    def test_messages(self, make: Callable[[str], Exception]) -> None:
+        """Every error's message (boto3's, httpx's, Runway's words inside) is redacted as the error is made."""
+        error = make(f"S3 upload failed: {self.URL} with key {API_KEY}")
+        assert self.KEY_ID not in str(error) and API_KEY not in str(error) and "Signature=REDACTED" in str(error)

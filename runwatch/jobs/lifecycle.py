@@ -117,8 +117,9 @@ def backoff(attempts: int) -> float:
 def unconfirmed_error(detail: str = "", *, resend: str = "`runwatch retry NAME`") -> dict[str, Any]:
     """The error of a create that may have made a task whose id was never recorded."""
     message = (
-        "the create request may have reached Runway but no answer was recorded; it was not sent again so no "
-        f"credit is spent twice. Check the task list at Runway, then {resend} to submit it on purpose."
+        "the create may have made a task at Runway (the task may exist), but no task id was recorded; it was not "
+        f"sent again so no credit is spent twice. Check the task list at Runway, then {resend} to submit it on "
+        "purpose."
     )
     return {"code": "create_unconfirmed", "message": f"{message} ({detail})" if detail else message}
 

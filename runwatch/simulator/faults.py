@@ -5,12 +5,16 @@ from the command line (``--fault error:rate=0.2:status=503``), from the construc
 ``POST /_sim/faults`` with the same members as JSON. The first rule that matches and fires wins.
 
 actions:
-  error       answer ``status`` (502/503/504 or any) with Runway's error envelope
+  error       answer ``status`` (502/503/504 or any) with Runway's error envelope, its text ``message`` when
+              given (else the status's phrase); ``after=true`` first carries out the request (a gateway that
+              answers 502 after Runway made the task)
+  html        answer ``status`` with an HTML page, as a proxy or gateway in front of Runway does: a 502/503/504
+              error page, or with ``status=200`` a page where the task should be; ``after=true`` as above
   rate_limit  answer 429 "Too many requests." (with ``Retry-After: retry_after`` when given)
   slow        wait ``delay`` seconds, then answer normally
   drop        close the connection without an answer; ``after=true`` first carries out the request
               (a create then really happens: the case a careful client must not resend blindly)
-  fail        the task is accepted but ends FAILED with ``failure_code``
+  fail        the task is accepted but ends FAILED with ``failure_code`` (and the text ``message`` when given)
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from runwatch.errors import SimulatorError
 
 __all__ = ["ACTIONS", "Fault", "FaultBook", "parse_fault"]
 
-ACTIONS = ("error", "rate_limit", "slow", "drop", "fail")
+ACTIONS = ("error", "html", "rate_limit", "slow", "drop", "fail")
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Fault:
     delay: float = 0.0
     after: bool = False
     failure_code: str = "INTERNAL.BAD_OUTPUT.CODE01"
+    message: str | None = None  # the error's text (error) or the task's failure text (fail)
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:

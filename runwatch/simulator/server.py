@@ -45,12 +45,15 @@ _UPLOAD_PATH = re.compile(r"^/_uploads/([0-9a-f]{32})$")
 
 
 class _Reply(Exception):
-    """Raised inside a handler to send an answer at once."""
+    """Raised inside a handler to send an answer at once (bytes are sent as they are, as ``content_type``)."""
 
-    def __init__(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, body: Any = None, headers: dict[str, str] | None = None, content_type: str | None = None
+    ) -> None:
         self.status = status
         self.body = body
         self.headers = headers or {}
+        self.content_type = content_type
 
 
 def _error(status: int, message: str, issues: list[Issue] | None = None) -> _Reply:
@@ -313,7 +316,9 @@ class _Handler(BaseHTTPRequestHandler):
             entry["status"] = 200
         except _Reply as reply:
             entry["status"] = reply.status
-            ctype = "application/xml" if isinstance(reply.body, bytes) else "application/json; charset=utf-8"
+            ctype = reply.content_type or (
+                "application/xml" if isinstance(reply.body, bytes) else "application/json; charset=utf-8"
+            )
             self._send(reply.status, reply.body, reply.headers, ctype)
         except _Dropped:
             entry["status"] = "dropped"
@@ -324,7 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _api(self, method: str, path: str, body: bytes) -> None:
         sim = self.server.sim
         label, handler = self._route(method, path)
-        fault = sim.faults.pick(("error", "rate_limit", "slow", "drop"), method, label)
+        fault = sim.faults.pick(("error", "html", "rate_limit", "slow", "drop"), method, label)
         if fault is not None and not fault.after:
             if fault.action == "slow":
                 time.sleep(fault.delay)
@@ -349,7 +354,14 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.action == "rate_limit":
             headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
             raise _Reply(429, {"error": "Too many requests.", "docUrl": DOC_URL}, headers)
-        raise _Reply(fault.status, {"error": HTTPStatus(fault.status).phrase, "docUrl": DOC_URL})
+        try:
+            phrase = HTTPStatus(fault.status).phrase
+        except ValueError:  # a status HTTP has no name for
+            phrase = "Error"
+        if fault.action == "html":
+            page = f"<html><head><title>{fault.status} {phrase}</title></head><body><h1>{phrase}</h1></body></html>"
+            raise _Reply(fault.status, page.encode(), content_type="text/html")
+        raise _Reply(fault.status, {"error": fault.message or phrase, "docUrl": DOC_URL})
 
     def _gate(self) -> None:
         """Authorization and X-Runway-Version, as every /v1 path checks them."""
@@ -442,7 +454,15 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _error(400, "You do not have enough credits to run this task.")
             fail = sim.faults.pick(("fail",), "POST", endpoint)
             outputs = plan_outputs(sim.catalog.endpoints[endpoint].output, body)
-            task = world.create(endpoint, result.model, body, estimate, outputs, fail.failure_code if fail else None)
+            task = world.create(
+                endpoint,
+                result.model,
+                body,
+                estimate,
+                outputs,
+                fail.failure_code if fail else None,
+                failure=fail.message if fail else None,
+            )
         raise _Reply(200, {"id": task.id, "estimatedCost": {"credits": estimate}})
 
     def _get_task(self, task_id: str) -> None:

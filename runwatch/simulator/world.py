@@ -130,6 +130,7 @@ class Task:
     running_s: float
     outputs: list[str]  # output formats, one per output file
     failure_code: str | None = None
+    failure: str | None = None  # the failure text, when not the usual one for the code
     slot_at: float | None = None  # when the task got a concurrency slot (None: THROTTLED)
     ended_at: float | None = None  # set when the end has been processed by advance()
     cancelled_at: float | None = None
@@ -254,6 +255,7 @@ class World:
         estimate: float,
         outputs: list[str],
         failure_code: str | None,
+        failure: str | None = None,
     ) -> Task:
         """Accept a task (limits and balance already checked by the caller under ``lock``)."""
         with self.lock:
@@ -277,6 +279,7 @@ class World:
                 running_s=running * scale * rng.uniform(0.75, 1.25),
                 outputs=outputs,
                 failure_code=failure_code,
+                failure=failure,
             )
             self.tasks[task.id] = task
             self.balance -= estimate
@@ -352,7 +355,7 @@ class World:
             out["cost"] = {"credits": task.cost if task.cost is not None else math.ceil(task.estimate)}
         elif status == "FAILED":
             code = task.failure_code or "INTERNAL"
-            out["failure"] = FAILURE_TEXTS.get(code, "An unexpected error occurred.")
+            out["failure"] = task.failure or FAILURE_TEXTS.get(code, "An unexpected error occurred.")
             out["failureCode"] = code
             out["cost"] = {"credits": 0}
         elif status == "CANCELLED":
