@@ -199,6 +199,17 @@ def _credits(args: argparse.Namespace) -> int:
     return credits_command(config_file=args.config, as_json=args.json)
 
 
+def _journal_rebuild(args: argparse.Namespace) -> int:
+    from runwatch.rebuild import rebuild_journal
+
+    report = rebuild_journal(_config(args))
+    states = ", ".join(f"{n} {state}" for state, n in sorted(report.states.items())) or "none"
+    print(f"rebuilt {report.path} from the work areas: {report.total} requests ({states})")
+    print("start runwatch again: tasks shown submitted are followed to their outputs, needs_attention ones wait")
+    print("for `runwatch retry NAME` once you have checked Runway's task list")
+    return EXIT_OK
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from runwatch.doctor import doctor_command
 
@@ -473,6 +484,23 @@ def build_parser() -> argparse.ArgumentParser:
     credits.add_argument("--json", action="store_true", help="machine-readable output")
     credits.set_defaults(func=_credits)
 
+    journal = sub.add_parser(
+        "journal",
+        help="the journal itself: rebuild it from the work areas",
+        description="Commands on the journal (the state database).",
+    )
+    journal_sub = journal.add_subparsers(dest="journal_command", metavar="JOURNAL_COMMAND", required=True)
+    rebuild = journal_sub.add_parser(
+        "rebuild",
+        help="make a lost or emptied journal again from the inboxes' work areas",
+        description="Rebuild a missing or empty journal from the work areas: requests whose create may have "
+        "left (the work area's intent marker) are followed (task id known) or parked in needs_attention, never "
+        "sent again; requests never sent are sent; ended ones are taken from their status files. Refuses a "
+        "journal that still holds jobs.",
+    )
+    with_config(rebuild)
+    rebuild.set_defaults(func=_journal_rebuild)
+
     doctor = sub.add_parser(
         "doctor",
         help="check config, folders, filesystems, inotify, key, API, S3 and clock",
@@ -495,11 +523,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    from runwatch.errors import ConfigError, RunwatchError, UsageError
+    from runwatch.errors import ConfigError, RunwatchError, StartupError, UsageError
 
     try:
         result: int = args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, StartupError) as exc:
         print(f"runwatch {args.command}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except UsageError as exc:

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -32,14 +33,14 @@ from runwatch.api import RunwayClient
 from runwatch.catalog import load_catalog
 from runwatch.clock import now_iso
 from runwatch.config import Config, InboxConfig, load_config
-from runwatch.errors import ConfigError, RunwatchError
+from runwatch.errors import ConfigError, JournalError, RunwatchError, StartupError
 from runwatch.inbox import Claimed, InboxWatcher, recover
 from runwatch.jobs.engine import Engine
 from runwatch.jobs.job import Job
 from runwatch.jobs.states import IN_FLIGHT, State
 from runwatch.media import DataTransport, RunwayTransport, S3Transport
 from runwatch.store import Journal, StateLock
-from runwatch.workarea import prepare_records
+from runwatch.workrecords import claimed_anything, prepare_records
 
 __all__ = ["Daemon", "run_daemon", "status_line"]
 
@@ -79,9 +80,14 @@ class Daemon:
         self.log = log or structlog.get_logger("runwatch")
         os.umask(config.umask)  # first: the state directory and its lock file are created under it too
         self.lock = StateLock(config.state.dir)
-        self.lock.acquire()
         try:
-            self.journal = Journal(config.state.dir / "journal.sqlite3")
+            self.lock.acquire()
+        except OSError as exc:
+            raise StartupError(_state_dir_problem(config.state.dir, exc)) from exc
+        except JournalError as exc:
+            raise StartupError(f"{exc}: stop the other one first (systemctl stop runwatch)") from exc
+        try:
+            self.journal = open_journal(config)
             timeout = httpx.Timeout(config.runway.timeout, connect=10.0)
             limits = httpx.Limits(max_connections=100, max_keepalive_connections=40)
             self.http = httpx.Client(timeout=timeout, limits=limits, follow_redirects=False)
@@ -386,6 +392,41 @@ def _prepare(inbox: InboxConfig) -> None:
     if inbox.path.is_dir():
         for folder in (inbox.work / "jobs", inbox.work / "done", inbox.work / "failed"):
             folder.mkdir(parents=True, exist_ok=True)
+
+
+def _state_dir_problem(state: Path, exc: OSError) -> str:
+    why = exc.strerror or str(exc)
+    return (
+        f"the state directory {state} cannot be used ({why}): create it writable for the user runwatch runs as "
+        f"(e.g. `install -d -o USER {state}`), or point `[state] dir` elsewhere; under systemd StateDirectory= "
+        "makes it"
+    )
+
+
+def open_journal(config: Config) -> Journal:
+    """The journal, checked against the work area: a journal that is missing, empty or unreadable while the
+    work area holds requests taken before is refused (they might be sent again), with the way out."""
+    path = config.state.dir / "journal.sqlite3"
+    try:
+        lost = not path.exists() or path.stat().st_size == 0
+    except OSError as exc:
+        raise StartupError(_state_dir_problem(config.state.dir, exc)) from exc
+    taken = [inbox.name for inbox in config.inboxes if inbox.path.is_dir() and claimed_anything(inbox)]
+    fix = (
+        "restore the journal from a backup, or rebuild it from the work area with `runwatch journal rebuild` "
+        "(README: What runwatch does when …)"
+    )
+    if lost and taken:
+        raise StartupError(
+            f"the journal {path} is {'empty' if path.exists() else 'missing'}, but the work area of inbox "
+            f"{', '.join(repr(t) for t in taken)} holds requests taken before; nothing is sent until it is "
+            f"back: {fix}"
+        )
+    try:
+        journal = Journal(path)
+    except JournalError as exc:
+        raise StartupError(f"{exc}; {fix}" if taken else f"{exc}; move it aside to start afresh") from exc
+    return journal
 
 
 def status_line(jobs: Iterable[Job], *, waiting_files: int, watched: int, paused: int) -> str:

@@ -17,6 +17,8 @@ is redacted as the error is made::
     │   └── MediaChangedError              a local media file is no longer the one checked (replaced, or now a link)
     ├── OutboxError                        writing outputs or status files
     ├── JournalError                       the state database
+    ├── IntentNotRecorded                  a create's intent could not be recorded, so it was not sent
+    ├── StartupError                       the daemon cannot start (state dir, lock, journal): one line, exit 78
     ├── IllegalTransition                  a job moved where the state table does not allow (a bug)
     ├── InboxError                         an inbox folder that cannot be watched or claimed from
     ├── SimulatorError                     the local Runway API simulator
@@ -184,3 +186,11 @@ class SimulatorError(RunwatchError):
 
 class UsageError(RunwatchError):
     """A command line that cannot be carried out as given."""
+
+
+class IntentNotRecorded(RunwatchError):
+    """The intent of a create could not be recorded (journal or work area unwritable): it was not sent."""
+
+
+class StartupError(RunwatchError):
+    """The daemon cannot start: names the path and the fix; the command line exits 78 with this one line."""

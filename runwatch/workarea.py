@@ -51,12 +51,9 @@ __all__ = [
     "Claimed",
     "Control",
     "Format",
-    "RecordPlace",
     "Refused",
     "Taken",
     "WorkArea",
-    "move_record",
-    "prepare_records",
     "recover",
 ]
 
@@ -444,33 +441,3 @@ def recover(inbox: InboxConfig) -> list[Path]:
             if entry.exists():
                 found.append(entry)
     return found
-
-
-def prepare_records(inbox: InboxConfig) -> None:
-    """The folders a daemon files its records in (``jobs``, ``done``, ``failed``), when the inbox is there."""
-    if inbox.path.is_dir():
-        for folder in ("jobs", "done", "failed"):
-            (inbox.work / folder).mkdir(parents=True, exist_ok=True)
-
-
-RecordPlace = Literal["jobs", "done", "failed"]
-
-
-def move_record(inbox: InboxConfig, job_dir: Path, request_file: Path, where: RecordPlace) -> tuple[Path, Path]:
-    """Keep a taken request as a done/failed record, or bring one back into ``jobs`` for a retry.
-
-    Returns the job dir and request file where they now are. A job dir that is gone (taken away by a person)
-    stays where it was said to be; a rename that fails raises :class:`InboxError`.
-    """
-    if not job_dir.exists():
-        return job_dir, request_file
-    target = inbox.work / where / job_dir.name
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(job_dir, target)
-    except OSError as exc:
-        raise InboxError(f"{job_dir}: cannot be moved to {target}: {exc.strerror}") from exc
-    try:
-        return target, target / request_file.relative_to(job_dir)
-    except ValueError:
-        return target, request_file

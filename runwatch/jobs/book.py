@@ -25,7 +25,7 @@ from runwatch.jobs.job import Job
 from runwatch.jobs.states import FINAL, State, check_move
 from runwatch.media import Placed
 from runwatch.outbox import StatusFormat, status_document, write_status
-from runwatch.workarea import RecordPlace, move_record
+from runwatch.workrecords import RecordPlace, move_record
 
 if TYPE_CHECKING:
     from runwatch.budget import Charge

@@ -14,7 +14,7 @@ from runwatch.errors import ApiStatusError, InboxError
 from runwatch.jobs import events
 from runwatch.jobs.runner import Work
 from runwatch.jobs.states import AT_RUNWAY, RETRYABLE, State
-from runwatch.workarea import move_record
+from runwatch.workrecords import clear_intent_mark, move_record
 
 if TYPE_CHECKING:
     from runwatch.jobs.engine import Engine
@@ -126,6 +126,7 @@ def _retry(engine: Engine, name: str) -> Answer:
     if job_dir.exists() and job_dir.parent.name in ("failed", "done"):
         try:
             job_dir, request_file = move_record(inbox, job_dir, request_file, "jobs")
+            clear_intent_mark(job_dir)  # resent on purpose: the old create is the person's to have checked
         except InboxError as exc:
             return Answer(False, f"{name} cannot be brought back: {exc}")
     engine.store.update(

@@ -222,7 +222,9 @@ class Engine:
         if job.task_id:
             state = State.FAILED
         try:
-            self.book.move(job, state, error={"code": "internal_error", "message": f"runwatch failed: {exc}; see the log"})
+            self.book.move(
+                job, state, error={"code": "internal_error", "message": f"runwatch failed: {exc}; see the log"}
+            )
         except Exception:  # noqa: BLE001 - already reporting a failure
             self.book.untrack(job)
 

@@ -85,7 +85,7 @@ def accept(engine: Engine, claims: Sequence[Claimed]) -> None:
 def reject(engine: Engine, ref: Refused, move: bool = False) -> None:
     """A request that cannot be used: a journal row, a status file with every problem, a failed record."""
     from runwatch.outbox import printable
-    from runwatch.workarea import move_record
+    from runwatch.workrecords import move_record
 
     job_dir, request_file = ref.job_dir, ref.request_file
     inbox = engine.inboxes.get(ref.inbox)

@@ -22,7 +22,7 @@ from typing import Any
 
 from runwatch.api import create_may_be_retried
 from runwatch.catalog import format_path
-from runwatch.errors import ApiError, ApiStatusError, RateLimitedError, UploadError
+from runwatch.errors import ApiError, ApiStatusError, IntentNotRecorded, RateLimitedError, UploadError
 from runwatch.jobs.states import State
 
 __all__ = [
@@ -133,6 +133,8 @@ def issue_path(path: Any) -> str:
 
 def after_create_failure(error: BaseException, *, attempts: int, model: str | None) -> Finish | Hold | RetryLater:
     """A create gave no task id (the API client has retried already). ``attempts``: creates tried so far."""
+    if isinstance(error, IntentNotRecorded):  # nothing left: back off until the journal can be written again
+        return RetryLater(backoff(min(attempts, 6)), attempts, str(error))
     if isinstance(error, ApiError) and create_may_be_retried(error):
         if attempts >= MAX_ATTEMPTS:
             return Finish(State.FAILED, {"code": "create_failed", "message": f"Runway did not take it: {error}"})

@@ -22,6 +22,7 @@ from runwatch.jobs.states import AT_RUNWAY, State
 from runwatch.outbox import clean_partials, status_path
 from runwatch.request import MEDIA_SUFFIXES
 from runwatch.workarea import Claimed, Format
+from runwatch.workrecords import IntentMark, find_record, read_intent_mark
 
 if TYPE_CHECKING:
     from runwatch.config import InboxConfig
@@ -50,6 +51,11 @@ def recover(engine: Engine, claimed_dirs: list[tuple[InboxConfig, Path]]) -> Non
         claims.append(Claimed(job_dir.name, inbox.name, job_dir, files[0], files[0].stem, fmt, bare))
     if claims:
         intake.accept(engine, claims)
+        for claim in claims:  # a claim the journal never saw whose work area says a create left for it
+            job = engine.book.job(claim.job_id)
+            mark = read_intent_mark(claim.job_dir)
+            if job is not None and mark is not None:
+                _apply_mark(engine, job, mark, "the journal had no record of this request")
     _reconcile_finished(engine)
     foreign = 0
     for job in engine.store.active():
@@ -64,13 +70,16 @@ def recover(engine: Engine, claimed_dirs: list[tuple[InboxConfig, Path]]) -> Non
 
 
 def resume(engine: Engine, job: Job) -> None:
-    """Follow one unfinished job again, as the journal left it."""
+    """Follow one unfinished job again, as the journal left it (or as its work area proves it went on)."""
     engine.book.track(job)
     log = engine.log.bind(request=job.name, job=job.id, task_id=job.task_id)
     if job.unconfirmed_create:
         reason = "the create was on its way when runwatch stopped"
         engine.book.move(job, State.NEEDS_ATTENTION, error=unconfirmed_error(reason))
-    elif job.state == State.UPLOADING:
+        return
+    if job.task_id is None and _behind_the_work_area(engine, job):
+        return
+    if job.state == State.UPLOADING:
         engine.book.remove_placed(job)
         engine.book.move(job, State.ACCEPTED, placed=[])
     elif job.state in AT_RUNWAY or job.state == State.DOWNLOADING:
@@ -79,6 +88,52 @@ def resume(engine: Engine, job: Job) -> None:
         engine.book.write(job)  # status files of unfinished jobs are written without fsync: renew them
     else:
         engine.book.write(job)
+
+
+def _behind_the_work_area(engine: Engine, job: Job) -> bool:
+    """A journal restored from an older copy: the job's dir may show a create the journal never recorded, or
+    may have been filed away as ended. Either way it is not sent again; True when it was dealt with here."""
+    inbox = engine.inboxes.get(job.inbox)
+    if inbox is None:
+        return False
+    found = find_record(inbox, job.id)
+    if found is None:
+        return False
+    if job.job_dir != str(found) and job.job_dir and job.request_path:  # filed away after the journal's copy
+        with contextlib.suppress(ValueError):
+            request = found / Path(job.request_path).relative_to(job.job_dir)
+            engine.store.update(job, job_dir=str(found), request_path=str(request))
+    mark = read_intent_mark(found)
+    if mark is not None:
+        _apply_mark(engine, job, mark, "the journal is older than the work area")
+        return True
+    if found.parent.name != "jobs":  # it ended after the journal's copy, with nothing sent: not sent again now
+        if job.state == State.HELD:
+            engine.book.move(job, State.ACCEPTED)
+        error = {
+            "code": "journal_behind",
+            "message": "the journal is older than the work area, which shows this request had already ended "
+            "without a create; it was not sent again. `runwatch retry NAME` sends it on purpose.",
+        }
+        engine.book.move(job, State.FAILED, error=error)
+        return True
+    return False
+
+
+def _apply_mark(engine: Engine, job: Job, mark: IntentMark, why: str) -> None:
+    """The work area proves a create left for this job: follow its task, or park it for a person."""
+    log = engine.log.bind(request=job.name, job=job.id)
+    if job.state == State.HELD:  # held in the journal's copy, sent since: first back to where a send starts
+        engine.book.move(job, State.ACCEPTED)
+    sent = mark.sent_at or job.create_started_at or engine.now_iso()
+    if mark.task_id:
+        engine.book.move(job, State.SUBMITTED, task_id=mark.task_id, create_started_at=sent)
+        engine.book.fly(job)
+        engine.polls.schedule(job.id, engine.clock.monotonic())
+        log.warning("job.task_from_work_area", task_id=mark.task_id, reason=why)
+        return
+    detail = f"{why}, but its work area shows a create left for it"
+    engine.book.move(job, State.NEEDS_ATTENTION, create_started_at=sent, error=unconfirmed_error(detail))
 
 
 def adopt_submitted(engine: Engine) -> int:

@@ -7,11 +7,13 @@ task id the moment Runway answers (by job id, through the store's ``Intents``); 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runwatch.api import Created as TaskCreated
-from runwatch.errors import RequestError
+from runwatch.clock import iso
+from runwatch.errors import InboxError, IntentNotRecorded, RequestError, RunwatchError
 from runwatch.jobs import commands, events, intake, lifecycle
 from runwatch.jobs.book import quietly, removal
 from runwatch.jobs.job import Job
@@ -21,6 +23,7 @@ from runwatch.jobs.states import State
 from runwatch.media import Placed
 from runwatch.request import Request
 from runwatch.scheduler import Candidate, pick
+from runwatch.workrecords import IntentMark, clear_intent_mark, mark_intent
 
 if TYPE_CHECKING:
     from runwatch.jobs.engine import Engine
@@ -122,17 +125,35 @@ def create(engine: Engine, job: Job, body: dict[str, Any]) -> None:
         engine.book.move(job, State.CANCELLED)
         return
     store, api, clock, job_id, endpoint = engine.store, engine.api, engine.clock, job.id, job.endpoint or ""
+    job_dir = Path(job.job_dir) if job.job_dir else None  # `runwatch submit` jobs adopted have none
     sent_at: list[float] = []
 
     def before_send() -> None:  # on the worker, before each attempt leaves: a crash from here on is seen
+        # The work area's marker first, then the journal: either alone keeps the create from being resent.
+        try:
+            if job_dir is not None:
+                mark_intent(job_dir, IntentMark(job_id, iso(clock.now())))
+            store.record_intent(job_id, first=not sent_at)
+        except RunwatchError as exc:
+            if job_dir is not None and not sent_at:  # the first attempt: nothing left before, no marker stands
+                with contextlib.suppress(InboxError):
+                    clear_intent_mark(job_dir)
+            raise IntentNotRecorded(f"the intent of the create cannot be recorded, so it was not sent: {exc}") from exc
         sent_at.append(clock.monotonic())
-        store.record_intent(job_id, first=len(sent_at) == 1)
+
+    def not_sent() -> None:  # an answer proving nothing was made: neither record stands
+        store.clear_intent(job_id)
+        if job_dir is not None:
+            clear_intent_mark(job_dir)
 
     def send() -> events.Created:
-        created = api.create_task(endpoint, body, before_send, lambda: store.clear_intent(job_id))
+        created = api.create_task(endpoint, body, before_send, not_sent)
         # Recorded here, the moment Runway answers: the window in which a crash leaves a create unconfirmed
         # is the round trip and one fsync, not also the engine's queue.
         store.record_task(job_id, created.id, created.estimated_credits)
+        if job_dir is not None:
+            with contextlib.suppress(InboxError):  # the journal has it; the marker still says "may exist"
+                mark_intent(job_dir, IntentMark(job_id, iso(clock.now()), created.id))
         return events.Created(job_id, created, sent_at[-1] if sent_at else None)
 
     engine.log.info("api.creating", request=job.name, job=job.id, endpoint=job.endpoint)
@@ -161,6 +182,9 @@ def after_created(engine: Engine, job: Job, result: TaskCreated | BaseException,
     outcome = lifecycle.after_create_failure(result, attempts=job.attempts, model=job.model)
     if not (isinstance(outcome, Finish) and not outcome.surely_not_created):
         engine.store.update(job, create_started_at=None)
+        if job.job_dir:
+            with contextlib.suppress(InboxError):  # a marker left behind only ever errs toward asking a person
+                clear_intent_mark(Path(job.job_dir))
     engine.apply(job, outcome)
 
 
