@@ -86,7 +86,7 @@ class TestLostJournal:
         """A journal lost while a task runs: the daemon refuses to start with one line (exit 78, no traceback);
         `runwatch journal rebuild` makes it again, and the next start follows the task to its outputs with one
         create in all."""
-        sim.config.time_scale = 0.5
+        sim.config.time_scale = 0.15
         rig = rig_factory(sim).start()
         rig.drop("film", VIDEO)
         rig.wait("film", {"running", "pending"})
@@ -141,7 +141,7 @@ class TestOlderJournal:
     def test_restored_copy_does_not_resend(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
         """A journal restored from a copy taken before two requests were sent (one held then, one not yet
         dropped): both tasks are followed to their outputs from the work area's markers; nothing is sent twice."""
-        sim.config.time_scale = 0.5
+        sim.config.time_scale = 0.15
         rig = rig_factory(sim, inbox={"approve_above": 3}).start()
         rig.drop("waiting", VIDEO)  # held for approval when the copy is taken
         rig.wait("waiting", {"held"})
