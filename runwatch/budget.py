@@ -75,7 +75,8 @@ def charge_of(job: Any, now: datetime) -> Charge | None:
     """
     credits: float | None = job.credits
     if credits is None:
-        maybe_charged = job.state in _PROVISIONAL or (job.state == "needs_attention" and job.create_started_at)
+        # A create whose answer was lost may have been charged: it counts while it is proven, and after.
+        maybe_charged = job.state in _PROVISIONAL or (job.create_started_at and not job.task_id)
         credits = job.estimated_credits if maybe_charged else None
     if not credits:
         return None

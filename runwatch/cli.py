@@ -42,6 +42,7 @@ def _simulate(args: argparse.Namespace) -> int:
         daily_limit=args.daily_limit or None,
         output_ttl=args.output_ttl,
         cancelled_visible=args.cancelled_visible,
+        usage_lag=args.usage_lag,
     )
     sim = Simulator(config, faults=faults, host=args.host, port=args.port)
     try:
@@ -301,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="SECONDS",
         help="answer CANCELLED this long after a cancel before the task is gone (default 0)",
+    )
+    sim.add_argument(
+        "--usage-lag",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long a create takes to show in the organization's dailyGenerations (default 0)",
     )
     sim.add_argument(
         "--fault",

@@ -24,6 +24,7 @@ from runwatch.jobs.job import Job
 from runwatch.jobs.runner import Runner
 from runwatch.jobs.states import FINAL
 from runwatch.pricing import Estimate
+from runwatch.proof import CountsProof, OrgLook
 from runwatch.store import Store
 
 __all__ = ["MoneyGuard"]
@@ -86,6 +87,9 @@ class MoneyGuard:
         self._org_at = float("-inf")
         self._org_busy = False
         self._org_gen = 0
+        self._org_sent: dict[int, float] = {}  # generation -> monotonic time its read was sent
+        self.org_sent_at = float("-inf")  # the newest read's
+        self.proof = CountsProof()  # what Runway's counts prove of creates whose answer never came
         self.reserved: dict[str, _Reserved] = {}
         self._ledger: dict[str, Charge] | None = None  # charges of jobs no longer followed; loaded once
         self._ledger_days: dict[tuple[date, str], float] = {}  # the same, summed per UTC day and inbox
@@ -307,6 +311,7 @@ class MoneyGuard:
         self._org_busy = True
         self._org_gen += 1
         gen = self._org_gen
+        self.org_sent_at = self._org_sent[gen] = self.clock.monotonic()
         future = self.runner.background(self.api.organization)
 
         def done(f: Future[Any]) -> None:
@@ -320,6 +325,9 @@ class MoneyGuard:
 
     def after_org(self, gen: int, result: Any) -> None:
         self._org_busy = False
+        sent = self._org_sent.pop(gen, None)
+        if isinstance(result, dict) and sent is not None:
+            self.proof.looked(OrgLook.of(sent, self.clock.monotonic(), result))
         if isinstance(result, BaseException):
             self._org_at = self.clock.monotonic()  # try again after the usual interval; Runway's own checks stay
             self.log.warning("api.organization_unavailable", error=str(result))

@@ -32,9 +32,11 @@ def _job(
     estimated: float | None = None,
     sent: str | None = "2026-11-28T10:00:00Z",
     inbox: str = "a",
+    task_id: str | None = "task",
 ) -> Any:
     return SimpleNamespace(
         state=state,
+        task_id=task_id if sent is not None else None,
         credits=credits,
         estimated_credits=estimated,
         create_started_at=sent,
@@ -55,7 +57,8 @@ class TestCharges:
             (_job("cancelled", estimated=50), None),  # no cost recorded: nothing counted
             (_job("held", estimated=500, sent=None), None),  # never sent
             (_job("accepted", estimated=500, sent=None), None),
-            (_job("needs_attention", estimated=70), 70),  # the create may have been charged
+            (_job("needs_attention", estimated=70, task_id=None), 70),  # the create may have been charged
+            (_job("held", estimated=70, task_id=None), 70),  # its create's fate being read from Runway's counts
             (_job("needs_attention", estimated=70, sent=None), None),
             (_job("running", estimated=None), None),  # unknown price, no cost yet
         ],

@@ -30,6 +30,7 @@ from runwatch.workrecords import RecordPlace, move_record
 if TYPE_CHECKING:
     from runwatch.budget import Charge
     from runwatch.guard import MoneyGuard
+    from runwatch.jobs.lifecycle import Finish
     from runwatch.pricing import Estimate
     from runwatch.request import Request
     from runwatch.store import Store
@@ -55,6 +56,7 @@ class Runtime:
     estimate: Estimate | None = None
     last_progress_log: float = float("-inf")
     cancel_sent: bool = False  # Runway took the DELETE: what is left is reading the task's end
+    proving: tuple[float, Finish] | None = None  # a create with no answer: when it left, and its end without proof
 
 
 class Book:

@@ -60,6 +60,8 @@ def _approve(engine: Engine, name: str, inbox: str | None) -> Answer:
     job = engine.book.named(name, inbox)
     if job is None or job.state != State.HELD:
         return Answer(False, f"no held request named {name}")
+    if engine.book.rt[job.id].proving:  # releasing it could pay twice: the proof decides
+        return Answer(False, f"{name} waits for Runway's counts to show whether its create made a task")
     engine.book.move(job, State.ACCEPTED, approved=True, error=None, not_before=None)
     return Answer(True, "approved")
 
@@ -69,7 +71,8 @@ def _cancel(engine: Engine, name: str, inbox: str | None) -> Answer:
     if job is None:
         return Answer(False, f"no active request named {name}")
     engine.store.update(job, cancel_requested=True)
-    busy = engine.book.rt[job.id].busy
+    runtime = engine.book.rt[job.id]
+    busy = runtime.busy or (Work.CREATE if runtime.proving else None)  # a create being proven is still in flight
     if job.state in (State.ACCEPTED, State.HELD) and not busy:
         engine.book.move(job, State.CANCELLED)
         return Answer(True, "cancelled")

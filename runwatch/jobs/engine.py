@@ -29,13 +29,14 @@ from runwatch.clock import Clock, SystemClock
 from runwatch.config import Config, InboxConfig
 from runwatch.errors import RunwatchError
 from runwatch.guard import MoneyGuard
-from runwatch.jobs import commands, events, following, intake, lifecycle, recovery, sending
+from runwatch.jobs import commands, events, following, intake, lifecycle, proving, recovery, sending
 from runwatch.jobs.book import Book, quietly
 from runwatch.jobs.job import Job
 from runwatch.jobs.lifecycle import Download, Finish, Hold, LookAgain, RetryLater, Wait
 from runwatch.jobs.runner import Runner, Work
 from runwatch.jobs.states import AT_RUNWAY, State
 from runwatch.polls import PollTimers
+from runwatch.proof import OrgLook
 from runwatch.scheduler import poll_slack
 from runwatch.store import Store
 from runwatch.workarea import Claimed, Control, Refused
@@ -81,6 +82,7 @@ class Engine:
         self.hurry = threading.Event()  # a second stop signal: no more waiting for creates in flight
         self.downloads_stop = threading.Event()
         self.polls = PollTimers()
+        self.proving: set[str] = set()  # jobs held while Runway's counts are read (see runwatch.jobs.proving)
         self.paused_models: dict[str, float] = {}  # model -> monotonic time its daily-limit rest ends
         self.money = MoneyGuard(store, api, self.runner, self.events.put, self.stopping, clock=self.clock, log=self.log)
         self.book = Book(store, self.inboxes, self.money, self.transports, remove=self._remove, log=self.log)
@@ -104,12 +106,14 @@ class Engine:
 
     def load_limits(self) -> None:
         """Per-model concurrency from the organization, unless configured; best effort."""
+        sent = self.clock.monotonic()
         try:
             org = self.api.organization()
         except RunwatchError as exc:
             self.log.warning("api.organization_unavailable", error=str(exc))
             return
         self.money.take_org(org)
+        self.money.proof.looked(OrgLook.of(sent, self.clock.monotonic(), org))
 
     def recover(self, claimed_dirs: list[tuple[InboxConfig, Path]]) -> None:
         """After a start: follow every job the journal knows, and take claims the journal never saw."""
@@ -147,6 +151,10 @@ class Engine:
         if now() - self._last_adopt >= ADOPT_EVERY and not self.stopping.is_set():
             self._last_adopt = now()
             recovery.adopt_submitted(self)
+        if self.proving:
+            proving.check(self)
+        if self.money.proof.wants_look(now(), self.money.org_sent_at):
+            self.money.refresh_org(force=True)
         if self.money.recheck_due() and not self.stopping.is_set():
             intake.recheck_held(self)
         if not self.stopping.is_set():

@@ -176,7 +176,7 @@ def recheck_held(engine: Engine) -> None:
         if job.not_before and job.not_before > engine.clock.time():
             engine.money.wake_at(job.not_before)
             continue
-        if runtime.busy or job.cancel_requested:
+        if runtime.busy or job.cancel_requested or runtime.proving:
             continue
         req = request_of(engine, job)
         verdict = hold_reason(engine, job, req) if req is not None else None

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from runwatch.api import Created as TaskCreated
 from runwatch.clock import iso
-from runwatch.errors import InboxError, IntentNotRecorded, RequestError, RunwatchError
-from runwatch.jobs import commands, events, intake, lifecycle
+from runwatch.errors import CreateUnconfirmedError, InboxError, IntentNotRecorded, RequestError, RunwatchError
+from runwatch.jobs import commands, events, intake, lifecycle, proving
 from runwatch.jobs.book import quietly, removal
 from runwatch.jobs.job import Job
 from runwatch.jobs.lifecycle import Finish
@@ -147,7 +147,10 @@ def create(engine: Engine, job: Job, body: dict[str, Any]) -> None:
             clear_intent_mark(job_dir)
 
     def send() -> events.Created:
-        created = api.create_task(endpoint, body, before_send, not_sent)
+        try:
+            created = api.create_task(endpoint, body, before_send, not_sent)
+        except RunwatchError as exc:  # with the moment the last attempt left, for the proof from Runway's counts
+            return events.Created(job_id, exc, sent_at[-1] if sent_at else None)
         # Recorded here, the moment Runway answers: the window in which a crash leaves a create unconfirmed
         # is the round trip and one fsync, not also the engine's queue.
         store.record_task(job_id, created.id, created.estimated_credits)
@@ -171,6 +174,9 @@ def after_created(engine: Engine, job: Job, result: TaskCreated | BaseException,
         estimated = result.estimated_credits if result.estimated_credits is not None else job.estimated_credits
         job.apply(task_id=result.id, estimated_credits=estimated)
         engine.money.answered(job.id, estimated)
+        if job.model:  # what Runway's counts must be seen to follow before they can prove anything
+            sent = sent_at if sent_at is not None else engine.clock.monotonic()
+            engine.money.proof.confirmed(job.model, sent, engine.clock.monotonic(), float(estimated or 0))
         engine.money.refresh_org(force=True)  # credits were spent: read the balance and usage again
         engine.book.move(job, State.SUBMITTED)
         engine.log.info("api.created", request=job.name, task_id=result.id, estimated_credits=estimated)
@@ -180,6 +186,14 @@ def after_created(engine: Engine, job: Job, result: TaskCreated | BaseException,
             engine.schedule(job.id, engine.interval())
         return
     outcome = lifecycle.after_create_failure(result, attempts=job.attempts, model=job.model)
+    if (
+        isinstance(outcome, Finish)
+        and not outcome.surely_not_created
+        and isinstance(result, CreateUnconfirmedError)
+        and sent_at is not None
+    ):  # sent, fate unknown: Runway's own counts may prove it either way
+        proving.begin(engine, job, sent_at, outcome)
+        return
     if not (isinstance(outcome, Finish) and not outcome.surely_not_created):
         engine.store.update(job, create_started_at=None)
         if job.job_dir:

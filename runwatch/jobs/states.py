@@ -79,7 +79,9 @@ _WAITING = AT_RUNWAY | {S.DOWNLOADING, S.FAILED, S.CANCELLED}
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     S.ACCEPTED: _BEFORE_TASK | {S.NEEDS_ATTENTION},
-    S.HELD: frozenset({S.ACCEPTED, S.HELD, S.CANCELLED, S.FAILED}),
+    # held → needs_attention: a create whose answer never came waits held while Runway's counts are read, and
+    # goes to a person when they do not prove it made nothing.
+    S.HELD: frozenset({S.ACCEPTED, S.HELD, S.CANCELLED, S.FAILED, S.NEEDS_ATTENTION}),
     S.UPLOADING: _BEFORE_TASK | {S.NEEDS_ATTENTION},
     S.SUBMITTED: _WAITING,
     S.THROTTLED: _WAITING,

@@ -112,6 +112,7 @@ class SimConfig:
     )
     fetch_timeout: float = 10.0
     cancelled_visible: float = 0.0  # seconds a cancelled task answers CANCELLED before it is gone
+    usage_lag: float = 0.0  # seconds before a create shows in the organization's dailyGenerations
     unknown_price_credits: float = 10.0  # simulator-only charge for models with no known price
     request_log_size: int = 200_000
     output_delay: float = 0.0  # extra latency on output downloads (for slow-download tests)
@@ -204,7 +205,8 @@ class World:
             return 0
         while q and q[0] <= now - DAY:
             q.popleft()
-        return len(q)
+        lag = self.config.usage_lag
+        return sum(1 for at in q if at <= now - lag) if lag > 0 else len(q)
 
     # -- the state machine ------------------------------------------------------------------------
 
