@@ -36,6 +36,7 @@ class Inbox:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     media_field: str = "promptImage"
     accept_media: bool = False
+    media_transport: str = "runway"
 
 
 @pytest.fixture
