@@ -102,7 +102,7 @@ class MoneyGuard:
         self._live_dirty: set[str] = set()
         self._live_rebuild = True
         self._rechecked: tuple[int, int, date] | None = None
-        self._held_wake = float("inf")  # the earliest not_before among held requests
+        self._held_wake = float("inf")  # the earliest end of a hold, monotonic
 
     # -- marks: what may have moved ---------------------------------------------------------------
 
@@ -191,7 +191,7 @@ class MoneyGuard:
         # balance: a top-up releases requests held for it) and when a held request's wait is over.
         if (
             key == self._rechecked
-            and self.clock.time() < self._held_wake
+            and self.clock.monotonic() < self._held_wake
             and self.clock.monotonic() - self._last_recheck < self.org_ttl
         ):
             return False
@@ -199,9 +199,9 @@ class MoneyGuard:
         self._rechecked, self._held_wake = key, float("inf")
         return True
 
-    def wake_at(self, not_before: float) -> None:
-        """A held request waits until ``not_before``: look again then even if nothing moved."""
-        self._held_wake = min(self._held_wake, not_before)
+    def wake_at(self, moment: float) -> None:
+        """A held request waits until ``moment`` (monotonic): look again then even if nothing moved."""
+        self._held_wake = min(self._held_wake, moment)
 
     # -- spending ---------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,29 @@ def rig_wait_file(path: Path, state: str, timeout: float = 30) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError(f"{path} did not reach {state}")
+
+
+class TestWallClockStep:
+    def test_backoff_survives_a_step_back(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A request backing off after Runway's 429s is sent when its back-off ends, even though the wall clock
+        stepped an hour back meanwhile: waits run on the monotonic clock."""
+        from datetime import timedelta
+
+        from .test_daemon import _ShiftedWall
+
+        sim.faults.add(Fault("rate_limit", endpoint="sound_effect", method="POST", count=5))
+        rig = rig_factory(sim).start()
+        assert rig.daemon is not None
+        engine = rig.daemon.engine
+        shift = [timedelta(0)]
+        engine.clock = engine.money.clock = _ShiftedWall(shift)
+        rig.drop("rain", SEED_REQUESTS["sound_effect"][0])
+        deadline = time.monotonic() + 30
+        while len(sim.requests("/v1/sound_effect", method="POST")) < 5:  # the client's own retries, all refused
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)  # the engine has the refusal: the request backs off (2 s)
+        shift[0] = timedelta(hours=-1)
+        assert rig.status("rain")["state"] == "accepted"  # type: ignore[index]
+        status = rig.wait("rain", timeout=30)
+        assert status["state"] == "succeeded" and sim.create_count() == 1

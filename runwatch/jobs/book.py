@@ -56,6 +56,8 @@ class Runtime:
     estimate: Estimate | None = None
     last_progress_log: float = float("-inf")
     cancel_sent: bool = False  # Runway took the DELETE: what is left is reading the task's end
+    wake: float | None = None  # monotonic end of a back-off or hold ...
+    wake_for: float | None = None  # ... and the journal's epoch ``not_before`` it stands for
     proving: tuple[float, Finish] | None = None  # a create with no answer: when it left, and its end without proof
 
 

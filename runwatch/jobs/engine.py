@@ -310,11 +310,11 @@ class Engine:
                     self.paused_models[job.model] = self.clock.monotonic() + wait
                 self.book.remove_placed(job)
                 error = {"code": code, "message": message}
-                self.book.move(job, State.HELD, not_before=self.clock.time() + wait, error=error, placed=[])
+                self.book.move(job, State.HELD, not_before=self._wait(job, wait), error=error, placed=[])
                 self.money.refresh_org(force=True)
             case RetryLater(delay, attempts, message):
                 self.book.remove_placed(job)
-                not_before = self.clock.time() + delay
+                not_before = self._wait(job, delay)
                 self.book.move(job, State.ACCEPTED, not_before=not_before, attempts=attempts, placed=[])
                 self.log.warning("job.retry_later", request=job.name, job=job.id, delay=delay, error=message)
             case Wait(state, progress):
@@ -329,6 +329,23 @@ class Engine:
                 self.schedule(job.id, self.interval() if delay is None else delay)
 
     # -- following tasks ----------------------------------------------------------------------------
+
+    def _wait(self, job: Job, seconds: float) -> float:
+        """A back-off or hold of ``seconds``: kept on the monotonic clock, recorded as epoch for a restart."""
+        runtime = self.book.rt[job.id]
+        runtime.wake, runtime.wake_for = self.clock.monotonic() + seconds, self.clock.time() + seconds
+        return runtime.wake_for
+
+    def waits_until(self, job: Job) -> float | None:
+        """The monotonic moment the job's back-off or hold ends. A ``not_before`` read from the journal (after
+        a restart) is turned into one once; a wall-clock step after that moves nothing."""
+        runtime = self.book.rt[job.id]
+        if job.not_before is None:
+            return None
+        if runtime.wake is None or runtime.wake_for != job.not_before:
+            runtime.wake = self.clock.monotonic() + (job.not_before - self.clock.time())
+            runtime.wake_for = job.not_before
+        return runtime.wake
 
     def schedule(self, job_id: str, delay: float) -> None:
         self.polls.schedule(job_id, self.clock.monotonic() + delay)

@@ -173,8 +173,9 @@ def recheck_held(engine: Engine) -> None:
         return
     for job in [j for j in engine.book if j.state == State.HELD]:
         runtime = engine.book.rt[job.id]
-        if job.not_before and job.not_before > engine.clock.time():
-            engine.money.wake_at(job.not_before)
+        wake = engine.waits_until(job)
+        if wake is not None and wake > engine.clock.monotonic():
+            engine.money.wake_at(wake)
             continue
         if runtime.busy or job.cancel_requested or runtime.proving:
             continue

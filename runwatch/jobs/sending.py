@@ -35,16 +35,15 @@ def dispatch(engine: Engine) -> None:
     book = engine.book
     if not book.ready or book.in_flight >= engine.config.scheduler.max_in_flight:
         return
-    now = engine.clock.time()
+    now = engine.clock.monotonic()  # back-offs and rests on the clock a wall-clock step cannot move
     waiting: dict[str, Candidate] = {}
     for job_id in list(book.ready):
         j = book.job(job_id)
         if j is None or j.state != State.ACCEPTED:
             book.ready.discard(job_id)
         elif not book.rt[job_id].busy:
-            waiting[job_id] = Candidate(j.id, j.inbox, j.model, j.priority, j.seq, j.not_before)
-    mono = engine.clock.monotonic()
-    paused = {m: now + (until - mono) for m, until in engine.paused_models.items() if until > mono}
+            waiting[job_id] = Candidate(j.id, j.inbox, j.model, j.priority, j.seq, engine.waits_until(j))
+    paused = {m: until for m, until in engine.paused_models.items() if until > now}
     while waiting:
         cand = pick(
             waiting.values(),
