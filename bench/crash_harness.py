@@ -1,6 +1,7 @@
 """Crash harness: requests through `runwatch run` while it is killed with SIGKILL at random moments.
 
     python bench/crash_harness.py [--requests 200] [--kills 20] [--seed N] [--dir DIR] [--time-scale F]
+                                  [--journal-loss]
 
 Starts `runwatch simulate` (fast time, some 503s, 429s and task failures), writes a config, drops the requests
 in waves (varied endpoints, some with a local image), runs `runwatch run` and SIGKILLs it at seeded random
@@ -12,6 +13,11 @@ moments, restarting after each kill, then lets a last run finish everything. It 
   and no output was left twice (every file in the outbox is recorded by a status file);
 - the journal is consistent: every job final, no task id in two jobs, every task at the simulator owned by
   one job (or by a needs_attention job whose create was cut off between send and record).
+
+With ``--journal-loss`` every fourth kill also loses the journal, in turn: deleted, emptied (0 bytes), and
+restored from the copy taken two kills before. A lost journal must stop the next start (exit 78) until
+``runwatch journal rebuild`` makes it again from the work area; a restored one must be caught up by the work
+area's intent markers. The same checks must hold.
 
 Exit status 0 when every check holds. Each request's promptText carries a marker ``[rq-NNN]`` so a task at the
 simulator can be traced back to its request even when its media URI differs between attempts.
@@ -102,10 +108,12 @@ class Report:
     problems: list[str] = field(default_factory=list)
     needs_attention: list[str] = field(default_factory=list)
     outputs_checked: int = 0
+    losses: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [
             f"requests: {self.requests}, SIGKILLs: {self.kills}, wall time: {self.seconds:.1f} s",
+            f"journal losses: {len(self.losses)}" + (f" ({', '.join(self.losses)})" if self.losses else ""),
             "final states: " + ", ".join(f"{k}={v}" for k, v in sorted(self.states.items())),
             f"creates at the simulator: {self.creates}",
             f"outputs checked byte for byte: {self.outputs_checked}",
@@ -128,8 +136,10 @@ class Harness:
         time_scale: float,
         faults: tuple[str, ...] = FAULTS,
         log: Any = print,
+        journal_loss: bool = False,
     ) -> None:
         self.root, self.requests, self.kills, self.seed = root, requests, kills, seed
+        self.journal_loss = journal_loss
         self.time_scale, self.faults, self.log = time_scale, faults, log
         self.rng = random.Random(seed)  # seeded: a run can be replayed
         self.inbox, self.outbox, self.state = root / "inbox", root / "outbox", root / "state"
@@ -191,6 +201,47 @@ class Harness:
         with open(self.root / "daemon.log", "ab") as log:
             return subprocess.Popen(argv, cwd=self.root, env=self.env, stdout=log, stderr=log)
 
+    def _journal_files(self) -> list[Path]:
+        base = self.state / "journal.sqlite3"
+        return [base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-shm")]
+
+    def lose_journal(self, kill: int, config: Path, report: Report) -> None:
+        """Every fourth kill: the journal deleted, emptied, or put back to the copy of two kills before."""
+        copies = self.root / "journal-copies"
+        copy = copies / str(kill)
+        copy.mkdir(parents=True, exist_ok=True)
+        for f in self._journal_files():
+            if f.exists():
+                shutil.copy(f, copy / f.name)
+        if kill % 4 != 3:
+            return
+        mode = ("deleted", "emptied", "older")[(kill // 4) % 3]
+        older = copies / str(kill - 2)
+        if mode == "older" and not older.is_dir():
+            mode = "deleted"
+        for f in self._journal_files():
+            f.unlink(missing_ok=True)
+        if mode == "emptied":
+            self._journal_files()[0].write_bytes(b"")
+        if mode == "older":
+            for f in older.iterdir():
+                shutil.copy(f, self.state / f.name)
+            report.losses.append(mode)
+            self.log(f"journal {mode}")
+            return
+        refused = self._cli(config, "run", "--once")
+        if refused.returncode != 78:
+            report.problems.append(f"journal {mode}: `runwatch run` exited {refused.returncode}, not 78")
+        rebuilt = self._cli(config, "journal", "rebuild")
+        if rebuilt.returncode != 0:
+            report.problems.append(f"journal {mode}: rebuild failed: {rebuilt.stderr.strip()}")
+        report.losses.append(mode)
+        self.log(f"journal {mode}: start refused ({refused.returncode}), {rebuilt.stdout.splitlines()[0]}")
+
+    def _cli(self, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "runwatch.cli", *args, "--config", str(config)]
+        return subprocess.run(argv, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=120)
+
     def drop(self, index: int) -> None:
         body, media = request_body(index)
         for item in media:
@@ -230,6 +281,8 @@ class Harness:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
                 report.kills += 1
+                if self.journal_loss:
+                    self.lose_journal(kill, config, report)
                 self.log(
                     f"kill {kill + 1}/{self.kills}: {dropped} dropped, "
                     f"{sum(1 for s in self.statuses().values() if s['state'] in FINAL)} final"
@@ -358,11 +411,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--time-scale", type=float, default=0.01, help="simulator time scale (default 0.01)")
+    parser.add_argument("--journal-loss", action="store_true", help="also lose the journal at every 4th kill")
     parser.add_argument("--dir", help="work in DIR and keep it (default: a temporary folder, removed if all passed)")
     args = parser.parse_args(argv)
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="runwatch-crash-"))
     root.mkdir(parents=True, exist_ok=True)
-    report = Harness(root, requests=args.requests, kills=args.kills, seed=args.seed, time_scale=args.time_scale).run()
+    report = Harness(
+        root,
+        requests=args.requests,
+        kills=args.kills,
+        seed=args.seed,
+        time_scale=args.time_scale,
+        journal_loss=args.journal_loss,
+    ).run()
     for line in report.lines():
         print(line)
     if report.problems:

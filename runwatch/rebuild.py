@@ -17,8 +17,6 @@ overwritten: move it aside first.
 
 from __future__ import annotations
 
-import json
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +28,10 @@ from runwatch.errors import RequestError, StartupError
 from runwatch.jobs.job import Job
 from runwatch.jobs.lifecycle import unconfirmed_error
 from runwatch.jobs.states import FINAL, State
-from runwatch.outbox import status_path
 from runwatch.request import MEDIA_SUFFIXES
 from runwatch.requestfile import parse, read
 from runwatch.store import Journal
-from runwatch.workrecords import INTENT_MARK, read_intent_mark
+from runwatch.workrecords import INTENT_MARK, read_intent_mark, status_shown
 
 __all__ = ["Rebuilt", "rebuild_journal"]
 
@@ -100,7 +97,7 @@ def _job_of(inbox: InboxConfig, job_dir: Path, where: str) -> Job | None:
         body={k: v for k, v in body.items() if k not in ("endpoint", "runwatch")} or None,
     )
     mark = read_intent_mark(job_dir)
-    shown = _status_of(inbox, job, fmt)
+    shown = status_shown(inbox.outbox, job.id, job.name, fmt)
     if where == "jobs":
         task = (mark.task_id if mark else None) or (shown or {}).get("task_id")
         if task:
@@ -153,16 +150,3 @@ def _name(body: dict[str, Any], request: Path) -> str:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _status_of(inbox: InboxConfig, job: Job, fmt: str) -> dict[str, Any] | None:
-    """The job's status file, when it is this job's (it names this job dir) and can be read."""
-    try:
-        path = status_path(inbox.outbox, job.name, "toml" if fmt == "toml" else "json")
-        text = path.read_text(encoding="utf-8")
-        shown = tomllib.loads(text) if fmt == "toml" else json.loads(text)
-    except (OSError, ValueError):
-        return None
-    if isinstance(shown, dict) and job.id in str(shown.get("request", "")):
-        return shown
-    return None

@@ -19,9 +19,9 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from runwatch.errors import InboxError
+from runwatch.errors import InboxError, RunwatchError
 
 if TYPE_CHECKING:
     from runwatch.config import InboxConfig
@@ -37,6 +37,7 @@ __all__ = [
     "move_record",
     "prepare_records",
     "read_intent_mark",
+    "status_shown",
 ]
 
 
@@ -153,3 +154,20 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def status_shown(outbox: Path, job_id: str, name: str, fmt: str) -> dict[str, Any] | None:
+    """A job's status file as it stands, when it is that job's (it names the job's dir) and can be read."""
+    import tomllib
+
+    from runwatch.outbox import status_path
+
+    try:
+        path = status_path(outbox, name, "toml" if fmt == "toml" else "json")
+        text = path.read_text(encoding="utf-8")
+        shown = tomllib.loads(text) if fmt == "toml" else json.loads(text)
+    except (OSError, ValueError, RunwatchError):
+        return None
+    if isinstance(shown, dict) and job_id in str(shown.get("request", "")):
+        return shown
+    return None

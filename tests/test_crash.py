@@ -34,3 +34,17 @@ def test_kill9_storm(tmp_path: Path, seed: int) -> None:
     assert sum(report.states.values()) == 30 and set(report.states) <= {"succeeded", "failed", "needs_attention"}
     # Every create the simulator saw belongs to exactly one request.
     assert report.creates <= 30
+
+
+@pytest.mark.timeout(240)
+def test_kill9_storm_with_journal_loss(tmp_path: Path) -> None:
+    """30 requests, 8 SIGKILLs, and the journal deleted after the 4th and emptied after the 8th: each time the
+    next start is refused (exit 78) until `runwatch journal rebuild`; then nothing is created twice, no output
+    is lost, and every request ends."""
+    harness = _harness().Harness(
+        tmp_path, requests=30, kills=8, seed=3, time_scale=0.01, log=lambda *_: None, journal_loss=True
+    )
+    report = harness.run(final_timeout=150)
+    assert report.problems == [], "\n".join(report.lines())
+    assert report.losses == ["deleted", "emptied"]
+    assert sum(report.states.values()) == 30 and report.creates <= 30

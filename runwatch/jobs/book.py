@@ -200,6 +200,18 @@ class Book:
             self.untrack(job)
             self.money.finished(job)
 
+    def learn_end(self, job: Job, state: State, **changes: Any) -> None:
+        """Not a move: the journal learns an end that already happened, shown by the work area and the status
+        file (a journal restored from an older copy). Recorded as it was, and the job is no longer followed."""
+        if state not in FINAL:
+            raise ValueError(f"{state} is not an end")
+        self.store.update(job, state=state, **changes)
+        self._land(job.id)
+        self.money.landed(job.id)
+        self.money.unreserve(job.id)
+        self.untrack(job)
+        self.money.finished(job)
+
     def _log_entered(self, job: Job) -> None:
         log = self.log.bind(request=job.name, job=job.id, task_id=job.task_id, inbox=job.inbox)
         error = job.error if isinstance(job.error, dict) else {}

@@ -13,16 +13,16 @@ import contextlib
 import json
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runwatch.errors import OutboxError
 from runwatch.jobs import intake
 from runwatch.jobs.lifecycle import unconfirmed_error
-from runwatch.jobs.states import AT_RUNWAY, State
+from runwatch.jobs.states import AT_RUNWAY, FINAL, State
 from runwatch.outbox import clean_partials, status_path
 from runwatch.request import MEDIA_SUFFIXES
 from runwatch.workarea import Claimed, Format
-from runwatch.workrecords import IntentMark, find_record, read_intent_mark
+from runwatch.workrecords import IntentMark, find_record, read_intent_mark, status_shown
 
 if TYPE_CHECKING:
     from runwatch.config import InboxConfig
@@ -103,6 +103,11 @@ def _behind_the_work_area(engine: Engine, job: Job) -> bool:
         with contextlib.suppress(ValueError):
             request = found / Path(job.request_path).relative_to(job.job_dir)
             engine.store.update(job, job_dir=str(found), request_path=str(request))
+    if found.parent.name != "jobs":  # it ended after the journal's copy: its status file says how
+        shown = status_shown(inbox.outbox, job.id, job.name, job.format)
+        if shown is not None and shown.get("state") in FINAL:
+            _adopt_end(engine, job, shown)
+            return True
     mark = read_intent_mark(found)
     if mark is not None:
         _apply_mark(engine, job, mark, "the journal is older than the work area")
@@ -118,6 +123,15 @@ def _behind_the_work_area(engine: Engine, job: Job) -> bool:
         engine.book.move(job, State.FAILED, error=error)
         return True
     return False
+
+
+def _adopt_end(engine: Engine, job: Job, shown: dict[str, Any]) -> None:
+    """The journal's copy is older than the job's end, which its status file records: the journal takes it."""
+    state = State(shown["state"])
+    fields = {k: shown[k] for k in ("task_id", "credits", "estimated_credits", "error", "finished_at") if k in shown}
+    outputs = [dict(o, index=i) for i, o in enumerate(shown.get("outputs") or []) if isinstance(o, dict)]
+    engine.log.warning("job.end_from_status_file", request=job.name, job=job.id, state=state)
+    engine.book.learn_end(job, state, outputs=outputs, credits_estimated=bool(shown.get("credits_estimated")), **fields)
 
 
 def _apply_mark(engine: Engine, job: Job, mark: IntentMark, why: str) -> None:
