@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import tomli_w
 from structlog.testing import capture_logs
 
@@ -115,6 +116,31 @@ class TestLogs:
         assert held["log_level"] == "info" and "approve" in held["reason"]
         approve = by_event["command.approve"][0]
         assert approve["request"] == "costly" and approve["result"] == "approved"
+
+
+class TestProgressAndHeartbeat:
+    def test_lines_while_tasks_run(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """While a task runs the log shows its progress with an estimate of the time left, and the queue's
+        heartbeat counts the jobs by state with today's credits (intervals shortened for the test)."""
+        from runwatch.jobs import engine as engine_module
+        from runwatch.jobs import following
+
+        monkeypatch.setattr(engine_module, "HEARTBEAT", 0.3)
+        monkeypatch.setattr(following, "PROGRESS_LOG", 0.0)
+        sim.config.time_scale = 0.1
+        with capture_logs() as logs:
+            rig = rig_factory(sim).start()
+            rig.drop("film", SEED_REQUESTS["text_to_video"][0])
+            assert rig.wait("film", timeout=60)["state"] == "succeeded"
+            rig.stop()
+        progress = [e for e in logs if e["event"] == "job.progress"]
+        assert len(progress) >= 2 and progress[-1]["percent"] > progress[0]["percent"]
+        assert any(isinstance(e["eta_seconds"], int) for e in progress)
+        beats = [e for e in logs if e["event"] == "queue.heartbeat"]
+        assert beats and all(isinstance(b["credits_today"], float) for b in beats)
+        assert any(b["states"].get("running") == 1 for b in beats)
 
 
 class TestSubmitFollowed:

@@ -41,13 +41,9 @@ from runwatch.scheduler import poll_slack
 from runwatch.store import Store
 from runwatch.workarea import Claimed, Control, Refused
 
-__all__ = ["WAITING_FLUSH", "Engine"]
+__all__ = ["Engine"]
 
-# What polls learn of tasks waiting at Runway reaches the journal (and `runwatch status`) this many seconds late
-# at most, in one commit for all of them; the status files have it at once.
-WAITING_FLUSH = 2.0
 HEARTBEAT = 60.0  # seconds between the queue's heartbeat lines
-PROGRESS_LOG = 30.0  # seconds between progress lines of one running task
 ADOPT_EVERY = 10.0  # seconds between looks for `runwatch submit` jobs left for the daemon to follow
 
 
@@ -144,7 +140,7 @@ class Engine:
         if now() - self._last_commands > 0.5:
             self._last_commands = now()
             commands.drain(self)
-        if self._waiting and now() - self._last_waiting > WAITING_FLUSH:
+        if self._waiting and now() - self._last_waiting > following.WAITING_FLUSH:
             following.flush_waiting(self)
         if now() - self._last_heartbeat >= HEARTBEAT:
             self._heartbeat()
