@@ -487,6 +487,7 @@ class TestRecovery:
         job_dir = rig.inbox / ".runwatch" / "jobs" / "20261128T000000Z-0000beef"
         job_dir.mkdir(parents=True)
         (job_dir / "orphan.json").write_text(json.dumps(SEED_REQUESTS["text_to_speech"][0]))
+        rig.journal().close()  # the journal of the run that crashed, which never recorded the claim
         rig.start()
         assert rig.wait("orphan")["state"] == "succeeded" and sim.create_count() == 1
 

@@ -237,6 +237,7 @@ class TestKilledMidClaim:
         taken.link(rig.inbox / "still.jpg", job_b / "still.jpg")
         if cut == "after the rename":
             os.rename(rig.inbox / "b.json", job_b / "b.json")
+        rig.journal().close()  # the journal of the run that was cut short, which never recorded b
         rig.start()
         statuses = [rig.wait(name) for name in ("a", "b", "c")]
         assert [s["state"] for s in statuses] == ["succeeded"] * 3, statuses
