@@ -40,7 +40,8 @@ def test_slow_copies_are_not_taken_early(rig_factory: Callable[..., Rig], sim: S
     """A request and its image copied slowly in chunks (no temporary names): nothing is taken or sent until both
     are complete; then the request succeeds with the whole image. (The pauses stay well under the settle time,
     as a copy that stalls for longer than `settle` is indistinguishable from a finished one.)"""
-    rig = rig_factory(sim, inbox=POLLING).start()
+    # A settle time ten times the writers' pauses: a loaded machine may hold a writer back for a while.
+    rig = rig_factory(sim, inbox={**POLLING, "settle": 2.0}).start()
     image = (SAMPLES / "still.jpg").read_bytes()
     body, _ = SEED_REQUESTS["image_to_video"]
     request = json.dumps(body, indent=2).encode()
