@@ -49,6 +49,8 @@ def test_slow_copies_are_not_taken_early(rig_factory: Callable[..., Rig], sim: S
         _slow_copy(image, rig.inbox / "still.jpg", chunks=12, pause=0.2),
         _slow_copy(request, rig.inbox / "waves.json", chunks=9, pause=0.2),
     ]
+    while not (rig.inbox / "waves.json").exists():  # the writers' threads have begun
+        time.sleep(0.01)
     while any(w.is_alive() for w in writers):
         assert (rig.inbox / "waves.json").exists(), "taken while still being copied"
         assert rig.status("waves") is None and sim.create_count() == 0 and sim.requests("/v1/uploads") == []
