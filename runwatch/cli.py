@@ -89,10 +89,10 @@ def _status(args: argparse.Namespace) -> int:
     import json
 
     from runwatch.outbox import status_document
-    from runwatch.store import Journal
+    from runwatch.store import open_store
 
     config = _config(args)
-    journal = Journal(config.state.dir / "journal.sqlite3")
+    journal = open_store(config)
     try:
         jobs = journal.jobs(limit=args.limit, name=args.name)
     finally:

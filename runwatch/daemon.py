@@ -38,7 +38,7 @@ from runwatch.jobs.engine import Engine
 from runwatch.jobs.job import Job
 from runwatch.jobs.states import IN_FLIGHT, State
 from runwatch.media import DataTransport, RunwayTransport, S3Transport
-from runwatch.store import Journal, StateLock
+from runwatch.store import StateLock, open_store
 from runwatch.workarea import prepare_records
 
 __all__ = ["Daemon", "run_daemon", "status_line"]
@@ -81,7 +81,7 @@ class Daemon:
         self.lock = StateLock(config.state.dir)
         self.lock.acquire()
         try:
-            self.journal = Journal(config.state.dir / "journal.sqlite3")
+            self.journal = open_store(config, daemon=True)
             timeout = httpx.Timeout(config.runway.timeout, connect=10.0)
             limits = httpx.Limits(max_connections=100, max_keepalive_connections=40)
             self.http = httpx.Client(timeout=timeout, limits=limits, follow_redirects=False)
