@@ -205,6 +205,12 @@ def _doctor(args: argparse.Namespace) -> int:
     return doctor_command(args.config, as_json=args.json)
 
 
+def _journal_migrate(args: argparse.Namespace) -> int:
+    from runwatch.store.transfer import migrate_command
+
+    return migrate_command(args.to, config_file=args.config)
+
+
 def _init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -486,6 +492,23 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(doctor)
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.set_defaults(func=_doctor)
+
+    journal = sub.add_parser("journal", help="work on the journal itself", description="Work on the journal itself.")
+    journal_sub = journal.add_subparsers(dest="journal_command", metavar="ACTION")
+    migrate = journal_sub.add_parser(
+        "migrate",
+        help="move the SQLite journal into an empty PostgreSQL database",
+        description="Move the SQLite journal of the state directory (every job and command, as they are) into an "
+        "empty PostgreSQL database, for [state] database. Stop the daemon first. The SQLite journal is kept, "
+        "marked as moved; a daemon started on the database follows the unfinished jobs.",
+        epilog="Exit status: 0 moved, 1 no SQLite journal, a daemon or a `runwatch submit` still running, or the "
+        "database not empty or unreachable, 2 a bad URL, 78 a config error.",
+    )
+    with_config(migrate)
+    migrate.add_argument(
+        "--to", required=True, metavar="URL", help="postgresql://USER@HOST/DATABASE (no password in it)"
+    )
+    migrate.set_defaults(func=_journal_migrate)
     return parser
 
 

@@ -19,10 +19,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
@@ -33,14 +32,14 @@ from psycopg.types.json import Json
 from psycopg_pool import ConnectionPool
 
 from runwatch.clock import now_iso
-from runwatch.config import DB_CREDENTIAL_NAME, DB_PASSWORD_SOURCES
+from runwatch.config import DB_PASSWORD_SOURCES
 from runwatch.errors import JournalError
 from runwatch.jobs.job import FIELDS, Job
 from runwatch.jobs.states import ACTIVE, AT_RUNWAY, FINAL, State
 from runwatch.store.pgschema import DAEMON_LOCK, LOCK_CLASS, migrate
 from runwatch.store.protocol import Command
 
-__all__ = ["CommandRecord", "PostgresJournal", "credential_password"]
+__all__ = ["CommandRecord", "PostgresJournal"]
 
 _JSON_FIELDS = frozenset({"body", "error", "outputs", "placed", "history"})
 _COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in FIELDS)
@@ -62,22 +61,6 @@ class CommandRecord:
     created_at: str
     done_at: str | None = None
     result: str | None = None
-
-
-def credential_password(env: Mapping[str, str]) -> str | None:
-    """The systemd credential ``runwatch_db_password`` (LoadCredential=), or None when there is none: then
-    libpq looks for a password itself (PGPASSWORD, the password file)."""
-    folder = env.get("CREDENTIALS_DIRECTORY")
-    if not folder:
-        return None
-    path = Path(folder) / DB_CREDENTIAL_NAME
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise JournalError(f"cannot read the database password from {path}: {exc}") from exc
-    return text.rstrip("\r\n") or None  # `echo secret > file` ends it with a newline that is not part of it
 
 
 def _one_line(exc: BaseException) -> str:
