@@ -91,9 +91,10 @@ class PostgresJournal:
         self._conninfo = self._make_conninfo(url, password)
         first = self._connect("runwatch")
         try:
-            encoding = first.execute("SHOW server_encoding").fetchone()
-            if encoding is None or encoding[0] != "UTF8":
-                shown = encoding[0] if encoding else "unknown"
+            row = first.execute("SHOW server_encoding").fetchone()
+            encoding = row[0] if row else b"unknown"
+            shown = encoding.decode() if isinstance(encoding, bytes) else str(encoding)  # bytes unless UTF8
+            if shown != "UTF8":
                 raise JournalError(
                     f"the journal database {url} has the encoding {shown}; runwatch needs UTF8 "
                     "(CREATE DATABASE … ENCODING 'UTF8')"
@@ -154,8 +155,12 @@ class PostgresJournal:
         """Take the one-daemon lock on a connection of its own, kept open until close()."""
         conn = self._connect(f"runwatch daemon on {socket.gethostname()} pid {os.getpid()}")
         try:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, DAEMON_LOCK)).fetchone()
-            if row is None or not row[0]:
+            # A daemon restarted at once after a crash may find the server still closing the dead one's session.
+            conn.execute("SET lock_timeout = '3s'")
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, DAEMON_LOCK))
+                conn.execute("RESET lock_timeout")
+            except psycopg.errors.LockNotAvailable as exc:
                 holder = conn.execute(
                     "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
                     "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s "
@@ -165,7 +170,7 @@ class PostgresJournal:
                 raise JournalError(
                     f"the journal database {self.url} is in use by {holder[0] if holder else 'another runwatch'}; "
                     "one runwatch daemon per database"
-                )
+                ) from exc
         except psycopg.Error as exc:
             conn.close()
             raise JournalError(f"cannot open the journal database {self.url}: {_one_line(exc)}") from exc
