@@ -7,11 +7,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -31,6 +34,7 @@ from runwatch.store.postgres import PostgresJournal
 from .pgserver import PASSWORD, PASSWORD_ROLE, PgServer
 
 LATEST = MIGRATIONS[-1].version
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _config(tmp_path: Path, url: str | None) -> dict[str, Any]:
@@ -331,3 +335,41 @@ class TestCommandsOnTheDatabase:
             db.execute("INSERT INTO meta (key, value) VALUES ('moved_to', 'postgresql://runwatch@db/runwatch')")
         with pytest.raises(JournalError, match='set \\[state\\] database = "postgresql://runwatch@db/runwatch"'):
             Journal(path)
+
+
+def _block(section: str, language: str) -> str:
+    """The first ```LANGUAGE block of a README section."""
+    text = README.read_text().split(section, 1)[1]
+    return text.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+class TestReadme:
+    def test_the_database_set_up_works_as_written(
+        self, pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The README's SQL makes a role and a database the journal opens and writes in, as the role, with
+        the password through PGPASSWORD and the README's [state] table (only the host is this test's)."""
+        statements = [s.strip() for s in _block("## Several machines", "sql").split(";") if s.strip()]
+        password = re.search(r"PASSWORD '([^']+)'", statements[0])
+        assert password is not None and len(statements) == 2
+        state = tomllib.loads(_block("## Several machines", "toml"))["state"]
+        assert state["database"] == "postgresql://runwatch@db.example.org/runwatch"
+        with pg_server.admin() as conn:
+            for statement in statements:
+                conn.execute(statement.encode())
+        try:
+            monkeypatch.setenv("PGPASSWORD", password[1])
+            url = state["database"].replace(
+                "@db.example.org/runwatch", "@/runwatch?host=" + quote(str(pg_server.root), safe="")
+            )
+            data = {
+                "state": {"dir": str(tmp_path / "state"), "database": url},
+                "inbox": _config(tmp_path, None)["inbox"],
+            }
+            journal = open_store(parse_config(data, "t.toml", env={}))
+            assert journal.add(_job("1")).seq == 1 and journal.counts() == {"accepted": 1}
+            journal.close()
+        finally:
+            pg_server.drop_database("runwatch")
+            with pg_server.admin() as conn:
+                conn.execute("DROP ROLE runwatch")
