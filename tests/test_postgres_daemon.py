@@ -5,6 +5,7 @@ SQLite journal with jobs in flight to a database where the daemon follows them t
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 from runwatch.clock import now_iso
 from runwatch.config import parse_config
+from runwatch.credits import credits_command
 from runwatch.daemon import Daemon
 from runwatch.errors import JournalError
 from runwatch.jobs.job import Job
@@ -57,7 +59,7 @@ def _wait_for(rig: Rig, name: str, states: set[str], process: subprocess.Popen[b
 class TestDaemonOnPostgres:
     def test_requests_reach_their_outputs(self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
         """Requests dropped in the inbox are created once each and succeed, with their outputs; the jobs are in
-        the database and no SQLite journal is made."""
+        the database, `runwatch credits` counts their spending from there, and no SQLite journal is made."""
         rig = rig_factory(sim, state={"database": pg_url}).start()
         names = ["line0", "line1", "rain"]
         rig.drop("line0", SPEECH)
@@ -70,8 +72,13 @@ class TestDaemonOnPostgres:
         assert sim.create_count() == 3 and sim.duplicate_creates() == []
         journal = PostgresJournal(pg_url)
         assert journal.counts() == {"succeeded": 3}
-        assert all(job.task_id and job.credits for job in journal.jobs())
+        spent = sum(job.credits or 0 for job in journal.jobs())
         journal.close()
+        assert spent > 0
+        out = io.StringIO()
+        env = {"RUNWAYML_API_SECRET": sim.key}
+        assert credits_command(config_file=str(rig.config_file()), as_json=True, out=out, env=env) == 0
+        assert json.loads(out.getvalue())["spending"]["journal"]["today"]["total"] == spent  # read from the database
         assert not (rig.root / "state" / "journal.sqlite3").exists()
 
     def test_a_killed_daemon_is_followed_by_the_next(

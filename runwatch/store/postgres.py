@@ -48,7 +48,8 @@ _INSERT = sql.SQL("INSERT INTO jobs ({}) VALUES ({})").format(
 )
 _Sql = LiteralString | sql.Composed  # statements built from constants and our own column names only
 _CONNECT_TIMEOUT = "10"  # seconds; a URL that sets connect_timeout keeps its own
-_POOL_SIZE = 4  # the engine, the sending threads' intents and task ids, the odd reader
+# The engine, and the I/O threads recording intents and task ids (a write holds a connection for milliseconds).
+_POOL_SIZE = 6
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class PostgresJournal:
             self._hold_daemon_lock()
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self._conninfo,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "application_name": "runwatch"},
             min_size=1,
             max_size=pool_size,
             open=False,
