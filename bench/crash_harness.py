@@ -117,8 +117,8 @@ class Report:
             "final states: " + ", ".join(f"{k}={v}" for k, v in sorted(self.states.items())),
             f"creates at the simulator: {self.creates}",
             f"outputs checked byte for byte: {self.outputs_checked}",
-            f"needs_attention (create possibly made: cut off by a kill, or a 5xx after sending): {len(self.needs_attention)}"
-            + (f" {sorted(self.needs_attention)}" if self.needs_attention else ""),
+            "needs_attention (create possibly made: cut off by a kill, or a 5xx after sending): "
+            f"{len(self.needs_attention)}" + (f" {sorted(self.needs_attention)}" if self.needs_attention else ""),
         ]
         out.append("problems: none" if not self.problems else f"problems ({len(self.problems)}):")
         out.extend(f"  - {p}" for p in self.problems[:50])

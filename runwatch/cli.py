@@ -90,10 +90,10 @@ def _status(args: argparse.Namespace) -> int:
     import json
 
     from runwatch.outbox import status_document
-    from runwatch.store import Journal
+    from runwatch.store import open_store
 
     config = _config(args)
-    journal = Journal(config.state.dir / "journal.sqlite3")
+    journal = open_store(config)
     try:
         jobs = journal.jobs(limit=args.limit, name=args.name)
     finally:
@@ -215,6 +215,12 @@ def _doctor(args: argparse.Namespace) -> int:
     from runwatch.doctor import doctor_command
 
     return doctor_command(args.config, as_json=args.json)
+
+
+def _journal_migrate(args: argparse.Namespace) -> int:
+    from runwatch.store.transfer import migrate_command
+
+    return migrate_command(args.to, config_file=args.config)
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -494,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     journal = sub.add_parser(
         "journal",
-        help="the journal itself: rebuild it from the work areas",
+        help="the journal itself: rebuild it from the work areas, or move it to PostgreSQL",
         description="Commands on the journal (the state database).",
     )
     journal_sub = journal.add_subparsers(dest="journal_command", metavar="JOURNAL_COMMAND", required=True)
@@ -522,6 +528,21 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(doctor)
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.set_defaults(func=_doctor)
+
+    migrate = journal_sub.add_parser(
+        "migrate",
+        help="move the SQLite journal into an empty PostgreSQL database",
+        description="Move the SQLite journal of the state directory (every job and command, as they are) into an "
+        "empty PostgreSQL database, for [state] database. Stop the daemon first. The SQLite journal is kept, "
+        "marked as moved; a daemon started on the database follows the unfinished jobs.",
+        epilog="Exit status: 0 moved, 1 no SQLite journal, a daemon or a `runwatch submit` still running, or the "
+        "database not empty or unreachable, 2 a bad URL, 78 a config error.",
+    )
+    with_config(migrate)
+    migrate.add_argument(
+        "--to", required=True, metavar="URL", help="postgresql://USER@HOST/DATABASE (no password in it)"
+    )
+    migrate.set_defaults(func=_journal_migrate)
     return parser
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast, get_args
+from urllib.parse import parse_qsl, urlsplit
 
 from runwatch.catalog import load_catalog
 from runwatch.errors import ConfigError, MissingKey, Problem
@@ -33,6 +34,7 @@ __all__ = [
     "S3Config",
     "SchedulerConfig",
     "StateConfig",
+    "database_url_problem",
     "find_config",
     "load_api_key",
     "load_config",
@@ -47,6 +49,7 @@ Transport = Literal["auto", "s3", "runway", "data"]
 SYSTEM_CONFIG: Final = Path("/etc/runwatch/config.toml")
 DEFAULT_STATE_DIR: Final = Path("/var/lib/runwatch")
 CREDENTIAL_NAME: Final = "runway_api_key"
+DB_CREDENTIAL_NAME: Final = "runwatch_db_password"
 _ENV_KEYS: Final = ("RUNWAYML_API_SECRET", "RUNWAY_API_KEY")  # the SDK's name first
 MIB: Final = 1024 * 1024
 MAX_PRESIGN: Final = 604800  # SigV4 presigned URLs live at most 7 days
@@ -74,6 +77,12 @@ _AWS_REFUSED = (
     "S3 credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
     "profiles, instance roles), never from the config file"
 )
+DB_PASSWORD_SOURCES: Final = (
+    "PGPASSWORD, a password file (~/.pgpass, or the one PGPASSFILE names) or a systemd credential named "
+    f"{DB_CREDENTIAL_NAME} (LoadCredential=)"
+)
+_DB_PASSWORD_REFUSED = f"the database password never goes in the config file; give it through {DB_PASSWORD_SOURCES}"
+_DB_URL = "a PostgreSQL URL, postgresql://USER@HOST/DATABASE"
 _URL_RE = re.compile(r"https?://[^\s/?#@]+(/[^\s?#]*)?")
 _VERSION_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _FIELD_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*")
@@ -108,6 +117,8 @@ class S3Config:
 @dataclass(frozen=True)
 class StateConfig:
     dir: Path
+    database: str | None = None
+    """A PostgreSQL URL: the journal lives there instead of in ``dir`` (which keeps the node's local state)."""
 
 
 @dataclass(frozen=True)
@@ -324,6 +335,8 @@ class _Table:
                 self.problem(name, _KEY_REFUSED)
             elif self.where == "s3" and name.lower().startswith("aws_"):
                 self.problem(name, _AWS_REFUSED)
+            elif self.where == "state" and "password" in name.lower():
+                self.problem(name, _DB_PASSWORD_REFUSED)
             else:
                 near = difflib.get_close_matches(name, self.known, n=1)
                 hint = f' (did you mean "{near[0]}"?)' if near else ""
@@ -425,10 +438,40 @@ def _s3(t: _Table) -> S3Config:
     )
 
 
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with a PostgreSQL URL for the journal, or None. The message never repeats the URL: it may
+    hold a password."""
+    if not url.strip() or any(c.isspace() or not c.isprintable() for c in url):
+        return f"expected {_DB_URL}, without spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return f"expected {_DB_URL}; this one does not parse"
+    if parts.scheme not in ("postgresql", "postgres") or not url.startswith(f"{parts.scheme}://"):
+        return f"expected {_DB_URL}; it must start with postgresql://"
+    if parts.password is not None or any(key.lower() in ("password", "sslpassword") for key, _ in query):
+        return _DB_PASSWORD_REFUSED
+    if parts.fragment:
+        return f"expected {_DB_URL}; a #fragment has no meaning here"
+    return None
+
+
 def _state(t: _Table, base: Path, env: Mapping[str, str]) -> StateConfig:
     # systemd's StateDirectory= sets $STATE_DIRECTORY (colon-separated when several are listed).
     from_systemd = env.get("STATE_DIRECTORY", "").split(":")[0]
-    return StateConfig(dir=t.path("dir", Path(from_systemd) if from_systemd else DEFAULT_STATE_DIR, base=base, env=env))
+    folder = t.path("dir", Path(from_systemd) if from_systemd else DEFAULT_STATE_DIR, base=base, env=env)
+    database = t.get("database")
+    if database is _MISSING:
+        return StateConfig(dir=folder)
+    # Checked here, not by string(): a rejected value is shown in the message, and this one may hold a password.
+    problem = (
+        database_url_problem(database) if isinstance(database, str) else f"expected {_DB_URL}, found {_found(database)}"
+    )
+    if problem is not None:
+        t.problem("database", problem)
+        return StateConfig(dir=folder)
+    return StateConfig(dir=folder, database=database)
 
 
 def _budget(t: _Table) -> BudgetConfig:

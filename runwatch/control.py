@@ -19,7 +19,7 @@ from runwatch.ops import EXIT_FAILURE, EXIT_OK, daemon_holder, load_required_con
 if TYPE_CHECKING:
     from runwatch.config import Config
     from runwatch.jobs.job import Job
-    from runwatch.store import Journal
+    from runwatch.store import Store
 
 __all__ = ["ANSWER_TIMEOUT", "KINDS", "carried_out", "control_command"]
 
@@ -57,17 +57,17 @@ def control_command(
     """0 when the daemon carries the command out (with --wait: when the request ended as asked: cancelled for a
     cancel, succeeded for a retry or an approval); 1 when there is no such request, the daemon refuses, no
     daemon runs (the command stays recorded for the next start), or the request ended otherwise."""
-    from runwatch.store import Journal
+    from runwatch.store import journal_exists, open_store
 
     out, err = out or sys.stdout, err or sys.stderr
     if kind not in KINDS:
         raise ValueError(kind)
     config = load_required_config(config_file, env)
     state_dir = config.state.dir
-    if not (state_dir / "journal.sqlite3").exists():
+    if not journal_exists(config):
         err.write(f"runwatch {kind}: no request named {name!r} (no journal in {state_dir} yet)\n")
         return EXIT_FAILURE
-    journal = Journal(state_dir / "journal.sqlite3")
+    journal = open_store(config, env)
     try:
         job = journal.find(name)  # the job the engine acts on: the newest active one, else the newest
         if job is None:
@@ -105,7 +105,7 @@ def control_command(
 
 
 def _answer(
-    journal: Journal, command_id: int, state_dir: Path, timeout: float, sleep: Callable[[float], None]
+    journal: Store, command_id: int, state_dir: Path, timeout: float, sleep: Callable[[float], None]
 ) -> str | None:
     """The daemon's answer, or None when it gave none in time or stopped."""
     deadline = time.monotonic() + timeout
@@ -125,7 +125,7 @@ def _answer(
 
 
 def _follow(
-    journal: Journal,
+    journal: Store,
     config: Config,
     job_id: str,
     kind: str,

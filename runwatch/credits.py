@@ -95,7 +95,7 @@ def credits_command(
     from runwatch.api import RunwayClient
     from runwatch.config import load_api_key
     from runwatch.errors import ApiError, ApiStatusError
-    from runwatch.store import Journal
+    from runwatch.store import journal_exists, open_store
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -117,10 +117,9 @@ def credits_command(
             usage = api.usage(start=today.replace(day=1).isoformat(), before=(today + timedelta(days=1)).isoformat())
         except ApiError as exc:  # the balance is still worth showing
             usage, usage_error = {}, str(exc)
-    path = config.state.dir / "journal.sqlite3"
     jobs: list[Job] = []
-    if path.exists():  # a read-only look: no state folder is made for it
-        journal = Journal(path)
+    if journal_exists(config):  # a read-only look: no state folder is made for it
+        journal = open_store(config, env)
         try:
             jobs = journal.jobs(limit=1_000_000)
         finally:

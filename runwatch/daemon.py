@@ -39,7 +39,8 @@ from runwatch.jobs.engine import Engine
 from runwatch.jobs.job import Job
 from runwatch.jobs.states import IN_FLIGHT, State
 from runwatch.media import DataTransport, RunwayTransport, S3Transport
-from runwatch.store import Journal, StateLock
+from runwatch.store import StateLock, Store, open_store
+from runwatch.store.opening import sqlite_path
 from runwatch.workrecords import claimed_anything, prepare_records
 
 __all__ = ["Daemon", "run_daemon", "status_line"]
@@ -403,30 +404,30 @@ def _state_dir_problem(state: Path, exc: OSError) -> str:
     )
 
 
-def open_journal(config: Config) -> Journal:
-    """The journal, checked against the work area: a journal that is missing, empty or unreadable while the
-    work area holds requests taken before is refused (they might be sent again), with the way out."""
-    path = config.state.dir / "journal.sqlite3"
-    try:
-        lost = not path.exists() or path.stat().st_size == 0
-    except OSError as exc:
-        raise StartupError(_state_dir_problem(config.state.dir, exc)) from exc
+def open_journal(config: Config) -> Store:
+    """The journal, checked against the work area: a SQLite journal that is missing, empty or unreadable while
+    the work area holds requests taken before is refused (they might be sent again), with the way out."""
     taken = [inbox.name for inbox in config.inboxes if inbox.path.is_dir() and claimed_anything(inbox)]
     fix = (
         "restore the journal from a backup, or rebuild it from the work area with `runwatch journal rebuild` "
         "(README: What runwatch does when …)"
     )
-    if lost and taken:
-        raise StartupError(
-            f"the journal {path} is {'empty' if path.exists() else 'missing'}, but the work area of inbox "
-            f"{', '.join(repr(t) for t in taken)} holds requests taken before; nothing is sent until it is "
-            f"back: {fix}"
-        )
+    if config.state.database is None:
+        path = sqlite_path(config)
+        try:
+            lost = not path.exists() or path.stat().st_size == 0
+        except OSError as exc:
+            raise StartupError(_state_dir_problem(config.state.dir, exc)) from exc
+        if lost and taken:
+            raise StartupError(
+                f"the journal {path} is {'empty' if path.exists() else 'missing'}, but the work area of inbox "
+                f"{', '.join(repr(t) for t in taken)} holds requests taken before; nothing is sent until it is "
+                f"back: {fix}"
+            )
     try:
-        journal = Journal(path)
+        return open_store(config, daemon=True)
     except JournalError as exc:
-        raise StartupError(f"{exc}; {fix}" if taken else f"{exc}; move it aside to start afresh") from exc
-    return journal
+        raise StartupError(f"{exc}; {fix}" if taken else str(exc)) from exc
 
 
 def status_line(jobs: Iterable[Job], *, waiting_files: int, watched: int, paused: int) -> str:

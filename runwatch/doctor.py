@@ -326,10 +326,10 @@ def check_inotify_limits(config: Config, proc: Path = PROC_INOTIFY, mounts: Path
 # -- state, key, API, clock, S3 -------------------------------------------------------------------------
 
 
-def check_state(config: Config) -> CheckResult:
-    """The state directory is writable and the journal opens."""
+def check_state(config: Config, env: Mapping[str, str] = os.environ) -> CheckResult:
+    """The state directory is writable and the journal opens (the SQLite file in it, or the configured database)."""
     from runwatch.jobs.states import ACTIVE
-    from runwatch.store import Journal
+    from runwatch.store import journal_exists, journal_name, open_store
 
     name, folder = "state", config.state.dir
     if not folder.exists():
@@ -347,21 +347,25 @@ def check_state(config: Config) -> CheckResult:
             f"{folder}: not a writable folder for uid {os.geteuid()}",
             "give the service user read/write access to the state directory",
         )
-    path = folder / "journal.sqlite3"
     holder = daemon_holder(folder)
     running = f"; a daemon is running ({holder})" if holder else "; no daemon running"
-    if not path.exists():
+    if not journal_exists(config):
         return _ok(name, f"{folder}: writable; no journal yet (made at the first start){running}")
     try:
-        journal = Journal(path)
+        journal = open_store(config, env)
         try:
             counts = journal.counts()
         finally:
             journal.close()
     except RunwatchError as exc:
-        return _fail(name, str(exc), "check the file's owner and permissions; restore it from a backup if damaged")
+        hint = (
+            "check the database is up, the URL, the role and its password"
+            if config.state.database
+            else "check the file's owner and permissions; restore it from a backup if damaged"
+        )
+        return _fail(name, str(exc), hint)
     active = sum(n for state, n in counts.items() if state in ACTIVE)
-    return _ok(name, f"{path}: {sum(counts.values()):,} jobs, {active:,} active{running}")
+    return _ok(name, f"{journal_name(config)}: {sum(counts.values()):,} jobs, {active:,} active{running}")
 
 
 def _key_source(config: Config, key: str, env: Mapping[str, str]) -> str:
@@ -535,7 +539,7 @@ def iter_checks(
             yield check_filesystem_type(inbox, mounts)
             yield check_events(inbox, event_timeout, mounts)
     yield check_inotify_limits(config, proc, mounts)
-    yield check_state(config)
+    yield check_state(config, env)
     key_result, key = check_api_key(config, env)
     yield key_result
     if key is not None:

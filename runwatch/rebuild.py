@@ -30,7 +30,8 @@ from runwatch.jobs.lifecycle import unconfirmed_error
 from runwatch.jobs.states import FINAL, State
 from runwatch.request import MEDIA_SUFFIXES
 from runwatch.requestfile import parse, read
-from runwatch.store import Journal
+from runwatch.store import open_store
+from runwatch.store.opening import sqlite_path
 from runwatch.workrecords import INTENT_MARK, read_intent_mark, status_shown
 
 __all__ = ["Rebuilt", "rebuild_journal"]
@@ -40,7 +41,7 @@ __all__ = ["Rebuilt", "rebuild_journal"]
 class Rebuilt:
     """What a rebuild found, by state."""
 
-    path: Path
+    path: Path | str
     states: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -50,8 +51,8 @@ class Rebuilt:
 
 def rebuild_journal(config: Config) -> Rebuilt:
     """Make the journal of ``config`` again from its inboxes' work areas (see the module docstring)."""
-    path = config.state.dir / "journal.sqlite3"
-    journal = Journal(path)
+    journal = open_store(config)
+    path = config.state.database or sqlite_path(config)
     try:
         held = journal.counts()
         if held:

@@ -198,7 +198,7 @@ def submit_command(
     from runwatch.api import RunwayClient
     from runwatch.config import load_api_key
     from runwatch.jobs.job import Job
-    from runwatch.store import Journal
+    from runwatch.store import open_store
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -223,7 +223,7 @@ def submit_command(
         return EXIT_FAILURE
     req = checked.request
     target = (Path(out_dir) if out_dir else file.parent).absolute()
-    journal = Journal(config.state.dir / "journal.sqlite3")
+    journal = open_store(config, env)
     http = httpx.Client(timeout=httpx.Timeout(config.runway.timeout, connect=10.0), follow_redirects=False)
     job_id = _new_job_id()
     lock = _SubmitLock(config.state.dir / "submit", job_id)

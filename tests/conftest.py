@@ -20,7 +20,7 @@ import pytest
 from runwatch.simulator import SimConfig, Simulator
 from tests.s3server import INSTALL_HINT, S3Server, S3ServerError, find_weed, start_s3_server
 
-pytest_plugins = ["tests.rig"]  # the daemon rig and its rig_factory fixture, shared by the daemon-level tests
+pytest_plugins = ["tests.rig", "tests.pgserver"]  # the daemon rig and a PostgreSQL server, for the tests that need them
 
 # Under CI (the CI variable set, as CI services do) every tool the suite uses is installed, so a test never
 # passes by being skipped for one that is missing: need() fails there, and any other skip fails too unless it

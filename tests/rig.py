@@ -21,7 +21,7 @@ from runwatch.config import Config, parse_config
 from runwatch.daemon import Daemon
 from runwatch.outbox import status_path
 from runwatch.simulator import Simulator
-from runwatch.store import Journal
+from runwatch.store import Store, open_store
 
 from .conftest import SAMPLES
 
@@ -40,6 +40,7 @@ class Rig:
         inbox: dict[str, Any] | None = None,
         runway: dict[str, Any] | None = None,
         budget: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
     ) -> None:
         self.root, self.sim, self.s3 = root, sim, s3
         self.inbox = root / "inbox"
@@ -47,7 +48,7 @@ class Rig:
         self.inbox.mkdir(exist_ok=True)
         data: dict[str, Any] = {
             "runway": {"base_url": sim.url, "poll_interval": 0.05, **(runway or {})},
-            "state": {"dir": str(root / "state")},
+            "state": {"dir": str(root / "state"), **(state or {})},
             "scheduler": {"rescan": 1.0},
             "inbox": [{"path": str(self.inbox), "outbox": str(self.outbox), "settle": 0.3, **(inbox or {})}],
         }
@@ -118,8 +119,9 @@ class Rig:
             time.sleep(0.02)
         raise AssertionError(f"{name} did not reach {states} in {timeout} s; last status: {last}")
 
-    def journal(self) -> Journal:
-        return Journal(self.root / "state" / "journal.sqlite3")
+    def journal(self) -> Store:
+        """The journal the rig's config names (SQLite in the state folder, or its [state] database)."""
+        return open_store(self.config)
 
     def check_outputs(self, status: dict[str, Any]) -> None:
         """Every output is in the outbox, byte-identical to what the simulator served for the task."""

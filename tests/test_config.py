@@ -115,7 +115,7 @@ class TestExample:
         data = tomllib.loads(uncomment(EXAMPLE.read_text()))
         for section, cls in SECTIONS.items():
             assert set(data[section]) == {f.name for f in dataclasses.fields(cls)}, section
-        assert set(data["state"]) == {"dir"}
+        assert set(data["state"]) == {"dir", "database"}
         assert set(data["inbox"][0]) == inbox_keys()
         assert set(data) == {"umask", "runway", "s3", "state", "budget", "scheduler", "daemon", "inbox"}
 

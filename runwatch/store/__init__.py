@@ -1,6 +1,8 @@
-"""Where jobs are kept: the protocol the engine needs, and its backends (SQLite today)."""
+"""Where jobs are kept: the protocol the engine needs, its backends (SQLite, PostgreSQL), and the one place that
+opens the backend a config names."""
 
-from runwatch.store.protocol import Store
-from runwatch.store.sqlite import Command, Journal, StateLock
+from runwatch.store.opening import journal_exists, journal_name, open_store
+from runwatch.store.protocol import Command, Store
+from runwatch.store.sqlite import Journal, StateLock
 
-__all__ = ["Command", "Journal", "StateLock", "Store"]
+__all__ = ["Command", "Journal", "StateLock", "Store", "journal_exists", "journal_name", "open_store"]

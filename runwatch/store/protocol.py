@@ -1,7 +1,8 @@
 """What the engine, the money guard and the commands need of a journal, and nothing more.
 
-SQLite (:class:`runwatch.store.sqlite.Journal`) implements it today; a second backend (PostgreSQL, shared by
-several nodes) implements the same methods without the engine changing. The money rule lives in three of them:
+SQLite (:class:`runwatch.store.sqlite.Journal`, the default) and PostgreSQL
+(:class:`runwatch.store.postgres.PostgresJournal`, for a journal several machines share) implement it; the engine
+does not know which one it has. The money rule lives in three of them:
 :meth:`Store.record_intent` is committed before a create leaves, :meth:`Store.record_task` the moment Runway
 names the task, :meth:`Store.clear_intent` only on an answer proving nothing was made. The sending thread calls
 those three by job id; every other write comes from the engine's thread.
@@ -10,13 +11,22 @@ those three by job id; every other write comes from the engine's thread.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from runwatch.jobs.job import Job
-    from runwatch.store.sqlite import Command
 
-__all__ = ["Intents", "Store"]
+__all__ = ["Command", "Intents", "Store"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command another process left for the daemon (``runwatch cancel NAME`` and friends)."""
+
+    id: int
+    kind: str
+    name: str
 
 
 class Intents(Protocol):

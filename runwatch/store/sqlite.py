@@ -18,7 +18,6 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from runwatch.clock import now_iso
 from runwatch.errors import JournalError
 from runwatch.jobs.job import FIELDS, Job
 from runwatch.jobs.states import ACTIVE, AT_RUNWAY, FINAL, State
+from runwatch.store.protocol import Command
 
 __all__ = ["Command", "Journal", "StateLock"]
 
@@ -81,13 +81,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 _JSON_FIELDS = ("body", "error", "outputs", "placed", "history")
 
 
-@dataclass(frozen=True)
-class Command:
-    id: int
-    kind: str
-    name: str
-
-
 _COLUMNS = FIELDS
 
 
@@ -125,8 +118,15 @@ class Journal:
             self._db.execute("PRAGMA busy_timeout=10000")
             self._db.executescript(_SCHEMA)
             self._migrate()
+            moved = self._db.execute("SELECT value FROM meta WHERE key = 'moved_to'").fetchone()
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {path}: {exc}") from exc
+        if moved is not None:  # its jobs are followed from the database now: following them here too sends twice
+            self._db.close()
+            raise JournalError(
+                f"the journal {path} was moved to {moved[0]} by `runwatch journal migrate`; "
+                f'set [state] database = "{moved[0]}" in the config'
+            )
         self._lock = threading.RLock()
 
     def _migrate(self) -> None:

@@ -1,0 +1,378 @@
+"""The journal in PostgreSQL: the same jobs, commands and money rule as the SQLite journal, in a database that
+several machines can reach (``[state] database = "postgresql://…"``).
+
+Every write is one transaction committed with ``synchronous_commit = on`` (set per connection, whatever the
+server's default): an intent or a task id is on the server's disk before the call returns. Only
+:meth:`PostgresJournal.save_waiting` commits without waiting for the flush, as the SQLite journal does without
+an fsync. Connections come from a small pool, so the sending thread's writes do not queue behind the engine's.
+Every driver error leaves as a :class:`~runwatch.errors.JournalError` naming the database.
+
+The password never comes from the config: libpq reads ``PGPASSWORD`` or the password file (``~/.pgpass``,
+``PGPASSFILE``) itself, and a systemd credential named ``runwatch_db_password`` is passed as the password.
+
+Until nodes share a database, one daemon uses it: the daemon's journal holds an advisory lock for its life
+(released by the server when the process dies), and a second daemon on the same database refuses to start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Json
+from psycopg_pool import ConnectionPool
+
+from runwatch.clock import now_iso
+from runwatch.config import DB_PASSWORD_SOURCES
+from runwatch.errors import JournalError
+from runwatch.jobs.job import FIELDS, Job
+from runwatch.jobs.states import ACTIVE, AT_RUNWAY, FINAL, State
+from runwatch.store.pgschema import DAEMON_LOCK, LOCK_CLASS, migrate
+from runwatch.store.protocol import Command
+
+__all__ = ["CommandRecord", "PostgresJournal"]
+
+_JSON_FIELDS = frozenset({"body", "error", "outputs", "placed", "history"})
+_COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in FIELDS)
+_INSERT = sql.SQL("INSERT INTO jobs ({}) VALUES ({})").format(
+    _COLUMNS, sql.SQL(", ").join(sql.Placeholder() for _ in FIELDS)
+)
+_Sql = LiteralString | sql.Composed  # statements built from constants and our own column names only
+_CONNECT_TIMEOUT = "10"  # seconds; a URL that sets connect_timeout keeps its own
+# The engine, and the I/O threads recording intents and task ids (a write holds a connection for milliseconds).
+_POOL_SIZE = 6
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """A command as the journal keeps it, answered or not: what ``runwatch journal migrate`` carries over."""
+
+    id: int
+    kind: str
+    name: str
+    created_at: str
+    done_at: str | None = None
+    result: str | None = None
+
+
+def _one_line(exc: BaseException) -> str:
+    """libpq's messages run over several lines (a DETAIL, a HINT): one line for a log or a terminal."""
+    return " ".join(str(exc).split())
+
+
+def _encode(key: str, value: Any) -> Any:
+    if key in _JSON_FIELDS:
+        return None if value is None else Json(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def _job(row: DictRow) -> Job:
+    return Job(**{name: row[name] for name in FIELDS})
+
+
+class PostgresJournal:
+    """Jobs and commands in PostgreSQL. Any thread may call; each call takes a pooled connection."""
+
+    def __init__(
+        self, url: str, *, password: str | None = None, daemon: bool = False, pool_size: int = _POOL_SIZE
+    ) -> None:
+        self.url = url  # as configured: it never holds a password (config.database_url_problem)
+        self._lock_conn: psycopg.Connection[Any] | None = None
+        self._conninfo = self._make_conninfo(url, password)
+        first = self._connect("runwatch")
+        try:
+            row = first.execute("SHOW server_encoding").fetchone()
+            encoding = row[0] if row else b"unknown"
+            shown = encoding.decode() if isinstance(encoding, bytes) else str(encoding)  # bytes unless UTF8
+            if shown != "UTF8":
+                raise JournalError(
+                    f"the journal database {url} has the encoding {shown}; runwatch needs UTF8 "
+                    "(CREATE DATABASE … ENCODING 'UTF8')"
+                )
+            migrate(first, url)
+        except psycopg.Error as exc:
+            raise JournalError(f"cannot open the journal database {url}: {_one_line(exc)}") from exc
+        finally:
+            first.close()
+        if daemon:
+            self._hold_daemon_lock()
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            self._conninfo,
+            kwargs={"autocommit": True, "application_name": "runwatch"},
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            name="runwatch-journal",
+            configure=self._configure,
+        )
+        try:
+            self._pool.open(wait=True, timeout=30.0)
+        except psycopg.Error as exc:
+            self._release_lock()
+            raise JournalError(f"cannot open the journal database {url}: {_one_line(exc)}") from exc
+
+    # -- connecting -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _make_conninfo(url: str, password: str | None) -> str:
+        try:
+            given = conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            raise JournalError(f"the journal database URL {url} is not valid: {_one_line(exc)}") from exc
+        extra: dict[str, Any] = {}
+        if "connect_timeout" not in given:
+            extra["connect_timeout"] = _CONNECT_TIMEOUT
+        if password is not None:
+            extra["password"] = password
+        return make_conninfo(url, **extra)
+
+    @staticmethod
+    def _configure(conn: psycopg.Connection[Any]) -> None:
+        # The money rule needs a commit on disk before a create leaves, even on a server set to run without.
+        conn.execute("SET synchronous_commit = on")
+
+    def _connect(self, application: str) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True, application_name=application[:63])
+            self._configure(conn)
+        except psycopg.Error as exc:
+            message = _one_line(exc)
+            hint = f"; the password comes from {DB_PASSWORD_SOURCES}" if "password" in message else ""
+            raise JournalError(f"cannot open the journal database {self.url}: {message}{hint}") from exc
+        return conn
+
+    def _hold_daemon_lock(self) -> None:
+        """Take the one-daemon lock on a connection of its own, kept open until close()."""
+        conn = self._connect(f"runwatch daemon on {socket.gethostname()} pid {os.getpid()}")
+        try:
+            # A daemon restarted at once after a crash may find the server still closing the dead one's session.
+            conn.execute("SET lock_timeout = '3s'")
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, DAEMON_LOCK))
+                conn.execute("RESET lock_timeout")
+            except psycopg.errors.LockNotAvailable as exc:
+                holder = conn.execute(
+                    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s "
+                    "AND l.objid::bigint = %s AND l.objsubid = 2",
+                    (LOCK_CLASS, DAEMON_LOCK),
+                ).fetchone()
+                raise JournalError(
+                    f"the journal database {self.url} is in use by {holder[0] if holder else 'another runwatch'}; "
+                    "one runwatch daemon per database"
+                ) from exc
+        except psycopg.Error as exc:
+            conn.close()
+            raise JournalError(f"cannot open the journal database {self.url}: {_one_line(exc)}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._lock_conn = conn
+
+    def _release_lock(self) -> None:
+        if self._lock_conn is not None:
+            self._lock_conn.close()  # the server releases a session's advisory locks when it ends
+            self._lock_conn = None
+
+    def close(self) -> None:
+        self._pool.close()
+        self._release_lock()
+
+    @contextlib.contextmanager
+    def _cursor(self, transaction: bool = False, durable: bool = True) -> Iterator[psycopg.Cursor[DictRow]]:
+        """A cursor on a pooled connection; every driver error becomes a JournalError.
+
+        Without ``transaction`` each statement commits on its own (one round trip for a one-statement write).
+        """
+        try:
+            with (
+                self._pool.connection() as conn,
+                conn.transaction() if transaction else contextlib.nullcontext(),
+                conn.cursor(row_factory=dict_row) as cur,
+            ):
+                if not durable:  # still atomic; only the wait for the flush is left to the next durable commit
+                    cur.execute("SET LOCAL synchronous_commit = off")
+                yield cur
+        except psycopg.Error as exc:
+            raise JournalError(f"journal {self.url}: {_one_line(exc)}") from exc
+
+    def _query(self, query: _Sql, args: Sequence[Any] = ()) -> list[DictRow]:
+        with self._cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall()
+
+    def _write(self, query: _Sql, args: Sequence[Any]) -> None:
+        """One statement, committed durably on its own."""
+        with self._cursor() as cur:
+            cur.execute(query, args)
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    def add(self, job: Job) -> Job:
+        self.add_many([job])
+        return job
+
+    def add_many(self, jobs: Sequence[Job]) -> None:
+        """Record new jobs in one commit; their seq numbers come from the database's sequence."""
+        if not jobs:
+            return
+        stamp = now_iso()
+        with self._cursor(transaction=True) as cur:
+            cur.execute("SELECT nextval('jobs_seq') AS seq FROM generate_series(1, %s)", (len(jobs),))
+            numbers = sorted(int(row["seq"]) for row in cur.fetchall())
+            for job, seq in zip(jobs, numbers, strict=True):
+                job.created_at = job.created_at or stamp
+                job.updated_at = stamp
+                job.seq = seq
+            cur.executemany(_INSERT, [[_encode(k, getattr(job, k)) for k in FIELDS] for job in jobs])
+
+    def update(self, job: Job, **changes: Any) -> Job:
+        """Apply changes to the job and commit them durably before returning."""
+        for key, value in changes.items():
+            if key not in FIELDS or key in ("id", "seq"):
+                raise JournalError(f"journal: {key!r} is not a job field that may change")
+            setattr(job, key, value)
+        job.updated_at = now_iso()
+        changes["updated_at"] = job.updated_at
+        sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in changes)
+        self._write(
+            sql.SQL("UPDATE jobs SET {} WHERE id = %s").format(sets),
+            [*(_encode(k, v) for k, v in changes.items()), job.id],
+        )
+        return job
+
+    # -- what the sending thread records, keyed by job id -----------------------------------------
+
+    def record_intent(self, job_id: str, *, first: bool) -> str:
+        """A create is about to leave: commit the intent (and count the attempt on the first try)."""
+        stamp = now_iso()
+        bump = sql.SQL(", attempts = attempts + 1" if first else "")
+        self._write(
+            sql.SQL("UPDATE jobs SET create_started_at = %s, updated_at = %s{} WHERE id = %s").format(bump),
+            (stamp, stamp, job_id),
+        )
+        return stamp
+
+    def clear_intent(self, job_id: str) -> None:
+        """The create surely created nothing: no intent stands."""
+        self._write("UPDATE jobs SET create_started_at = NULL, updated_at = %s WHERE id = %s", (now_iso(), job_id))
+
+    def record_task(self, job_id: str, task_id: str, estimated_credits: float | None) -> None:
+        """Runway named the task: commit its id the moment the answer is in."""
+        self._write(
+            "UPDATE jobs SET task_id = %s, estimated_credits = COALESCE(%s, estimated_credits), state = %s, "
+            "updated_at = %s WHERE id = %s",
+            (task_id, estimated_credits, State.SUBMITTED.value, now_iso(), job_id),
+        )
+
+    def save_waiting(self, jobs: Iterable[Job]) -> None:
+        """State, progress and updated_at of jobs waiting at Runway, in one commit that does not wait for the
+        flush. Only rows still in a waiting state change: a late batch never overwrites a state committed on
+        its own."""
+        rows = [(str(job.state), job.progress, job.updated_at, job.id) for job in jobs if job.state in AT_RUNWAY]
+        if not rows:
+            return
+        waiting = sorted(AT_RUNWAY)
+        with self._cursor(transaction=True, durable=False) as cur:
+            cur.executemany(
+                "UPDATE jobs SET state = %s, progress = %s, updated_at = %s WHERE id = %s AND state = ANY(%s)",
+                [(*row, waiting) for row in rows],
+            )
+
+    def get(self, job_id: str) -> Job | None:
+        rows = self._query("SELECT * FROM jobs WHERE id = %s", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def find(self, name: str) -> Job | None:
+        """The job a person means by NAME: the newest active one, else the newest one."""
+        rows = self._query(
+            "SELECT * FROM jobs WHERE name = %s ORDER BY (state = ANY(%s)), seq DESC LIMIT 1", (name, sorted(FINAL))
+        )
+        return _job(rows[0]) if rows else None
+
+    def active(self, inbox: str | None = None) -> list[Job]:
+        """Unfinished jobs, oldest first (of one inbox, when given)."""
+        if inbox is None:
+            rows = self._query("SELECT * FROM jobs WHERE state = ANY(%s) ORDER BY seq", (sorted(ACTIVE),))
+        else:
+            rows = self._query(
+                "SELECT * FROM jobs WHERE state = ANY(%s) AND inbox = %s ORDER BY seq", (sorted(ACTIVE), inbox)
+            )
+        return [_job(r) for r in rows]
+
+    def jobs(self, limit: int = 200, name: str | None = None) -> list[Job]:
+        if name is None:
+            rows = self._query("SELECT * FROM jobs ORDER BY seq DESC LIMIT %s", (limit,))
+        else:
+            rows = self._query("SELECT * FROM jobs WHERE name = %s ORDER BY seq DESC LIMIT %s", (name, limit))
+        return [_job(r) for r in rows]
+
+    def recently_finished(self, limit: int) -> list[Job]:
+        """The jobs that reached a final state last, newest first."""
+        rows = self._query(
+            "SELECT * FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC, seq DESC LIMIT %s", (limit,)
+        )
+        return [_job(r) for r in rows]
+
+    def known_dirs(self) -> set[str]:
+        return {r["job_dir"] for r in self._query("SELECT job_dir FROM jobs WHERE job_dir IS NOT NULL")}
+
+    def counts(self) -> dict[str, int]:
+        return {r["state"]: int(r["n"]) for r in self._query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")}
+
+    # -- commands from other processes ------------------------------------------------------------
+
+    def add_command(self, kind: str, name: str) -> int:
+        rows = self._query(
+            "INSERT INTO commands (kind, name, created_at) VALUES (%s, %s, %s) RETURNING id", (kind, name, now_iso())
+        )
+        return int(rows[0]["id"])
+
+    def pending_commands(self) -> list[Command]:
+        rows = self._query("SELECT id, kind, name FROM commands WHERE done_at IS NULL ORDER BY id")
+        return [Command(int(r["id"]), r["kind"], r["name"]) for r in rows]
+
+    def finish_command(self, command_id: int, result: str) -> None:
+        self._write("UPDATE commands SET done_at = %s, result = %s WHERE id = %s", (now_iso(), result, command_id))
+
+    def command_result(self, command_id: int) -> str | None:
+        rows = self._query("SELECT result FROM commands WHERE id = %s AND done_at IS NOT NULL", (command_id,))
+        return str(rows[0]["result"]) if rows else None
+
+    # -- a whole journal brought over (`runwatch journal migrate`) --------------------------------
+
+    def load(self, jobs: Sequence[Job], commands: Sequence[CommandRecord]) -> None:
+        """Copy another journal's jobs and commands in as they are (ids, seq numbers, times), in one commit;
+        refused unless this journal holds neither jobs nor commands."""
+        with self._cursor(transaction=True) as cur:
+            # No other writer between the look and the copy.
+            cur.execute("LOCK TABLE jobs, commands IN EXCLUSIVE MODE")
+            cur.execute("SELECT (SELECT COUNT(*) FROM jobs) AS jobs, (SELECT COUNT(*) FROM commands) AS commands")
+            held = cur.fetchone()
+            if held is None or held["jobs"] or held["commands"]:
+                shown = f"{held['jobs']} jobs and {held['commands']} commands" if held else "something"
+                raise JournalError(f"the journal database {self.url} already holds {shown}; it must be empty")
+            cur.executemany(_INSERT, [[_encode(k, getattr(job, k)) for k in FIELDS] for job in jobs])
+            cur.executemany(
+                "INSERT INTO commands (id, kind, name, created_at, done_at, result) VALUES (%s, %s, %s, %s, %s, %s)",
+                [(c.id, c.kind, c.name, c.created_at, c.done_at, c.result) for c in commands],
+            )
+            # New jobs and commands number on from the ones brought over.
+            cur.execute(
+                "SELECT setval('jobs_seq', GREATEST((SELECT MAX(seq) FROM jobs), 1), EXISTS (SELECT FROM jobs))"
+            )
+            cur.execute(
+                "SELECT setval(pg_get_serial_sequence('commands', 'id'), GREATEST((SELECT MAX(id) FROM commands), 1), "
+                "EXISTS (SELECT FROM commands))"
+            )
