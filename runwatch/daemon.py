@@ -236,6 +236,9 @@ class Daemon:
         )
         if self._reload_failed:
             text += "; the last reload failed, see the log"
+        trouble = self.engine.health()
+        if trouble:  # what systemctl status shows first: the daemon is running, but not well
+            text = "UNHEALTHY: " + "; ".join(trouble) + "; " + text
         self._status_at = now  # counted every _STATUS_EVERY, sent only when it changed
         if text != self._status_sent:
             notify.status(text)

@@ -202,20 +202,29 @@ class Journal:
                 )
 
     def update(self, job: Job, **changes: Any) -> Job:
-        """Apply changes to the job and commit them durably (fsync'd) before returning."""
-        for key, value in changes.items():
+        """Commit the changes durably (fsync'd), then apply them to ``job``.
+
+        A commit that fails leaves ``job`` as it was: the caller decides what the change it could not record
+        means (the daemon keeps it in memory and records it later, see ``runwatch.jobs.ledger``).
+        """
+        for key in changes:
             if key not in _COLUMNS or key in ("id", "seq"):
                 raise JournalError(f"journal: {key!r} is not a job field that may change")
-            setattr(job, key, value)
-        job.updated_at = now_iso()
-        changes["updated_at"] = job.updated_at
-        sets = ", ".join(f"{k} = ?" for k in changes)
+        stamp = now_iso()
+        row = {**changes, "updated_at": stamp}
+        sets = ", ".join(f"{k} = ?" for k in row)
         with self._tx() as db:
             db.execute(
                 f"UPDATE jobs SET {sets} WHERE id = ?",  # noqa: S608 - column names checked above
-                [*(_encode(k, v) for k, v in changes.items()), job.id],
+                [*(_encode(k, v) for k, v in row.items()), job.id],
             )
+        job.apply(**row)
         return job
+
+    def probe(self) -> None:
+        """One small durable write that touches no job: does the journal take writes again?"""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('written_at', ?)", (now_iso(),))
 
     # -- what the sending thread records, keyed by job id (it never touches a Job) ----------------
 
