@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -76,6 +77,81 @@ def disks(tmp_path: Path) -> Iterator[Callable[[str, str], Disk]]:
 
     yield mount
     for disk in reversed(mounted):
+        disk.unmount()
+
+
+class Ext4:
+    """An ext4 image on a loop device, mounted with ``errors=remount-ro``: what a state disk is in production,
+    where a disk error makes the kernel turn it read-only under the running daemon.
+
+    ``mount -o remount,ro`` cannot stage that: the kernel refuses it (EBUSY) while any process holds a file of
+    the filesystem open for writing, as the daemon does its journal. A filesystem error does it regardless.
+    """
+
+    def __init__(self, path: Path, image: Path) -> None:
+        self.path, self.image = path, image
+        path.mkdir(parents=True, exist_ok=True)
+        tools = all(shutil.which(t) for t in ("mkfs.ext4", "e2fsck", "losetup"))
+        need(tools, "mkfs.ext4, e2fsck and losetup are needed: install e2fsprogs and mount")
+        with image.open("wb") as f:
+            f.truncate(32 << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+        self.mounted = False
+        self.mount()
+
+    def mount(self) -> None:
+        done = subprocess.run(
+            ["mount", "-o", "loop,errors=remount-ro", str(self.image), str(self.path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        need(done.returncode == 0, f"cannot mount an ext4 image on a loop device ({done.stderr.strip()})")
+        self.mounted = True
+
+    def break_down(self) -> None:
+        """A filesystem error, as a failing disk raises: the kernel remounts it read-only at once."""
+        device = next(
+            line.split()[0]
+            for line in Path("/proc/mounts").read_text().splitlines()
+            if line.split()[1] == str(self.path)
+        )
+        trigger = Path("/sys/fs/ext4") / Path(device).name / "trigger_fs_error"
+        need(trigger.exists(), f"{trigger} is missing: the kernel cannot stage an ext4 error")
+        trigger.write_text("rehearsal\n")
+        options = next(
+            line.split()[3]
+            for line in Path("/proc/mounts").read_text().splitlines()
+            if line.split()[1] == str(self.path)
+        )
+        with pytest.raises(OSError) as refused:
+            (self.path / "probe").write_bytes(b"x")
+        assert refused.value.errno == errno.EROFS, options
+
+    def repair(self) -> None:
+        """What an operator does: unmount, check, mount again."""
+        self.unmount()
+        subprocess.run(["e2fsck", "-fy", str(self.image)], capture_output=True, check=False)
+        self.mount()
+
+    def unmount(self) -> None:
+        if self.mounted:
+            if subprocess.run(["umount", str(self.path)], capture_output=True, check=False).returncode:
+                subprocess.run(["umount", "-l", str(self.path)], capture_output=True, check=False)
+            self.mounted = False
+
+
+@pytest.fixture
+def ext4(tmp_path: Path) -> Iterator[Callable[[str], Ext4]]:
+    made: list[Ext4] = []
+
+    def make(name: str) -> Ext4:
+        disk = Ext4(tmp_path / name, tmp_path / f"{name}.img")
+        made.append(disk)
+        return disk
+
+    yield make
+    for disk in made:
         disk.unmount()
 
 
@@ -199,3 +275,38 @@ class TestStateFull:
         assert status["state"] == "succeeded", status
         rig.check_outputs(status)
         assert len(sim.requests("/v1/text_to_speech")) == 6 and sim.create_count() == 1
+
+
+class TestStateReadOnly:
+    def test_state_disk_turned_read_only(
+        self,
+        rig_factory: Callable[..., Rig],
+        ext4: Callable[[str], Ext4],
+    ) -> None:
+        """The state disk turns read-only under the daemon while a task runs: the task is followed to its outputs
+        and its status file ends true, a new request waits unsent, the daemon says it is unhealthy and stops
+        cleanly. After the disk is repaired, the next start sends the waiting request once and the first one
+        keeps its one task and its status."""
+        state = ext4("state")
+        with Simulator(SimConfig(time_scale=0.02, allow_http_loopback=True)) as sim:
+            rig = rig_factory(sim).start()
+            rig.drop("first", SPEECH)
+            rig.wait("first", {"submitted", "pending", "running"}, timeout=30)
+            state.break_down()
+            rig.drop("second", dict(SPEECH, promptText="second"))
+            first = rig.wait("first", timeout=60)
+            assert first["state"] == "succeeded", first
+            rig.check_outputs(first)
+            trouble = _until(lambda: _health(rig))
+            assert "journal cannot be written" in trouble[0], trouble
+            _until(lambda: list((rig.inbox / ".runwatch" / "jobs").iterdir()), message="the claim is not in jobs/")
+            assert rig.status("second") is None and sim.create_count() == 1
+            rig.stop()
+            state.repair()
+            rig.start()
+            second = rig.wait("second", timeout=60)
+            assert second["state"] == "succeeded", second
+            rig.check_outputs(second)
+            assert rig.wait("first", timeout=30)["outputs"] == first["outputs"]
+            _until(lambda: not _health(rig), message="unhealthy on a repaired disk")
+            assert sim.create_count() == 2 and sim.duplicate_creates() == []
