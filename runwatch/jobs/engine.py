@@ -33,7 +33,7 @@ from runwatch.api import RunwayClient
 from runwatch.catalog import Catalog
 from runwatch.clock import Clock, SystemClock
 from runwatch.config import Config, InboxConfig
-from runwatch.errors import JournalError, RunwatchError
+from runwatch.errors import JournalError, JournalUnwritable, RunwatchError
 from runwatch.guard import MoneyGuard
 from runwatch.jobs import commands, events, following, intake, lifecycle, recovery, sending
 from runwatch.jobs.book import Book, quietly
@@ -287,7 +287,7 @@ class Engine:
         self.money.touched()
         try:
             intake.accept(self, claims)
-        except JournalError:
+        except JournalUnwritable:
             # Those refused before the commit have their row (or owe it) and left jobs/: not taken twice.
             self._claims_waiting.extend(c for c in claims if self._unseen(c))
         except Exception as exc:  # a bug must not stop the loop; the claims stay in jobs/
@@ -307,7 +307,7 @@ class Engine:
         self.money.touched(job_id if job_id in self.book else None)
         try:
             self._dispatch_event(event)
-        except JournalError as exc:
+        except JournalUnwritable as exc:
             # The journal could not be read (writes never raise here: the ledger keeps them). Nothing about the
             # job was decided yet: the same answer is handled again after the back-off, the job kept as it is.
             self.log.warning("engine.journal_unreadable", answer=type(event).__name__, error=str(exc))

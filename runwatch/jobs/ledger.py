@@ -15,6 +15,9 @@ store and keeps that rule in one place:
   paid for that the journal does not know of.
 - New claims (:meth:`add_many`) raise as before: the engine keeps the claims waiting in their job dirs.
 
+Only :class:`~runwatch.errors.JournalUnwritable` (the disk refused) is kept for later; a write refused for good
+(a constraint) raises as it always did.
+
 Reads go straight to the store. The sending thread calls the three intent methods by job id; everything else
 comes from the engine's thread. One lock orders the owed changes of both.
 """
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runwatch.clock import now_iso
-from runwatch.errors import JournalError
+from runwatch.errors import JournalError, JournalUnwritable
 from runwatch.jobs.job import FIELDS, Job
 
 if TYPE_CHECKING:
@@ -121,7 +124,7 @@ class Ledger:
             if self.error is not None:  # nothing owed, but the last write was refused: try one
                 try:
                     self.store.probe()
-                except JournalError as exc:
+                except JournalUnwritable as exc:
                     self._refused(exc)
                     return True
             self._took()
@@ -132,9 +135,11 @@ class Ledger:
         while owed:
             try:
                 self._write(job_id, owed[0])
-            except JournalError as exc:
+            except JournalUnwritable as exc:
                 self._refused(exc)
                 return False
+            except JournalError as exc:  # refused for good (a constraint): retrying would block everything
+                self.log.error("journal.change_dropped", job=job_id, change=repr(owed[0]), error=str(exc))
             owed.pop(0)
         self._owed.pop(job_id, None)
         return True
@@ -169,7 +174,7 @@ class Ledger:
             if not behind:
                 try:
                     self.store.update(job, **changes)
-                except JournalError as exc:
+                except JournalUnwritable as exc:
                     self._refused(exc)
                 else:
                     self._took()
@@ -185,7 +190,7 @@ class Ledger:
         with self._lock:
             try:
                 self.store.add(job)
-            except JournalError as exc:
+            except JournalUnwritable as exc:
                 self._refused(exc)
                 self._owe(job.id, _Add(job))
             else:
@@ -197,7 +202,7 @@ class Ledger:
         with self._lock:
             try:
                 self.store.add_many(jobs)
-            except JournalError as exc:
+            except JournalUnwritable as exc:
                 self._refused(exc)
                 raise
             self._took()
@@ -208,7 +213,7 @@ class Ledger:
             # A job with owed changes gets its row right when they are written; this batch would run ahead.
             try:
                 self.store.save_waiting([job for job in jobs if job.id not in self._owed])
-            except JournalError as exc:
+            except JournalUnwritable as exc:
                 self._refused(exc)
                 raise
             self._took()
@@ -245,7 +250,7 @@ class Ledger:
             if not behind:
                 try:
                     self._write(job_id, item)
-                except JournalError as exc:
+                except JournalUnwritable as exc:
                     self._refused(exc)
                 else:
                     self._took()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from runwatch.clock import now_iso
-from runwatch.errors import JournalError
+from runwatch.errors import JournalError, JournalUnwritable
 from runwatch.jobs.job import FIELDS, Job
 from runwatch.jobs.states import ACTIVE, AT_RUNWAY, FINAL, State
 
@@ -110,6 +110,13 @@ def _encode(key: str, value: Any) -> Any:
     return value
 
 
+def _error(path: Path, exc: sqlite3.Error) -> JournalError:
+    """SQLite's "operational" errors (full, read-only, I/O, locked) come from the disk or another process: the
+    same write may work later. Anything else (a constraint, a damaged file) will not."""
+    kind = JournalUnwritable if isinstance(exc, sqlite3.OperationalError) else JournalError
+    return kind(f"journal {path}: {exc}")
+
+
 class Journal:
     """Jobs and commands in SQLite. One connection, guarded by a lock, so any thread may call."""
 
@@ -162,7 +169,7 @@ class Journal:
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
-                raise JournalError(f"journal {self.path}: {exc}") from exc
+                raise _error(self.path, exc) from exc
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
@@ -177,7 +184,7 @@ class Journal:
             try:
                 return list(self._db.execute(sql, args))
             except sqlite3.Error as exc:
-                raise JournalError(f"journal {self.path}: {exc}") from exc
+                raise _error(self.path, exc) from exc
 
     # -- jobs -------------------------------------------------------------------------------------
 
