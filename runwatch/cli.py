@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="inject a fault, e.g. error:rate=0.1:status=503, error:status=502:after=true, "
         "html:status=200:after=true, rate_limit:count=3:retry_after=1, drop:endpoint=image_to_video:after=true, "
-        "slow:delay=2, fail:failure_code=SAFETY.INPUT.TEXT (repeatable)",
+        "slow:delay=2, fail:failure_code=SAFETY.INPUT.TEXT, truncate:endpoint=outputs:keep=0.5, "
+        "short:endpoint=outputs, garbage:endpoint=outputs (repeatable)",
     )
     sim.set_defaults(func=_simulate)
 

@@ -7,7 +7,8 @@ their task ids are recorded), abandons uploads and downloads, and returns 0; tas
 are followed again at the next start. A second signal stops at once.
 
 Under systemd (``Type=notify``, see ``runwatch.notify``): READY=1 once every inbox is watched, STATUS= with the
-queue counts, WATCHDOG=1 from the main loop (a hung loop stops pinging and systemd restarts the service),
+queue counts (led by ``UNHEALTHY:`` and :meth:`Engine.health`'s reasons while a disk refuses writes),
+WATCHDOG=1 from the main loop (a hung loop stops pinging and systemd restarts the service),
 STOPPING=1 on the way out. SIGHUP reloads the config file on the main loop: inboxes come and go while the
 tasks of a removed inbox are followed to their end, and a broken file leaves the running config in force.
 """
@@ -243,6 +244,9 @@ class Daemon:
         )
         if self._reload_failed:
             text += "; the last reload failed, see the log"
+        trouble = self.engine.health()
+        if trouble:  # what systemctl status shows first: the daemon is running, but not well
+            text = "UNHEALTHY: " + "; ".join(trouble) + "; " + text
         self._status_at = now  # counted every _STATUS_EVERY, sent only when it changed
         if text != self._status_sent:
             notify.status(text)

@@ -17,6 +17,7 @@ is redacted as the error is made::
     │   └── MediaChangedError              a local media file is no longer the one checked (replaced, or now a link)
     ├── OutboxError                        writing outputs or status files
     ├── JournalError                       the state database
+    │   └── JournalUnwritable              a write refused by the disk (full, read-only, failing): worth retrying
     ├── IntentNotRecorded                  a create's intent could not be recorded, so it was not sent
     ├── StartupError                       the daemon cannot start (state dir, lock, journal): one line, exit 78
     ├── IllegalTransition                  a job moved where the state table does not allow (a bug)
@@ -174,6 +175,11 @@ class OutboxError(RunwatchError):
 
 class JournalError(RunwatchError):
     """The journal (the state database) cannot be opened or used."""
+
+
+class JournalUnwritable(JournalError):
+    """The journal could not be read or written for a reason outside it: a full, read-only or failing disk, or a
+    lock held too long. The same write may succeed later."""
 
 
 class InboxError(RunwatchError):

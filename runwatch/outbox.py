@@ -7,6 +7,10 @@ never meets half a file (a status file of a state the daemon rewrites after a re
 status file replaces its previous version; an output never replaces anything: a taken name gets a
 deterministic ``.2``, ``.3``... suffix, because a user's file is never overwritten.
 
+An output is checked before it is published (and before its request can succeed): its size against the
+Content-Length announced, and its container against its media type (``runwatch.mediacheck``). A bad output is a
+failed download, counted like any other.
+
 Status files go through :func:`redact` on the way out: they never carry an API key or a presigned signature.
 OSError and httpx errors become :class:`~runwatch.errors.OutboxError` here.
 """
@@ -33,6 +37,7 @@ import tomli_w
 
 from runwatch import __version__
 from runwatch.errors import OutboxError, RunwatchError
+from runwatch.mediacheck import check_output, expected_format
 from runwatch.redact import redact
 from runwatch.redact import redact_text as _redact_text
 
@@ -393,7 +398,9 @@ def _download_one(
                 raise _Transient(f"{where}: HTTP {response.status_code}")
             if not response.is_success:
                 raise OutboxError(f"{where}: HTTP {response.status_code}")
-            ext = extension_for(url, response.headers.get("content-type"))
+            content_type = response.headers.get("content-type")
+            ext = extension_for(url, content_type)
+            announced = _announced_length(response)
             fd, tmp = _create_temp(outbox, name, f"part{index}")
             digest, size = hashlib.sha256(), 0
             with os.fdopen(fd, "wb") as f:
@@ -405,6 +412,12 @@ def _download_one(
                     size += len(data)
                 f.flush()
                 os.fsync(f.fileno())
+        # Runway's answer is not trusted: the size it announced, and a container that parses for its type.
+        if announced is not None and size != announced:
+            raise OutboxError(f"{name}: output {index + 1} is {size} bytes, but {announced} were announced")
+        problem = check_output(tmp, expected_format(content_type, _url_extension(url)))
+        if problem is not None:
+            raise OutboxError(f"{name}: output {index + 1} {problem} (from {_redact_text(url)})")
         filename = output_name(name, index, count, ext)
         earlier = _already_there(outbox, filename, size, digest.hexdigest())
         final = earlier or _publish(tmp, outbox, filename)
@@ -420,6 +433,24 @@ def _download_one(
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)  # already gone after a successful publish
+
+
+def _announced_length(response: httpx.Response) -> int | None:
+    """Content-Length, when it counts the bytes the body decodes to (no content coding)."""
+    if response.headers.get("content-encoding", "identity").strip().lower() != "identity":
+        return None
+    try:
+        length = int(response.headers.get("content-length", ""))
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+def _url_extension(url: str) -> str:
+    try:
+        return posixpath.splitext(unquote(urlsplit(url).path))[1]
+    except ValueError:
+        return ""
 
 
 def _already_there(outbox: Path, filename: str, size: int, sha256: str) -> Path | None:

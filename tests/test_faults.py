@@ -377,3 +377,56 @@ class _Relay:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+T2V = SEED_REQUESTS["text_to_video"][0]
+T2I, T2I_MEDIA = SEED_REQUESTS["text_to_image"]
+
+
+class TestBadOutputs:
+    """Outputs are checked before a request succeeds: the size Runway's store announced and a container that
+    parses for the output's media type. A bad output is a failed download: fetched again at the next poll, and
+    the request fails with download_failed when it stays bad."""
+
+    @pytest.mark.parametrize("action", ["short", "garbage"])
+    @pytest.mark.parametrize(
+        ("request_body", "media"), [(T2V, ()), (SPEECH, ()), (T2I, T2I_MEDIA)], ids=["mp4", "mp3", "png"]
+    )
+    def test_a_bad_output_once_is_fetched_again(
+        self,
+        rig_factory: Callable[..., Rig],
+        sim: Simulator,
+        action: str,
+        request_body: dict[str, Any],
+        media: tuple[str, ...],
+    ) -> None:
+        """One output served cut short (with a Content-Length that matches) or as garbage bytes: never taken for
+        the output; the next download brings the real bytes and the request succeeds, one create."""
+        sim.faults.add(Fault(action, endpoint="outputs", count=1, keep=0.6))
+        rig = rig_factory(sim).start()
+        rig.drop("checked", request_body, media=media)
+        status = rig.wait("checked", timeout=60)
+        assert status["state"] == "succeeded", status
+        rig.check_outputs(status)  # byte-identical to what the task made, not the bad copy
+        assert sim.create_count() == 1
+        _no_duplicates(sim)
+
+    @pytest.mark.parametrize(
+        ("action", "words"),
+        [("short", "is not a valid MP4 (it ends inside its 'mdat' box"), ("garbage", "is not a valid MP4 (")],
+    )
+    def test_an_output_that_stays_bad_fails_the_request(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, monkeypatch: pytest.MonkeyPatch, action: str, words: str
+    ) -> None:
+        """An output that is bad at every download ends the request failed, download_failed, with a message
+        that names the output and what is wrong; no bad file is left in the outbox."""
+        monkeypatch.setattr("runwatch.jobs.lifecycle.DOWNLOAD_TRIES", 1)  # two downloads, not nine, in a test
+        sim.faults.add(Fault(action, endpoint="outputs"))
+        rig = rig_factory(sim).start()
+        rig.drop("broken", T2V)
+        status = rig.wait("broken", timeout=60)
+        assert status["state"] == "failed" and status["error"]["code"] == "download_failed", status
+        assert f"output 1 {words}" in status["error"]["message"], status
+        assert status["outputs"] == [] and sorted(p.name for p in rig.outbox.iterdir()) == ["broken.status.json"]
+        assert sim.create_count() == 1
+        _no_duplicates(sim)

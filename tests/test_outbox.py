@@ -7,6 +7,7 @@ import json
 import os
 import random
 import socket
+import struct
 import threading
 import tomllib
 import tracemalloc
@@ -21,6 +22,7 @@ import pytest
 
 from runwatch.errors import OutboxError
 from runwatch.jobs.job import Job
+from runwatch.mediafiles import make_output
 from runwatch.outbox import (
     NAME_MAX,
     STATUS_KEYS,
@@ -147,13 +149,24 @@ def _blocks(seed: int, size: int, block: int = 64 << 10) -> Iterator[bytes]:
         left -= n
 
 
+def _mp4_blocks(seed: int, size: int) -> Iterator[bytes]:
+    """A real MP4 of ``size`` bytes: a small one, then a ``free`` box of pseudo-random filler, as it streams."""
+    head = make_output("mp4", str(seed).encode())
+    yield head + struct.pack(">I4s", size - len(head), b"free")
+    yield from _blocks(seed, size - len(head) - 8)
+
+
+def _mp4(size: int, seed: int = 0) -> bytes:
+    return b"".join(_mp4_blocks(seed, size))
+
+
 def _generated(seed: int, size: int, content_type: str) -> Route:
     def serve(h: _Handler, q: dict[str, str]) -> None:
         h.send_response(200)
         h.send_header("Content-Type", content_type)
         h.send_header("Content-Length", str(size))
         h.end_headers()
-        for data in _blocks(seed, size):
+        for data in _mp4_blocks(seed, size):
             h.wfile.write(data)
 
     return serve
@@ -239,7 +252,7 @@ class TestLongNames:
         """Outputs are named after the request too: with several of them, and a taken name, every file name
         still fits, keeps its _N and its extension, and the bytes arrive."""
         name = "é" * 126
-        urls = [origin.static(f"/o/{i}", f"out {i}".encode(), "image/png") for i in range(2)]
+        urls = [origin.static(f"/o/{i}", make_output("png", f"out {i}".encode()), "image/png") for i in range(2)]
         taken = output_name(name, 0, 2, "png")
         assert len(taken.encode()) <= NAME_MAX - len(".9999") and taken.endswith("_1.png")
         (outbox / taken).write_bytes(b"the user's")
@@ -247,7 +260,7 @@ class TestLongNames:
         assert [r.file.rsplit("_", 1)[-1] for r in records] == ["1.2.png", "2.png"]
         for index, record in enumerate(records):
             assert len(record.file.encode()) <= NAME_MAX
-            assert (outbox / record.file).read_bytes() == f"out {index}".encode()
+            assert (outbox / record.file).read_bytes() == make_output("png", f"out {index}".encode())
         assert (outbox / taken).read_bytes() == b"the user's"
 
 
@@ -484,7 +497,7 @@ class TestExtensionFor:
 class TestDownloads:
     def test_single_output_is_byte_identical(self, origin: Origin, http: httpx.Client, outbox: Path) -> None:
         """One output lands as NAME.EXT with its exact bytes, size and sha256."""
-        body = os.urandom(300_000)
+        body = _mp4(300_000)
         url = origin.static("/o/0", body, "video/mp4")
         records = download_outputs(http, [url], outbox, "clip")
         assert records == [OutputRecord("clip.mp4", len(body), hashlib.sha256(body).hexdigest(), 0)]
@@ -494,7 +507,7 @@ class TestDownloads:
 
     def test_several_outputs_are_numbered(self, origin: Origin, http: httpx.Client, outbox: Path) -> None:
         """Several outputs become NAME_1, NAME_2... with extensions from their own Content-Types."""
-        bodies = [b"png-one", b"jpeg-two", b"bin-three"]
+        bodies = [make_output("png", b"one"), make_output("jpeg", b"two"), b"bin-three"]
         urls = [
             origin.static("/o/0", bodies[0], "image/png"),
             origin.static("/o/1", bodies[1], "image/jpeg"),
@@ -511,18 +524,18 @@ class TestDownloads:
         """An existing file with the output's name stays as it was; the output takes the next free suffix."""
         (outbox / "clip.mp4").write_bytes(b"the user's edit")
         (outbox / "clip.2.mp4").write_bytes(b"an earlier run")
-        url = origin.static("/o/0", b"new output", "video/mp4")
+        url = origin.static("/o/0", make_output("mp4", b"new"), "video/mp4")
         records = download_outputs(http, [url], outbox, "clip")
         assert records[0].file == "clip.3.mp4"
         assert (outbox / "clip.mp4").read_bytes() == b"the user's edit"
         assert (outbox / "clip.2.mp4").read_bytes() == b"an earlier run"
-        assert (outbox / "clip.3.mp4").read_bytes() == b"new output"
+        assert (outbox / "clip.3.mp4").read_bytes() == make_output("mp4", b"new")
 
     def test_a_repeated_download_is_not_copied(self, origin: Origin, http: httpx.Client, outbox: Path) -> None:
         """A kill after an output was published but before it was recorded: downloading it again finds the
         same bytes under its name and uses that file instead of adding NAME.2 (found behind a user's file too)."""
         (outbox / "clip.mp4").write_bytes(b"the user's edit")
-        body = os.urandom(50_000)
+        body = _mp4(50_000)
         url = origin.static("/o/0", body, "video/mp4")
         first = download_outputs(http, [url], outbox, "clip")
         again = download_outputs(http, [url], outbox, "clip")
@@ -532,7 +545,7 @@ class TestDownloads:
 
     def test_redirects_are_followed(self, origin: Origin, http: httpx.Client, outbox: Path) -> None:
         """A CDN redirect leads to the file, and the extension still comes from the final Content-Type."""
-        origin.static("/real", b"moved", "audio/mpeg")
+        origin.static("/real", make_output("mp3", b"moved"), "audio/mpeg")
 
         def redirect(h: _Handler, q: dict[str, str]) -> None:
             h.send_response(302)
@@ -541,15 +554,16 @@ class TestDownloads:
             h.end_headers()
 
         records = download_outputs(http, [origin.route("/r", redirect)], outbox, "voice")
-        assert records[0].file == "voice.mp3" and (outbox / "voice.mp3").read_bytes() == b"moved"
+        assert records[0].file == "voice.mp3" and (outbox / "voice.mp3").read_bytes() == make_output("mp3", b"moved")
 
     def test_done_outputs_are_skipped(self, origin: Origin, http: httpx.Client, outbox: Path) -> None:
         """Outputs already in ``done`` are not fetched again; they come back with the new ones, by index."""
-        urls = [origin.static("/o/0", b"zero", "image/png"), origin.static("/o/1", b"one", "image/png")]
-        earlier = OutputRecord("shot_1.png", 4, hashlib.sha256(b"zero").hexdigest(), 0)
+        zero, one = make_output("png", b"zero"), make_output("png", b"one")
+        urls = [origin.static("/o/0", zero, "image/png"), origin.static("/o/1", one, "image/png")]
+        earlier = OutputRecord("shot_1.png", len(zero), hashlib.sha256(zero).hexdigest(), 0)
         records = download_outputs(http, urls, outbox, "shot", done=[earlier])
         assert origin.hits_on("/o/0") == 0 and origin.hits_on("/o/1") == 1
-        assert records == [earlier, OutputRecord("shot_2.png", 3, hashlib.sha256(b"one").hexdigest(), 1)]
+        assert records == [earlier, OutputRecord("shot_2.png", len(one), hashlib.sha256(one).hexdigest(), 1)]
 
     def test_all_done_makes_no_request(self, origin: Origin, http: httpx.Client, outbox: Path) -> None:
         """When every output is done, nothing is fetched at all."""
@@ -574,8 +588,8 @@ class TestExpiredUrls:
 
     def test_expired_url_is_refreshed_once(self, origin: Origin, http: httpx.Client, outbox: Path) -> None:
         """A 403 on an old token makes one refresh; the fresh URLs serve this output and the next one."""
-        self._signed(origin, "/o/0", b"first")
-        self._signed(origin, "/o/1", b"second")
+        self._signed(origin, "/o/0", make_output("mp4", b"first"))
+        self._signed(origin, "/o/1", make_output("mp4", b"second"))
         calls: list[int] = []
 
         def refresh() -> list[str]:
@@ -585,12 +599,14 @@ class TestExpiredUrls:
         old = [f"{origin.base}/o/0?_jwt=old", f"{origin.base}/o/1?_jwt=old"]
         records = download_outputs(http, old, outbox, "clip", refresh=refresh)
         assert len(calls) == 1
-        assert [(outbox / r.file).read_bytes() for r in records] == [b"first", b"second"]
+        assert [(outbox / r.file).read_bytes() for r in records] == [
+            make_output("mp4", t) for t in (b"first", b"second")
+        ]
         assert origin.hits == ["/o/0?_jwt=old", "/o/0?_jwt=fresh", "/o/1?_jwt=fresh"]
 
     def test_404_counts_as_expired(self, origin: Origin, http: httpx.Client, outbox: Path) -> None:
         """A 404 also sends for fresh URLs."""
-        good = origin.static("/o/new", b"ok", "image/png")
+        good = origin.static("/o/new", make_output("png", b"ok"), "image/png")
         records = download_outputs(http, [origin.base + "/o/missing"], outbox, "img", refresh=lambda: [good])
         assert records[0].file == "img.png"
 
@@ -618,7 +634,7 @@ class TestExpiredUrls:
 
     def test_refresh_with_fewer_outputs_fails(self, origin: Origin, http: httpx.Client, outbox: Path) -> None:
         """A refreshed task that no longer lists the output is an OutboxError, not an IndexError."""
-        urls = [origin.static("/o/0", b"a", "image/png"), origin.base + "/o/gone"]
+        urls = [origin.static("/o/0", make_output("png", b"a"), "image/png"), origin.base + "/o/gone"]
         with pytest.raises(DownloadError) as info:
             download_outputs(http, urls, outbox, "clip", refresh=lambda: [urls[0]])
         assert [r.file for r in info.value.records] == ["clip_1.png"]
@@ -636,7 +652,7 @@ class TestFailures:
     @pytest.mark.parametrize("first", ["truncated", "503"])
     def test_passing_failure_is_retried(self, origin: Origin, http: httpx.Client, outbox: Path, first: str) -> None:
         """One dropped connection or one 503 costs a retry, not the output."""
-        body = os.urandom(100_000)
+        body = _mp4(100_000)
         attempts: list[int] = []
 
         def serve(h: _Handler, q: dict[str, str]) -> None:
@@ -672,7 +688,10 @@ class TestFailures:
         self, origin: Origin, http: httpx.Client, outbox: Path
     ) -> None:
         """When a later output fails, the error carries the records of those on disk, so none is fetched twice."""
-        urls = [origin.static("/o/0", b"zero", "image/png"), origin.static("/o/1", b"x", "text/plain", status=400)]
+        urls = [
+            origin.static("/o/0", make_output("png", b"zero"), "image/png"),
+            origin.static("/o/1", b"x", "text/plain", status=400),
+        ]
         with pytest.raises(DownloadError) as info:
             download_outputs(http, urls, outbox, "shot")
         assert [r.file for r in info.value.records] == ["shot_1.png"]
@@ -682,6 +701,26 @@ class TestFailures:
         """A URL httpx cannot fetch at all is an OutboxError at once, not a retry loop."""
         with pytest.raises(OutboxError):
             download_outputs(http, ["ftp://example.invalid/x.mp4"], outbox, "clip")
+
+
+class TestOutputChecks:
+    def test_an_output_cut_short_is_not_published(self, origin: Origin, http: httpx.Client, outbox: Path) -> None:
+        """An MP4 served cut short with a Content-Length that matches: DownloadError naming the output and what
+        is wrong, nothing published, no temporary file left; the outputs before it are kept."""
+        whole, cut = make_output("png", b"one"), make_output("mp4", b"two")[:-300]
+        urls = [origin.static("/o/0", whole, "image/png"), origin.static("/o/1", cut, "video/mp4")]
+        with pytest.raises(DownloadError) as info:
+            download_outputs(http, urls, outbox, "clip")
+        assert "clip: output 2 is not a valid MP4 (it ends inside its 'mdat' box" in str(info.value)
+        assert [r.file for r in info.value.records] == ["clip_1.png"]
+        assert sorted(p.name for p in outbox.iterdir()) == ["clip_1.png"]
+
+    def test_garbage_is_not_published(self, origin: Origin, http: httpx.Client, outbox: Path) -> None:
+        """Random bytes served as image/png are not an output."""
+        url = origin.static("/o/0", random.Random(1).randbytes(2000), "image/png")
+        with pytest.raises(DownloadError, match=r"output 1 is not a valid PNG \(2000 bytes that no media format"):
+            download_outputs(http, [url], outbox, "shot")
+        assert list(outbox.iterdir()) == []
 
 
 class TestLargeAndStopped:
@@ -696,7 +735,7 @@ class TestLargeAndStopped:
         finally:
             tracemalloc.stop()
         expected = hashlib.sha256()
-        for block in _blocks(7, size):
+        for block in _mp4_blocks(7, size):
             expected.update(block)
         assert records == [OutputRecord("big.mp4", size, expected.hexdigest(), 0)]
         assert (outbox / "big.mp4").stat().st_size == size

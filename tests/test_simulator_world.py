@@ -305,6 +305,28 @@ class TestOutputs:
             image = httpx.get(api.task(task_id)["output"][0]).content
             assert probe(image).kind == "image"  # type: ignore[union-attr]
 
+    def test_output_faults(self) -> None:
+        """Output faults, each on one download: ``truncate`` announces the whole file and hangs up part-way,
+        ``short`` serves part of it as if it were all, ``garbage`` random bytes of the same length and type;
+        the next download is the real file."""
+        with slow_sim() as sim:
+            api = Api(sim)
+            url = self._done(sim, api)["output"][0]
+            real = httpx.get(url)
+            sim.faults.add(Fault("truncate", endpoint="outputs", count=1, keep=0.25))
+            with pytest.raises(httpx.RemoteProtocolError):
+                httpx.get(url)
+            sim.faults.add(Fault("short", endpoint="outputs", count=1, keep=0.25))
+            short = httpx.get(url)
+            assert short.content == real.content[: len(real.content) // 4]
+            assert short.headers["content-length"] == str(len(short.content))
+            sim.faults.add(Fault("garbage", endpoint="outputs", count=1))
+            garbage = httpx.get(url)
+            assert len(garbage.content) == len(real.content) and garbage.content != real.content
+            assert garbage.headers["content-type"] == real.headers["content-type"]
+            assert httpx.get(url).content == real.content
+            assert parse_fault("short:keep=0.1:endpoint=outputs").keep == 0.1
+
     def test_deleted_task_outputs_are_gone(self) -> None:
         """After DELETE of a finished task its output URL no longer serves the file."""
         with slow_sim() as sim:

@@ -6,6 +6,10 @@ record and removes placed media (kept for ``needs_attention``: the task may stil
 the change; the caps and the money guard hear of it; the status file is rewritten; one log line says so, at the
 level a person needs (warnings and errors for requests that did not succeed).
 
+Nothing here is lost to a full or read-only disk: the journal is the engine's :class:`~runwatch.jobs.ledger.Ledger`
+(a change it cannot record is kept and recorded later), and a status file that cannot be written is owed and
+written again (:meth:`Book.write_owed`) until the file shows the truth.
+
 Only the engine's thread calls a book.
 """
 
@@ -24,7 +28,7 @@ from runwatch.errors import InboxError, OutboxError, RunwatchError
 from runwatch.jobs.job import Job
 from runwatch.jobs.states import FINAL, State, check_move
 from runwatch.media import Placed
-from runwatch.outbox import StatusFormat, status_document, write_status
+from runwatch.outbox import StatusFormat, status_document, status_path, write_status
 from runwatch.workrecords import RecordPlace, move_record
 
 if TYPE_CHECKING:
@@ -90,6 +94,9 @@ class Book:
         self.fly_model: Counter[str] = Counter()
         # Jobs that may be accepted (a superset, pruned by dispatch): a turn of the loop looks at these only.
         self.ready: set[str] = set()
+        # Status files that could not be written, by path -> the job (followed or not) they must show.
+        self.owed_status: dict[Path, Job] = {}
+        self.status_error: str | None = None
 
     # -- the narrow view the money guard reads ------------------------------------------------------
 
@@ -259,12 +266,22 @@ class Book:
             return inbox.outbox
         return Path(job.outbox) if job.outbox else None
 
-    def write(self, job: Job) -> None:
-        """Rewrite the job's status file; a failure is logged, never raised (the journal holds the truth)."""
+    def write(self, job: Job) -> bool:
+        """Rewrite the job's status file; True when it is written.
+
+        A failure (a full or read-only outbox) is logged once and never raised: the status file is owed, and
+        :meth:`write_owed` writes it again, from the job as it is then, until it is written. Owed files are
+        kept by path, so a later request of the same name that writes the file first is never overwritten.
+        """
         outbox = self.outbox_of(job)
         if outbox is None:
-            return
+            return True
         fmt: StatusFormat = "toml" if job.format == "toml" else "json"
+        try:
+            path = status_path(outbox, job.name, fmt)
+        except OutboxError as exc:  # a name that can never be a file name: nothing to retry
+            self.log.error("outbox.status_failed", request=job.name, error=str(exc))
+            return False
         document, durable = status_document(job), job.state in FINAL
         try:
             try:
@@ -275,7 +292,22 @@ class Book:
                 outbox.mkdir(parents=True, exist_ok=True)  # taken away while we run: made again
                 write_status(outbox, job.name, fmt, document, durable=durable)
         except (OutboxError, OSError) as exc:
-            self.log.error("outbox.status_failed", request=job.name, error=str(exc))
+            if path not in self.owed_status:
+                self.log.error("outbox.status_failed", request=job.name, error=str(exc), retried=True)
+            self.owed_status[path] = job
+            self.status_error = str(exc)
+            return False
+        if self.owed_status.pop(path, None) is not None:
+            self.log.info("outbox.status_written", request=job.name, job=job.id, state=job.state, late=True)
+        if not self.owed_status:
+            self.status_error = None
+        return True
+
+    def write_owed(self) -> bool:
+        """Write the owed status files again; True when none is left."""
+        for job in list(self.owed_status.values()):
+            self.write(job)
+        return not self.owed_status
 
 
 def removal(transport: Any, placed: Placed) -> Callable[[], None]:

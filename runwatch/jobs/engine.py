@@ -10,6 +10,12 @@ keyed by job id, so a crash can lose no more than one round trip. Time comes fro
 
 What each answer means is decided in ``runwatch.jobs.lifecycle`` (pure, shared with ``runwatch submit``);
 commands are in ``runwatch.jobs.commands``, the restart in ``runwatch.jobs.recovery``.
+
+A full or read-only disk stops nothing that is known. The journal is written through a
+:class:`~runwatch.jobs.ledger.Ledger`: while it refuses writes, no new claim is accepted (they wait in their job
+dirs), no create is sent, tasks in flight are followed from memory, and what could not be recorded is written
+again from this loop, with a back-off, until it is in; status files that could not be written likewise. Then work
+goes on by itself. :meth:`Engine.health` says why the daemon is not healthy meanwhile.
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ from runwatch.api import RunwayClient
 from runwatch.catalog import Catalog
 from runwatch.clock import Clock, SystemClock
 from runwatch.config import Config, InboxConfig
-from runwatch.errors import RunwatchError
+from runwatch.errors import JournalError, JournalUnwritable, RunwatchError
 from runwatch.guard import MoneyGuard
 from runwatch.jobs import commands, events, following, intake, lifecycle, proving, recovery, sending
 from runwatch.jobs.book import Book, quietly
 from runwatch.jobs.job import Job
+from runwatch.jobs.ledger import Ledger
 from runwatch.jobs.lifecycle import Download, Finish, Hold, LookAgain, RetryLater, Wait
 from runwatch.jobs.runner import Runner, Work
 from runwatch.jobs.states import AT_RUNWAY, State
@@ -45,6 +52,8 @@ __all__ = ["Engine"]
 
 HEARTBEAT = 60.0  # seconds between the queue's heartbeat lines
 ADOPT_EVERY = 10.0  # seconds between looks for `runwatch submit` jobs left for the daemon to follow
+REPAIR_FIRST = 0.5  # seconds before what a disk refused is written again; doubled on each failure...
+REPAIR_MAX = 5.0  # ...up to this: a failed write costs nothing, and a fixed disk is noticed within seconds
 
 
 class Engine:
@@ -63,13 +72,15 @@ class Engine:
         log: Any = None,
     ) -> None:
         self.config = config
-        self.store = store
+        self.log = log or structlog.get_logger("runwatch")
+        # Every journal write of the engine goes through the ledger: nothing known is lost to a refused write.
+        self.ledger = Ledger(store, self.log)
+        self.store: Store = self.ledger
         self.api = api
         self.transports = dict(transports)
         self.http = http
         self.catalog = catalog
         self.clock = clock or SystemClock()
-        self.log = log or structlog.get_logger("runwatch")
         self.inboxes: dict[str, InboxConfig] = {i.name: i for i in config.inboxes}
         self.events: queue.Queue[events.Event] = queue.Queue()
         sched = config.scheduler
@@ -80,14 +91,22 @@ class Engine:
         self.polls = PollTimers()
         self.proving: set[str] = set()  # jobs held while Runway's counts are read (see runwatch.jobs.proving)
         self.paused_models: dict[str, float] = {}  # model -> monotonic time its daily-limit rest ends
-        self.money = MoneyGuard(store, api, self.runner, self.events.put, self.stopping, clock=self.clock, log=self.log)
-        self.book = Book(store, self.inboxes, self.money, self.transports, remove=self._remove, log=self.log)
+        self.money = MoneyGuard(
+            self.store, api, self.runner, self.events.put, self.stopping, clock=self.clock, log=self.log
+        )
+        self.book = Book(self.store, self.inboxes, self.money, self.transports, remove=self._remove, log=self.log)
         self.money.view = self.book
         self._last_commands = float("-inf")
         self._last_heartbeat = self._last_adopt = self.clock.monotonic()
         # Jobs whose waiting state or progress changed since the journal last heard of it (see _flush_waiting).
         self._waiting: dict[str, Job] = {}
         self._last_waiting = 0.0
+        # Claims taken while the journal refused writes: accepted once it takes them (they wait in jobs/).
+        self._claims_waiting: list[Claimed] = []
+        # Events whose handling met a journal that could not be read: handled again after the back-off.
+        self._later: list[events.Event] = []
+        self._repair_at = 0.0
+        self._repair_delay = REPAIR_FIRST
 
     @property
     def jobs(self) -> dict[str, Job]:
@@ -118,7 +137,10 @@ class Engine:
     # -- the loop -----------------------------------------------------------------------------------
 
     def step(self, timeout: float = 0.2) -> None:
-        """One turn: take events, fire due polls, read commands, submit what may go."""
+        """One turn: take events, fire due polls, read commands, submit what may go.
+
+        No part of a turn may end the loop: a failure is logged and the next turn tries again.
+        """
         now = self.clock.monotonic
         deadline = now() + timeout
         busy_until = now() + 0.05  # a burst of events must not keep due polls waiting
@@ -136,31 +158,78 @@ class Engine:
                 self._handle(event)
             if self.events.empty() or now() >= busy_until:
                 break
-        following.fire_timers(self)
-        if now() - self._last_commands > 0.5:
+        self._guarded("timers", lambda: following.fire_timers(self))
+        if self._troubled() and now() >= self._repair_at:
+            self._guarded("repair", self._repair)
+        healthy = self.ledger.healthy
+        if healthy and now() - self._last_commands > 0.5:  # a command's answer is a journal write
             self._last_commands = now()
-            commands.drain(self)
+            self._guarded("commands", lambda: commands.drain(self))
         if self._waiting and now() - self._last_waiting > following.WAITING_FLUSH:
-            following.flush_waiting(self)
+            self._guarded("waiting", lambda: following.flush_waiting(self))
         if now() - self._last_heartbeat >= HEARTBEAT:
             self._heartbeat()
         if now() - self._last_adopt >= ADOPT_EVERY and not self.stopping.is_set():
             self._last_adopt = now()
-            recovery.adopt_submitted(self)
+            self._guarded("adopt", lambda: recovery.adopt_submitted(self))
         if self.proving:
-            proving.check(self)
+            self._guarded("proving", lambda: proving.check(self))
         if self.money.proof.wants_look(now(), self.money.org_sent_at):
             self.money.refresh_org(force=True)
         if self.money.recheck_due() and not self.stopping.is_set():
-            intake.recheck_held(self)
-        if not self.stopping.is_set():
-            sending.dispatch(self)
+            self._guarded("held", lambda: intake.recheck_held(self))
+        if healthy and not self.stopping.is_set():  # no create leaves while the journal cannot record its intent
+            self._guarded("dispatch", lambda: sending.dispatch(self))
+
+    def _guarded(self, kind: str, part: Any) -> None:
+        try:
+            part()
+        except Exception as exc:  # a bug or a broken disk in one part must not stop the loop
+            self.log.exception("engine.error", kind=kind, error=repr(exc))
 
     def idle(self) -> bool:
         """Nothing waiting to be submitted, nothing in flight: ``run --once`` may stop."""
-        if any(job.state != State.HELD for job in self.book):
+        if any(job.state != State.HELD for job in self.book) or self._troubled():
             return False
         return self.events.empty() and not self.runner.in_flight()
+
+    # -- health -------------------------------------------------------------------------------------
+
+    def health(self) -> list[str]:
+        """Why the daemon is not healthy, one line each; empty when it is."""
+        reasons = []
+        if not self.ledger.healthy or self._claims_waiting:
+            reasons.append(
+                f"the journal cannot be written ({self.ledger.error or 'retrying'}): "
+                f"{self.ledger.owed} request(s) with changes kept in memory, "
+                f"{len(self._claims_waiting)} new request(s) waiting; nothing is sent until it can"
+            )
+        if self.book.owed_status:
+            reasons.append(
+                f"{len(self.book.owed_status)} status file(s) cannot be written ({self.book.status_error}); "
+                "written as soon as they can be"
+            )
+        return reasons
+
+    def _troubled(self) -> bool:
+        return bool(not self.ledger.healthy or self._claims_waiting or self.book.owed_status or self._later)
+
+    def _repair(self) -> None:
+        """Write again what the disks refused: the journal's owed changes, then the waiting claims (a claim is
+        newer than every change owed), then the status files; events that met an unreadable journal again."""
+        ok = self.ledger.flush()
+        if ok and self._claims_waiting:
+            claims, self._claims_waiting = self._claims_waiting, []
+            for first in range(0, len(claims), 500):
+                self._accept(claims[first : first + 500])
+            ok = not self._claims_waiting
+        ok = self.book.write_owed() and ok
+        later, self._later = self._later, []
+        for event in later:
+            self._handle(event)
+        ok = ok and self.ledger.healthy and not self._later
+        self._repair_delay = REPAIR_FIRST if ok else min(REPAIR_MAX, self._repair_delay * 2)
+        self._repair_at = self.clock.monotonic() + self._repair_delay
 
     def shutdown(self, wait_creates: float = 20.0) -> None:
         """Stop taking work; wait up to ``wait_creates`` s for creates in flight so their task ids are recorded,
@@ -176,7 +245,16 @@ class Engine:
         while not self.events.empty():
             self.step(0.0)
         if self._waiting:
-            following.flush_waiting(self)
+            self._guarded("waiting", lambda: following.flush_waiting(self))
+        if self._troubled():  # a last try; what is still refused is found again by the next start
+            self._guarded("repair", self._repair)
+            if self.ledger.owed or self.book.owed_status:
+                self.log.error(
+                    "daemon.stopped_with_unwritten",
+                    journal_changes=self.ledger.owed,
+                    status_files=len(self.book.owed_status),
+                    hint="the next start looks at every unfinished task again and rewrites their status files",
+                )
         self.runner.shutdown()
 
     def _heartbeat(self) -> None:
@@ -202,12 +280,30 @@ class Engine:
             else:
                 after = event
                 break
+        self._accept(claims)
+        return after
+
+    def _accept(self, claims: list[Claimed]) -> None:
+        """Accept claims, or keep them waiting while the journal cannot record them."""
+        if self._claims_waiting or not self.ledger.healthy:
+            self._claims_waiting.extend(claims)  # in their job dirs; a restart finds them there too
+            return
         self.money.touched()
         try:
             intake.accept(self, claims)
-        except Exception as exc:  # e.g. the journal's disk is full: keep running, log it
+        except JournalUnwritable:
+            # Those refused before the commit have their row (or owe it) and left jobs/: not taken twice.
+            self._claims_waiting.extend(c for c in claims if self._unseen(c))
+        except Exception as exc:  # a bug must not stop the loop; the claims stay in jobs/
             self.log.exception("engine.error", kind="claims", error=repr(exc))
-        return after
+
+    def _unseen(self, claim: Claimed) -> bool:
+        if claim.job_id in self.book or self.ledger.owes(claim.job_id) or not claim.job_dir.exists():
+            return False
+        try:
+            return self.store.get(claim.job_id) is None
+        except JournalError:
+            return True
 
     def _handle(self, event: events.Event) -> None:
         job_id = event.job_id if not isinstance(event, events.OrgRead | events.InboxItem) else None
@@ -215,8 +311,13 @@ class Engine:
         self.money.touched(job_id if job_id in self.book else None)
         try:
             self._dispatch_event(event)
+        except JournalUnwritable as exc:
+            # The journal could not be read (writes never raise here: the ledger keeps them). Nothing about the
+            # job was decided yet: the same answer is handled again after the back-off, the job kept as it is.
+            self.log.warning("engine.journal_unreadable", answer=type(event).__name__, error=str(exc))
+            self._later.append(event)
         except Exception as exc:
-            self.log.exception("engine.error", event=type(event).__name__, error=repr(exc))
+            self.log.exception("engine.error", answer=type(event).__name__, error=repr(exc))
             job = self.book.job(job_id) if job_id is not None else None
             if job is not None:
                 self._internal_error(job, exc)
@@ -229,15 +330,16 @@ class Engine:
             self.book.move(
                 job, state, error={"code": "internal_error", "message": f"runwatch failed: {exc}; see the log"}
             )
-        except Exception:  # noqa: BLE001 - already reporting a failure
-            self.book.untrack(job)
+        except Exception as again:  # already reporting a failure
+            # Still followed as it is: forgetting a job whose task may exist would lose it until a restart.
+            self.log.exception("engine.error", kind="internal_error", job=job.id, error=repr(again))
 
     def _dispatch_event(self, event: events.Event) -> None:
         match event:
             case events.OrgRead(gen, org):
                 self.money.after_org(gen, org)
             case events.InboxItem(Claimed() as claim):
-                intake.accept(self, [claim])
+                self._accept([claim])
             case events.InboxItem(Refused() as refused):
                 intake.reject(self, refused)
             case events.InboxItem(Control(inbox, kind, name)):

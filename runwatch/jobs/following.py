@@ -36,8 +36,9 @@ def flush_waiting(engine: Engine) -> None:
     engine._waiting = {}
     try:
         engine.store.save_waiting(jobs)
-    except RunwatchError as exc:
-        engine.log.warning("journal.waiting_failed", error=str(exc))
+    except RunwatchError:  # the ledger said why; kept for the next batch, or written with a later change
+        for job in jobs:
+            engine._waiting.setdefault(job.id, job)
 
 
 def fire_timers(engine: Engine) -> None:

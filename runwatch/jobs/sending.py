@@ -137,6 +137,8 @@ def create(engine: Engine, job: Job, body: dict[str, Any]) -> None:
             if job_dir is not None and not sent_at:  # the first attempt: nothing left before, no marker stands
                 with contextlib.suppress(InboxError):
                     clear_intent_mark(job_dir)
+            if isinstance(exc, IntentNotRecorded):
+                raise
             raise IntentNotRecorded(f"the intent of the create cannot be recorded, so it was not sent: {exc}") from exc
         sent_at.append(clock.monotonic())
 

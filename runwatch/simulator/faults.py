@@ -15,6 +15,14 @@ actions:
   drop        close the connection without an answer; ``after=true`` first carries out the request
               (a create then really happens: the case a careful client must not resend blindly)
   fail        the task is accepted but ends FAILED with ``failure_code`` (and the text ``message`` when given)
+
+actions on output downloads (``endpoint="outputs"``, matched on each GET of an output file):
+  truncate    announce the whole file (Content-Length), send ``keep`` of it (a fraction, 0.5 unless given),
+              then hang up: a connection lost mid-download
+  short       serve ``keep`` of the file as if it were all of it (a Content-Length that matches): a cache or
+              proxy that kept part of a file
+  garbage     serve as many random bytes as the file has, with its Content-Type: a store that answers with
+              something else than the file
 """
 
 from __future__ import annotations
@@ -26,9 +34,10 @@ from typing import Any
 
 from runwatch.errors import SimulatorError
 
-__all__ = ["ACTIONS", "Fault", "FaultBook", "parse_fault"]
+__all__ = ["ACTIONS", "OUTPUT_ACTIONS", "Fault", "FaultBook", "parse_fault"]
 
-ACTIONS = ("error", "html", "rate_limit", "slow", "drop", "fail")
+ACTIONS = ("error", "html", "rate_limit", "slow", "drop", "fail", "truncate", "short", "garbage")
+OUTPUT_ACTIONS = ("truncate", "short", "garbage")
 
 
 @dataclass
@@ -44,12 +53,15 @@ class Fault:
     after: bool = False
     failure_code: str = "INTERNAL.BAD_OUTPUT.CODE01"
     message: str | None = None  # the error's text (error) or the task's failure text (fail)
+    keep: float = 0.5  # the fraction of an output's bytes sent (truncate, short)
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise SimulatorError(f"fault action {self.action!r} is not one of {', '.join(ACTIONS)}")
         if not 0.0 <= self.rate <= 1.0:
             raise SimulatorError(f"fault rate {self.rate} is not between 0 and 1")
+        if not 0.0 <= self.keep < 1.0:
+            raise SimulatorError(f"fault keep {self.keep} is not a fraction from 0 up to 1")
         if self.method is not None:
             self.method = self.method.upper()
 
@@ -63,7 +75,7 @@ class Fault:
 
 
 def _convert(name: str, text: str) -> Any:
-    if name in ("rate", "delay", "retry_after"):
+    if name in ("rate", "delay", "retry_after", "keep"):
         return float(text)
     if name in ("count", "status"):
         return int(text)

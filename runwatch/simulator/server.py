@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import re
 import secrets
 import shutil
@@ -31,7 +32,7 @@ import httpx
 
 from runwatch.catalog import Catalog, Issue, load_catalog
 from runwatch.simulator.assets import AssetChecker, Checked, OutputSigner, mask_url, plan_outputs
-from runwatch.simulator.faults import Fault, FaultBook
+from runwatch.simulator.faults import OUTPUT_ACTIONS, Fault, FaultBook
 from runwatch.simulator.multipart import MultipartError, parse_multipart
 from runwatch.simulator.world import SimClock, SimConfig, Task, Upload, World, iso_ms
 
@@ -625,7 +626,21 @@ class _Handler(BaseHTTPRequestHandler):
         from runwatch.mediafiles import content_type
 
         data = sim._output(task, index)
-        self._send(200, data, content_type=content_type(task.outputs[index]))
+        ctype = content_type(task.outputs[index])
+        fault = sim.faults.pick(OUTPUT_ACTIONS, method, "outputs")
+        if fault is not None and fault.action == "truncate":  # the whole file announced, part of it sent
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: int(len(data) * fault.keep)])
+            self.wfile.flush()
+            raise _Dropped  # and hang up
+        if fault is not None and fault.action == "short":  # part of the file, as if it were all of it
+            data = data[: int(len(data) * fault.keep)]
+        elif fault is not None and fault.action == "garbage":
+            data = random.Random(f"{task_id}:{index}:garbage").randbytes(len(data))  # noqa: S311 - not crypto
+        self._send(200, data, content_type=ctype)
         raise _Handled
 
     # -- /_sim ------------------------------------------------------------------------------------

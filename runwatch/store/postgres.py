@@ -252,6 +252,10 @@ class PostgresJournal:
         )
         return job
 
+    def probe(self) -> None:
+        """A round trip in a transaction that changes no job: does the database take writes again?"""
+        self._write("SELECT 1", ())
+
     # -- what the sending thread records, keyed by job id -----------------------------------------
 
     def record_intent(self, job_id: str, *, first: bool) -> str:

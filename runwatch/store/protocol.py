@@ -52,6 +52,10 @@ class Store(Intents, Protocol):
         """Apply ``changes`` to ``job`` and commit them durably before returning."""
         ...
 
+    def probe(self) -> None:
+        """A small durable write that changes no job; raises when the journal refuses writes."""
+        ...
+
     def save_waiting(self, jobs: Iterable[Job]) -> None:
         """What polls learned of tasks waiting at Runway, in one commit that need not be durable."""
         ...

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runwatch.clock import now_iso
-from runwatch.errors import JournalError
+from runwatch.errors import JournalError, JournalUnwritable
 from runwatch.jobs.job import FIELDS, Job
 from runwatch.jobs.states import ACTIVE, AT_RUNWAY, FINAL, State
 from runwatch.store.protocol import Command
@@ -103,6 +103,13 @@ def _encode(key: str, value: Any) -> Any:
     return value
 
 
+def _error(path: Path, exc: sqlite3.Error) -> JournalError:
+    """SQLite's "operational" errors (full, read-only, I/O, locked) come from the disk or another process: the
+    same write may work later. Anything else (a constraint, a damaged file) will not."""
+    kind = JournalUnwritable if isinstance(exc, sqlite3.OperationalError) else JournalError
+    return kind(f"journal {path}: {exc}")
+
+
 class Journal:
     """Jobs and commands in SQLite. One connection, guarded by a lock, so any thread may call."""
 
@@ -162,7 +169,7 @@ class Journal:
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
-                raise JournalError(f"journal {self.path}: {exc}") from exc
+                raise _error(self.path, exc) from exc
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
@@ -177,7 +184,7 @@ class Journal:
             try:
                 return list(self._db.execute(sql, args))
             except sqlite3.Error as exc:
-                raise JournalError(f"journal {self.path}: {exc}") from exc
+                raise _error(self.path, exc) from exc
 
     # -- jobs -------------------------------------------------------------------------------------
 
@@ -202,20 +209,29 @@ class Journal:
                 )
 
     def update(self, job: Job, **changes: Any) -> Job:
-        """Apply changes to the job and commit them durably (fsync'd) before returning."""
-        for key, value in changes.items():
+        """Commit the changes durably (fsync'd), then apply them to ``job``.
+
+        A commit that fails leaves ``job`` as it was: the caller decides what the change it could not record
+        means (the daemon keeps it in memory and records it later, see ``runwatch.jobs.ledger``).
+        """
+        for key in changes:
             if key not in _COLUMNS or key in ("id", "seq"):
                 raise JournalError(f"journal: {key!r} is not a job field that may change")
-            setattr(job, key, value)
-        job.updated_at = now_iso()
-        changes["updated_at"] = job.updated_at
-        sets = ", ".join(f"{k} = ?" for k in changes)
+        stamp = now_iso()
+        row = {**changes, "updated_at": stamp}
+        sets = ", ".join(f"{k} = ?" for k in row)
         with self._tx() as db:
             db.execute(
                 f"UPDATE jobs SET {sets} WHERE id = ?",  # noqa: S608 - column names checked above
-                [*(_encode(k, v) for k, v in changes.items()), job.id],
+                [*(_encode(k, v) for k, v in row.items()), job.id],
             )
+        job.apply(**row)
         return job
+
+    def probe(self) -> None:
+        """One small durable write that touches no job: does the journal take writes again?"""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('written_at', ?)", (now_iso(),))
 
     # -- what the sending thread records, keyed by job id (it never touches a Job) ----------------
 
