@@ -430,3 +430,47 @@ class TestBadOutputs:
         assert status["outputs"] == [] and sorted(p.name for p in rig.outbox.iterdir()) == ["broken.status.json"]
         assert sim.create_count() == 1
         _no_duplicates(sim)
+
+
+class TestOddAnswers:
+    """Runway's answers distrusted: what a task GET should never say ends in a clear code, never a crash."""
+
+    def test_success_without_outputs_is_asked_again(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """Twice SUCCEEDED without `output`, then the real answer: runwatch asks again and gets the outputs."""
+        sim.faults.add(Fault("odd", what="no_output", count=2))
+        rig = rig_factory(sim).start()
+        rig.drop("rain", SEED_REQUESTS["sound_effect"][0])
+        status = rig.wait("rain")
+        assert status["state"] == "succeeded"
+        rig.check_outputs(status)
+
+    @pytest.mark.parametrize("what", ["no_output", "null_output"])
+    def test_success_that_never_names_an_output(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, what: str
+    ) -> None:
+        """A task that keeps saying SUCCEEDED with no usable `output` (missing, or null) fails with no_outputs."""
+        sim.faults.add(Fault("odd", what=what))
+        rig = rig_factory(sim).start()
+        rig.drop("rain", SEED_REQUESTS["sound_effect"][0])
+        status = rig.wait("rain")
+        assert status["state"] == "failed" and status["error"]["code"] == "no_outputs", status
+        assert sim.create_count() == 1
+
+    @pytest.mark.parametrize("what", ["nan_progress", "big_progress"])
+    def test_progress_out_of_range(self, rig_factory: Callable[..., Rig], sim: Simulator, what: str) -> None:
+        """A progress that is NaN or above 1 never reaches a status file as such; the request succeeds."""
+        sim.config.time_scale = 0.2
+        sim.faults.add(Fault("odd", what=what))
+        rig = rig_factory(sim).start()
+        rig.drop("film", SEED_REQUESTS["text_to_video"][0])
+        seen = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = rig.status("film")
+            if status is not None:
+                seen.append(status["progress"])
+                if status["state"] in ("succeeded", "failed", "needs_attention"):
+                    break
+            time.sleep(0.05)
+        assert status is not None and status["state"] == "succeeded", status
+        assert all(p is None or 0.0 <= p <= 1.0 for p in seen)

@@ -16,6 +16,12 @@ actions:
               (a create then really happens: the case a careful client must not resend blindly)
   fail        the task is accepted but ends FAILED with ``failure_code`` (and the text ``message`` when given)
 
+actions on task answers (``GET /v1/tasks/{id}``, ``endpoint="tasks"``):
+  odd         answer what Runway should never say, by ``what``: ``no_output`` (SUCCEEDED without ``output``),
+              ``null_output`` (``"output": null``), ``nan_progress`` (RUNNING with a progress that is not a
+              number JSON allows), ``big_progress`` (RUNNING with progress 7.5); only when the task is in the
+              state the oddity needs
+
 actions on output downloads (``endpoint="outputs"``, matched on each GET of an output file):
   truncate    announce the whole file (Content-Length), send ``keep`` of it (a fraction, 0.5 unless given),
               then hang up: a connection lost mid-download
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -36,7 +43,8 @@ from runwatch.errors import SimulatorError
 
 __all__ = ["ACTIONS", "OUTPUT_ACTIONS", "Fault", "FaultBook", "parse_fault"]
 
-ACTIONS = ("error", "html", "rate_limit", "slow", "drop", "fail", "truncate", "short", "garbage")
+ACTIONS = ("error", "html", "rate_limit", "slow", "drop", "fail", "odd", "truncate", "short", "garbage")
+ODD = ("no_output", "null_output", "nan_progress", "big_progress")
 OUTPUT_ACTIONS = ("truncate", "short", "garbage")
 
 
@@ -54,10 +62,13 @@ class Fault:
     failure_code: str = "INTERNAL.BAD_OUTPUT.CODE01"
     message: str | None = None  # the error's text (error) or the task's failure text (fail)
     keep: float = 0.5  # the fraction of an output's bytes sent (truncate, short)
+    what: str = "no_output"  # the oddity (odd)
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise SimulatorError(f"fault action {self.action!r} is not one of {', '.join(ACTIONS)}")
+        if self.what not in ODD:
+            raise SimulatorError(f"odd answer {self.what!r} is not one of {', '.join(ODD)}")
         if not 0.0 <= self.rate <= 1.0:
             raise SimulatorError(f"fault rate {self.rate} is not between 0 and 1")
         if not 0.0 <= self.keep < 1.0:
@@ -120,10 +131,18 @@ class FaultBook:
         with self._lock:
             return list(self._faults)
 
+    def pick_odd(self, method: str, fitting: tuple[str, ...]) -> Fault | None:
+        """An ``odd`` fault on task answers whose oddity is one of ``fitting`` (spent only when used)."""
+        return self._take(lambda f: f.action == "odd" and f.what in fitting and f.matches(method, "tasks"))
+
     def pick(self, actions: tuple[str, ...], method: str, endpoint: str | None) -> Fault | None:
+        return self._take(lambda f: f.action in actions and f.matches(method, endpoint))
+
+    def _take(self, wanted: Callable[[Fault], bool]) -> Fault | None:
+        """The first rule that is wanted, has firings left and fires by its rate (one firing spent)."""
         with self._lock:
             for fault in self._faults:
-                if fault.action not in actions or not fault.matches(method, endpoint):
+                if not wanted(fault):
                     continue
                 if fault.count is not None and fault.count <= 0:
                     continue

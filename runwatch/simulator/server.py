@@ -471,7 +471,8 @@ class _Handler(BaseHTTPRequestHandler):
         task = sim.world.visible_task(task_id)
         if task is None:
             raise _error(404, "Could not find Task")
-        raise _Reply(200, sim.world.task_json(task, sim.output_urls(task)))
+        answer = sim.world.task_json(task, sim.output_urls(task))
+        raise _Reply(200, _oddly(answer, sim.faults, "GET"))
 
     def _delete_task(self, task_id: str) -> None:
         if not self.server.sim.world.delete(task_id):
@@ -711,6 +712,29 @@ class _Dropped(Exception):
 class _Handled(_Reply):
     def __init__(self) -> None:
         super().__init__(0)
+
+
+def _oddly(answer: dict[str, Any], faults: Any, method: str) -> Any:
+    """A task answer made odd by an ``odd`` fault whose oddity fits the task's state (see faults.py)."""
+    status = answer.get("status")
+    wanted = {"SUCCEEDED": ("no_output", "null_output"), "RUNNING": ("nan_progress", "big_progress")}.get(
+        str(status), ()
+    )
+    if not wanted:
+        return answer
+    fault = faults.pick_odd(method, wanted)
+    if fault is None:
+        return answer
+    odd = dict(answer)
+    if fault.what == "no_output":
+        odd.pop("output", None)
+    elif fault.what == "null_output":
+        odd["output"] = None
+    elif fault.what == "nan_progress":
+        odd["progress"] = float("nan")  # json.dumps writes NaN, which strict JSON forbids
+    else:
+        odd["progress"] = 7.5
+    return odd
 
 
 def _task_row(task: Task, now: float) -> dict[str, Any]:
