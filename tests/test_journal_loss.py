@@ -186,3 +186,23 @@ class TestMarkerCannotBeWritten:
         status = rig.wait("rain", timeout=60)
         assert status["state"] == "succeeded" and sim.create_count() == 1
         assert json.loads((job_dir.parent.parent / "done" / job_dir.name / INTENT_MARK).read_text())["task_id"]
+
+
+class TestStartupProblems:
+    def test_lock_held(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A second daemon on a state directory in use: one line naming it and what to do, exit 78."""
+        rig = rig_factory(sim).start()
+        second = _cli(rig, "run", "--once")
+        assert second.returncode == 78 and "Traceback" not in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1 and "in use by runwatch pid" in second.stderr
+        assert "stop the other one first" in second.stderr
+
+    def test_state_dir_unusable(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A state directory that cannot be made (a file stands where it should be): one line with the path and
+        the fix, exit 78, no traceback."""
+        rig = rig_factory(sim)
+        (rig.root / "state").write_text("not a folder")
+        refused = _cli(rig, "run", "--once")
+        assert refused.returncode == 78 and "Traceback" not in refused.stderr
+        line = refused.stderr.strip()
+        assert len(line.splitlines()) == 1 and str(rig.root / "state") in line and "[state] dir" in line
