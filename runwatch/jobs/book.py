@@ -94,6 +94,9 @@ class Book:
         self.fly_model: Counter[str] = Counter()
         # Jobs that may be accepted (a superset, pruned by dispatch): a turn of the loop looks at these only.
         self.ready: set[str] = set()
+        # Called on the engine's thread after a job entered a new state (metrics, notifications): each must
+        # only note or queue what it needs and return at once; one that raises is logged and skipped.
+        self.listeners: list[Callable[[Job], None]] = []
         # Status files that could not be written, by path -> the job (followed or not) they must show.
         self.owed_status: dict[Path, Job] = {}
         self.status_error: str | None = None
@@ -203,6 +206,7 @@ class Book:
         self.write(job)
         if entered:
             self._log_entered(job)
+            self._tell(job)
         if final:
             self.untrack(job)
             self.money.finished(job)
@@ -218,6 +222,13 @@ class Book:
         self.money.unreserve(job.id)
         self.untrack(job)
         self.money.finished(job)
+
+    def _tell(self, job: Job) -> None:
+        for listener in self.listeners:
+            try:
+                listener(job)
+            except Exception as exc:  # noqa: BLE001 - a listener's bug must not stop a state change
+                self.log.warning("book.listener_failed", listener=repr(listener), error=repr(exc))
 
     def _log_entered(self, job: Job) -> None:
         log = self.log.bind(request=job.name, job=job.id, task_id=job.task_id, inbox=job.inbox)
