@@ -206,7 +206,7 @@ class Book:
         self.write(job)
         if entered:
             self._log_entered(job)
-            self._tell(job)
+            self.tell(job)
         if final:
             self.untrack(job)
             self.money.finished(job)
@@ -223,7 +223,8 @@ class Book:
         self.untrack(job)
         self.money.finished(job)
 
-    def _tell(self, job: Job) -> None:
+    def tell(self, job: Job) -> None:
+        """Tell the listeners that ``job`` entered its present state."""
         for listener in self.listeners:
             try:
                 listener(job)

@@ -101,6 +101,7 @@ def waited(engine: Engine, job: Job, runtime: Any, state: State, progress: float
         if state != job.state:
             job.apply(state=state, updated_at=engine.now_iso())
             engine.log.info(f"job.{state}", request=job.name, job=job.id, task_id=job.task_id)
+            engine.book.tell(job)
         job.progress = moved
         engine._waiting[job.id] = job
         engine.book.write(job)

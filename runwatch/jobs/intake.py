@@ -115,6 +115,7 @@ def reject(engine: Engine, ref: Refused, move: bool = False) -> None:
     )
     engine.store.add(job)
     engine.book.write(job)
+    engine.book.tell(job)
     engine.log.warning(
         "job.rejected", request=job.name, job=job.id, problems=len(issues), first=issues[0] if issues else None
     )
