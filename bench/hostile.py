@@ -96,6 +96,7 @@ class _Inbox:
         self.defaults: dict[str, Any] = {}
         self.media_field = "promptImage"
         self.accept_media = False
+        self.media_transport = "runway"
 
 
 def judge_one(name: str, folder: Path) -> dict[str, Any]:
