@@ -29,7 +29,6 @@ import tomli_w
 from runwatch.config import load_config
 
 from .conftest import SAMPLES, need_tool, not_applicable
-from .test_cli_run import simulate
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("RUNWATCH_TEST_CACHE", "/var/cache/runwatch-test"))
@@ -137,6 +136,22 @@ def image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     podman("rmi", "--force", tag, check=False)
 
 
+@contextlib.contextmanager
+def _simulator() -> Iterator[str]:
+    """`runwatch simulate` in a process of its own on the host's loopback (any free port); its URL. Stopped
+    however the test ends."""
+    argv = [sys.executable, "-m", "runwatch.cli", "simulate", "--port", "0", "--time-scale", "0.002"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert "listening on http://" in line, line
+            yield line.split("listening on ", 1)[1].strip()
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
 class Tree:
     """The folders a NAS would bind into the container: config, inbox and outbox (the user's share), state."""
 
@@ -144,6 +159,7 @@ class Tree:
         self.config, self.inbox, self.outbox, self.state = (root / n for n in ("config", "inbox", "outbox", "state"))
         for folder in (self.config, self.inbox, self.outbox, self.state):
             folder.mkdir()
+        self.config.chmod(0o755)  # the config is the user's to read (whatever umask the suite runs under)
         for folder in (self.inbox, self.outbox):  # the share belongs to the user; the state is a new root volume
             os.chown(folder, PUID, PGID)
         data = {
@@ -152,6 +168,7 @@ class Tree:
             "inbox": [{"name": "share", "path": "/data/inbox", "outbox": "/data/outbox", "settle": 0.3}],
         }
         (self.config / "runwatch.toml").write_text(tomli_w.dumps(data))
+        (self.config / "runwatch.toml").chmod(0o644)
         self.key = root / "runway_api_key"
         self.key.write_text(KEY + "\n")
         self.key.chmod(0o600)  # root's: the user can read it only through the entry point's copy
@@ -211,7 +228,7 @@ class TestImage:
         request from the bind-mounted inbox, writes outputs and a succeeded status file owned by that user,
         keeps its state as that user, passes its HEALTHCHECK, and exits 0 on SIGTERM within the grace period."""
         name = f"runwatch-test-{uuid.uuid4().hex[:12]}"
-        with simulate(0.002) as url:
+        with _simulator() as url:
             tree = Tree(tmp_path, url)
             podman(
                 "run",
@@ -248,7 +265,8 @@ class TestImage:
         """Without a config, the entry point writes the starter one (owned by PUID/PGID, with UMASK as its
         umask) and runs the command as that user; the starter config loads and polls its inbox (NAS shares)."""
         config = tmp_path / "config"
-        config.mkdir()
+        config.mkdir(mode=0o755)
+        config.chmod(0o755)  # as a bind-mounted folder usually is, whatever umask the suite runs under
         ran = podman(
             "run",
             "--rm",
@@ -278,8 +296,10 @@ class TestImage:
         """UMASK other than the config's umask is named at start (the config's applies to outputs); started with
         --user, the container runs as that user and says that PUID/PGID are not applied."""
         config = tmp_path / "config"
-        config.mkdir()
+        config.mkdir(mode=0o755)
+        config.chmod(0o755)  # as a bind-mounted folder usually is, whatever umask the suite runs under
         (config / "runwatch.toml").write_text('umask = "027"\n[[inbox]]\npath = "/data/inbox"\noutbox = "/o"\n')
+        (config / "runwatch.toml").chmod(0o644)
         mount = f"--volume={config}:/config"
         ran = podman("run", "--rm", "--network=none", "--env=UMASK=002", mount, image, "id", "-u")
         assert ran.stdout.split() == ["1000"]  # PUID's default
@@ -289,3 +309,15 @@ class TestImage:
         )
         assert ran.stdout.split() == ["4000"]
         assert "started as 4000:4000 (--user), so PUID/PGID are not applied" in ran.stderr
+
+    def test_a_config_the_user_cannot_read_is_named(self, podman: Podman, image: str, tmp_path: Path) -> None:
+        """A config that PUID/PGID cannot read (root's, in a folder closed to others) stops the start with exit
+        78 and a message naming the file and the ids, before runwatch runs."""
+        config = tmp_path / "config"
+        config.mkdir(mode=0o700)
+        (config / "runwatch.toml").write_text('[[inbox]]\npath = "/data/inbox"\noutbox = "/data/outbox"\n')
+        ran = podman(
+            "run", "--rm", "--network=none", f"--env=PUID={PUID}", f"--volume={config}:/config", image, check=False
+        )
+        assert ran.returncode == 78
+        assert f"/config/runwatch.toml cannot be read by {PUID}:1000 (PUID:PGID)" in ran.stderr
