@@ -223,6 +223,15 @@ def _journal_migrate(args: argparse.Namespace) -> int:
     return migrate_command(args.to, config_file=args.config)
 
 
+def _health(args: argparse.Namespace) -> int:
+    from runwatch.health import health_command
+
+    if not 0 < args.max_age < float("inf"):
+        print("runwatch health: --max-age must be a number of seconds above 0", file=sys.stderr)
+        return EXIT_USAGE
+    return health_command(args.config, stale_after=args.max_age)
+
+
 def _init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -544,6 +553,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", required=True, metavar="URL", help="postgresql://USER@HOST/DATABASE (no password in it)"
     )
     migrate.set_defaults(func=_journal_migrate)
+
+    health = sub.add_parser(
+        "health",
+        help="check that the running daemon's main loop is not stuck (a container's HEALTHCHECK)",
+        description="Read the heartbeat file the daemon's main loop touches in the state directory (every 5 s) and "
+        "say whether it is recent. A loop that hangs stops touching it; the line printed says whether the daemon "
+        "is stuck, still starting, or not running.",
+        epilog="Exit status: 0 the heartbeat is at most --max-age seconds old, 1 otherwise, 78 a config error.",
+    )
+    with_config(health)
+    health.add_argument(
+        "--max-age",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how old the heartbeat may be (default 60, the systemd unit's WatchdogSec)",
+    )
+    health.set_defaults(func=_health)
     return parser
 
 

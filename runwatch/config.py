@@ -701,13 +701,15 @@ def find_config(
         places = [("$RUNWATCH_CONFIG", here / env["RUNWATCH_CONFIG"])]
     else:
         places = [("the current folder", here / "runwatch.toml"), ("the system default", SYSTEM_CONFIG)]
-    for _, place in places:
-        if place.is_file():
-            return place
-    tried = [
-        Problem(str(place), f"{'not a regular file' if place.exists() else 'no such file'} (from {source})")
-        for source, place in places
-    ]
+    tried: list[Problem] = []
+    for source, place in places:
+        try:
+            if place.is_file():
+                return place
+            why = "not a regular file" if place.exists() else "no such file"
+        except OSError as exc:  # a folder on the way that this user may not search
+            why = f"cannot be looked at: {exc.strerror or exc}"
+        tried.append(Problem(str(place), f"{why} (from {source})"))
     raise _error(str(places[0][1]), tried, "no configuration file found; tried:")
 
 

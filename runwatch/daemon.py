@@ -35,6 +35,7 @@ from runwatch.catalog import load_catalog
 from runwatch.clock import now_iso
 from runwatch.config import Config, InboxConfig, load_config
 from runwatch.errors import ConfigError, JournalError, RunwatchError, StartupError
+from runwatch.health import Heartbeat
 from runwatch.inbox import Claimed, InboxWatcher, recover
 from runwatch.jobs.engine import Engine
 from runwatch.jobs.job import Job
@@ -113,6 +114,7 @@ class Daemon:
         self._status_at = -_STATUS_EVERY
         self._ping_every: float | None = None  # set by run() from $WATCHDOG_USEC
         self._next_ping = 0.0
+        self._heartbeat = Heartbeat(config.state.dir)  # what `runwatch health` reads (a container's HEALTHCHECK)
         self._started_at = now_iso()  # set again by start(): what ends after it counts for --once
 
     @property
@@ -223,10 +225,12 @@ class Daemon:
     # -- systemd status ---------------------------------------------------------------------------
 
     def _keepalive(self, now: float | None = None) -> None:
-        """WATCHDOG=1 when due. Called only from the main loop's thread: a loop that hangs stops pinging."""
+        """WATCHDOG=1 and the heartbeat file when due. Called only from the main loop's thread: a loop that hangs
+        stops pinging."""
+        now = time.monotonic() if now is None else now
+        self._heartbeat.beat(now)
         if self._ping_every is None:
             return
-        now = time.monotonic() if now is None else now
         if now >= self._next_ping:
             notify.watchdog()
             self._next_ping = now + self._ping_every

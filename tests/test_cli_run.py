@@ -33,11 +33,13 @@ def simulate(time_scale: float, faults: Sequence[str] = ()) -> Iterator[str]:
     argv += [arg for rule in faults for arg in ("--fault", rule)]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "listening" in line, line
-        yield f"http://127.0.0.1:{port}"
-        proc.terminate()
-        proc.wait(10)
+        try:
+            line = proc.stdout.readline()
+            assert "listening" in line, line
+            yield f"http://127.0.0.1:{port}"
+        finally:  # also when the test failed: a simulator left running would hold the test until its timeout
+            proc.terminate()
+            proc.wait(10)
 
 
 @pytest.fixture

@@ -940,3 +940,12 @@ class TestOnlyConfigError:
         """Even a top level that is not a table gives a ConfigError."""
         with pytest.raises(ConfigError):
             parse(data)
+
+
+class TestFindConfigUnreadable:
+    def test_a_place_that_cannot_be_looked_at(self, tmp_path: Path) -> None:
+        """A config path the system refuses to look at (here a name too long; for a user, a folder it may not
+        search) is a config error naming it, not a traceback."""
+        with pytest.raises(ConfigError) as info:
+            find_config(tmp_path / ("x" * 300))
+        assert "cannot be looked at" in str(info.value)
