@@ -498,10 +498,17 @@ def _daemon(t: _Table) -> DaemonConfig:
     return DaemonConfig(stop_timeout=t.number("stop_timeout", d.stop_timeout, zero_ok=True, unit=" (seconds)"))
 
 
-def _umask(top: _Table) -> int:
+def _umask(top: _Table, env: Mapping[str, str]) -> int:
     value = top.get("umask")
-    if value is _MISSING:
-        return Config.umask
+    if value is _MISSING:  # the config says nothing: $RUNWATCH_UMASK (a container's UMASK), else the default
+        from_env = env.get("RUNWATCH_UMASK")
+        if not from_env:
+            return Config.umask
+        value = from_env if from_env.startswith("0o") else f"0o{from_env}"
+        if not re.fullmatch(r"0o[0-7]{1,4}", value) or int(value[2:], 8) & 0o700 or int(value[2:], 8) > 0o777:
+            top.problem("umask", f"$RUNWATCH_UMASK is {from_env!r}: expected an octal umask such as 027, owner digit 0")
+            return Config.umask
+        return int(value[2:], 8)
     expected = 'an octal umask such as "027" (a string) or 0o027 (an integer), owner digit 0'
     if isinstance(value, str) and re.fullmatch(r"(0o)?[0-7]{1,4}", value):
         mask = int(value.removeprefix("0o"), 8)
@@ -659,7 +666,7 @@ def parse_config(
         budget=_budget(tables["budget"]),
         scheduler=_scheduler(tables["scheduler"]),
         inboxes=_inboxes(top, base, env, has_s3),
-        umask=_umask(top),
+        umask=_umask(top, env),
         daemon=_daemon(tables["daemon"]),
     )
     for table in (*tables.values(), top):

@@ -949,3 +949,19 @@ class TestFindConfigUnreadable:
         with pytest.raises(ConfigError) as info:
             find_config(tmp_path / ("x" * 300))
         assert "cannot be looked at" in str(info.value)
+
+
+class TestUmaskFromEnvironment:
+    def test_used_when_the_config_has_none(self, tmp_path: Path) -> None:
+        """$RUNWATCH_UMASK (a container's UMASK) is the umask when the config sets none; the config wins."""
+        data: dict[str, Any] = {"inbox": [{"path": str(tmp_path / "in"), "outbox": str(tmp_path / "out")}]}
+        assert parse_config(data, "c.toml", env={"RUNWATCH_UMASK": "002"}).umask == 0o002
+        assert parse_config(dict(data, umask="077"), "c.toml", env={"RUNWATCH_UMASK": "002"}).umask == 0o077
+        assert parse_config(data, "c.toml", env={}).umask == 0o027
+
+    def test_a_bad_one_is_a_config_error(self, tmp_path: Path) -> None:
+        """A $RUNWATCH_UMASK that is not an octal umask with owner digit 0 is refused, naming it."""
+        data: dict[str, Any] = {"inbox": [{"path": str(tmp_path / "in"), "outbox": str(tmp_path / "out")}]}
+        for bad in ("abc", "700", "0999"):
+            with pytest.raises(ConfigError, match="RUNWATCH_UMASK"):
+                parse_config(data, "c.toml", env={"RUNWATCH_UMASK": bad})
