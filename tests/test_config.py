@@ -21,6 +21,7 @@ from runwatch.config import (
     BudgetConfig,
     Config,
     DaemonConfig,
+    HttpConfig,
     InboxConfig,
     RunwayConfig,
     S3Config,
@@ -85,6 +86,7 @@ SECTIONS: dict[str, type[Any]] = {
     "budget": BudgetConfig,
     "scheduler": SchedulerConfig,
     "daemon": DaemonConfig,
+    "http": HttpConfig,
 }
 
 
@@ -117,7 +119,7 @@ class TestExample:
             assert set(data[section]) == {f.name for f in dataclasses.fields(cls)}, section
         assert set(data["state"]) == {"dir", "database"}
         assert set(data["inbox"][0]) == inbox_keys()
-        assert set(data) == {"umask", "runway", "s3", "state", "budget", "scheduler", "daemon", "inbox"}
+        assert set(data) == {"umask", "runway", "s3", "state", "budget", "scheduler", "daemon", "http", "inbox"}
 
     def test_every_key_has_a_comment(self) -> None:
         """The first line of each setting follows an explanatory comment."""
@@ -358,7 +360,7 @@ class TestUnknownKeys:
     @pytest.mark.parametrize(
         ("dotted", "allowed"),
         [
-            ("colour", "runway, s3, state, budget, scheduler, daemon, inbox, umask"),
+            ("colour", "runway, s3, state, budget, scheduler, daemon, http, inbox, umask"),
             ("runway.colour", "base_url, api_version, unknown_models, poll_interval, api_key_file, timeout"),
             ("s3.colour", "bucket, prefix, region, endpoint_url, presign_expiry, keep, multipart_threshold"),
             ("state.colour", "allowed keys: dir"),
