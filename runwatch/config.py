@@ -89,7 +89,7 @@ DB_PASSWORD_SOURCES: Final = (
 )
 _DB_PASSWORD_REFUSED = f"the database password never goes in the config file; give it through {DB_PASSWORD_SOURCES}"
 _HTTP_TOKEN_REFUSED = f"the HTTP token never goes in the config file; give it through {HTTP_TOKEN_SOURCES}"
-_LISTEN_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}")
+_LISTEN_RE = re.compile(r"((\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5})?")  # empty: the server is off
 _HOST_RE = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 _DB_URL = "a PostgreSQL URL, postgresql://USER@HOST/DATABASE"
 _URL_RE = re.compile(r"https?://[^\s/?#@]+(/[^\s?#]*)?")

@@ -942,3 +942,28 @@ class TestOnlyConfigError:
         """Even a top level that is not a table gives a ConfigError."""
         with pytest.raises(ConfigError):
             parse(data)
+
+
+class TestHttp:
+    def test_defaults_and_off(self) -> None:
+        """The server listens on 127.0.0.1:8765 unless told; "" switches it off; a token file is a path."""
+        assert parse(minimal()).http == HttpConfig(listen="127.0.0.1:8765")
+        assert not parse(put(minimal(), "http.listen", "")).http.enabled
+        config = parse(put(put(minimal(), "http.listen", "[::1]:9000"), "http.token_file", "token"))
+        assert (config.http.host, config.http.port, config.http.token_file) == ("::1", 9000, BASE / "token")
+
+    @pytest.mark.parametrize(
+        ("key", "value", "expected"),
+        [
+            ("http.listen", "8765", "HOST:PORT"),
+            ("http.listen", "127.0.0.1:99999", "a port from 0 to 65535"),
+            ("http.allowed_hosts", "runwatch.example.org", "a list of host names"),
+            ("http.allowed_hosts", ["https://x.example.org"], "a list of host names"),
+            ("http.token", "s3cret", "RUNWATCH_HTTP_TOKEN"),
+        ],
+    )
+    def test_bad_values_name_the_key(self, key: str, value: Any, expected: str) -> None:
+        """Each bad [http] value is a problem naming its key and what is allowed; a token in the file is refused
+        with where it goes instead."""
+        found = problems_of(put(minimal(), key, value))
+        assert [p.path for p in found] == [key] and expected in found[0].message

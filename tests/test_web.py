@@ -17,7 +17,7 @@ from runwatch.config import parse_config
 from runwatch.daemon import Daemon
 from runwatch.errors import ConfigError
 from runwatch.simulator import Fault, SimConfig, Simulator
-from runwatch.store import Store
+from runwatch.web.security import load_token
 
 from .rig import SEED_REQUESTS, Rig
 from .test_secrets import SECRET_PATTERNS
@@ -48,10 +48,6 @@ def client(rig: Rig, **headers: str) -> httpx.Client:
 
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
-
-
-def journal_of(rig: Rig) -> Store:
-    return rig.journal()
 
 
 def job_id(rig: Rig, name: str) -> str:
@@ -269,6 +265,23 @@ class TestSecurity:
         with pytest.raises(ConfigError) as caught:
             Daemon(rig.config, api_key=sim.key)
         assert "http.listen" in str(caught.value) and "token" in str(caught.value)
+
+    def test_token_sources_in_order(self, tmp_path: Path) -> None:
+        """The token comes from $RUNWATCH_HTTP_TOKEN, then the systemd credential, then http.token_file; a
+        token file that is named but missing is an error naming the key."""
+        (tmp_path / "creds").mkdir()
+        (tmp_path / "creds" / "runwatch_http_token").write_text("from-credential\n")
+        (tmp_path / "file").write_text("  from-file\n")
+        base = {"state": {"dir": str(tmp_path)}, "inbox": [{"path": "i", "outbox": "o"}]}
+        config = parse_config({**base, "http": {"token_file": "file"}}, "r.toml", env={}, base=tmp_path)
+        creds = {"CREDENTIALS_DIRECTORY": str(tmp_path / "creds")}
+        assert load_token(config, {"RUNWATCH_HTTP_TOKEN": "from-env", **creds}) == "from-env"
+        assert load_token(config, creds) == "from-credential"
+        assert load_token(config, {}) == "from-file"
+        missing = parse_config({**base, "http": {"token_file": "gone"}}, "r.toml", env={}, base=tmp_path)
+        with pytest.raises(ConfigError) as caught:
+            load_token(missing, {})
+        assert "http.token_file" in str(caught.value) and "no such file" in str(caught.value)
 
     def test_token_never_from_the_config(self, tmp_path: Path) -> None:
         """A token written in [http] itself is refused, saying where it goes instead."""
