@@ -62,7 +62,9 @@ class WebServer:
 
     def start(self) -> None:
         family = socket.AF_INET6 if ":" in self.http.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without
+        # it every answer waits 40 ms for the client's delayed ACK (headers and body are two writes).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.http.host, self.http.port))
