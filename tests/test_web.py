@@ -3,6 +3,7 @@ from a real daemon following real requests at the simulator, asked with httpx as
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from .test_secrets import SECRET_PATTERNS
 
 SPEECH = SEED_REQUESTS["text_to_speech"][0]
 VIDEO = SEED_REQUESTS["text_to_video"][0]  # veo3.1, 8 s: 320 credits
+DASHBOARD = Path(__file__).resolve().parent.parent / "contrib" / "grafana-dashboard.json"
 TOKEN = "t0ken-for-the-tests-" + "9" * 24
 
 
@@ -348,6 +350,8 @@ class TestMetrics:
         )
         assert got[("runwatch_inboxes_paused", ())] == 0
         assert ("runwatch_credit_balance", ()) in got
+        shown = set(re.findall(r"runwatch_[a-z_]+", DASHBOARD.read_text()))
+        assert shown and shown <= {name for name, _ in got}  # the shipped Grafana dashboard asks for what is served
 
 
 class TestNothingSecretIsServed:
