@@ -3,8 +3,9 @@
 Two kinds of figures. Counters and histograms are noted as things happen: the job lifecycle tells
 :meth:`Metrics.job_entered` on the engine's thread (``Book.listeners``) and the Runway client tells
 :meth:`Metrics.api_call` after each request (``RunwayClient.observer``); both only note and return. Gauges are
-read when scraped (:class:`_Looks`): jobs by state and held requests by reason from the journal, the balance
-from the money guard's last look at the organization, paused inboxes from the watchers.
+read when scraped (:class:`_Looks`): jobs by state from the journal, held requests by reason from the jobs the
+engine follows (in memory: a queue of thousands held costs a scrape little), the balance from the money guard's
+last look at the organization, paused inboxes from the watchers.
 
 Counters start from zero at each start of the daemon, as Prometheus expects (``rate()`` handles the reset).
 """
@@ -35,7 +36,6 @@ __all__ = ["Metrics", "RunwayContact", "Sources"]
 _LATENCY = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _DROP_TO_CREATE = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 _TASK = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
-_HELD_PAGE = 100_000  # held requests read per scrape, at most: the reasons of a very long queue are sampled
 
 
 def _outcome(call: ApiCall) -> str:
@@ -95,6 +95,17 @@ class Sources:
     store: Store
     paused: Callable[[], dict[str, bool]]  # inbox name -> paused
     balance: Callable[[], float | None]
+    followed: Callable[[], list[Job]]  # the jobs the engine follows (held ones among them), a copy
+
+
+def held_reasons(jobs: list[Job]) -> dict[str, int]:
+    """Held requests by the code of their reason (``held``, ``balance``, ``daily_limit``)."""
+    reasons: dict[str, int] = {}
+    for job in jobs:
+        if job.state == State.HELD:
+            code = job.error.get("code") if isinstance(job.error, dict) else None
+            reasons[str(code or "unknown")] = reasons.get(str(code or "unknown"), 0) + 1
+    return reasons
 
 
 class _Looks(Collector):
@@ -111,12 +122,7 @@ class _Looks(Collector):
             jobs.add_metric([state.value], counts.get(state.value, 0))
         yield jobs
         held = GaugeMetricFamily("runwatch_held_requests", "Held requests, by the reason's code", labels=["reason"])
-        reasons: dict[str, int] = {}
-        if counts.get(State.HELD.value):
-            for job in store.listing(state=State.HELD.value, limit=_HELD_PAGE):
-                code = job.error.get("code") if isinstance(job.error, dict) else None
-                reasons[str(code or "unknown")] = reasons.get(str(code or "unknown"), 0) + 1
-        for reason, n in sorted(reasons.items()):
+        for reason, n in sorted(held_reasons(self.sources.followed()).items()):
             held.add_metric([reason], n)
         yield held
         paused = self.sources.paused()

@@ -71,6 +71,7 @@ class WebServer:
             store=daemon.journal,  # replaced by the server's own connection at start()
             paused=lambda: {w.inbox.name: w.paused for w in daemon.watchers},
             balance=engine.money.balance,
+            followed=lambda: list(engine.jobs.values()),  # one C-level copy: safe while the engine changes it
         )
         self.metrics = Metrics(self.sources, book=engine.book)
         engine.book.listeners.append(self.metrics.job_entered)
