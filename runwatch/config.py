@@ -29,6 +29,7 @@ from runwatch.medialimits import choose
 __all__ = [
     "BudgetConfig",
     "Config",
+    "HttpConfig",
     "InboxConfig",
     "RunwayConfig",
     "S3Config",
@@ -50,6 +51,11 @@ SYSTEM_CONFIG: Final = Path("/etc/runwatch/config.toml")
 DEFAULT_STATE_DIR: Final = Path("/var/lib/runwatch")
 CREDENTIAL_NAME: Final = "runway_api_key"
 DB_CREDENTIAL_NAME: Final = "runwatch_db_password"
+HTTP_CREDENTIAL_NAME: Final = "runwatch_http_token"
+HTTP_TOKEN_SOURCES: Final = (
+    f"$RUNWATCH_HTTP_TOKEN, a systemd credential named {HTTP_CREDENTIAL_NAME} (LoadCredential=) "
+    "or a file named by http.token_file"
+)
 _ENV_KEYS: Final = ("RUNWAYML_API_SECRET", "RUNWAY_API_KEY")  # the SDK's name first
 MIB: Final = 1024 * 1024
 MAX_PRESIGN: Final = 604800  # SigV4 presigned URLs live at most 7 days
@@ -82,6 +88,9 @@ DB_PASSWORD_SOURCES: Final = (
     f"{DB_CREDENTIAL_NAME} (LoadCredential=)"
 )
 _DB_PASSWORD_REFUSED = f"the database password never goes in the config file; give it through {DB_PASSWORD_SOURCES}"
+_HTTP_TOKEN_REFUSED = f"the HTTP token never goes in the config file; give it through {HTTP_TOKEN_SOURCES}"
+_LISTEN_RE = re.compile(r"((\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5})?")  # empty: the server is off
+_HOST_RE = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 _DB_URL = "a PostgreSQL URL, postgresql://USER@HOST/DATABASE"
 _URL_RE = re.compile(r"https?://[^\s/?#@]+(/[^\s?#]*)?")
 _VERSION_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -143,6 +152,27 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The HTTP server (API, health, metrics). The token is never here: see ``runwatch.web.security``."""
+
+    listen: str = "127.0.0.1:8765"  # "" switches the server off; port 0 takes any free port
+    token_file: Path | None = None
+    allowed_hosts: tuple[str, ...] = ()  # names the server is reached by besides its listen address
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.listen)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
 class InboxConfig:
     name: str
     path: Path
@@ -182,6 +212,7 @@ class Config:
     inboxes: tuple[InboxConfig, ...]
     umask: int = 0o027
     daemon: DaemonConfig = DaemonConfig()
+    http: HttpConfig = HttpConfig()
 
 
 _D = TypeVar("_D")
@@ -331,7 +362,9 @@ class _Table:
             name = str(raw)
             if name in self.known:
                 continue
-            if name.lower().replace("-", "_") in _SECRET_NAMES:
+            if self.where == "http" and name.lower() in ("token", "http_token", "bearer"):
+                self.problem(name, _HTTP_TOKEN_REFUSED)
+            elif name.lower().replace("-", "_") in _SECRET_NAMES:
                 self.problem(name, _KEY_REFUSED)
             elif self.where == "s3" and name.lower().startswith("aws_"):
                 self.problem(name, _AWS_REFUSED)
@@ -498,6 +531,28 @@ def _daemon(t: _Table) -> DaemonConfig:
     return DaemonConfig(stop_timeout=t.number("stop_timeout", d.stop_timeout, zero_ok=True, unit=" (seconds)"))
 
 
+def _http(t: _Table, base: Path, env: Mapping[str, str]) -> HttpConfig:
+    d = HttpConfig()
+    listen = t.string(
+        "listen",
+        d.listen,
+        pattern=_LISTEN_RE,
+        expected='HOST:PORT such as "127.0.0.1:8765" (or "" to switch the server off)',
+        empty_ok=True,
+    )
+    if listen and not 0 <= int(listen.rpartition(":")[2]) <= 65535:
+        t.bad("listen", "a port from 0 to 65535", listen)
+        listen = d.listen
+    hosts = t.get("allowed_hosts")
+    allowed: tuple[str, ...] = ()
+    if hosts is not _MISSING:
+        if isinstance(hosts, list) and all(isinstance(h, str) and _HOST_RE.fullmatch(h) for h in hosts):
+            allowed = tuple(h.lower() for h in hosts)
+        else:
+            t.bad("allowed_hosts", 'a list of host names, such as ["runwatch.example.org"]', hosts)
+    return HttpConfig(listen=listen, token_file=t.path("token_file", None, base=base, env=env), allowed_hosts=allowed)
+
+
 def _umask(top: _Table, env: Mapping[str, str]) -> int:
     value = top.get("umask")
     if value is _MISSING:  # the config says nothing: $RUNWATCH_UMASK (a container's UMASK), else the default
@@ -656,7 +711,7 @@ def parse_config(
             top.bad(name, f"a table ([{name}] section)", value)
         return _Table(value, name, problems)
 
-    tables = {name: section(name) for name in ("runway", "s3", "state", "budget", "scheduler", "daemon")}
+    tables = {name: section(name) for name in ("runway", "s3", "state", "budget", "scheduler", "daemon", "http")}
     has_s3 = isinstance(data.get("s3"), Mapping)
     config = Config(
         path=None,
@@ -668,6 +723,7 @@ def parse_config(
         inboxes=_inboxes(top, base, env, has_s3),
         umask=_umask(top, env),
         daemon=_daemon(tables["daemon"]),
+        http=_http(tables["http"], base, env),
     )
     for table in (*tables.values(), top):
         table.done()

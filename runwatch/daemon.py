@@ -43,6 +43,7 @@ from runwatch.jobs.states import IN_FLIGHT, State
 from runwatch.media import DataTransport, RunwayTransport, S3Transport
 from runwatch.store import StateLock, Store, open_store
 from runwatch.store.opening import sqlite_path
+from runwatch.web.server import WebServer
 from runwatch.workrecords import claimed_anything, prepare_records
 
 __all__ = ["Daemon", "run_daemon", "status_line"]
@@ -56,7 +57,7 @@ _RESTART_ONLY: dict[str, tuple[str, ...]] = {
     "runway": ("base_url", "api_version", "timeout", "api_key_file"),
     "scheduler": ("max_uploads", "max_downloads"),
 }
-_RESTART_ONLY_SECTIONS = ("state", "s3")
+_RESTART_ONLY_SECTIONS = ("state", "s3", "http")
 
 
 def _s3_client(config: Config) -> Any:
@@ -103,6 +104,7 @@ class Daemon:
             self.catalog = load_catalog()
             self.engine = Engine(config, self.journal, self.api, transports, self.http, self.catalog, log=self.log)
             self._watching = {inbox.name: self._watcher(inbox, config) for inbox in config.inboxes}
+            self.web = WebServer(self) if config.http.enabled else None
         except BaseException:
             self.lock.release()
             raise
@@ -116,6 +118,8 @@ class Daemon:
         self._next_ping = 0.0
         self._heartbeat = Heartbeat(config.state.dir)  # what `runwatch health` reads (a container's HEALTHCHECK)
         self._started_at = now_iso()  # set again by start(): what ends after it counts for --once
+        self.turned_at = time.monotonic()  # the main loop's last turn, for /healthz
+        self.ready = False  # every inbox watched (READY=1 sent)
 
     @property
     def watchers(self) -> list[InboxWatcher]:
@@ -132,6 +136,8 @@ class Daemon:
         )
 
     def start(self) -> None:
+        if self.web is not None:
+            self.web.start()
         for inbox in self.config.inboxes:
             prepare_records(inbox)
         self._started_at = now_iso()
@@ -142,6 +148,7 @@ class Daemon:
         self._first_looks(_FIRST_LOOK)
         self.log.info("daemon.started", inboxes=len(self._watching), modes=[w.mode for w in self._watching.values()])
         self._publish_status(force=True)
+        self.ready = True
         notify.ready()
 
     def _first_looks(self, timeout: float) -> None:
@@ -178,7 +185,7 @@ class Daemon:
                 self._retire()
                 if on_tick is not None:
                     on_tick(self)
-                now = time.monotonic()
+                now = self.turned_at = time.monotonic()
                 self._keepalive(now)
                 self._publish_status(now=now)
                 if once and all(w.wait_idle(0) for w in self._watching.values()) and self.engine.idle():
@@ -211,6 +218,8 @@ class Daemon:
 
     def close(self) -> None:
         notify.stopping()
+        if self.web is not None:
+            self.web.stop()
         at_runway = sum(1 for j in self.engine.jobs.values() if j.task_id and j.state in IN_FLIGHT)
         notify.status(f"stopping; {at_runway} tasks continue at Runway and are followed at the next start")
         self.log.info("daemon.stopping")

@@ -268,6 +268,12 @@ class MoneyGuard:
 
     # -- the organization's figures ---------------------------------------------------------------
 
+    def balance(self) -> float | None:
+        """The organization's credit balance at its last look (for metrics); None before a look."""
+        org = self._org  # one read: another thread may be taking a new look
+        balance = org.get("creditBalance") if org else None
+        return float(balance) if isinstance(balance, int | float) else None
+
     def _balance(self) -> float | None:
         balance = self._org.get("creditBalance") if self._org else None
         if not isinstance(balance, int | float):

@@ -41,6 +41,7 @@ class Rig:
         runway: dict[str, Any] | None = None,
         budget: dict[str, Any] | None = None,
         state: dict[str, Any] | None = None,
+        http: dict[str, Any] | None = None,
     ) -> None:
         self.root, self.sim, self.s3 = root, sim, s3
         self.inbox = root / "inbox"
@@ -50,6 +51,8 @@ class Rig:
             "runway": {"base_url": sim.url, "poll_interval": 0.05, **(runway or {})},
             "state": {"dir": str(root / "state"), **(state or {})},
             "scheduler": {"rescan": 1.0},
+            # Off unless a test serves it: daemons of other tests (and other checkouts) must not meet on a port.
+            "http": http if http is not None else {"listen": ""},
             "inbox": [{"path": str(self.inbox), "outbox": str(self.outbox), "settle": 0.3, **(inbox or {})}],
         }
         if budget is not None:

@@ -21,6 +21,7 @@ from runwatch.config import (
     BudgetConfig,
     Config,
     DaemonConfig,
+    HttpConfig,
     InboxConfig,
     RunwayConfig,
     S3Config,
@@ -85,6 +86,7 @@ SECTIONS: dict[str, type[Any]] = {
     "budget": BudgetConfig,
     "scheduler": SchedulerConfig,
     "daemon": DaemonConfig,
+    "http": HttpConfig,
 }
 
 
@@ -117,7 +119,7 @@ class TestExample:
             assert set(data[section]) == {f.name for f in dataclasses.fields(cls)}, section
         assert set(data["state"]) == {"dir", "database"}
         assert set(data["inbox"][0]) == inbox_keys()
-        assert set(data) == {"umask", "runway", "s3", "state", "budget", "scheduler", "daemon", "inbox"}
+        assert set(data) == {"umask", "runway", "s3", "state", "budget", "scheduler", "daemon", "http", "inbox"}
 
     def test_every_key_has_a_comment(self) -> None:
         """The first line of each setting follows an explanatory comment."""
@@ -358,7 +360,7 @@ class TestUnknownKeys:
     @pytest.mark.parametrize(
         ("dotted", "allowed"),
         [
-            ("colour", "runway, s3, state, budget, scheduler, daemon, inbox, umask"),
+            ("colour", "runway, s3, state, budget, scheduler, daemon, http, inbox, umask"),
             ("runway.colour", "base_url, api_version, unknown_models, poll_interval, api_key_file, timeout"),
             ("s3.colour", "bucket, prefix, region, endpoint_url, presign_expiry, keep, multipart_threshold"),
             ("state.colour", "allowed keys: dir"),
@@ -965,3 +967,28 @@ class TestUmaskFromEnvironment:
         for bad in ("abc", "700", "0999"):
             with pytest.raises(ConfigError, match="RUNWATCH_UMASK"):
                 parse_config(data, "c.toml", env={"RUNWATCH_UMASK": bad})
+
+
+class TestHttp:
+    def test_defaults_and_off(self) -> None:
+        """The server listens on 127.0.0.1:8765 unless told; "" switches it off; a token file is a path."""
+        assert parse(minimal()).http == HttpConfig(listen="127.0.0.1:8765")
+        assert not parse(put(minimal(), "http.listen", "")).http.enabled
+        config = parse(put(put(minimal(), "http.listen", "[::1]:9000"), "http.token_file", "token"))
+        assert (config.http.host, config.http.port, config.http.token_file) == ("::1", 9000, BASE / "token")
+
+    @pytest.mark.parametrize(
+        ("key", "value", "expected"),
+        [
+            ("http.listen", "8765", "HOST:PORT"),
+            ("http.listen", "127.0.0.1:99999", "a port from 0 to 65535"),
+            ("http.allowed_hosts", "runwatch.example.org", "a list of host names"),
+            ("http.allowed_hosts", ["https://x.example.org"], "a list of host names"),
+            ("http.token", "s3cret", "RUNWATCH_HTTP_TOKEN"),
+        ],
+    )
+    def test_bad_values_name_the_key(self, key: str, value: Any, expected: str) -> None:
+        """Each bad [http] value is a problem naming its key and what is allowed; a token in the file is refused
+        with where it goes instead."""
+        found = problems_of(put(minimal(), key, value))
+        assert [p.path for p in found] == [key] and expected in found[0].message

@@ -205,6 +205,21 @@ class TestListings:
         assert [j.id for j in other.jobs(limit=2)] == ["4", "3"]
         assert [j.id for j in other.jobs(limit=2, name="clip")] == ["4", "2"]
 
+    def test_listing_filters_and_pages(self, open_journal: Opener) -> None:
+        """listing() is newest first, by exact state, inbox and name together, below a seq when given, cut at
+        the limit: the HTTP API's pages."""
+        journal = open_journal()
+        jobs = self._some(journal)
+        other = open_journal()
+        assert [j.id for j in other.listing()] == ["4", "3", "2", "1"]
+        assert [j.id for j in other.listing(inbox="a")] == ["4", "3", "1"]
+        assert [j.id for j in other.listing(inbox="a", name="clip")] == ["4", "1"]
+        assert [j.id for j in other.listing(state="running")] == ["2"]
+        assert [j.id for j in other.listing(state="running", inbox="a")] == []
+        assert [j.id for j in other.listing(limit=2)] == ["4", "3"]
+        assert [j.id for j in other.listing(before=jobs[2].seq, limit=2)] == ["2", "1"]
+        assert [j.id for j in other.listing(before=jobs[0].seq)] == []
+
     def test_recently_finished_is_by_end_time_then_newest(self, open_journal: Opener) -> None:
         """The jobs that ended last come first; two that ended at once, the newer first; unfinished ones never."""
         journal = open_journal()

@@ -269,6 +269,17 @@ class Ledger:
     def jobs(self, limit: int = 200, name: str | None = None) -> list[Job]:
         return self.store.jobs(limit, name)
 
+    def listing(
+        self,
+        *,
+        state: str | None = None,
+        inbox: str | None = None,
+        name: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        return self.store.listing(state=state, inbox=inbox, name=name, before=before, limit=limit)
+
     def recently_finished(self, limit: int) -> list[Job]:
         return self.store.recently_finished(limit)
 

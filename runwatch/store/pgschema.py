@@ -88,7 +88,16 @@ CREATE TABLE commands (
 CREATE INDEX commands_pending ON commands (id) WHERE done_at IS NULL;
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "jobs and commands", _JOBS_AND_COMMANDS),)
+# The HTTP API lists jobs newest first by state or inbox: one index walk per page, however many jobs there are.
+_LISTING_INDEXES = """
+CREATE INDEX jobs_state_seq ON jobs (state, seq);
+CREATE INDEX jobs_inbox_seq ON jobs (inbox, seq);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "jobs and commands", _JOBS_AND_COMMANDS),
+    Migration(2, "job listing indexes", _LISTING_INDEXES),
+)
 
 _VERSIONS = """
 CREATE TABLE runwatch_schema (

@@ -322,6 +322,26 @@ class PostgresJournal:
             rows = self._query("SELECT * FROM jobs WHERE name = %s ORDER BY seq DESC LIMIT %s", (name, limit))
         return [_job(r) for r in rows]
 
+    def listing(
+        self,
+        *,
+        state: str | None = None,
+        inbox: str | None = None,
+        name: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """A filtered page of jobs, newest first (see :meth:`Store.listing`)."""
+        given = {"state": state, "inbox": inbox, "name": name}
+        tests = [sql.SQL("{} = %s").format(sql.Identifier(column)) for column, value in given.items() if value]
+        args: list[Any] = [value for value in given.values() if value]
+        if before is not None:
+            tests.append(sql.SQL("{} < %s").format(sql.Identifier("seq")))
+            args.append(before)
+        where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(tests) if tests else sql.SQL("")
+        query = sql.SQL("SELECT * FROM jobs{} ORDER BY seq DESC LIMIT %s").format(where)
+        return [_job(r) for r in self._query(query, [*args, limit])]
+
     def recently_finished(self, limit: int) -> list[Job]:
         """The jobs that reached a final state last, newest first."""
         rows = self._query(

@@ -68,6 +68,19 @@ class Store(Intents, Protocol):
 
     def jobs(self, limit: int = 200, name: str | None = None) -> list[Job]: ...
 
+    def listing(
+        self,
+        *,
+        state: str | None = None,
+        inbox: str | None = None,
+        name: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Jobs newest first (by ``seq``), filtered by exact state, inbox and name, only those with a ``seq``
+        below ``before`` when given: a page of the HTTP API, one indexed query whatever the journal's size."""
+        ...
+
     def recently_finished(self, limit: int) -> list[Job]: ...
 
     def known_dirs(self) -> set[str]: ...

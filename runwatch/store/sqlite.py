@@ -66,6 +66,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs(name, seq);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_by_seq ON jobs(seq);
+CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs(state, seq);
+CREATE INDEX IF NOT EXISTS jobs_inbox_seq ON jobs(inbox, seq);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_task ON jobs(task_id) WHERE task_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -108,6 +111,17 @@ def _error(path: Path, exc: sqlite3.Error) -> JournalError:
     same write may work later. Anything else (a constraint, a damaged file) will not."""
     kind = JournalUnwritable if isinstance(exc, sqlite3.OperationalError) else JournalError
     return kind(f"journal {path}: {exc}")
+
+
+def _filters(
+    *, state: str | None, inbox: str | None, name: str | None, before: int | None, mark: str
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of a listing (column names ours, values as parameters)."""
+    given = {"state = ": state, "inbox = ": inbox, "name = ": name, "seq < ": before}
+    used = [(test, value) for test, value in given.items() if value is not None]
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(f"{test}{mark}" for test, _ in used), [value for _, value in used]
 
 
 class Journal:
@@ -302,6 +316,23 @@ class Journal:
             rows = self._query("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
         else:
             rows = self._query("SELECT * FROM jobs WHERE name = ? ORDER BY seq DESC LIMIT ?", (name, limit))
+        return [_row_to_job(r) for r in rows]
+
+    def listing(
+        self,
+        *,
+        state: str | None = None,
+        inbox: str | None = None,
+        name: str | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """A filtered page of jobs, newest first (see :meth:`Store.listing`)."""
+        where, args = _filters(state=state, inbox=inbox, name=name, before=before, mark="?")
+        rows = self._query(
+            f"SELECT * FROM jobs{where} ORDER BY seq DESC LIMIT ?",  # noqa: S608 - column names are ours
+            [*args, limit],
+        )
         return [_row_to_job(r) for r in rows]
 
     def recently_finished(self, limit: int) -> list[Job]:

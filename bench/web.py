@@ -1,0 +1,151 @@
+"""The HTTP server against a big journal: `python bench/web.py [--jobs 10000] [--requests 200] [--json]`.
+
+Fills a SQLite journal with ``--jobs`` finished requests (as months of use leave it), starts `runwatch run` on it
+(a subprocess, as users run it) against `runwatch simulate`, with the HTTP server on a loopback port, then asks
+each route ``--requests`` times over one keep-alive connection (after a few warm-up requests) and reports the
+median and the 95th percentile of the answer times seen by the client: GET /metrics, GET /api/v1/jobs/{id} (ids
+spread over the whole journal), and a page of GET /api/v1/jobs filtered by state. The baseline is GET /healthz,
+which reads nothing: the cost of HTTP itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from idle import start_daemon, start_sim, stop
+from report import emit
+
+from runwatch.jobs.job import Job
+from runwatch.jobs.states import State
+from runwatch.store import Journal
+
+TARGETS = {"/metrics": 20.0, "/api/v1/jobs/{id}": 50.0}  # ms, median
+STATES = (State.SUCCEEDED, State.SUCCEEDED, State.SUCCEEDED, State.FAILED, State.CANCELLED, State.REJECTED)
+
+
+def fill(state: Path, count: int) -> list[str]:
+    """``count`` finished jobs in a new journal, with outputs and errors as real ones have; their ids."""
+    journal = Journal(state / "journal.sqlite3")
+    rng = random.Random(7)
+    jobs = []
+    for n in range(count):
+        ended = STATES[n % len(STATES)]
+        stamp = f"2026-{1 + n % 12:02d}-{1 + n % 28:02d}T{n % 24:02d}:00:00.000Z"
+        jobs.append(
+            Job(
+                id=f"2026T{n:08d}-{rng.getrandbits(32):08x}",
+                name=f"shot-{n:05d}",
+                inbox=f"inbox{n % 4}",
+                format="json",
+                state=ended,
+                endpoint="image_to_video",
+                model="gen4_turbo",
+                body={"promptText": "waves on a shore at dusk, slow push in", "ratio": "1280:720", "duration": 5},
+                task_id=f"{rng.getrandbits(128):032x}",
+                estimated_credits=25.0,
+                credits=25.0 if ended == State.SUCCEEDED else None,
+                outputs=[{"file": f"shot-{n:05d}.mp4", "bytes": 4_000_000, "sha256": "ab" * 32}]
+                if ended == State.SUCCEEDED
+                else [],
+                error=None if ended == State.SUCCEEDED else {"code": "SAFETY.INPUT.TEXT", "message": "refused"},
+                created_at=stamp,
+                finished_at=stamp,
+            )
+        )
+    for first in range(0, count, 1000):
+        journal.add_many(jobs[first : first + 1000])
+    journal.close()
+    return [job.id for job in jobs]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def timings(http: httpx.Client, paths: list[str], warmup: int = 5) -> list[float]:
+    """Milliseconds per request, as the client sees them."""
+    for path in paths[:warmup]:
+        http.get(path).raise_for_status()
+    seen = []
+    for path in paths:
+        started = time.perf_counter()
+        answer = http.get(path)
+        seen.append((time.perf_counter() - started) * 1000)
+        answer.raise_for_status()
+    return seen
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="runwatch-bench-web-"))
+    started: list[Any] = []
+    try:
+        (root / "state").mkdir()
+        ids = fill(root / "state", args.jobs)
+        sim, url = start_sim(root)
+        started.append(sim)
+        port = free_port()
+        (root / "inbox").mkdir()
+        config = root / "runwatch.toml"
+        config.write_text(
+            f'[runway]\nbase_url = "{url}"\n\n[state]\ndir = "{root / "state"}"\n\n'
+            f'[http]\nlisten = "127.0.0.1:{port}"\n\n'
+            f'[[inbox]]\npath = "{root / "inbox"}"\noutbox = "{root / "outbox"}"\n'
+        )
+        started.append(start_daemon(config, root))
+        rng = random.Random(11)
+        n = args.requests
+        routes = {
+            "/healthz": ["/healthz"] * n,
+            "/metrics": ["/metrics"] * n,
+            "/api/v1/jobs/{id}": [f"/api/v1/jobs/{rng.choice(ids)}" for _ in range(n)],
+            "/api/v1/jobs?state=failed&limit=100": ["/api/v1/jobs?state=failed&limit=100"] * n,
+        }
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as http:
+            results = {route: timings(http, paths) for route, paths in routes.items()}
+    finally:
+        for proc in reversed(started):
+            stop(proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+    def figure(route: str) -> str:
+        seen = sorted(results[route])
+        return f"median {statistics.median(seen):.1f} ms, p95 {seen[int(len(seen) * 0.95) - 1]:.1f} ms"
+
+    base = f"{statistics.median(results['/healthz']):.1f} ms (GET /healthz, reads nothing)"
+    rows = []
+    for route in ("/metrics", "/api/v1/jobs/{id}", "/api/v1/jobs?state=failed&limit=100"):
+        target = TARGETS.get(route)
+        rows.append(
+            {
+                "what": f"GET {route}, journal of {args.jobs} jobs, {args.requests} requests",
+                "figure": figure(route),
+                "baseline": base,
+                "target": f"median ≤ {target:g} ms" if target else "",
+                "met": statistics.median(results[route]) <= target if target else None,
+            }
+        )
+    emit(rows, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
