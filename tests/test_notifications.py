@@ -1,0 +1,311 @@
+"""Notifications ([[notify]]): signed webhooks to a receiver on loopback, the events of a real daemon run against
+the simulator, retries, refusals of link-local and metadata addresses, and Apprise URLs through the real library."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from runwatch import notifications
+from runwatch.config import DEFAULT_NOTIFY_EVENTS, NotifyConfig, parse_config
+from runwatch.errors import ConfigError
+from runwatch.notifications import Notifier
+from runwatch.simulator import Fault, Simulator
+from runwatch.webhook import sign
+
+from .rig import SEED_REQUESTS, Rig
+
+SFX = SEED_REQUESTS["sound_effect"][0]
+SECRET = b"s3cret-for-the-webhook"
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_verifier() -> Callable[..., bool]:
+    """The signature check the README gives receivers, taken from its ```python block and run as written."""
+    text = README.read_text()
+    marker = "# verify a runwatch webhook"
+    start = text.index(marker)
+    end = text.index("```\n", start)
+    scope: dict[str, Any] = {}
+    exec(compile(text[start:end], "README.md", "exec"), scope)  # the README's own example, run as written
+    verify: Callable[..., bool] = scope["verify_runwatch"]
+    return verify
+
+
+class Receiver:
+    """A webhook receiver on loopback: records every POST; answers from a list of statuses (then 200), or hangs."""
+
+    def __init__(self, answers: list[int] | None = None, *, hang: bool = False) -> None:
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        self.answers = list(answers or [])
+        self.hang = hang
+        self.release = threading.Event()
+        self.cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver.cond:
+                    receiver.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                    status = receiver.answers.pop(0) if receiver.answers else 200
+                    receiver.cond.notify_all()
+                if receiver.hang:
+                    receiver.release.wait(30)
+                    return
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def events(self) -> list[dict[str, Any]]:
+        with self.cond:
+            return [json.loads(body) for _, body in self.posts]
+
+    def wait_for(self, test: Callable[[list[dict[str, Any]]], bool], timeout: float = 30) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            events = self.events()
+            if test(events):
+                return events
+            time.sleep(0.02)
+        raise AssertionError(f"the receiver did not get what was expected in {timeout} s; got {self.events()}")
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver_factory() -> Iterator[Callable[..., Receiver]]:
+    made: list[Receiver] = []
+
+    def make(*args: Any, **kwargs: Any) -> Receiver:
+        receiver = Receiver(*args, **kwargs)
+        made.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in made:
+        receiver.close()
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Back-offs and timeouts shortened, so bounded retries end within a test."""
+    monkeypatch.setattr(notifications, "BACKOFF", 0.05)
+    monkeypatch.setattr(notifications, "TIMEOUT", 0.5)
+    monkeypatch.setattr(notifications, "DRAIN", 1.0)
+
+
+def with_notify(rig: Rig, *targets: dict[str, Any], budget: dict[str, Any] | None = None) -> Rig:
+    """The rig's config with [[notify]] sections (and a [budget]) added."""
+    rig.data["notify"] = list(targets)
+    if budget is not None:
+        rig.data["budget"] = budget
+    rig.config = parse_config(rig.data, str(rig.root / "runwatch.toml"))
+    return rig
+
+
+def webhook(receiver: Receiver, secret_file: Path, events: list[str] | None = None) -> dict[str, Any]:
+    target: dict[str, Any] = {"url": receiver.url, "secret_file": str(secret_file)}
+    if events is not None:
+        target["events"] = events
+    return target
+
+
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "webhook-secret"
+    path.write_bytes(SECRET + b"\n")
+    return path
+
+
+def config_problems(notify: list[dict[str, Any]]) -> dict[str, str]:
+    data = {"inbox": [{"path": "/srv/in", "outbox": "/srv/out"}], "notify": notify}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "test.toml", env={})
+    return {p.path: p.message for p in info.value.problems}
+
+
+class TestConfig:
+    def test_defaults(self) -> None:
+        """A [[notify]] with only a URL tells the default events; http(s) is a webhook, other schemes Apprise."""
+        data = {
+            "inbox": [{"path": "/srv/in", "outbox": "/srv/out"}],
+            "notify": [{"url": "https://hooks.example.org/runwatch"}, {"url": "ntfy://ntfy.sh/my-topic"}],
+        }
+        config = parse_config(data, "test.toml", env={})
+        hook, push = config.notify
+        assert hook.events == DEFAULT_NOTIFY_EVENTS == ("failed", "needs_attention", "held", "budget")
+        assert hook.webhook and not push.webhook and hook.secret_file is None
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://169.254.169.254/latest/meta-data/",
+            "https://169.254.10.1/hook",
+            "http://[fe80::1]/hook",
+            "http://[::ffff:169.254.169.254]/hook",
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "json://169.254.169.254/hook",
+        ],
+    )
+    def test_link_local_and_metadata_refused(self, url: str) -> None:
+        """A URL whose host is a link-local or cloud metadata address is refused when the config is read."""
+        problems = config_problems([{"url": url}])
+        assert "link-local or cloud metadata address" in problems["notify[0].url"]
+
+    def test_unknown_event_names_the_key(self) -> None:
+        """An unknown event name is an error at notify[N].events, with the nearest name and the allowed ones."""
+        problems = config_problems([{"url": "https://h.example/x"}, {"url": "https://h.example/y", "events": ["fail"]}])
+        message = problems["notify[1].events"]
+        assert '"fail"' in message and 'did you mean "failed"' in message and "inbox_paused" in message
+
+    def test_secret_never_in_the_config(self) -> None:
+        """A webhook secret written in the config is refused with where it belongs instead; a secret_file for
+        an Apprise URL is an error too (only webhooks are signed)."""
+        problems = config_problems(
+            [
+                {"url": "https://h.example/x", "secret": "abc"},
+                {"url": "ntfy://ntfy.sh/topic", "secret_file": "/etc/runwatch/s"},
+            ]
+        )
+        assert "secret_file" in problems["notify[0].secret"] and "abc" not in problems["notify[0].secret"]
+        assert "only a webhook" in problems["notify[1].secret_file"]
+
+    def test_apprise_url_it_does_not_know(self) -> None:
+        """A scheme Apprise does not know is an error at notify[N].url."""
+        problems = config_problems([{"url": "nosuchservice://x/y"}])
+        assert "Apprise does not understand" in problems["notify[0].url"]
+
+
+class TestWebhook:
+    def test_signed_events_of_a_daemon_run(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, receiver_factory: Callable[..., Receiver], tmp_path: Path
+    ) -> None:
+        """A daemon run tells the webhook of a failed, a held, a rejected and a succeeded request (when asked
+        for), each a signed JSON POST of the event and the status document (plus job_id and inbox) that the
+        README's verification accepts; a tampered body or an old timestamp fails it."""
+        sim.faults.add(Fault("fail", failure_code="SAFETY.INPUT.TEXT", count=1))
+        receiver = receiver_factory()
+        events = ["failed", "held", "rejected", "succeeded"]
+        rig = rig_factory(sim, inbox={"approve_above": 100})
+        with_notify(rig, webhook(receiver, secret_file(tmp_path), events)).start()
+        rig.drop("doomed", SFX)
+        assert rig.wait("doomed")["state"] == "failed"
+        rig.drop("fine", SFX)
+        assert rig.wait("fine")["state"] == "succeeded"
+        rig.drop("costly", SEED_REQUESTS["text_to_video"][0])
+        rig.wait("costly", {"held"})
+        rig.drop("broken", {"endpoint": "text_to_video"})
+        rig.wait("broken")
+        got = receiver.wait_for(lambda e: len(e) >= 4)
+        by_name = {e["job"]["name"]: e for e in got}
+        assert {n: e["event"] for n, e in by_name.items()} == {
+            "doomed": "failed",
+            "fine": "succeeded",
+            "costly": "held",
+            "broken": "rejected",
+        }
+        assert "approve" in by_name["costly"]["job"]["error"]["message"]
+        assert by_name["doomed"]["job"]["error"]["code"] == "SAFETY.INPUT.TEXT"
+        for event in got:
+            job = event["job"]
+            status = rig.status(job["name"])
+            assert status is not None and {k: job[k] for k in status} == status
+            assert job["inbox"] == rig.config.inboxes[0].name and job["job_id"]
+        verify = readme_verifier()
+        for headers, body in receiver.posts:
+            header = headers["x-runwatch-signature"]
+            assert verify(SECRET, header, body)
+            assert headers["x-runwatch-event"] == json.loads(body)["event"]
+            assert not verify(SECRET, header, body.replace(b"}", b" }", 1))
+            assert not verify(b"another secret", header, body)
+        old = sign(SECRET, body, int(time.time()) - 3600)
+        assert not verify(SECRET, old, body)
+
+    def test_needs_attention_budget_and_paused_inbox(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, receiver_factory: Callable[..., Receiver], tmp_path: Path
+    ) -> None:
+        """An inbox whose folder is missing is told as paused; needs_attention is told; the daily budget is told
+        at 80 % and at 100 %, once each (a create with no answer counts its estimate, as the money guard does)."""
+        sim.faults.add(Fault("slow", delay=2.0, endpoint="sound_effect", count=1))
+        receiver = receiver_factory()
+        rig = rig_factory(sim, runway={"timeout": 0.5})
+        shutil.rmtree(rig.inbox)  # not there at the start: paused
+        events = ["needs_attention", "budget", "inbox_paused"]
+        with_notify(rig, webhook(receiver, secret_file(tmp_path), events), budget={"daily": 5, "monthly": 1000})
+        rig.start()
+        paused = receiver.wait_for(lambda e: any(x["event"] == "inbox_paused" for x in e))[0]
+        assert paused["inbox"]["name"] == rig.config.inboxes[0].name and "missing" in paused["inbox"]["reason"]
+        rig.inbox.mkdir()
+        rig.drop("unanswered", SFX)  # 2 credits may be spent: 40 %
+        assert rig.wait("unanswered")["state"] == "needs_attention"
+        rig.drop("second", SFX)  # 4 credits: 80 %
+        assert rig.wait("second")["state"] == "succeeded"
+        rig.drop("third", SEED_REQUESTS["text_to_speech"][0])  # 5 credits: 100 %
+        assert rig.wait("third")["state"] == "succeeded"
+        rig.drop("fourth", SEED_REQUESTS["text_to_speech"][0])  # would be 6: held, and nothing more is told
+        assert rig.wait("fourth", {"held"})["state"] == "held"
+        got = receiver.wait_for(lambda e: sum(x["event"] == "budget" for x in e) >= 2)
+        rig.stop()
+        got = receiver.events()
+        assert [e["job"]["name"] for e in got if e["event"] == "needs_attention"] == ["unanswered"]
+        budgets = [e["budget"] for e in got if e["event"] == "budget"]
+        assert [(b["scope"], b["threshold"], b["spent"], b["limit"]) for b in budgets] == [
+            ("daily", 80, 4.0, 5.0),
+            ("daily", 100, 5.0, 5.0),
+        ]
+        assert budgets[0]["period"] == time.strftime("%Y-%m-%d", time.gmtime())
+        assert [e["event"] for e in got].count("inbox_paused") == 1
+
+    def test_retries_after_500(self, receiver_factory: Callable[..., Receiver], fast_retries: None) -> None:
+        """A 500 and a 503 are tried again with back-off; the third attempt's 200 counts as sent."""
+        receiver = receiver_factory([500, 503])
+        notifier = Notifier([NotifyConfig(url=receiver.url, events=("failed",))], log=structlog.get_logger(), env={})
+        notifier.targets[0].start()
+        notifier.post("failed", "title", "text", {"job": {"name": "x"}})
+        receiver.wait_for(lambda e: len(e) == 3)
+        notifier.close()
+        assert notifier.counts()[notifications._label(receiver.url)] == {"retried": 2, "sent": 1}
+        assert "x-runwatch-signature" not in receiver.posts[0][0]  # no secret: not signed
+
+    def test_a_4xx_is_not_retried(self, receiver_factory: Callable[..., Receiver], fast_retries: None) -> None:
+        """A receiver that refuses (404) is not asked again: one attempt, counted as failed."""
+        receiver = receiver_factory([404])
+        notifier = Notifier([NotifyConfig(url=receiver.url, events=("failed",))], log=structlog.get_logger(), env={})
+        notifier.targets[0].start()
+        notifier.post("failed", "title", "text", {})
+        notifier.close()
+        assert len(receiver.posts) == 1 and notifier.counts()[notifications._label(receiver.url)] == {"failed": 1}
+
+    def test_metadata_address_refused_when_sending(self, fast_retries: None) -> None:
+        """A webhook at 169.254.169.254 that got past the config (built directly here) is refused when sent:
+        counted as refused, never tried again."""
+        target = NotifyConfig(url="http://169.254.169.254/latest/meta-data/", events=("failed",))
+        notifier = Notifier([target], log=structlog.get_logger(), env={})
+        notifier.targets[0].start()
+        notifier.post("failed", "title", "text", {})
+        notifier.close()
+        assert notifier.counts() == {"http://169.254.169.254": {"refused": 1}}
