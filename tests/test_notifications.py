@@ -309,3 +309,68 @@ class TestWebhook:
         notifier.post("failed", "title", "text", {})
         notifier.close()
         assert notifier.counts() == {"http://169.254.169.254": {"refused": 1}}
+
+
+class TestNeverInTheWay:
+    def test_receiver_that_never_answers(
+        self,
+        rig_factory: Callable[..., Rig],
+        sim: Simulator,
+        receiver_factory: Callable[..., Receiver],
+        tmp_path: Path,
+        fast_retries: None,
+    ) -> None:
+        """With a webhook that takes every request and never answers, requests still succeed, and the notifier
+        gives up within its bounds: each message is failed or dropped, none tried more than ATTEMPTS times."""
+        receiver = receiver_factory(hang=True)
+        rig = rig_factory(sim)
+        with_notify(rig, webhook(receiver, secret_file(tmp_path), ["succeeded"])).start()
+        names = [f"quiet{i}" for i in range(3)]
+        for name in names:
+            rig.drop(name, SFX)
+        assert [rig.wait(name)["state"] for name in names] == ["succeeded"] * 3
+        assert rig.daemon is not None and rig.daemon.notifier is not None
+        notifier = rig.daemon.notifier
+        rig.stop()
+        counts = notifier.counts()[notifications._label(receiver.url)]
+        assert counts.get("sent", 0) == 0 and counts.get("failed", 0) + counts.get("dropped", 0) == 3, counts
+        assert 1 <= len(receiver.posts) <= 3 * notifications.ATTEMPTS
+
+    def test_no_secret_in_a_message(self, receiver_factory: Callable[..., Receiver], tmp_path: Path) -> None:
+        """The API key, a presigned signature and the webhook secret never reach a receiver, whatever a
+        message would carry; the rest of the text does (the positive control)."""
+        receiver = receiver_factory()
+        api_key = "key_" + "ab12" * 32
+        target = NotifyConfig(url=receiver.url, events=("failed",), secret_file=secret_file(tmp_path))
+        notifier = Notifier([target], log=structlog.get_logger(), env={}, secrets=("a-plain-api-key",))
+        notifier.targets[0].start()
+        leaky = (
+            f"visible {api_key} https://bucket.example/o?X-Amz-Signature=deadbeef01&X-Amz-Credential=AKIAX "
+            f"{SECRET.decode()} a-plain-api-key"
+        )
+        notifier.post("failed", f"title {leaky}", leaky, {"job": {"error": {"message": leaky}}})
+        notifier.close()
+        headers, body = receiver.posts[0]
+        everything = json.dumps(headers).encode() + body
+        assert b"visible" in everything and b"REDACTED" in everything
+        for secret in (api_key.encode(), b"deadbeef01", SECRET, b"a-plain-api-key"):
+            assert secret not in everything
+
+
+class TestApprise:
+    def test_json_url_to_a_receiver(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, receiver_factory: Callable[..., Receiver]
+    ) -> None:
+        """An Apprise json:// URL, sent through the real apprise library, brings a failed request's title and
+        text to an HTTP receiver on loopback."""
+        sim.faults.add(Fault("fail", failure_code="SAFETY.INPUT.TEXT", count=1))
+        receiver = receiver_factory()
+        rig = rig_factory(sim)
+        url = receiver.url.replace("http://", "json://")
+        with_notify(rig, {"url": url, "events": ["failed"]}).start()
+        rig.drop("doomed", SFX)
+        assert rig.wait("doomed")["state"] == "failed"
+        message = receiver.wait_for(lambda e: len(e) >= 1)[0]
+        assert message["title"] == "runwatch: doomed failed"
+        assert "SAFETY.INPUT.TEXT" in message["message"] and "doomed" in message["message"]
+        assert "x-runwatch-signature" not in receiver.posts[0][0]
