@@ -17,6 +17,7 @@ import structlog
 
 from runwatch import notifications
 from runwatch.config import DEFAULT_NOTIFY_EVENTS, NotifyConfig, parse_config
+from runwatch.daemon import Daemon
 from runwatch.errors import ConfigError
 from runwatch.notifications import Notifier
 from runwatch.simulator import Fault, Simulator
@@ -374,3 +375,23 @@ class TestApprise:
         assert message["title"] == "runwatch: doomed failed"
         assert "SAFETY.INPUT.TEXT" in message["message"] and "doomed" in message["message"]
         assert "x-runwatch-signature" not in receiver.posts[0][0]
+
+
+class TestOnce:
+    def test_messages_of_a_once_run_are_sent_before_it_returns(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, receiver_factory: Callable[..., Receiver], tmp_path: Path
+    ) -> None:
+        """`run --once` returns only after the message of its last request has reached the receiver, even when
+        that takes a retry (a stopping daemon gives its queue time to drain)."""
+        sim.faults.add(Fault("fail", failure_code="SAFETY.INPUT.TEXT", count=1))
+        receiver = receiver_factory([503])
+        rig = with_notify(rig_factory(sim), webhook(receiver, secret_file(tmp_path), ["failed"]))
+        rig.drop("doomed", SFX)
+        daemon = Daemon(rig.config, api_key=sim.key)
+        daemon.start()
+        assert daemon.run(threading.Event(), once=True) == 1
+        assert [e["job"]["name"] for e in receiver.events()] == ["doomed", "doomed"]
+        assert daemon.notifier is not None and daemon.notifier.counts()[notifications._label(receiver.url)] == {
+            "retried": 1,
+            "sent": 1,
+        }
