@@ -55,6 +55,7 @@ TIMEOUT: Final = 10.0  # seconds one attempt may take
 DRAIN: Final = 5.0  # seconds a stopping daemon waits for messages still queued
 INBOX_LOOK: Final = 1.0  # seconds between looks for a paused inbox
 THRESHOLDS: Final = (100, 80)  # percent of a budget, highest first
+MIN_SECRET: Final = 16  # bytes of a webhook secret: a shorter one is guessable (and would be scrubbed from any text)
 
 _JOB_EVENTS: Final = {
     State.SUCCEEDED: "succeeded",
@@ -102,8 +103,11 @@ def load_secret(config: NotifyConfig, where: str, env: Mapping[str, str] = os.en
         secret = file.read_bytes().strip()
     except OSError as exc:
         raise ConfigError("runwatch", [Problem(key, f"{file}: cannot read: {exc.strerror or exc}")]) from exc
-    if not secret:
-        raise ConfigError("runwatch", [Problem(key, f"{file}: empty")])
+    if len(secret) < MIN_SECRET:
+        raise ConfigError(
+            "runwatch",
+            [Problem(key, f"{file}: a secret of at least {MIN_SECRET} characters is needed (openssl rand -hex 32)")],
+        )
     return secret
 
 
@@ -183,7 +187,8 @@ class Target:
         if left:
             self.counts["dropped"] += left
             self.log.warning("notify.dropped", messages=left, reason="runwatch is stopping")
-        self._thread.join(0.5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(0.5)
         if self._http is not None and not self._thread.is_alive():
             self._http.close()
 
@@ -292,7 +297,9 @@ class Notifier:
         ]
         # Exact secrets scrubbed from every message, besides what redact() finds by its shape.
         self._secrets = [
-            s for s in (*secrets, *(t.secret.decode("utf-8", "replace") for t in self.targets if t.secret)) if s
+            s
+            for s in (*secrets, *(t.secret.decode("utf-8", "replace") for t in self.targets if t.secret))
+            if len(s) >= MIN_SECRET
         ]
         self._wanted = frozenset(e for t in self.targets for e in t.config.events)
         self._budgets: _Budgets | None = None

@@ -195,6 +195,21 @@ class TestConfig:
         assert "secret_file" in problems["notify[0].secret"] and "abc" not in problems["notify[0].secret"]
         assert "only a webhook" in problems["notify[1].secret_file"]
 
+    @pytest.mark.parametrize(("content", "why"), [(None, "No such file"), (b"short\n", "at least 16 characters")])
+    def test_secret_file_unusable(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path, content: bytes | None, why: str
+    ) -> None:
+        """A secret_file that cannot be read, or holds a guessable secret, stops the daemon's start with an
+        error naming notify[N].secret_file."""
+        path = tmp_path / "webhook-secret"
+        if content is not None:
+            path.write_bytes(content)
+        rig = with_notify(rig_factory(sim), {"url": "https://hooks.example.org/x", "secret_file": str(path)})
+        with pytest.raises(ConfigError) as info:
+            Daemon(rig.config, api_key=sim.key)
+        assert [p.path for p in info.value.problems] == ["notify[0].secret_file"]
+        assert why in info.value.problems[0].message
+
     def test_apprise_url_it_does_not_know(self) -> None:
         """A scheme Apprise does not know is an error at notify[N].url."""
         problems = config_problems([{"url": "nosuchservice://x/y"}])
@@ -343,11 +358,11 @@ class TestNeverInTheWay:
         receiver = receiver_factory()
         api_key = "key_" + "ab12" * 32
         target = NotifyConfig(url=receiver.url, events=("failed",), secret_file=secret_file(tmp_path))
-        notifier = Notifier([target], log=structlog.get_logger(), env={}, secrets=("a-plain-api-key",))
+        notifier = Notifier([target], log=structlog.get_logger(), env={}, secrets=("a-plain-api-key-of-some-length",))
         notifier.targets[0].start()
         leaky = (
             f"visible {api_key} https://bucket.example/o?X-Amz-Signature=deadbeef01&X-Amz-Credential=AKIAX "
-            f"{SECRET.decode()} a-plain-api-key"
+            f"{SECRET.decode()} a-plain-api-key-of-some-length"
         )
         notifier.post("failed", f"title {leaky}", leaky, {"job": {"error": {"message": leaky}}})
         notifier.close()
