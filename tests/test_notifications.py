@@ -307,6 +307,18 @@ class TestWebhook:
         assert notifier.counts()[notifications._label(receiver.url)] == {"retried": 2, "sent": 1}
         assert "x-runwatch-signature" not in receiver.posts[0][0]  # no secret: not signed
 
+    def test_secret_from_a_systemd_credential(self, receiver_factory: Callable[..., Receiver], tmp_path: Path) -> None:
+        """Without a secret_file, the systemd credential runwatch_webhook_secret signs the webhook."""
+        receiver = receiver_factory()
+        (tmp_path / "runwatch_webhook_secret").write_bytes(SECRET)
+        target = NotifyConfig(url=receiver.url, events=("failed",))
+        notifier = Notifier([target], log=structlog.get_logger(), env={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+        notifier.targets[0].start()
+        notifier.post("failed", "title", "text", {})
+        notifier.close()
+        headers, body = receiver.posts[0]
+        assert readme_verifier()(SECRET, headers["x-runwatch-signature"], body)
+
     def test_a_4xx_is_not_retried(self, receiver_factory: Callable[..., Receiver], fast_retries: None) -> None:
         """A receiver that refuses (404) is not asked again: one attempt, counted as failed."""
         receiver = receiver_factory([404])
