@@ -103,7 +103,11 @@ class Daemon:
             self.catalog = load_catalog()
             self.engine = Engine(config, self.journal, self.api, transports, self.http, self.catalog, log=self.log)
             self._watching = {inbox.name: self._watcher(inbox, config) for inbox in config.inboxes}
-            self.notifier = Notifier(config.notify, log=self.log, secrets=(api_key,)) if config.notify else None
+            self.notifier = (
+                Notifier(config.notify, log=self.log, secrets=(api_key,), source=str(config.path or "runwatch"))
+                if config.notify
+                else None
+            )
         except BaseException:
             self.lock.release()
             raise

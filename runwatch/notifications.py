@@ -88,8 +88,12 @@ class _Retry(RunwatchError):
     """A failed attempt worth another one (5xx, timeout, no connection)."""
 
 
-def load_secret(config: NotifyConfig, where: str, env: Mapping[str, str] = os.environ) -> bytes | None:
-    """A webhook's HMAC secret: its secret_file, else the systemd credential; None for an unsigned webhook."""
+def load_secret(
+    config: NotifyConfig, where: str, env: Mapping[str, str] = os.environ, source: str = "runwatch"
+) -> bytes | None:
+    """A webhook's HMAC secret: its secret_file, else the systemd credential; None for an unsigned webhook.
+
+    A problem is a ConfigError for ``source`` (the config file) at ``where.secret_file``."""
     file: Path | None = config.secret_file
     key = f"{where}.secret_file"
     if file is None and env.get("CREDENTIALS_DIRECTORY"):
@@ -102,20 +106,27 @@ def load_secret(config: NotifyConfig, where: str, env: Mapping[str, str] = os.en
     try:
         secret = file.read_bytes().strip()
     except OSError as exc:
-        raise ConfigError("runwatch", [Problem(key, f"{file}: cannot read: {exc.strerror or exc}")]) from exc
+        raise ConfigError(source, [Problem(key, f"{file}: cannot read: {exc.strerror or exc}")]) from exc
     if len(secret) < MIN_SECRET:
         raise ConfigError(
-            "runwatch",
+            source,
             [Problem(key, f"{file}: a secret of at least {MIN_SECRET} characters is needed (openssl rand -hex 32)")],
         )
     return secret
 
 
-def _label(url: str) -> str:
-    """How a target is named in logs and metrics: its scheme and host only (paths and users may hold tokens)."""
+_HOST_FIRST: Final = frozenset(
+    {"http", "https", "json", "jsons", "form", "forms", "xml", "xmls", "ntfy", "ntfys", "gotify", "gotifys"}
+    | {"mailto", "mailtos"}
+)
+
+
+def _label(index: int, url: str) -> str:
+    """How a target is named in logs and metrics: its place, its scheme and, where the URL starts with one, its
+    host; never a path or a user (where Slack, Telegram and the like keep their tokens)."""
     scheme, _, rest = url.partition("://")
-    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-    return f"{scheme}://{host}"
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1] if scheme.lower() in _HOST_FIRST else ""
+    return f"notify[{index}] {scheme}://{host}" if host else f"notify[{index}] {scheme}"
 
 
 class Target:
@@ -127,12 +138,13 @@ class Target:
         secret: bytes | None,
         *,
         log: Any,
+        index: int = 0,
         queue_size: int | None = None,
         attempts: int | None = None,
         backoff: float | None = None,
         timeout: float | None = None,
     ) -> None:
-        self.config, self.secret, self.label = config, secret, _label(config.url)
+        self.config, self.secret, self.label = config, secret, _label(index, config.url)
         self.log = log.bind(notify=self.label)
         self.attempts = ATTEMPTS if attempts is None else attempts
         self.backoff = BACKOFF if backoff is None else backoff
@@ -144,7 +156,7 @@ class Target:
         self._busy = False
         self._closing = False
         self._abandon = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"runwatch-notify-{self.label}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"runwatch-notify-{index}", daemon=True)
         self._http: httpx.Client | None = None
         self._apprise: Any = None
         if config.webhook:
@@ -289,11 +301,13 @@ class Notifier:
         log: Any,
         env: Mapping[str, str] = os.environ,
         secrets: Iterable[str] = (),
+        source: str = "runwatch",
         **target_options: Any,
     ) -> None:
         self.log = log
         self.targets = [
-            Target(c, load_secret(c, f"notify[{i}]", env), log=log, **target_options) for i, c in enumerate(configs)
+            Target(c, load_secret(c, f"notify[{i}]", env, source), log=log, index=i, **target_options)
+            for i, c in enumerate(configs)
         ]
         # Exact secrets scrubbed from every message, besides what redact() finds by its shape.
         self._secrets = [
@@ -336,7 +350,7 @@ class Notifier:
             target.close(timeout)
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Per target (scheme and host): messages sent, failed, retried, refused and dropped."""
+        """Per target (by its label: place, scheme and host): messages sent, failed, retried, refused and dropped."""
         return {t.label: dict(t.counts) for t in self.targets}
 
     # -- events -----------------------------------------------------------------------------------

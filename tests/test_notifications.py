@@ -304,7 +304,7 @@ class TestWebhook:
         notifier.post("failed", "title", "text", {"job": {"name": "x"}})
         receiver.wait_for(lambda e: len(e) == 3)
         notifier.close()
-        assert notifier.counts()[notifications._label(receiver.url)] == {"retried": 2, "sent": 1}
+        assert notifier.counts()[notifier.targets[0].label] == {"retried": 2, "sent": 1}
         assert "x-runwatch-signature" not in receiver.posts[0][0]  # no secret: not signed
 
     def test_secret_from_a_systemd_credential(self, receiver_factory: Callable[..., Receiver], tmp_path: Path) -> None:
@@ -326,7 +326,7 @@ class TestWebhook:
         notifier.targets[0].start()
         notifier.post("failed", "title", "text", {})
         notifier.close()
-        assert len(receiver.posts) == 1 and notifier.counts()[notifications._label(receiver.url)] == {"failed": 1}
+        assert len(receiver.posts) == 1 and notifier.counts()[notifier.targets[0].label] == {"failed": 1}
 
     def test_metadata_address_refused_when_sending(self, fast_retries: None) -> None:
         """A webhook at 169.254.169.254 that got past the config (built directly here) is refused when sent:
@@ -336,7 +336,7 @@ class TestWebhook:
         notifier.targets[0].start()
         notifier.post("failed", "title", "text", {})
         notifier.close()
-        assert notifier.counts() == {"http://169.254.169.254": {"refused": 1}}
+        assert notifier.counts() == {"notify[0] http://169.254.169.254": {"refused": 1}}
 
 
 class TestNeverInTheWay:
@@ -360,7 +360,7 @@ class TestNeverInTheWay:
         assert rig.daemon is not None and rig.daemon.notifier is not None
         notifier = rig.daemon.notifier
         rig.stop()
-        counts = notifier.counts()[notifications._label(receiver.url)]
+        counts = notifier.counts()[notifier.targets[0].label]
         assert counts.get("sent", 0) == 0 and counts.get("failed", 0) + counts.get("dropped", 0) == 3, counts
         assert 1 <= len(receiver.posts) <= 3 * notifications.ATTEMPTS
 
@@ -386,6 +386,18 @@ class TestNeverInTheWay:
 
 
 class TestApprise:
+    def test_labels_hold_no_token(self) -> None:
+        """Targets are named in logs and counts by place, scheme and host only: the tokens Slack, Telegram and
+        e-mail URLs carry never show."""
+        urls = ["tgram://123456789:AAsecretbot/4242", "slack://T0SECRET/B0SECRET/XSECRET/#ops", "mailto://me:pw@ex.org"]
+        notifier = Notifier([NotifyConfig(url=u) for u in urls], log=structlog.get_logger(), env={})
+        assert [t.label for t in notifier.targets] == [
+            "notify[0] tgram",
+            "notify[1] slack",
+            "notify[2] mailto://ex.org",
+        ]
+        notifier.close()
+
     def test_json_url_to_a_receiver(
         self, rig_factory: Callable[..., Rig], sim: Simulator, receiver_factory: Callable[..., Receiver]
     ) -> None:
@@ -418,7 +430,7 @@ class TestOnce:
         daemon.start()
         assert daemon.run(threading.Event(), once=True) == 1
         assert [e["job"]["name"] for e in receiver.events()] == ["doomed", "doomed"]
-        assert daemon.notifier is not None and daemon.notifier.counts()[notifications._label(receiver.url)] == {
+        assert daemon.notifier is not None and daemon.notifier.counts()[daemon.notifier.targets[0].label] == {
             "retried": 1,
             "sent": 1,
         }
