@@ -40,7 +40,7 @@ from runwatch.jobs.job import Job
 from runwatch.jobs.states import State
 from runwatch.outbox import status_document
 from runwatch.redact import REDACTED, redact
-from runwatch.webhook import SIGNATURE_HEADER, ForbiddenAddress, pinned, sign
+from runwatch.webhook import APPRISE_HTTP_SCHEMES, SIGNATURE_HEADER, ForbiddenAddress, Pinned, pinned, sign
 
 if TYPE_CHECKING:
     from runwatch.budget import Spent
@@ -252,16 +252,13 @@ class Target:
 
     def _send(self, message: Notification) -> None:
         if self._apprise is not None:
+            if self.config.url.split("://", 1)[0].lower() in APPRISE_HTTP_SCHEMES:
+                _checked(self.config.url)  # the same refusal as a webhook's (Apprise connects by itself)
             if not self._apprise.notify(title=message.title, body=message.text):
                 raise _Retry("Apprise could not deliver the message (see its log lines)")
             return
         assert self._http is not None
-        try:
-            pin = pinned(self.config.url)
-        except ForbiddenAddress:
-            raise
-        except RunwatchError as exc:  # a name that does not resolve now may later
-            raise _Retry(str(exc)) from exc
+        pin = _checked(self.config.url)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"runwatch/{__version__}",
@@ -280,6 +277,16 @@ class Target:
             raise _Retry(f"the receiver answered {response.status_code}")
         if not 200 <= response.status_code < 300:
             raise RunwatchError(f"the receiver answered {response.status_code}")
+
+
+def _checked(url: str) -> Pinned:
+    """The URL aimed at a checked address; a refused address raises ForbiddenAddress, a failed look-up _Retry."""
+    try:
+        return pinned(url)
+    except ForbiddenAddress:
+        raise
+    except RunwatchError as exc:  # a name that does not resolve now may later
+        raise _Retry(str(exc)) from exc
 
 
 class _Watched(Protocol):

@@ -328,15 +328,16 @@ class TestWebhook:
         notifier.close()
         assert len(receiver.posts) == 1 and notifier.counts()[notifier.targets[0].label] == {"failed": 1}
 
-    def test_metadata_address_refused_when_sending(self, fast_retries: None) -> None:
-        """A webhook at 169.254.169.254 that got past the config (built directly here) is refused when sent:
-        counted as refused, never tried again."""
-        target = NotifyConfig(url="http://169.254.169.254/latest/meta-data/", events=("failed",))
+    @pytest.mark.parametrize("scheme", ["http", "json"])
+    def test_metadata_address_refused_when_sending(self, fast_retries: None, scheme: str) -> None:
+        """A webhook (or an Apprise json:// URL) at 169.254.169.254 that got past the config (built directly
+        here) is refused when sent: counted as refused, never tried again."""
+        target = NotifyConfig(url=f"{scheme}://169.254.169.254/latest/meta-data/", events=("failed",))
         notifier = Notifier([target], log=structlog.get_logger(), env={})
         notifier.targets[0].start()
         notifier.post("failed", "title", "text", {})
         notifier.close()
-        assert notifier.counts() == {"notify[0] http://169.254.169.254": {"refused": 1}}
+        assert notifier.counts() == {f"notify[0] {scheme}://169.254.169.254": {"refused": 1}}
 
 
 class TestNeverInTheWay:
