@@ -390,7 +390,8 @@ class Notifier:
         payload = redact({"event": event, "at": now_iso(), "message": text, **extra})
         body, title, text = json.dumps(payload, ensure_ascii=False), redact(title), redact(text)
         for secret in self._secrets:
-            body, title, text = (s.replace(secret, REDACTED) for s in (body, title, text))
+            title, text = title.replace(secret, REDACTED), text.replace(secret, REDACTED)
+            body = body.replace(secret, REDACTED).replace(json.dumps(secret, ensure_ascii=False)[1:-1], REDACTED)
         message = Notification(event, title, text, body.encode())
         for target in targets:
             target.put(message)
