@@ -17,7 +17,7 @@ import structlog
 
 from runwatch import notifications
 from runwatch.config import DEFAULT_NOTIFY_EVENTS, NotifyConfig, parse_config
-from runwatch.daemon import Daemon
+from runwatch.daemon import Daemon, keep_restart_settings
 from runwatch.errors import ConfigError
 from runwatch.notifications import Notifier
 from runwatch.simulator import Fault, Simulator
@@ -296,6 +296,23 @@ class TestWebhook:
         assert budgets[0]["period"] == time.strftime("%Y-%m-%d", time.gmtime())
         assert [e["event"] for e in got].count("inbox_paused") == 1
 
+    def test_inbox_budget(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, receiver_factory: Callable[..., Receiver], tmp_path: Path
+    ) -> None:
+        """An inbox's own daily budget is told with its name when a request brings it to 80 %; a monthly
+        budget far from its thresholds is not told."""
+        receiver = receiver_factory()
+        rig = rig_factory(sim, inbox={"budget_daily": 2.5})
+        with_notify(rig, webhook(receiver, secret_file(tmp_path), ["budget"]), budget={"monthly": 1000}).start()
+        rig.drop("first", SFX)  # 2 of 2.5 credits
+        assert rig.wait("first")["state"] == "succeeded"
+        rig.stop()
+        budgets = [e["budget"] for e in receiver.events()]
+        name = rig.config.inboxes[0].name
+        assert [(b["scope"], b["inbox"], b["threshold"], b["spent"]) for b in budgets] == [
+            ("inbox_daily", name, 80, 2.0)
+        ]
+
     def test_retries_after_500(self, receiver_factory: Callable[..., Receiver], fast_retries: None) -> None:
         """A 500 and a 503 are tried again with back-off; the third attempt's 200 counts as sent."""
         receiver = receiver_factory([500, 503])
@@ -338,6 +355,17 @@ class TestWebhook:
         notifier.post("failed", "title", "text", {})
         notifier.close()
         assert notifier.counts() == {f"notify[0] {scheme}://169.254.169.254": {"refused": 1}}
+
+
+class TestReload:
+    def test_notify_changes_wait_for_a_restart(self, tmp_path: Path) -> None:
+        """A reload that changes [[notify]] keeps the running targets and names the section as needing a
+        restart (their workers and secrets are set up at the start)."""
+        base = {"inbox": [{"path": str(tmp_path / "in"), "outbox": str(tmp_path / "out")}]}
+        running = parse_config(dict(base, notify=[{"url": "https://a.example/x"}]), "test.toml", env={})
+        new = parse_config(dict(base, notify=[{"url": "https://b.example/y"}]), "test.toml", env={})
+        kept, ignored = keep_restart_settings(running, new)
+        assert ignored == ["notify"] and kept.notify == running.notify
 
 
 class TestNeverInTheWay:
