@@ -31,6 +31,7 @@ __all__ = [
     "Config",
     "HttpConfig",
     "InboxConfig",
+    "NotifyConfig",
     "RunwayConfig",
     "S3Config",
     "SchedulerConfig",
@@ -56,6 +57,18 @@ HTTP_TOKEN_SOURCES: Final = (
     f"$RUNWATCH_HTTP_TOKEN, a systemd credential named {HTTP_CREDENTIAL_NAME} (LoadCredential=) "
     "or a file named by http.token_file"
 )
+WEBHOOK_CREDENTIAL_NAME: Final = "runwatch_webhook_secret"
+NOTIFY_EVENTS: Final = (
+    "succeeded",
+    "failed",
+    "cancelled",
+    "rejected",
+    "needs_attention",
+    "held",
+    "budget",
+    "inbox_paused",
+)
+DEFAULT_NOTIFY_EVENTS: Final = ("failed", "needs_attention", "held", "budget")
 _ENV_KEYS: Final = ("RUNWAYML_API_SECRET", "RUNWAY_API_KEY")  # the SDK's name first
 MIB: Final = 1024 * 1024
 MAX_PRESIGN: Final = 604800  # SigV4 presigned URLs live at most 7 days
@@ -202,6 +215,19 @@ class InboxConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    """One [[notify]] target: a webhook (http/https: a signed JSON POST) or an Apprise URL (any other scheme)."""
+
+    url: str
+    events: tuple[str, ...] = DEFAULT_NOTIFY_EVENTS
+    secret_file: Path | None = None  # the webhook's HMAC secret; never in the config text
+
+    @property
+    def webhook(self) -> bool:
+        return self.url.split(":", 1)[0].lower() in ("http", "https")
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     runway: RunwayConfig
@@ -213,6 +239,7 @@ class Config:
     umask: int = 0o027
     daemon: DaemonConfig = DaemonConfig()
     http: HttpConfig = HttpConfig()
+    notify: tuple[NotifyConfig, ...] = ()
 
 
 _D = TypeVar("_D")
@@ -689,6 +716,89 @@ def _inboxes(top: _Table, base: Path, env: Mapping[str, str], has_s3: bool) -> t
     return tuple(inbox for _, inbox in found)
 
 
+def _notify(t: _Table, base: Path, env: Mapping[str, str]) -> NotifyConfig | None:
+    """One [[notify]] table; None when its URL is unusable (the problems are recorded)."""
+    from runwatch.webhook import APPRISE_HTTP_SCHEMES, url_problem
+
+    url = t.string("url", None, required="a webhook (https://…) or an Apprise URL (mailto://, slack://, ntfy://…)")
+    raw_events = t.get("events")
+    events = DEFAULT_NOTIFY_EVENTS
+    if raw_events is not _MISSING:
+        allowed = ", ".join(NOTIFY_EVENTS)
+        if not isinstance(raw_events, list) or not raw_events or not all(isinstance(e, str) for e in raw_events):
+            t.bad("events", f"a non-empty array of event names ({allowed})", raw_events)
+        else:
+            unknown = [e for e in raw_events if e not in NOTIFY_EVENTS]
+            for name in unknown:
+                near = difflib.get_close_matches(name, NOTIFY_EVENTS, n=1)
+                hint = f' (did you mean "{near[0]}"?)' if near else ""
+                t.problem("events", f'unknown event "{name}"{hint}; allowed: {allowed}')
+            events = tuple(dict.fromkeys(raw_events))
+    secret_file = t.path("secret_file", None, base=base, env=env)
+    if "secret" in t.data:
+        t.known.append("secret")
+        t.problem(
+            "secret",
+            "the webhook secret never goes in the config file; name a file holding it with secret_file, or give "
+            f"the systemd credential {WEBHOOK_CREDENTIAL_NAME} (LoadCredential=)",
+        )
+    if url is None:
+        return None
+    if any(c.isspace() or not c.isprintable() for c in url) or "://" not in url:
+        t.bad("url", "a URL such as https://hooks.example.org/runwatch or ntfy://ntfy.sh/topic", url)
+        return None
+    scheme = url.split("://", 1)[0].lower()
+    notify = NotifyConfig(url=url, events=events, secret_file=secret_file)
+    if notify.webhook or scheme in APPRISE_HTTP_SCHEMES:
+        problem = url_problem(url, scheme)
+        if problem is not None:
+            t.problem("url", problem)
+            return None
+    if not notify.webhook:
+        problem = _apprise_problem(url)
+        if problem is not None:
+            t.problem("url", problem)
+            return None
+        if secret_file is not None:
+            t.problem("secret_file", "only a webhook (an http:// or https:// URL) is signed; Apprise URLs are not")
+    return notify
+
+
+def _apprise_problem(url: str) -> str | None:
+    """Why the Apprise library cannot send to ``url``; None when it can."""
+    try:
+        import apprise
+    except ImportError:
+        return (
+            "an Apprise URL (any scheme but http and https) needs the apprise library: "
+            "pip install 'runwatch[notify]' (or pip install apprise)"
+        )
+    if apprise.Apprise.instantiate(url, suppress_exceptions=True) is None:
+        return "Apprise does not understand this URL; see https://github.com/caronc/apprise/wiki for the forms"
+    return None
+
+
+def _notifies(top: _Table, base: Path, env: Mapping[str, str]) -> tuple[NotifyConfig, ...]:
+    value = top.get("notify")
+    if value is _MISSING:
+        return ()
+    if not isinstance(value, list):
+        hint = "; write [[notify]], not [notify]" if isinstance(value, Mapping) else ""
+        top.bad("notify", f"[[notify]] sections{hint}", value)
+        return ()
+    found: list[NotifyConfig] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            top.bad(f"notify[{i}]", "a table ([[notify]] section)", item)
+            continue
+        t = _Table(item, f"notify[{i}]", top.problems, label=f"[[notify]] {i + 1}")
+        notify = _notify(t, base, env)
+        t.done()
+        if notify is not None:
+            found.append(notify)
+    return tuple(found)
+
+
 def parse_config(
     data: Mapping[str, Any], path: str, env: Mapping[str, str] = os.environ, base: Path | None = None
 ) -> Config:
@@ -724,6 +834,7 @@ def parse_config(
         umask=_umask(top, env),
         daemon=_daemon(tables["daemon"]),
         http=_http(tables["http"], base, env),
+        notify=_notifies(top, base, env),
     )
     for table in (*tables.values(), top):
         table.done()

@@ -41,6 +41,7 @@ from runwatch.jobs.engine import Engine
 from runwatch.jobs.job import Job
 from runwatch.jobs.states import IN_FLIGHT, State
 from runwatch.media import DataTransport, RunwayTransport, S3Transport
+from runwatch.notifications import Notifier
 from runwatch.store import StateLock, Store, open_store
 from runwatch.store.opening import sqlite_path
 from runwatch.web.server import WebServer
@@ -57,7 +58,7 @@ _RESTART_ONLY: dict[str, tuple[str, ...]] = {
     "runway": ("base_url", "api_version", "timeout", "api_key_file"),
     "scheduler": ("max_uploads", "max_downloads"),
 }
-_RESTART_ONLY_SECTIONS = ("state", "s3", "http")
+_RESTART_ONLY_SECTIONS = ("state", "s3", "http", "notify")
 
 
 def _s3_client(config: Config) -> Any:
@@ -105,6 +106,11 @@ class Daemon:
             self.engine = Engine(config, self.journal, self.api, transports, self.http, self.catalog, log=self.log)
             self._watching = {inbox.name: self._watcher(inbox, config) for inbox in config.inboxes}
             self.web = WebServer(self) if config.http.enabled else None
+            self.notifier = (
+                Notifier(config.notify, log=self.log, secrets=(api_key,), source=str(config.path or "runwatch"))
+                if config.notify
+                else None
+            )
         except BaseException:
             self.lock.release()
             raise
@@ -142,6 +148,8 @@ class Daemon:
             prepare_records(inbox)
         self._started_at = now_iso()
         self.engine.load_limits()
+        if self.notifier is not None:
+            self.notifier.start(self.engine, lambda: self.watchers)
         self.engine.recover([(inbox, d) for inbox in self.config.inboxes for d in recover(inbox)])
         for watcher in self._watching.values():
             watcher.start()
@@ -226,6 +234,8 @@ class Daemon:
         for watcher in self._watching.values():
             watcher.stop()
         self.engine.shutdown(self.config.daemon.stop_timeout)
+        if self.notifier is not None:
+            self.notifier.close()
         self.http.close()
         self.journal.close()
         self.lock.release()

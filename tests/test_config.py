@@ -23,6 +23,7 @@ from runwatch.config import (
     DaemonConfig,
     HttpConfig,
     InboxConfig,
+    NotifyConfig,
     RunwayConfig,
     S3Config,
     SchedulerConfig,
@@ -119,12 +120,25 @@ class TestExample:
             assert set(data[section]) == {f.name for f in dataclasses.fields(cls)}, section
         assert set(data["state"]) == {"dir", "database"}
         assert set(data["inbox"][0]) == inbox_keys()
-        assert set(data) == {"umask", "runway", "s3", "state", "budget", "scheduler", "daemon", "http", "inbox"}
+        assert set(data["notify"][0]) == {f.name for f in dataclasses.fields(NotifyConfig)}
+        assert set(data) == {
+            "umask",
+            "runway",
+            "s3",
+            "state",
+            "budget",
+            "scheduler",
+            "daemon",
+            "http",
+            "inbox",
+            "notify",
+        }
 
     def test_every_key_has_a_comment(self) -> None:
         """The first line of each setting follows an explanatory comment."""
         lines = EXAMPLE.read_text().splitlines()
-        names = {f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)} | inbox_keys() | {"umask"}
+        names = {f.name for cls in (*SECTIONS.values(), NotifyConfig) for f in dataclasses.fields(cls)}
+        names |= inbox_keys() | {"umask"}
         for name in names:
             index = next(i for i, line in enumerate(lines) if re.match(rf"#?{name} = ", line))
             assert lines[index - 1].startswith("# "), name

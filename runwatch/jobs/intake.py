@@ -80,6 +80,7 @@ def accept(engine: Engine, claims: Sequence[Claimed]) -> None:
         engine.log.info("job.accepted", request=job.name, job=job.id, endpoint=job.endpoint, model=job.model)
         if job.state == State.HELD:
             engine.log.info("job.held", request=job.name, job=job.id, reason=job.error["message"])
+        engine.book.tell(job)
 
 
 def reject(engine: Engine, ref: Refused, move: bool = False) -> None:
