@@ -14,17 +14,13 @@ import json
 import sys
 import tempfile
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from drop_to_submit import BODY, _state, pct
+from drop_to_submit import pct, runwatch
 from report import emit
-from scale import Daemon, Tree, simulator
 
 P50_SLACK_MS, P99_SLACK_MS = 5.0, 20.0
 EVENTS = ["succeeded", "failed", "cancelled", "rejected", "needs_attention", "held"]
@@ -58,37 +54,9 @@ class Silent:
 
 
 def run(drops: int, root: Path, notify_url: str | None) -> list[float]:
-    tree = Tree.make(root)
-    renamed: dict[str, float] = {}
-    with simulator("--time-scale", "0.001", "--daily-limit", "0", "--concurrency", "0") as url:
-        config = tree.config(url, scheduler={}, inbox={}, poll=0.5)
-        if notify_url is not None:
-            with config.open("a") as file:
-                file.write(f'\n[[notify]]\nurl = "{notify_url}"\nevents = {json.dumps(EVENTS)}\n')
-        daemon = Daemon(tree, config, "info")
-        try:
-            daemon.wait_started()
-            for i in range(drops):
-                name, text = f"r{i:04d}", f"line {i}"
-                staged = tree.staging / f"{name}.json"
-                staged.write_text(json.dumps(dict(BODY, promptText=text)))
-                renamed[text] = time.time()
-                staged.rename(tree.inbox / f"{name}.json")
-                status = tree.outbox / f"{name}.status.json"
-                deadline = time.monotonic() + 10
-                while _state(status) in (None, "accepted"):
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"drop {i} was not submitted within 10 s; see {daemon.log_path}")
-                    time.sleep(0.002)
-            rows: list[dict[str, Any]] = httpx.get(f"{url}/_sim/requests", timeout=30).json()["requests"]
-        finally:
-            daemon.stop()
-    creates = {
-        r["body"]["promptText"]: float(r["at"])
-        for r in rows
-        if r["method"] == "POST" and r["path"] == "/v1/text_to_speech"
-    }
-    return [(creates[text] - at) * 1000 for text, at in renamed.items() if text in creates]
+    """drop_to_submit's measure, with a [[notify]] webhook told of every job event when ``notify_url`` is set."""
+    extra = f'\n[[notify]]\nurl = "{notify_url}"\nevents = {json.dumps(EVENTS)}\n' if notify_url else ""
+    return runwatch(drops, root, config_extra=extra, strict=False)
 
 
 def main() -> int:
