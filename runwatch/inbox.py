@@ -568,6 +568,9 @@ class InboxWatcher:
         if now < kept.until:
             cand.due = kept.until
             return
+        if self._unseen_requests(path.parent):  # a request the observer has not reported yet may name it
+            cand.due = now + max(RETRY, self.inbox.settle)
+            return
         try:
             outcome = self._area.sweep(path, kept.ident, kept.job_id)
         except OSError as exc:
@@ -579,6 +582,21 @@ class InboxWatcher:
         self._drop_cand(path)
         if outcome == "changed" and path.parent == self._root:  # its owner put a new file there
             self._consider(path)
+
+    def _unseen_requests(self, folder: Path) -> bool:
+        """Request files in ``folder`` that no event or scan has brought yet (a polling observer reports them a
+        cycle late): taken in now, as waiting and unread, so a shared file stays until they are read."""
+        found = False
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    path = Path(entry.path)
+                    if path not in self._cands and classify(entry.name, self.inbox.accept_media) == "request":
+                        self._consider(path)
+                        found = True
+        except OSError:
+            return False  # the folder is not there to list: the rest of the watcher deals with that
+        return found
 
     def _claim(self, path: Path, req: Request, cand: _Cand, *, bare: bool = False) -> None:
         taken = self._area.take(path, cand, None if bare else req)
