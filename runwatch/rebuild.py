@@ -28,11 +28,10 @@ from runwatch.errors import RequestError, StartupError
 from runwatch.jobs.job import Job
 from runwatch.jobs.lifecycle import unconfirmed_error
 from runwatch.jobs.states import FINAL, State
-from runwatch.request import MEDIA_SUFFIXES
 from runwatch.requestfile import parse, read
 from runwatch.store import open_store
 from runwatch.store.opening import sqlite_path
-from runwatch.workrecords import INTENT_MARK, read_intent_mark, status_shown
+from runwatch.workrecords import read_intent_mark, request_in, status_shown
 
 __all__ = ["Rebuilt", "rebuild_journal"]
 
@@ -80,9 +79,10 @@ def rebuild_journal(config: Config) -> Rebuilt:
 
 
 def _job_of(inbox: InboxConfig, job_dir: Path, where: str) -> Job | None:
-    request = _request_file(job_dir)
-    if request is None:
+    found = request_in(job_dir)
+    if found is None:
         return None
+    request = found[0]
     fmt = "toml" if request.suffix == ".toml" else "json"
     body = _body(request)
     name = _name(body, request)
@@ -123,14 +123,6 @@ def _job_of(inbox: InboxConfig, job_dir: Path, where: str) -> Job | None:
     job.task_id = mark.task_id if mark else None
     job.error = {"code": "rebuilt", "message": "rebuilt from the work area; how it ended is not known"}
     return job
-
-
-def _request_file(job_dir: Path) -> Path | None:
-    files = sorted(p for p in job_dir.iterdir() if p.suffix in (".json", ".toml") and p.is_file())
-    if not files:  # a bare-media claim: the media file alone
-        files = sorted(p for p in job_dir.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
-    files = [f for f in files if f.name != INTENT_MARK]
-    return files[0] if files else None
 
 
 def _body(request: Path) -> dict[str, Any]:

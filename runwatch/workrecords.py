@@ -37,6 +37,7 @@ __all__ = [
     "move_record",
     "prepare_records",
     "read_intent_mark",
+    "request_in",
     "status_shown",
 ]
 
@@ -171,3 +172,15 @@ def status_shown(outbox: Path, job_id: str, name: str, fmt: str) -> dict[str, An
     if isinstance(shown, dict) and job_id in str(shown.get("request", "")):
         return shown
     return None
+
+
+def request_in(job_dir: Path) -> tuple[Path, bool] | None:
+    """The request file a job dir holds, and whether it is a bare-media claim (the media file alone, at the top
+    of the job dir); None when it holds neither."""
+    from runwatch.request import MEDIA_SUFFIXES
+
+    files = sorted(p for p in job_dir.iterdir() if p.suffix in (".json", ".toml") and p.is_file())
+    if files:
+        return files[0], False
+    media = sorted(p for p in job_dir.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+    return (media[0], True) if media else None

@@ -20,9 +20,8 @@ from runwatch.jobs import intake
 from runwatch.jobs.lifecycle import unconfirmed_error
 from runwatch.jobs.states import AT_RUNWAY, FINAL, State
 from runwatch.outbox import clean_partials, status_path
-from runwatch.request import MEDIA_SUFFIXES
 from runwatch.workarea import Claimed, Format
-from runwatch.workrecords import IntentMark, find_record, read_intent_mark, status_shown
+from runwatch.workrecords import IntentMark, find_record, read_intent_mark, request_in, status_shown
 
 if TYPE_CHECKING:
     from runwatch.config import InboxConfig
@@ -40,15 +39,13 @@ def recover(engine: Engine, claimed_dirs: list[tuple[InboxConfig, Path]]) -> Non
     for inbox, job_dir in claimed_dirs:
         if str(job_dir) in known:
             continue
-        files = sorted(p for p in job_dir.iterdir() if p.suffix in (".json", ".toml") and p.is_file())
-        bare = not files
-        if bare:  # a bare-media claim: the media file alone, at the top of the job dir
-            files = sorted(p for p in job_dir.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
-        if not files:
+        found = request_in(job_dir)
+        if found is None:
             continue
+        request, bare = found
         engine.log.info("job.recovered_claim", job_dir=str(job_dir))
-        fmt: Format = "toml" if files[0].suffix == ".toml" else "json"
-        claims.append(Claimed(job_dir.name, inbox.name, job_dir, files[0], files[0].stem, fmt, bare))
+        fmt: Format = "toml" if request.suffix == ".toml" else "json"
+        claims.append(Claimed(job_dir.name, inbox.name, job_dir, request, request.stem, fmt, bare))
     if claims:
         intake.accept(engine, claims)
         for claim in claims:  # a claim the journal never saw whose work area says a create left for it
