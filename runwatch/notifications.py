@@ -8,7 +8,7 @@ builds the message (the event plus the job's status document, redacted) and puts
 returns. Each target has its own worker thread and bounded queue, so a slow or dead receiver delays only its own
 messages; a full queue drops its oldest message, with a log line and a count. A send that fails on a 5xx, a 429,
 a timeout or a connection error is tried again after 1, 2, 4 … seconds, a bounded number of times; every failure
-is logged and counted (:meth:`Notifier.counts`, for the metrics).
+is logged and counted per event (:meth:`Notifier.tallies`, which the metrics read at each scrape).
 
 Webhooks are a JSON POST signed as :mod:`runwatch.webhook` says; Apprise URLs go through the ``apprise`` library
 (the ``runwatch[notify]`` extra). Budgets are looked at when a job's spending may have moved; each threshold
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from runwatch.budget import Spent
     from runwatch.jobs.engine import Engine
 
-__all__ = ["Notification", "Notifier", "Target", "load_secret"]
+__all__ = ["OUTCOMES", "Notification", "Notifier", "Tally", "Target", "load_secret"]
 
 QUEUE_SIZE: Final = 100  # messages waiting per target; more drops the oldest
 ATTEMPTS: Final = 4  # sends of one message, the first included
@@ -56,6 +56,9 @@ DRAIN: Final = 5.0  # seconds a stopping daemon waits for messages still queued
 INBOX_LOOK: Final = 1.0  # seconds between looks for a paused inbox
 THRESHOLDS: Final = (100, 80)  # percent of a budget, highest first
 MIN_SECRET: Final = 16  # bytes of a webhook secret: a shorter one is guessable (and would be scrubbed from any text)
+# What became of a message, each counted once per message; "retried" (an attempt that failed and is tried again)
+# is counted besides, per attempt.
+OUTCOMES: Final = ("sent", "failed", "refused", "dropped")
 
 _JOB_EVENTS: Final = {
     State.SUCCEEDED: "succeeded",
@@ -82,6 +85,16 @@ class Notification:
     text: str
     body: bytes
     delivery: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One target's counts, as the metrics show them: named by its place and kind, never by its URL."""
+
+    index: int  # its place among the [[notify]] sections
+    kind: str  # webhook or apprise
+    events: tuple[str, ...]  # the events it is told
+    counts: Mapping[tuple[str, str], int]  # (event, outcome or "retried") -> how many
 
 
 class _Retry(RunwatchError):
@@ -144,12 +157,14 @@ class Target:
         backoff: float | None = None,
         timeout: float | None = None,
     ) -> None:
-        self.config, self.secret, self.label = config, secret, _label(index, config.url)
+        self.config, self.secret, self.label, self.index = config, secret, _label(index, config.url), index
+        self.kind = "webhook" if config.webhook else "apprise"
         self.log = log.bind(notify=self.label)
         self.attempts = ATTEMPTS if attempts is None else attempts
         self.backoff = BACKOFF if backoff is None else backoff
         timeout = TIMEOUT if timeout is None else timeout
-        self.counts: collections.Counter[str] = collections.Counter()
+        self._tally: collections.Counter[tuple[str, str]] = collections.Counter()  # (event, outcome) -> n
+        self._tally_lock = threading.Lock()  # the worker and put() count; a scrape reads
         self._queue: collections.deque[Notification] = collections.deque()
         self._size = QUEUE_SIZE if queue_size is None else queue_size
         self._cond = threading.Condition()
@@ -172,6 +187,23 @@ class Target:
     def wants(self, event: str) -> bool:
         return event in self.config.events
 
+    def _count(self, event: str, outcome: str, n: int = 1) -> None:
+        with self._tally_lock:
+            self._tally[event, outcome] += n
+
+    @property
+    def counts(self) -> collections.Counter[str]:
+        """Messages by outcome, every event together."""
+        totals: collections.Counter[str] = collections.Counter()
+        for (_, outcome), n in self.tally().items():
+            totals[outcome] += n
+        return totals
+
+    def tally(self) -> dict[tuple[str, str], int]:
+        """A copy of the counts by (event, outcome); any thread."""
+        with self._tally_lock:
+            return dict(self._tally)
+
     def start(self) -> None:
         self._thread.start()
 
@@ -182,7 +214,7 @@ class Target:
                 return
             if len(self._queue) >= self._size:
                 old = self._queue.popleft()
-                self.counts["dropped"] += 1
+                self._count(old.event, "dropped")
                 self.log.warning("notify.dropped", kind=old.event, reason="the queue is full", queued=self._size)
             self._queue.append(message)
             self._cond.notify()
@@ -193,11 +225,13 @@ class Target:
             self._closing = True
             self._cond.notify_all()
             self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
-            left = len(self._queue)
+            abandoned = list(self._queue)
             self._queue.clear()
         self._abandon.set()
+        left = len(abandoned)
+        for message in abandoned:
+            self._count(message.event, "dropped")
         if left:
-            self.counts["dropped"] += left
             self.log.warning("notify.dropped", messages=left, reason="runwatch is stopping")
         if self._thread.ident is not None:  # started
             self._thread.join(0.5)
@@ -215,7 +249,7 @@ class Target:
             try:
                 self._deliver(message)
             except Exception as exc:  # a bug in one send must not end the worker
-                self.counts["failed"] += 1
+                self._count(message.event, "failed")
                 self.log.exception("notify.failed", kind=message.event, error=repr(exc))
             with self._cond:
                 self._busy = False
@@ -226,27 +260,27 @@ class Target:
             try:
                 self._send(message)
             except ForbiddenAddress as exc:
-                self.counts["refused"] += 1
+                self._count(message.event, "refused")
                 self.log.error("notify.refused", kind=message.event, error=str(exc))
                 return
             except _Retry as exc:
                 if attempt == self.attempts or self._abandon.is_set():
-                    self.counts["failed"] += 1
+                    self._count(message.event, "failed")
                     self.log.error("notify.failed", kind=message.event, attempts=attempt, error=str(exc))
                     return
-                self.counts["retried"] += 1
+                self._count(message.event, "retried")
                 delay = self.backoff * 2 ** (attempt - 1)
                 self.log.warning("notify.retrying", kind=message.event, attempt=attempt, delay=delay, error=str(exc))
                 if self._abandon.wait(delay):
-                    self.counts["failed"] += 1
+                    self._count(message.event, "failed")
                     self.log.error("notify.failed", kind=message.event, attempts=attempt, error="runwatch stopped")
                     return
             except RunwatchError as exc:
-                self.counts["failed"] += 1
+                self._count(message.event, "failed")
                 self.log.error("notify.failed", kind=message.event, attempts=attempt, error=str(exc))
                 return
             else:
-                self.counts["sent"] += 1
+                self._count(message.event, "sent")
                 self.log.info("notify.sent", kind=message.event, attempts=attempt)
                 return
 
@@ -359,6 +393,10 @@ class Notifier:
     def counts(self) -> dict[str, dict[str, int]]:
         """Per target (by its label: place, scheme and host): messages sent, failed, retried, refused and dropped."""
         return {t.label: dict(t.counts) for t in self.targets}
+
+    def tallies(self) -> list[Tally]:
+        """Per target, its counts by event and outcome (any thread: what /metrics reads)."""
+        return [Tally(t.index, t.kind, t.config.events, t.tally()) for t in self.targets]
 
     # -- events -----------------------------------------------------------------------------------
 

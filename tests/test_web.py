@@ -14,6 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from runwatch import notifications
 from runwatch.config import parse_config
 from runwatch.daemon import Daemon
 from runwatch.errors import ConfigError
@@ -21,12 +22,15 @@ from runwatch.simulator import Fault, SimConfig, Simulator
 from runwatch.web.security import load_token
 
 from .rig import SEED_REQUESTS, Rig
+from .test_notifications import Receiver, receiver_factory, with_notify
 from .test_secrets import SECRET_PATTERNS
 
 SPEECH = SEED_REQUESTS["text_to_speech"][0]
 VIDEO = SEED_REQUESTS["text_to_video"][0]  # veo3.1, 8 s: 320 credits
 DASHBOARD = Path(__file__).resolve().parent.parent / "contrib" / "grafana-dashboard.json"
 TOKEN = "t0ken-for-the-tests-" + "9" * 24
+SFX = SEED_REQUESTS["sound_effect"][0]
+__all__ = ["receiver_factory"]  # a fixture, used by name
 
 
 @pytest.fixture
@@ -301,6 +305,28 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
+def _declared(text: str) -> set[str]:
+    """Every series name the exposition declares, with or without samples yet (a counter's ``_total``, a
+    histogram's ``_bucket``, ``_count`` and ``_sum``)."""
+    names: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        names.add(family.name)
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}.get(family.type, ())
+        names.update(family.name + suffix for suffix in suffixes)
+    return names
+
+
+def _notified(got: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[tuple[str, ...], float]:
+    """The notification series: (metric, target, kind, event[, outcome]) -> value."""
+    order = ("target", "kind", "event", "outcome")
+    found = {}
+    for (name, labels), value in got.items():
+        if name.startswith("runwatch_notification"):
+            named = dict(labels)
+            found[(name, *(named[key] for key in order if key in named))] = value
+    return found
+
+
 class TestMetrics:
     def test_values_match_the_journal(self, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path) -> None:
         """After a known run, /metrics parses as Prometheus text and its figures agree with the journal: jobs by
@@ -351,7 +377,80 @@ class TestMetrics:
         assert got[("runwatch_inboxes_paused", ())] == 0
         assert ("runwatch_credit_balance", ()) in got
         shown = set(re.findall(r"runwatch_[a-z_]+", DASHBOARD.read_text()))
-        assert shown and shown <= {name for name, _ in got}  # the shipped Grafana dashboard asks for what is served
+        assert shown and shown <= _declared(answer.text)  # the shipped Grafana dashboard asks for what is served
+
+    def test_notifications_counted(
+        self,
+        rig_factory: Callable[..., Rig],
+        sim: Simulator,
+        receiver_factory: Callable[..., Receiver],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Notifications are counted by target (its place and kind, never its URL), event and outcome: a webhook
+        answering 500 then 200 counts one retry and one sent, one answering 404 one failed, an Apprise json://
+        URL one sent; every event a target is told shows, at 0 until it happens; the figures agree with what
+        the receivers saw."""
+        monkeypatch.setattr(notifications, "BACKOFF", 0.05)
+        flaky, refusing, apprise = receiver_factory([500]), receiver_factory([404]), receiver_factory()
+        rig = rig_factory(sim, http={"listen": "127.0.0.1:0"})
+        with_notify(
+            rig,
+            {"url": flaky.url, "events": ["succeeded", "failed"]},
+            {"url": refusing.url, "events": ["succeeded"]},
+            {"url": apprise.url.replace("http://", "json://"), "events": ["succeeded"]},
+        ).start()
+        rig.drop("fine", SFX)
+        assert rig.wait("fine")["state"] == "succeeded"
+        with client(rig) as http:
+
+            def settled() -> dict[tuple[str, ...], float]:
+                return _notified(_samples(http.get("/metrics").text))
+
+            # The receivers see a post before runwatch has its answer: wait for all three messages to end.
+            wait_for(lambda: sum(v for k, v in settled().items() if k[0] == "runwatch_notifications_total") == 3)
+            text = http.get("/metrics").text
+        got = _notified(_samples(text))
+        sent = "runwatch_notifications_total"
+        retried = "runwatch_notification_retries_total"
+        assert len(flaky.posts) == 2 and len(refusing.posts) == 1 and len(apprise.posts) == 1
+        assert got[(sent, "notify[0]", "webhook", "succeeded", "sent")] == 1
+        assert got[(retried, "notify[0]", "webhook", "succeeded")] == len(flaky.posts) - 1 == 1
+        assert got[(sent, "notify[0]", "webhook", "succeeded", "failed")] == 0
+        assert got[(sent, "notify[0]", "webhook", "failed", "sent")] == 0  # told, not happened: shown at 0
+        assert got[(sent, "notify[1]", "webhook", "succeeded", "failed")] == len(refusing.posts) == 1
+        assert got[(retried, "notify[1]", "webhook", "succeeded")] == 0
+        assert got[(sent, "notify[2]", "apprise", "succeeded", "sent")] == len(apprise.posts) == 1
+        assert {k[4] for k in got if k[0] == sent} == {"sent", "failed", "refused", "dropped"}
+        lines = [line for line in text.splitlines() if line.startswith("runwatch_notification")]
+        assert lines and not [line for line in lines if "127.0.0.1" in line or "/hook" in line or "json:" in line]
+        shown = set(re.findall(r"runwatch_notification[a-z_]+", DASHBOARD.read_text()))
+        assert shown and shown <= {k[0] for k in got}  # the dashboard's notification panels have series to show
+
+    def test_dropped_notifications(
+        self,
+        rig_factory: Callable[..., Rig],
+        sim: Simulator,
+        receiver_factory: Callable[..., Receiver],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Behind a receiver that never answers, a queue of one drops a message when a third comes: /metrics
+        counts it as dropped under its event while the first waits for its answer."""
+        monkeypatch.setattr(notifications, "QUEUE_SIZE", 1)
+        monkeypatch.setattr(notifications, "TIMEOUT", 120.0)  # the first message waits for the whole test
+        silent = receiver_factory(hang=True)
+        rig = rig_factory(sim, http={"listen": "127.0.0.1:0"})
+        with_notify(rig, {"url": silent.url, "events": ["succeeded"]}).start()
+        for n in range(3):
+            rig.drop(f"say{n}", SPEECH)
+        for n in range(3):
+            assert rig.wait(f"say{n}")["state"] == "succeeded"
+        key = ("runwatch_notifications_total", "notify[0]", "webhook", "succeeded", "dropped")
+        with client(rig) as http:
+            wait_for(lambda: _notified(_samples(http.get("/metrics").text)).get(key) == 1)
+            got = _notified(_samples(http.get("/metrics").text))
+        assert len(silent.posts) == 1 and got[key] == 1
+        assert got[("runwatch_notifications_total", "notify[0]", "webhook", "succeeded", "sent")] == 0
 
 
 class TestNothingSecretIsServed:

@@ -5,7 +5,9 @@ Two kinds of figures. Counters and histograms are noted as things happen: the jo
 :meth:`Metrics.api_call` after each request (``RunwayClient.observer``); both only note and return. Gauges are
 read when scraped (:class:`_Looks`): jobs by state from the journal, held requests by reason from the jobs the
 engine follows (in memory: a queue of thousands held costs a scrape little), the balance from the money guard's
-last look at the organization, paused inboxes from the watchers.
+last look at the organization, paused inboxes from the watchers, and the notifications' counts from the notifier
+(its workers count; a scrape copies). A notification target is named by its place in the config and its kind,
+never by its URL: webhook URLs and Apprise URLs carry tokens.
 
 Counters start from zero at each start of the daemon, as Prometheus expects (``rate()`` handles the reset).
 """
@@ -15,16 +17,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from runwatch.api import ApiCall
 from runwatch.jobs.states import FINAL, State
+from runwatch.notifications import OUTCOMES, Tally
 
 if TYPE_CHECKING:
     from runwatch.jobs.book import Book
@@ -96,6 +99,7 @@ class Sources:
     paused: Callable[[], dict[str, bool]]  # inbox name -> paused
     balance: Callable[[], float | None]
     followed: Callable[[], list[Job]]  # the jobs the engine follows (held ones among them), a copy
+    notifications: Callable[[], list[Tally]] = field(default=list)  # each [[notify]] target's counts
 
 
 def held_reasons(jobs: list[Job]) -> dict[str, int]:
@@ -140,6 +144,31 @@ class _Looks(Collector):
             yield GaugeMetricFamily(
                 "runwatch_credit_balance", "The organization's credit balance at runwatch's last look", value=balance
             )
+        yield from _notification_families(self.sources.notifications())
+
+
+def _notification_families(tallies: list[Tally]) -> Iterator[Metric]:
+    """Notifications by target (``notify[N]``), kind, event and outcome; every event a target is told starts at
+    0, so a rate() sees its first failure."""
+    labels = ["target", "kind", "event"]
+    messages = CounterMetricFamily(
+        "runwatch_notifications",
+        "Notification messages by what became of them: sent, failed (after its retries), refused (a link-local "
+        "or metadata address), dropped (a full queue, or runwatch stopping)",
+        labels=[*labels, "outcome"],
+    )
+    retries = CounterMetricFamily(
+        "runwatch_notification_retries", "Notification attempts that failed and were tried again", labels=labels
+    )
+    for tally in tallies:
+        target = f"notify[{tally.index}]"
+        events = dict.fromkeys((*tally.events, *(event for event, _ in tally.counts)))
+        for event in events:
+            for outcome in OUTCOMES:
+                messages.add_metric([target, tally.kind, event, outcome], tally.counts.get((event, outcome), 0))
+            retries.add_metric([target, tally.kind, event], tally.counts.get((event, "retried"), 0))
+    yield messages
+    yield retries
 
 
 class Metrics:

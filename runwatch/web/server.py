@@ -72,6 +72,7 @@ class WebServer:
             paused=lambda: {w.inbox.name: w.paused for w in daemon.watchers},
             balance=engine.money.balance,
             followed=lambda: list(engine.jobs.values()),  # one C-level copy: safe while the engine changes it
+            notifications=lambda: daemon.notifier.tallies() if daemon.notifier is not None else [],
         )
         self.metrics = Metrics(self.sources, book=engine.book)
         engine.book.listeners.append(self.metrics.job_entered)
