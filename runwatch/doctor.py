@@ -547,6 +547,9 @@ def iter_checks(
         yield probe.result
         yield check_clock(probe.server_time, probe.local_time)
     yield check_s3(config, s3_client)
+    from runwatch.doctorhttp import http_checks  # here: it builds on this module's results
+
+    yield from http_checks(config, env)
 
 
 def run_checks(

@@ -7,6 +7,9 @@ import dataclasses
 import io
 import json
 import os
+import socket
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,12 +19,14 @@ import tomli_w
 
 from runwatch import doctor
 from runwatch.cli import main
-from runwatch.config import Config, load_config
+from runwatch.config import Config, NotifyConfig, load_config
+from runwatch.doctorhttp import check_http_listen, check_http_token, check_notify, http_checks
 from runwatch.jobs.job import Job
 from runwatch.simulator import SimConfig, Simulator
 from runwatch.store import Journal, StateLock
 
 from .conftest import IN_CI, need
+from .rig import Rig
 
 
 def _write_config(
@@ -32,8 +37,11 @@ def _write_config(
     inbox: dict[str, Any] | None = None,
     base_url: str | None = None,
     make: bool = True,
+    http: dict[str, Any] | None = None,
+    notify: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """A config with one inbox "main"; its folders are made unless ``make`` is False."""
+    """A config with one inbox "main"; its folders are made unless ``make`` is False. The HTTP server listens
+    on any free loopback port unless ``http`` says otherwise (8765 may be taken on a shared machine)."""
     if make:
         for name in ("inbox", "outbox", "state"):
             (root / name).mkdir(exist_ok=True)
@@ -41,7 +49,10 @@ def _write_config(
         "runway": {"base_url": base_url or (sim.url if sim else "http://127.0.0.1:9")},
         "state": {"dir": str(root / "state")},
         "inbox": [{"name": "main", "path": str(root / "inbox"), "outbox": str(root / "outbox"), **(inbox or {})}],
+        "http": http if http is not None else {"listen": "127.0.0.1:0"},
     }
+    if notify is not None:
+        data["notify"] = notify
     if s3 is not None:
         data["s3"] = {
             "bucket": s3.bucket,
@@ -93,6 +104,8 @@ class TestGoodSetup:
             "api",
             "clock",
             "s3",
+            "http",
+            "http-token",
         ]
         machine_bound = set() if doctor.PROC_INOTIFY.exists() or IN_CI else {"main/events", "inotify-limits"}
         assert [r for r in results if r.status != "PASS" and r.name not in machine_bound] == []
@@ -337,3 +350,163 @@ class TestStateClockS3:
     def test_s3_not_configured(self, tmp_path: Path) -> None:
         """Without [s3] the check passes and says media go through Runway's uploads."""
         assert doctor.check_s3(_config(tmp_path, None)).status == "PASS"
+
+
+def _secret(path: Path, text: str, mode: int) -> Path:
+    path.write_text(text + "\n")
+    path.chmod(mode)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+class TestHttp:
+    def test_off(self, tmp_path: Path) -> None:
+        """With the server off, one PASS line says so and no token is looked for."""
+        results = http_checks(_config(tmp_path, None, http={"listen": ""}))
+        assert [(r.status, r.name, r.detail) for r in results] == [("PASS", "http", 'off ([http] listen = "")')]
+
+    def test_port_taken_names_who(self, tmp_path: Path) -> None:
+        """A port another program listens on is a FAIL naming http.listen and the program's pid and name."""
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            port = other.getsockname()[1]
+            result = check_http_listen(_config(tmp_path, None, http={"listen": f"127.0.0.1:{port}"}))
+        assert result.status == "FAIL" and f"http.listen = '127.0.0.1:{port}'" in result.detail
+        assert f"taken by pid {os.getpid()} (" in result.detail and f"sport = :{port}" in result.hint
+
+    def test_port_held_by_its_own_daemon(self, tmp_path: Path, sim: Simulator, rig_factory: Callable[..., Rig]) -> None:
+        """The port held by the running daemon of this very config passes, naming the daemon."""
+        rig = rig_factory(sim, http={"listen": f"127.0.0.1:{_free_port()}"}).start()
+        result = check_http_listen(rig.config)
+        assert result.status == "PASS" and f"in use by this config's running daemon (runwatch pid {os.getpid()})" in (
+            result.detail
+        )
+
+    def test_free_port_and_not_this_machine(self, tmp_path: Path) -> None:
+        """A free port passes; an address that is not this machine's (TEST-NET-1) is a FAIL naming
+        http.listen."""
+        free = check_http_listen(_config(tmp_path, None, http={"listen": f"127.0.0.1:{_free_port()}"}))
+        assert free.status == "PASS" and "the port is free" in free.detail
+        foreign = check_http_listen(_config(tmp_path, None, http={"listen": "192.0.2.1:8765"}))
+        assert foreign.status == "FAIL" and "192.0.2.1 is not an address of this machine" in foreign.detail
+        assert "http.listen" in foreign.detail
+
+    def test_beyond_loopback_without_a_token(self, tmp_path: Path) -> None:
+        """Every address and no token: the token check FAILs naming http.listen and where a token comes from."""
+        result = check_http_token(_config(tmp_path, None, http={"listen": "0.0.0.0:0"}), {})
+        assert result.status == "FAIL" and "http.listen" in result.detail and "not a loopback address" in result.detail
+        assert "RUNWATCH_HTTP_TOKEN" in result.hint
+
+    @pytest.mark.parametrize(
+        ("mode", "status", "said"),
+        [(0o600, "PASS", "24 characters"), (0o640, "WARN", "its group can read it"), (0o604, "FAIL", "every user")],
+    )
+    def test_token_file_permissions(self, tmp_path: Path, mode: int, status: str, said: str) -> None:
+        """A token file readable by its owner only passes; by its group warns; by everyone fails (anyone on the
+        machine could approve spending). Only its source and length are shown."""
+        token = _secret(tmp_path / "http-token", "tok-" + "7" * 20, mode)
+        result = check_http_token(_config(tmp_path, None, http={"listen": "127.0.0.1:0", "token_file": str(token)}))
+        assert result.status == status and said in result.detail and "7777" not in result.detail + result.hint
+        if status == "FAIL":
+            assert result.hint == f"chmod o-rwx {token}"
+
+    def test_token_problems(self, tmp_path: Path) -> None:
+        """A token file that is missing FAILs naming http.token_file; a short token warns; a token from the
+        environment or a systemd credential passes with its source named."""
+        missing = _config(tmp_path, None, http={"listen": "127.0.0.1:0", "token_file": str(tmp_path / "gone")})
+        result = check_http_token(missing, {})
+        assert result.status == "FAIL" and "http.token_file" in result.detail and "no such file" in result.detail
+        short = _secret(tmp_path / "short", "abc123", 0o600)
+        config = _config(tmp_path, None, http={"listen": "127.0.0.1:0", "token_file": str(short)})
+        assert check_http_token(config, {}).status == "WARN"
+        from_env = check_http_token(config, {"RUNWATCH_HTTP_TOKEN": "e" * 32})
+        assert from_env.status == "PASS" and "$RUNWATCH_HTTP_TOKEN, 32 characters" in from_env.detail
+        (tmp_path / "creds").mkdir()
+        _secret(tmp_path / "creds" / "runwatch_http_token", "c" * 40, 0o400)
+        credential = check_http_token(config, {"CREDENTIALS_DIRECTORY": str(tmp_path / "creds")})
+        assert credential.status == "PASS" and "systemd credential runwatch_http_token" in credential.detail
+
+
+class TestNotify:
+    def test_webhook_signed_and_resolving(self, tmp_path: Path) -> None:
+        """A webhook whose host resolves, with a secret file for its owner only: two PASS lines, the address it
+        resolves to shown, its path never."""
+        secret = _secret(tmp_path / "webhook-secret", "s" * 32, 0o600)
+        notify = [{"url": "http://localhost:9/hook/T0KEN", "secret_file": str(secret)}]
+        results = http_checks(_config(tmp_path, None, notify=notify), {})
+        lines = {r.name: r for r in results}
+        assert lines["notify[0]"].status == "PASS" and "webhook to http://localhost:9 (" in lines["notify[0]"].detail
+        assert lines["notify[0]/secret"].status == "PASS" and "32 characters" in lines["notify[0]/secret"].detail
+        assert not [r for r in results if "T0KEN" in r.line() or "s" * 32 in r.line()]
+
+    def test_webhook_problems(self, tmp_path: Path) -> None:
+        """A host that does not resolve FAILs naming notify[N].url; a secret file everyone can read FAILs naming
+        notify[N].secret_file; an unsigned webhook warns."""
+        secret = _secret(tmp_path / "webhook-secret", "s" * 32, 0o644)
+        config = _config(
+            tmp_path,
+            None,
+            notify=[
+                {"url": "https://hooks.invalid/runwatch", "secret_file": str(secret)},
+                {"url": "http://127.0.0.1/"},
+            ],
+        )
+        by_name = {r.name: r for r in http_checks(config, {})}
+        unresolved = by_name["notify[0]"]
+        assert unresolved.status == "FAIL" and "notify[0].url (https://hooks.invalid)" in unresolved.detail
+        assert "does not resolve" in unresolved.detail
+        loose = by_name["notify[0]/secret"]
+        assert loose.status == "FAIL" and "notify[0].secret_file" in loose.detail and "every user" in loose.detail
+        assert by_name["notify[1]"].status == "PASS"
+        assert by_name["notify[1]/secret"].status == "WARN" and "not signed" in by_name["notify[1]/secret"].detail
+
+    def test_short_secret(self, tmp_path: Path) -> None:
+        """A guessable secret (under 16 characters) FAILs naming notify[N].secret_file."""
+        secret = _secret(tmp_path / "webhook-secret", "short", 0o600)
+        config = _config(tmp_path, None, notify=[{"url": "http://127.0.0.1:9/", "secret_file": str(secret)}])
+        result = check_notify(config, 0, config.notify[0], {})[1]
+        assert result.status == "FAIL" and "notify[0].secret_file" in result.detail and "at least 16" in result.detail
+
+    @pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "json://169.254.169.254/x"])
+    def test_metadata_address(self, tmp_path: Path, url: str) -> None:
+        """A target at the cloud metadata address (built past the config, which refuses it too) FAILs."""
+        result = check_notify(_config(tmp_path, None), 0, NotifyConfig(url=url), {})[0]
+        assert result.status == "FAIL" and "link-local or cloud metadata address" in result.detail
+
+    def test_apprise(self, tmp_path: Path) -> None:
+        """An Apprise URL the library understands passes without showing its token; Apprise's json:// form is
+        resolved like a webhook."""
+        config = _config(
+            tmp_path, None, notify=[{"url": "tgram://123456789:AAsecretbot/4242"}, {"url": "json://localhost:9/x"}]
+        )
+        results = http_checks(config, {})
+        by_name = {r.name: r for r in results}
+        assert by_name["notify[0]"].status == "PASS" and "Apprise understands tgram://…" in by_name["notify[0]"].detail
+        assert (
+            by_name["notify[1]"].status == "PASS" and "Apprise to json://localhost:9 (" in by_name["notify[1]"].detail
+        )
+        assert "notify[0]/secret" not in by_name and not [r for r in results if "AAsecret" in r.line()]
+
+    def test_apprise_not_installed(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without the apprise library an Apprise target FAILs, naming the extra to install."""
+        monkeypatch.setitem(sys.modules, "apprise", None)  # what `import apprise` meets where it is not installed
+        result = check_notify(_config(tmp_path, None), 0, NotifyConfig(url="ntfy://ntfy.sh/topic"), {})[0]
+        assert result.status == "FAIL" and "needs the apprise library" in result.detail
+        assert "runwatch[notify]" in result.hint
+
+    def test_in_the_command(self, tmp_path: Path, sim: Simulator) -> None:
+        """`runwatch doctor` prints the HTTP and notification lines after the others, and a FAIL among them
+        makes it exit 1."""
+        notify = [{"url": "https://hooks.invalid/x"}]
+        path = _write_config(tmp_path, sim, notify=notify)
+        out = io.StringIO()
+        assert doctor.doctor_command(str(path), out=out, env={"RUNWAYML_API_SECRET": sim.key}) == 1
+        names = [line[6:25].strip() for line in out.getvalue().splitlines() if line[:4] in ("PASS", "WARN", "FAIL")]
+        assert names[-5:] == ["s3", "http", "http-token", "notify[0]", "notify[0]/secret"]
