@@ -14,13 +14,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runwatch import notifications
+from runwatch import __version__, notifications
 from runwatch.config import parse_config
 from runwatch.daemon import Daemon
 from runwatch.errors import ConfigError
 from runwatch.simulator import Fault, SimConfig, Simulator
 from runwatch.web.security import load_token
 
+from .conftest import SAMPLES
 from .rig import SEED_REQUESTS, Rig
 from .test_notifications import Receiver, receiver_factory, with_notify
 from .test_secrets import SECRET_PATTERNS
@@ -231,6 +232,105 @@ class TestCommands:
         assert unknown.status_code == 404 and action.status_code == 404
 
 
+def routes(rig: Rig, ident: str) -> list[tuple[str, str]]:
+    """Every (method, path) the server routes under /api/, /healthz, /readyz and /metrics, with ``ident`` for
+    a job id: read from the running app itself, so a route added later is covered too."""
+    assert rig.daemon is not None and rig.daemon.web is not None and rig.daemon.web._server is not None
+    app = rig.daemon.web._server.config.app.app  # the Starlette app behind the guard
+    found = []
+    for route in app.routes:
+        path = route.path
+        if path.startswith("/api/") or path in ("/healthz", "/readyz", "/metrics"):
+            for method in sorted(set(route.methods) - {"HEAD"}):
+                found.append((method, path.replace("{job_id}", ident)))
+    return found
+
+
+class TestEveryRoute:
+    def test_version(self, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path) -> None:
+        """GET /api/v1 names the runwatch version answering."""
+        rig = served(rig_factory, sim, tmp_path)
+        with client(rig) as http:
+            answer = http.get("/api/v1")
+        assert answer.status_code == 200 and answer.json() == {"runwatch_version": __version__}
+
+    def test_foreign_origin_refused_on_every_route(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path
+    ) -> None:
+        """Every route refuses a request whose Origin is another site's with 403, token or not, and nothing
+        reaches the engine; the same requests without that Origin get through (the control)."""
+        rig = served(rig_factory, sim, tmp_path, inbox={"approve_above": 10})
+        rig.drop("big", VIDEO)
+        rig.wait("big", {"held"})
+        ident = job_id(rig, "big")
+        every = routes(rig, ident)
+        assert {("POST", f"/api/v1/jobs/{ident}/{kind}") for kind in ("approve", "cancel", "retry")} <= set(every)
+        assert {("GET", "/api/v1/jobs"), ("GET", f"/api/v1/jobs/{ident}"), ("GET", "/metrics")} <= set(every)
+        with client(rig, **auth()) as http:
+            for method, path in every:
+                answer = http.request(method, path, headers={"Origin": "http://evil.example"})
+                assert answer.status_code == 403, (method, path, answer.status_code)
+                assert "another site" in answer.json()["error"]
+            journal = rig.journal()
+            try:
+                assert journal.pending_commands() == []
+            finally:
+                journal.close()
+            assert rig.status("big")["state"] == "held"  # type: ignore[index]
+            for method, path in every:
+                if method == "GET":
+                    answer = http.request(method, path)
+                    assert answer.status_code in (200, 503), (method, path, answer.status_code)
+
+    def test_writes_need_the_token_on_every_route(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path
+    ) -> None:
+        """On loopback, every route that writes answers 401 without the token (and with a wrong one) and
+        records no command; every route that reads answers without one."""
+        rig = served(rig_factory, sim, tmp_path, inbox={"approve_above": 10})
+        rig.drop("big", VIDEO)
+        rig.wait("big", {"held"})
+        every = routes(rig, job_id(rig, "big"))
+        writes = [(m, p) for m, p in every if m != "GET"]
+        assert len(writes) == 3
+        with client(rig) as http:
+            for method, path in writes:
+                assert http.request(method, path).status_code == 401, (method, path)
+                wrong = http.request(method, path, headers={"Authorization": "Bearer " + "x" * len(TOKEN)})
+                assert wrong.status_code == 401, (method, path)
+            for method, path in every:
+                if method == "GET":
+                    assert http.request(method, path).status_code in (200, 503), (method, path)
+        journal = rig.journal()
+        try:
+            assert journal.pending_commands() == [] and journal.find("big").state == "held"  # type: ignore[union-attr]
+        finally:
+            journal.close()
+
+    def test_beyond_loopback_every_route_needs_the_token(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path
+    ) -> None:
+        """Listening on every address, every route, reads included, answers 401 without the token and serves
+        with it (prompts and spending are nobody else's business on a network)."""
+        token_file = tmp_path / "http-token"
+        token_file.write_text(TOKEN)
+        rig = rig_factory(sim, http={"listen": "0.0.0.0:0", "token_file": str(token_file)}).start()
+        rig.drop("hello", SPEECH)
+        rig.wait("hello")
+        assert rig.daemon is not None and rig.daemon.web is not None
+        every = routes(rig, job_id(rig, "hello"))
+        with httpx.Client(base_url=f"http://127.0.0.1:{rig.daemon.web.port}", timeout=30.0) as http:
+            for method, path in every:
+                refused = http.request(method, path)
+                assert refused.status_code == 401, (method, path, refused.status_code)
+                assert refused.headers["www-authenticate"].startswith("Bearer")
+            for method, path in every:
+                if method == "GET":
+                    assert http.request(method, path, headers=auth()).status_code in (200, 503), (method, path)
+            retry = http.post(f"/api/v1/jobs/{job_id(rig, 'hello')}/retry", headers=auth())
+        assert retry.status_code == 409  # through the guard to the engine, which refuses: it succeeded
+
+
 class TestSecurity:
     def test_writes_need_the_token(self, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path) -> None:
         """A write without the token, or with another one, is 401 and reaches no engine; reads on loopback need
@@ -378,6 +478,23 @@ class TestMetrics:
         assert ("runwatch_credit_balance", ()) in got
         shown = set(re.findall(r"runwatch_[a-z_]+", DASHBOARD.read_text()))
         assert shown and shown <= _declared(answer.text)  # the shipped Grafana dashboard asks for what is served
+
+    def test_media_bytes_and_transitions(self, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path) -> None:
+        """A request with a local image: the bytes uploaded are the image's size, the bytes downloaded its
+        outputs', each state it went through counted once, its inbox not paused."""
+        body, media = SEED_REQUESTS["image_to_video"]
+        rig = served(rig_factory, sim, tmp_path)
+        rig.drop("clip", body, media=media)
+        status = rig.wait("clip")
+        assert status["state"] == "succeeded"
+        with client(rig) as http:
+            got = _samples(http.get("/metrics").text)
+        assert got[("runwatch_upload_bytes_total", ())] == sum((SAMPLES / m).stat().st_size for m in media) > 0
+        assert got[("runwatch_download_bytes_total", ())] == sum(o["bytes"] for o in status["outputs"]) > 0
+        entered = {labels[0][1]: v for (name, labels), v in got.items() if name == "runwatch_job_transitions_total"}
+        assert {state for state, n in entered.items() if n} >= {"uploading", "submitted", "succeeded"}
+        assert all(n == 1 for n in entered.values()), entered
+        assert got[("runwatch_inbox_paused", (("inbox", "inbox"),))] == 0
 
     def test_notifications_counted(
         self,
