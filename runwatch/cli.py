@@ -532,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
         "inbox's folders and permissions, that its work area shares its filesystem, the filesystem type, whether "
         "inotify events really arrive (a dot-named canary file, removed at once); inotify limits; the state "
         "directory and journal; the API key (its source and length only) and the API; S3 end to end when "
-        "configured; the clock against Runway's. Creates no folder.",
+        "configured; the clock against Runway's; the HTTP server's address (bound for an instant) and token; "
+        "each [[notify]] target's host, Apprise URL and webhook secret (nothing is sent). Creates no folder.",
         epilog="Exit status: 0 when nothing FAILs, 1 otherwise.",
     )
     with_config(doctor)
