@@ -46,7 +46,7 @@ from runwatch.readiness import History, Sig, is_ready, observe
 from runwatch.request import Request, bare_media_request, classify, is_ignored, load_request, request_name
 from runwatch.taken import Ident, identity
 from runwatch.wanted import Wanted
-from runwatch.workarea import RETRY, Claimed, Control, Format, Refused, WorkArea, recover
+from runwatch.workarea import RETRY, Claimed, ClaimGate, Control, Format, Refused, WorkArea, recover
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -99,7 +99,8 @@ class InboxWatcher:
     """Watches one inbox and delivers :class:`Claimed`, :class:`Refused` and :class:`Control` items.
 
     ``deliver`` is called on the watcher's own thread. ``polling``: None decides from the config flag and the
-    filesystem type (network shares are polled). ``clock`` is for readiness arithmetic only.
+    filesystem type (network shares are polled). ``clock`` is for readiness arithmetic only. ``claims``: the
+    journal several nodes share, which decides each claim before its rename.
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class InboxWatcher:
         polling: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
         log: FilteringBoundLogger | None = None,
+        claims: ClaimGate | None = None,
     ) -> None:
         self.inbox = inbox
         self._catalog = catalog
@@ -130,6 +132,7 @@ class InboxWatcher:
             root_gone=self._root_gone,
             clock=clock,
             log=self._log,
+            claims=claims,
         )
         self._queue: queue.SimpleQueue[tuple[str, bool] | None] = queue.SimpleQueue()
         self._stop = threading.Event()

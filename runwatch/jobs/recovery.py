@@ -5,6 +5,10 @@ it goes to ``needs_attention`` and is never sent again by itself. A job that was
 ``accepted`` (its half-placed media are removed). Every task at Runway is looked at again at once; downloads
 resume from the task. Jobs ``runwatch submit`` sent without ``--wait`` are followed too, once their submitting
 process is gone.
+
+On a journal several nodes share, a start follows only the jobs that are this node's, nobody's, or whose lease
+ran out (``runwatch.nodes``), and takes a claim the journal never saw only when no live node holds it. A node
+taking over another's jobs follows each through :func:`resume`, as a restart does.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["adopt_submitted", "recover"]
 
 SUBMIT_INBOX = "submit"  # the journal's inbox name for `runwatch submit` jobs
+PARTIALS_LEFT_OVER = 3600.0  # seconds without a write after which a temporary file in a shared outbox is garbage
 
 
 def recover(engine: Engine, claimed_dirs: list[tuple[InboxConfig, Path]]) -> None:
@@ -38,6 +43,9 @@ def recover(engine: Engine, claimed_dirs: list[tuple[InboxConfig, Path]]) -> Non
     claims = []
     for inbox, job_dir in claimed_dirs:
         if str(job_dir) in known:
+            continue
+        # On a shared journal a claim another node is making, or made and will record, is not this node's.
+        if engine.node.shared and not engine.store.adopt_claim(inbox.name, job_dir.name):
             continue
         found = request_in(job_dir)
         if found is None:
@@ -54,6 +62,12 @@ def recover(engine: Engine, claimed_dirs: list[tuple[InboxConfig, Path]]) -> Non
             if job is not None and mark is not None:
                 _apply_mark(engine, job, mark, "the journal had no record of this request")
     _reconcile_finished(engine)
+    if engine.node.shared:  # the jobs of this node's inboxes that are its own or that no live node follows
+        for job in engine.node.take_own():
+            if job.id not in engine.book:  # not a claim accepted just above
+                resume(engine, job)
+        adopt_submitted(engine)
+        return
     foreign = 0
     for job in engine.store.active():
         if job.inbox not in engine.inboxes:
@@ -178,6 +192,8 @@ def _reconcile_finished(engine: Engine, look_back: int = 1000) -> None:
         if isinstance(shown, dict) and job.id in str(shown.get("request", "")) and shown.get("state") != job.state:
             engine.log.info("outbox.status_renewed", request=job.name, job=job.id, state=job.state)
             engine.book.write(job)
+    # On a shared outbox another node may be writing its temporary files right now: only old ones are left over.
+    min_age = PARTIALS_LEFT_OVER if engine.node.shared else 0.0
     for inbox in engine.inboxes.values():
         with contextlib.suppress(OutboxError):
-            clean_partials(inbox.outbox)
+            clean_partials(inbox.outbox, min_age=min_age)

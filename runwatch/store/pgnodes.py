@@ -18,6 +18,7 @@ stopped. The rules:
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,18 @@ __all__ = ["NodeSection"]
 _ACTIVE = sorted(ACTIVE)
 # A node whose heartbeat is younger than a lease and that has not stopped (%(lease)s: seconds).
 _LIVE = "n.stopped_at IS NULL AND n.heartbeat_at > now() - make_interval(secs => %(lease)s)"
+_SAME_ROW = "n.host = %(host)s AND n.pid = %(old)s"
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: it runs
+        return True
+    return True
 
 
 class NodeSection:
@@ -84,33 +97,42 @@ class NodeSection:
 
     def join(self, name: str, lease: float, *, host: str, pid: int, version: str, node_time: float) -> None:
         """Register as node ``name`` (again, after a restart or a cut-off); refused while another live node has
-        that name. ``node_time``: this node's epoch now, for the clock offset."""
-        self.node, self.lease = None, lease
+        that name. A row of this host whose process is gone (a crash, restarted at once) is no live node.
+        ``node_time``: this node's epoch now, for the clock offset."""
         args = {"name": name, "host": host, "pid": pid, "version": version, "t": node_time, "lease": lease}
         with self._cursor() as cur:
-            cur.execute(
-                "INSERT INTO nodes AS n (name, host, pid, version, started_at, heartbeat_at, clock_offset) "
-                "VALUES (%(name)s, %(host)s, %(pid)s, %(version)s, now(), now(), "
-                "%(t)s - extract(epoch FROM clock_timestamp())) "
-                "ON CONFLICT (name) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, "
-                "version = EXCLUDED.version, started_at = now(), heartbeat_at = now(), "
-                "clock_offset = EXCLUDED.clock_offset, stopped_at = NULL "
-                f"WHERE NOT ({_LIVE}) OR (n.host = %(host)s AND n.pid = %(pid)s) "
-                "RETURNING name",
-                args,
-            )
-            if cur.fetchone() is None:
+            if not self._upsert_node(cur, args, "NOT (" + _LIVE + ") OR (n.host = %(host)s AND n.pid = %(pid)s)"):
                 cur.execute(
                     "SELECT host, pid, extract(epoch FROM now() - heartbeat_at) AS age FROM nodes WHERE name = %s",
                     (name,),
                 )
                 row = cur.fetchone()
-                held = f" on {row['host']} (pid {row['pid']}, heartbeat {float(row['age']):.0f} s ago)" if row else ""
-                raise JournalError(
-                    f"the node name {name!r} is in use by a running runwatch{held} on the journal database "
-                    f"{self.url}; give this machine another [node] name"
-                )
+                gone = row is not None and row["host"] == host and not _running(int(row["pid"]))
+                # Only that very row: a node that joined meanwhile is not replaced.
+                if not (gone and self._upsert_node(cur, args | {"old": row["pid"] if row else 0}, _SAME_ROW)):
+                    held = (
+                        f" on {row['host']} (pid {row['pid']}, heartbeat {float(row['age']):.0f} s ago)" if row else ""
+                    )
+                    raise JournalError(
+                        f"the node name {name!r} is in use by a running runwatch{held} on the journal database "
+                        f"{self.url}; give this machine another [node] name"
+                    )
+        self.lease = lease
         self.node = name
+
+    @staticmethod
+    def _upsert_node(cur: psycopg.Cursor[DictRow], args: dict[str, Any], replace_when: str) -> bool:
+        cur.execute(
+            "INSERT INTO nodes AS n (name, host, pid, version, started_at, heartbeat_at, clock_offset) "  # noqa: S608 - constants
+            "VALUES (%(name)s, %(host)s, %(pid)s, %(version)s, now(), now(), "
+            "%(t)s - extract(epoch FROM clock_timestamp())) "
+            "ON CONFLICT (name) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, "
+            "version = EXCLUDED.version, started_at = now(), heartbeat_at = now(), "
+            "clock_offset = EXCLUDED.clock_offset, stopped_at = NULL "
+            f"WHERE {replace_when} RETURNING name",
+            args,
+        )
+        return cur.fetchone() is not None
 
     def beat(self, node_time: float) -> set[str]:
         """The heartbeat, and every unfinished job of this node's lease renewed, in one transaction; returns
@@ -139,7 +161,7 @@ class NodeSection:
         mine = "OR owner = %(me)s" if mine_too else ""
         with self._cursor() as cur:
             cur.execute(
-                "WITH picked AS (SELECT id, owner FROM jobs "
+                "WITH picked AS (SELECT id, owner FROM jobs "  # noqa: S608 - constants
                 "WHERE finished_at IS NULL AND state = ANY(%(active)s) AND inbox = ANY(%(inboxes)s) "
                 f"AND (owner IS NULL OR lease_until IS NULL OR lease_until < now() {mine}) "
                 "ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
@@ -164,8 +186,7 @@ class NodeSection:
             )
             handed = cur.rowcount
             cur.execute("UPDATE nodes SET stopped_at = now(), heartbeat_at = now() WHERE name = %(me)s", self._args())
-        self.node = None
-        return max(handed, 0)
+        return max(handed, 0)  # still this node's name: a late write stays fenced
 
     def nodes(self) -> list[NodeRow]:
         """Every node that ever joined, with its heartbeat's age by the database's clock and its jobs."""
@@ -201,7 +222,7 @@ class NodeSection:
             return True
         with self._cursor() as cur:
             cur.execute(
-                "INSERT INTO claims AS c (inbox, path, identity, node, job_id) "
+                "INSERT INTO claims AS c (inbox, path, identity, node, job_id) "  # noqa: S608 - constants
                 "VALUES (%(inbox)s, %(path)s, %(identity)s, %(me)s, %(job)s) "
                 "ON CONFLICT (inbox, path, identity) DO UPDATE SET node = EXCLUDED.node, job_id = EXCLUDED.job_id, "
                 "claimed_at = now() "
@@ -228,7 +249,7 @@ class NodeSection:
             return set()
         with self._cursor() as cur:
             cur.execute(
-                "SELECT c.job_id FROM claims c JOIN nodes n ON n.name = c.node "
+                "SELECT c.job_id FROM claims c JOIN nodes n ON n.name = c.node "  # noqa: S608 - constants
                 f"WHERE c.inbox = %(inbox)s AND c.node <> %(me)s AND {_LIVE} AND n.started_at <= c.claimed_at",
                 self._args(inbox=inbox),
             )
@@ -242,7 +263,7 @@ class NodeSection:
             return True
         with self._cursor(transaction=True) as cur:
             cur.execute(
-                "UPDATE claims AS c SET node = %(me)s, claimed_at = now() WHERE c.job_id = %(job)s "
+                "UPDATE claims AS c SET node = %(me)s, claimed_at = now() WHERE c.job_id = %(job)s "  # noqa: S608 - constants
                 f"AND (c.node = %(me)s OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = c.node AND {_LIVE} "
                 "AND n.started_at <= c.claimed_at)) RETURNING job_id",
                 self._args(job=job_id),
@@ -267,7 +288,7 @@ class NodeSection:
         naming a job that nobody live follows waits until a node takes the job over."""
         with self._cursor() as cur:
             cur.execute(
-                "UPDATE commands AS c SET taken_by = %(me)s WHERE c.id IN (SELECT d.id FROM commands d "
+                "UPDATE commands AS c SET taken_by = %(me)s WHERE c.id IN (SELECT d.id FROM commands d "  # noqa: S608 - constants
                 "WHERE d.done_at IS NULL AND (d.taken_by IS NULL OR d.taken_by = %(me)s OR NOT EXISTS "
                 f"(SELECT 1 FROM nodes n WHERE n.name = d.taken_by AND {_LIVE})) "
                 "AND (EXISTS (SELECT 1 FROM jobs j WHERE j.name = d.name AND j.owner = %(me)s "
