@@ -374,7 +374,7 @@ class TestUnknownKeys:
     @pytest.mark.parametrize(
         ("dotted", "allowed"),
         [
-            ("colour", "runway, s3, state, budget, scheduler, daemon, http, inbox, umask"),
+            ("colour", "runway, s3, state, budget, scheduler, daemon, http, node, inbox, umask"),
             ("runway.colour", "base_url, api_version, unknown_models, poll_interval, api_key_file, timeout"),
             ("s3.colour", "bucket, prefix, region, endpoint_url, presign_expiry, keep, multipart_threshold"),
             ("state.colour", "allowed keys: dir"),
