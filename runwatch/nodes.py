@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from runwatch import __version__
+from runwatch import __version__, workarea
 from runwatch.errors import JournalError, RunwatchError
 from runwatch.jobs import recovery
 from runwatch.jobs.states import ACTIVE
@@ -200,7 +200,30 @@ class Node:
             by_node[item.from_node or "nobody"] += 1
         for from_node, count in sorted(by_node.items()):
             self.engine.log.warning("jobs.taken_over", node=self.name, from_node=from_node, count=count)
-        return sum(by_node.values())
+        return sum(by_node.values()) + self._orphans()
+
+    def _orphans(self) -> int:
+        """Claims of nodes gone between their rename and their record: their job dirs taken as new claims, the
+        claim rows of renames that never happened given up (the file, still in the inbox, is claimed anew)."""
+        engine = self.engine
+        try:
+            rows = self.store.orphan_claims(sorted(engine.inboxes))
+            mine = [row for row in rows if self.store.adopt_claim(row.inbox, row.job_id)]
+        except JournalError as exc:
+            engine.log.warning("node.takeover_failed", node=self.name, error=str(exc))
+            return 0
+        taken = 0
+        for name in sorted({row.inbox for row in mine}):
+            inbox = engine.inboxes[name]
+            ids = {row.job_id for row in mine if row.inbox == name}
+            found = workarea.recover(inbox, only=ids)
+            for row in mine:
+                if row.inbox == name and row.job_id not in {d.name for d in found}:
+                    self.store.unclaim(row.inbox, row.path, row.identity, row.job_id)
+            taken += recovery.take_claims(engine, [(inbox, d) for d in found])
+        if taken:
+            engine.log.warning("jobs.taken_over", node=self.name, from_node="a node gone", claims=taken)
+        return taken
 
     def _take(self, *, mine_too: bool) -> list[Any]:
         inboxes = sorted(self.engine.inboxes)

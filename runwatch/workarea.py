@@ -491,9 +491,9 @@ def _new_job_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
-def recover(inbox: InboxConfig, skip: Collection[str] = ()) -> list[Path]:
+def recover(inbox: InboxConfig, skip: Collection[str] = (), only: Collection[str] | None = None) -> list[Path]:
     """Job dirs left in WORK/jobs (claimed before a crash), oldest first; those named in ``skip`` (claims other
-    live nodes are making on a shared inbox) are left alone.
+    live nodes are making on a shared inbox) are left alone, and only those in ``only`` looked at when given.
 
     A claim cut short is settled first (:func:`runwatch.taken.settle`): finished when its request got into the
     job dir, undone when it did not, so the request, still in the inbox, is claimed again whole. Empty
@@ -507,7 +507,12 @@ def recover(inbox: InboxConfig, skip: Collection[str] = ()) -> list[Path]:
     log = structlog.get_logger()
     found: list[Path] = []
     for entry in entries:
-        if entry.is_symlink() or not entry.is_dir() or entry.name in skip:
+        if (
+            entry.is_symlink()
+            or not entry.is_dir()
+            or entry.name in skip
+            or (only is not None and entry.name not in only)
+        ):
             continue
         try:
             done = taken.settle(Path(os.path.abspath(inbox.path)), Path(os.path.abspath(inbox.work)), entry)

@@ -117,6 +117,11 @@ def _until(what: Callable[[], Any], message: Callable[[], str], timeout: float =
     return found
 
 
+def _states(rig: Rig, *names: str) -> set[str]:
+    """The states the requests' status files show (an empty string for one with none yet)."""
+    return {str((rig.status(name) or {}).get("state", "")) for name in names}
+
+
 def _owners(url: str) -> dict[str, str | None]:
     """Each job's name and owner, as the database has them."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -271,8 +276,7 @@ class TestTakeover:
         processes.append(first)
         rig.drop("film", VIDEO)
         rig.drop("line", SPEECH)
-        for name in ("film", "line"):
-            _until(lambda n=name: (rig.status(n) or {}).get("state") in AT_RUNWAY, lambda: _log(rig, "n1"))
+        _until(lambda: _states(rig, "film", "line") <= AT_RUNWAY, lambda: _log(rig, "n1"))
         assert set(_owners(pg_url).values()) == {"n1"}
         processes.append(_spawn(rig, sim, "n2", pg_url))
         _stop(first)
@@ -346,6 +350,27 @@ class TestTakeover:
         assert status["state"] == "needs_attention", status
         assert _owners(pg_url) == {"lost": "n2"}
         assert sim.create_count() == 0
+
+    def test_a_claim_its_node_never_recorded_is_taken_over(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator
+    ) -> None:
+        """Node n1 renamed a request into its job dir and died before recording the job: node n2, running,
+        takes that claim over and the request succeeds, created once; a claim row whose rename never happened
+        is given up."""
+        rig = rig_factory(sim, state={"database": pg_url}, node={"name": "n2", "lease": LEASE}).start()
+        job_dir = rig.inbox / ".runwatch" / "jobs" / "20261207T000000Z-0rphan00"
+        job_dir.mkdir(parents=True)
+        (job_dir / "line.json").write_text(json.dumps(SPEECH))
+        dead = _joined(pg_url, "n1", lease=1)
+        assert dead.claim("inbox", "line.json", "1:2:3", job_dir.name)
+        assert dead.claim("inbox", "never.json", "4:5:6", "20261207T000000Z-n0tmade0")
+        dead.close()
+        status = rig.wait("line", timeout=30)
+        assert status["state"] == "succeeded", status
+        assert sim.create_count() == 1
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            rows = conn.execute("SELECT path, node FROM claims ORDER BY path").fetchall()
+        assert rows == [("line.json", "n2")]
 
 
 # -- faults -----------------------------------------------------------------------------------------------

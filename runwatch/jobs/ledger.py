@@ -37,7 +37,7 @@ from runwatch.jobs.job import FIELDS, Job
 
 if TYPE_CHECKING:
     from runwatch.store import Store
-    from runwatch.store.protocol import Command, NodeRow, TakenOver
+    from runwatch.store.protocol import ClaimRow, Command, NodeRow, TakenOver
 
 __all__ = ["Ledger"]
 
@@ -333,6 +333,9 @@ class Ledger:
 
     def adopt_claim(self, inbox: str, job_id: str) -> bool:
         return self.store.adopt_claim(inbox, job_id)
+
+    def orphan_claims(self, inboxes: Sequence[str]) -> list[ClaimRow]:
+        return self.store.orphan_claims(inboxes)
 
     def close(self) -> None:
         self.store.close()

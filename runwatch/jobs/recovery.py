@@ -32,13 +32,36 @@ if TYPE_CHECKING:
     from runwatch.jobs.engine import Engine
     from runwatch.jobs.job import Job
 
-__all__ = ["adopt_submitted", "recover"]
+__all__ = ["adopt_submitted", "recover", "resume", "take_claims"]
 
 SUBMIT_INBOX = "submit"  # the journal's inbox name for `runwatch submit` jobs
 PARTIALS_LEFT_OVER = 3600.0  # seconds without a write after which a temporary file in a shared outbox is garbage
 
 
 def recover(engine: Engine, claimed_dirs: list[tuple[InboxConfig, Path]]) -> None:
+    take_claims(engine, claimed_dirs)
+    _reconcile_finished(engine)
+    if engine.node.shared:  # the jobs of this node's inboxes that are its own or that no live node follows
+        for job in engine.node.take_own():
+            if job.id not in engine.book:  # not a claim accepted just above
+                resume(engine, job)
+        adopt_submitted(engine)
+        return
+    foreign = 0
+    for job in engine.store.active():
+        if job.inbox not in engine.inboxes:
+            if job.inbox != SUBMIT_INBOX:  # an inbox removed from the config: not this daemon's to follow
+                foreign += 1
+            continue
+        resume(engine, job)
+    adopt_submitted(engine)
+    if foreign:
+        engine.log.info("job.not_followed", count=foreign, reason="their inbox is no longer configured")
+
+
+def take_claims(engine: Engine, claimed_dirs: list[tuple[InboxConfig, Path]]) -> int:
+    """Claims in job dirs the journal never saw (a stop between the rename and the record), accepted as new;
+    one whose work area says a create left for it is never sent again. How many were taken."""
     known = engine.store.known_dirs()
     claims = []
     for inbox, job_dir in claimed_dirs:
@@ -61,23 +84,7 @@ def recover(engine: Engine, claimed_dirs: list[tuple[InboxConfig, Path]]) -> Non
             mark = read_intent_mark(claim.job_dir)
             if job is not None and mark is not None:
                 _apply_mark(engine, job, mark, "the journal had no record of this request")
-    _reconcile_finished(engine)
-    if engine.node.shared:  # the jobs of this node's inboxes that are its own or that no live node follows
-        for job in engine.node.take_own():
-            if job.id not in engine.book:  # not a claim accepted just above
-                resume(engine, job)
-        adopt_submitted(engine)
-        return
-    foreign = 0
-    for job in engine.store.active():
-        if job.inbox not in engine.inboxes:
-            if job.inbox != SUBMIT_INBOX:  # an inbox removed from the config: not this daemon's to follow
-                foreign += 1
-            continue
-        resume(engine, job)
-    adopt_submitted(engine)
-    if foreign:
-        engine.log.info("job.not_followed", count=foreign, reason="their inbox is no longer configured")
+    return len(claims)
 
 
 def resume(engine: Engine, job: Job) -> None:

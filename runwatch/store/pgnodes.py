@@ -28,7 +28,7 @@ from psycopg.rows import DictRow
 from runwatch.errors import JournalError
 from runwatch.jobs.job import FIELDS, Job
 from runwatch.jobs.states import ACTIVE
-from runwatch.store.protocol import Command, NodeRow, TakenOver
+from runwatch.store.protocol import ClaimRow, Command, NodeRow, TakenOver
 
 if TYPE_CHECKING:
     import psycopg
@@ -279,6 +279,22 @@ class NodeSection:
                 (inbox, f"jobs/{job_id}", "recovered", self.node, job_id),
             )
             return cur.fetchone() is not None
+
+    def orphan_claims(self, inboxes: Sequence[str]) -> list[ClaimRow]:
+        """Claims of ``inboxes`` whose node is not live and whose job the journal never
+        recorded: a node died between the rename and the record. Its job dir waits for a node to take it."""
+        if self.node is None or not inboxes:
+            return []
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT c.inbox, c.path, c.identity, c.job_id FROM claims c "  # noqa: S608 - constants
+                "WHERE c.inbox = ANY(%(inboxes)s) AND c.node <> %(me)s "
+                f"AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = c.node AND {_LIVE} "
+                "AND n.started_at <= c.claimed_at) "
+                "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = c.job_id) ORDER BY c.claimed_at LIMIT 500",
+                self._args(inboxes=list(inboxes)),
+            )
+            return [ClaimRow(r["inbox"], r["path"], r["identity"], r["job_id"]) for r in cur.fetchall()]
 
     # -- commands ----------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from runwatch.jobs.job import Job
 
-__all__ = ["Command", "Intents", "NodeRow", "Store", "TakenOver"]
+__all__ = ["ClaimRow", "Command", "Intents", "NodeRow", "Store", "TakenOver"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,16 @@ class NodeRow:
     clock_offset: float | None  # the node's clock minus the journal's
     stopped: bool
     jobs: int  # unfinished jobs it owns
+
+
+@dataclass(frozen=True)
+class ClaimRow:
+    """A request file's claim: the file (inbox-relative path, identity as the claiming node saw it) and its job."""
+
+    inbox: str
+    path: str
+    identity: str
+    job_id: str
 
 
 @dataclass(frozen=True)
@@ -155,6 +165,10 @@ class Store(Intents, Protocol):
 
     def adopt_claim(self, inbox: str, job_id: str) -> bool:
         """A job dir with no job in the journal: True when this node is the one to take it."""
+        ...
+
+    def orphan_claims(self, inboxes: Sequence[str]) -> list[ClaimRow]:
+        """Claims by nodes no longer live that the journal has no job for."""
         ...
 
     def close(self) -> None: ...

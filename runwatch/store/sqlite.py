@@ -25,7 +25,7 @@ from runwatch.clock import now_iso
 from runwatch.errors import JournalError, JournalUnwritable
 from runwatch.jobs.job import FIELDS, Job
 from runwatch.jobs.states import ACTIVE, AT_RUNWAY, FINAL, State
-from runwatch.store.protocol import Command, NodeRow, TakenOver
+from runwatch.store.protocol import ClaimRow, Command, NodeRow, TakenOver
 
 __all__ = ["Command", "Journal", "StateLock"]
 
@@ -395,6 +395,9 @@ class Journal:
 
     def adopt_claim(self, inbox: str, job_id: str) -> bool:
         return True
+
+    def orphan_claims(self, inboxes: Sequence[str]) -> list[ClaimRow]:
+        return []  # a start takes every claim the journal never saw (runwatch.jobs.recovery)
 
 
 class StateLock:
