@@ -23,6 +23,7 @@ from runwatch.config import (
     DaemonConfig,
     HttpConfig,
     InboxConfig,
+    NodeConfig,
     NotifyConfig,
     RunwayConfig,
     S3Config,
@@ -88,6 +89,7 @@ SECTIONS: dict[str, type[Any]] = {
     "scheduler": SchedulerConfig,
     "daemon": DaemonConfig,
     "http": HttpConfig,
+    "node": NodeConfig,
 }
 
 
@@ -130,6 +132,7 @@ class TestExample:
             "scheduler",
             "daemon",
             "http",
+            "node",
             "inbox",
             "notify",
         }

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,8 @@ import structlog
 import tomli_w
 
 from runwatch.clock import now_iso
+from runwatch.config import NodeConfig, parse_config
+from runwatch.errors import ConfigError
 from runwatch.jobs.job import Job
 from runwatch.nodes import nodes_command
 from runwatch.simulator import Simulator
@@ -500,3 +503,18 @@ class TestNodesCommand:
         assert nodes_command(str(local.config_file()), as_json=True, out=out) == 0
         (node,) = json.loads(out.getvalue())["nodes"]
         assert node["name"] == "desk" and node["state"] == "running" and node["jobs"] == 0
+
+
+class TestNodeConfig:
+    def test_node_name_and_lease_are_checked(self) -> None:
+        """`[node] name` defaults to the host name's first label, made safe; a name with a space or a lease
+        outside 1 to 600 s is refused, naming the key."""
+        inbox = {"inbox": [{"path": "/srv/in", "outbox": "/srv/out"}]}
+        default = parse_config(inbox, "runwatch.toml").node
+        assert default.lease == 10 and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", default.name)
+        assert parse_config(dict(inbox, node={"name": "edit-3", "lease": 3}), "runwatch.toml").node == NodeConfig(
+            "edit-3", 3.0
+        )
+        with pytest.raises(ConfigError) as caught:
+            parse_config(dict(inbox, node={"name": "edit 3", "lease": 0.5}), "runwatch.toml")
+        assert [p.path for p in caught.value.problems] == ["node.name", "node.lease"]
