@@ -35,7 +35,7 @@ from runwatch.jobs.job import Job
 from runwatch.nodes import nodes_command
 from runwatch.simulator import Simulator
 from runwatch.store.postgres import PostgresJournal
-from runwatch.workarea import Taken, WorkArea
+from runwatch.workarea import Control, Taken, WorkArea
 
 from .pgserver import _SETTINGS, PgServer, find_bindir
 from .rig import SEED_REQUESTS, Rig
@@ -473,6 +473,31 @@ class TestCommands:
         assert sorted(c.id for c in second.pending_commands()) == [cancel, nobody]
         first.close()
         second.close()
+
+    def test_an_approve_file_another_node_took_reaches_the_owner(
+        self,
+        pg_url: str,
+        rig_factory: Callable[..., Rig],
+        sim: Simulator,
+        processes: list[subprocess.Popen[bytes]],
+    ) -> None:
+        """A request held for approval by node n1; the `NAME.approve` file is taken by node n2, which does not
+        own the request: n2 passes it on through the journal, n1 releases it, and it succeeds, created once."""
+        rig = rig_factory(
+            sim, inbox={"approve_above": 10}, state={"database": pg_url}, node={"name": "n2", "lease": LEASE}
+        )
+        processes.append(_spawn(rig, sim, "n1", pg_url))
+        rig.drop("big", VIDEO)
+        rig.wait("big", {"held"}, timeout=30)
+        rig.start()
+        assert rig.daemon is not None
+        rig.daemon.engine.deliver(Control("inbox", "approve", "big"))
+        status = rig.wait("big", {"succeeded", "failed", "needs_attention"}, timeout=60)
+        assert status["state"] == "succeeded", status
+        assert sim.create_count() == 1 and _owners(pg_url) == {"big": "n1"}
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            rows = conn.execute("SELECT kind, name, taken_by, result FROM commands").fetchall()
+        assert rows == [("approve", "big", "n1", "approved")]
 
 
 class TestNodesCommand:

@@ -360,7 +360,7 @@ class Engine:
             case events.InboxItem(Refused() as refused):
                 intake.reject(self, refused)
             case events.InboxItem(Control(inbox, kind, name)):
-                commands.control(self, kind, name, inbox)
+                commands.dropped(self, kind, name, inbox)
             case events.Placed() | events.Created() | events.Polled() | events.Downloaded() | events.Deleted():
                 self._job_event(event)
 
