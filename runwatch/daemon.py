@@ -83,6 +83,8 @@ class Daemon:
     def __init__(self, config: Config, *, api_key: str, log: Any = None, s3_client: Any = None) -> None:
         self.config = config
         self.log = log or structlog.get_logger("runwatch")
+        if config.state.database is not None:  # several nodes log to one place: every line names its node
+            self.log = self.log.bind(node=config.node.name)
         os.umask(config.umask)  # first: the state directory and its lock file are created under it too
         self.lock = StateLock(config.state.dir)
         try:
@@ -277,6 +279,8 @@ class Daemon:
         )
         if self._reload_failed:
             text += "; the last reload failed, see the log"
+        if self.engine.node.shared:
+            text = f"node {self.engine.node.name}: {text}"
         trouble = self.engine.health()
         if trouble:  # what systemctl status shows first: the daemon is running, but not well
             text = "UNHEALTHY: " + "; ".join(trouble) + "; " + text
