@@ -22,6 +22,7 @@ With the SQLite journal there is one node, which owns everything, and none of th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -30,6 +31,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from runwatch import __version__, workarea
@@ -37,6 +39,7 @@ from runwatch.errors import JournalError, RunwatchError
 from runwatch.jobs import recovery
 from runwatch.jobs.states import ACTIVE
 from runwatch.store.protocol import NodeRow
+from runwatch.workrecords import find_record
 
 if TYPE_CHECKING:
     from runwatch.config import Config, NodeConfig
@@ -236,9 +239,23 @@ class Node:
 
     def _adopt(self, job: Job) -> None:
         try:
+            self._here(job)
             recovery.resume(self.engine, job)
         except RunwatchError as exc:  # the job stays this node's; the next start (or a takeover) tries again
             self.engine.log.exception("engine.error", kind="takeover", job=job.id, error=repr(exc))
+
+    def _here(self, job: Job) -> None:
+        """The job's folder as this machine reaches it: a node that mounts the share elsewhere recorded its own
+        path. Found by the job id in this node's work area of the job's inbox."""
+        inbox = self.engine.inboxes.get(job.inbox)
+        if inbox is None or not job.job_dir or not job.request_path or Path(job.job_dir).exists():
+            return
+        found = find_record(inbox, job.id)
+        if found is None:
+            return
+        with contextlib.suppress(ValueError):
+            request = found / Path(job.request_path).relative_to(job.job_dir)
+            self.engine.store.update(job, job_dir=str(found), request_path=str(request))
 
     def _forget(self, job_id: str) -> None:
         engine = self.engine

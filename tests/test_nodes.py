@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import structlog
@@ -359,6 +360,39 @@ class TestTakeover:
         assert status["state"] == "needs_attention", status
         assert _owners(pg_url) == {"lost": "n2"}
         assert sim.create_count() == 0
+
+    def test_a_task_of_a_node_mounting_the_share_elsewhere_is_followed(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator
+    ) -> None:
+        """Node n1 mounted the share at another path and died following a task: node n2 finds the job's folder
+        by its id in its own work area, downloads the outputs and files the request away there."""
+        rig = rig_factory(sim, state={"database": pg_url}, node={"name": "n2", "lease": LEASE}).start()
+        job_dir = rig.inbox / ".runwatch" / "jobs" / "20261207T000000Z-e15ewhe2"
+        job_dir.mkdir(parents=True)
+        (job_dir / "line.json").write_text(json.dumps(SPEECH))
+        answer = httpx.post(
+            f"{sim.url}/v1/text_to_speech",
+            json={k: v for k, v in SPEECH.items() if k != "endpoint"},
+            headers={"Authorization": f"Bearer {sim.key}", "X-Runway-Version": "2024-11-06"},
+        )
+        assert answer.status_code == 200, answer.text
+        elsewhere = Path("/mnt/elsewhere/inbox/.runwatch/jobs") / job_dir.name
+        dead = _joined(pg_url, "n1", lease=1)
+        fields = {"endpoint": "text_to_speech", "model": SPEECH["model"], "body": SPEECH, "state": "accepted"}
+        job = dead.add(
+            _job(job_dir.name, "line", job_dir=str(elsewhere), request_path=str(elsewhere / "line.json"), **fields)
+        )
+        dead.record_intent(job.id, first=True)
+        dead.record_task(job.id, answer.json()["id"], 1.0)
+        dead.close()
+        status = rig.wait("line", timeout=30)
+        assert status["state"] == "succeeded", status
+        rig.check_outputs(status)
+        assert sim.create_count() == 1
+        journal = PostgresJournal(pg_url)
+        moved = journal.get(job_dir.name)
+        journal.close()
+        assert moved is not None and moved.job_dir == str(rig.inbox / ".runwatch" / "done" / job_dir.name)
 
     def test_a_claim_its_node_never_recorded_is_taken_over(
         self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator

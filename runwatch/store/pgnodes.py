@@ -226,7 +226,8 @@ class NodeSection:
                 "VALUES (%(inbox)s, %(path)s, %(identity)s, %(me)s, %(job)s) "
                 "ON CONFLICT (inbox, path, identity) DO UPDATE SET node = EXCLUDED.node, job_id = EXCLUDED.job_id, "
                 "claimed_at = now() "
-                f"WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = c.node AND {_LIVE} "
+                # Its own row too: a claim whose rename failed and whose release did not reach the journal.
+                f"WHERE c.node = %(me)s OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = c.node AND {_LIVE} "
                 "AND n.started_at <= c.claimed_at) "
                 "RETURNING job_id",
                 self._args(inbox=inbox, path=path, identity=identity, job=job_id),
