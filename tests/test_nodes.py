@@ -569,6 +569,7 @@ class TestNodesCommand:
         first.add(_job("j1", "a", state="accepted"))
         first.add(_job("j2", "b", state="succeeded", finished_at=now_iso()))
         time.sleep(1.2)
+        assert first.beat(time.time()) == {"j1"}  # edit-1 beats on, edit-2 fell silent
         rig = rig_factory(sim, state={"database": pg_url}, node={"lease": 1})  # silent: no heartbeat for a lease
         out = io.StringIO()
         assert nodes_command(str(rig.config_file()), out=out) == 0
