@@ -11,6 +11,9 @@ queue counts (led by ``UNHEALTHY:`` and :meth:`Engine.health`'s reasons while a 
 WATCHDOG=1 from the main loop (a hung loop stops pinging and systemd restarts the service),
 STOPPING=1 on the way out. SIGHUP reloads the config file on the main loop: inboxes come and go while the
 tasks of a removed inbox are followed to their end, and a broken file leaves the running config in force.
+
+With a PostgreSQL journal the daemon is a node (``[node] name``, see ``runwatch.nodes``): it joins at start (a
+live node of the same name makes it exit 78), claims through the journal, and a stop hands its jobs over.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ A full or read-only disk stops nothing that is known. The journal is written thr
 dirs), no create is sent, tasks in flight are followed from memory, and what could not be recorded is written
 again from this loop, with a back-off, until it is in; status files that could not be written likewise. Then work
 goes on by itself. :meth:`Engine.health` says why the daemon is not healthy meanwhile.
+
+On a journal several daemons share, the engine is one node (:class:`runwatch.nodes.Node`, ticked from this loop):
+it follows only the jobs it owns, takes over those whose lease ran out, and while it is cut off from the
+database it takes no claim and sends no create.
 """
 
 from __future__ import annotations
