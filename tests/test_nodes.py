@@ -266,6 +266,32 @@ class TestClaims:
         first.close()
         second.close()
 
+    def test_three_daemons_on_one_inbox_take_each_request_once(
+        self,
+        pg_url: str,
+        rig_factory: Callable[..., Rig],
+        sim: Simulator,
+        processes: list[subprocess.Popen[bytes]],
+    ) -> None:
+        """Three daemons watch one inbox: twelve requests dropped at once are each claimed by one node, created
+        once and succeed, and the work among the nodes is recorded (one job and one claim per request)."""
+        rig = rig_factory(sim)
+        processes += [_spawn(rig, sim, f"n{i}", pg_url) for i in (1, 2, 3)]
+        _until(lambda: all(_events(rig, f"n{i}", "daemon.started") for i in (1, 2, 3)), lambda: _log(rig, "n1"))
+        names = [f"line{i:02d}" for i in range(12)]
+        for name in names:
+            rig.drop(name, dict(SPEECH, promptText=f"Hello {name}."))
+        for name in names:
+            status = rig.wait(name, timeout=60)
+            assert status["state"] == "succeeded", status
+            rig.check_outputs(status)
+        assert sim.create_count() == len(names) and sim.duplicate_creates() == []
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            jobs = conn.execute("SELECT name, id FROM jobs").fetchall()
+            claims = conn.execute("SELECT path, job_id FROM claims").fetchall()
+        assert sorted(name for name, _ in jobs) == names
+        assert sorted(claims) == sorted((f"{name}.json", job_id) for name, job_id in jobs)
+
 
 # -- takeover ---------------------------------------------------------------------------------------------
 
