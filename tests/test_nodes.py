@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import pytest
 import structlog
 import tomli_w
 
-from runwatch.clock import now_iso
+from runwatch.clock import SystemClock, now_iso
 from runwatch.config import NodeConfig, parse_config
 from runwatch.errors import ConfigError, IntentNotRecorded
 from runwatch.jobs.job import Job
@@ -76,6 +77,16 @@ def own_pg(pg_server: PgServer) -> Iterator[tuple[_Server, str]]:
         yield server, server.url(server.create_database())
     finally:
         server.stop()
+
+
+class _Ahead(SystemClock):
+    """This machine's clocks, the wall clock five minutes ahead (monotonic time cannot be off)."""
+
+    def time(self) -> float:
+        return super().time() + 300
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(seconds=300)
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
@@ -515,6 +526,35 @@ class TestFaults:
         fresh = journal.get("j1")
         assert fresh is not None and fresh.progress == 0.5 and fresh.create_started_at is None
         journal.close()
+
+    def test_a_node_whose_clock_is_minutes_ahead_keeps_its_jobs(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path
+    ) -> None:
+        """Node n1's clock runs five minutes ahead: node n2 beside it takes none of n1's jobs while n1 runs
+        (leases go by the database's clock), `runwatch nodes` shows n1's offset, and the request succeeds."""
+        sim.config.time_scale = 1.0
+        first = rig_factory(sim, state={"database": pg_url}, node={"name": "n1", "lease": LEASE})
+        second = Rig(tmp_path, sim, state={"dir": str(tmp_path / "state-n2"), "database": pg_url})
+        second.data["node"] = {"name": "n2", "lease": LEASE}
+        second.config = parse_config(second.data, str(tmp_path / "n2.toml"))
+        first.start()
+        assert first.daemon is not None
+        first.daemon.engine.clock = _Ahead()
+        first.drop("film", VIDEO)
+        first.wait("film", AT_RUNWAY)
+        try:
+            second.start()
+            time.sleep(3 * LEASE)  # several leases and takeover sweeps of n2
+            assert _owners(pg_url) == {"film": "n1"}
+            out = io.StringIO()
+            assert nodes_command(str(first.config_file()), as_json=True, out=out) == 0
+            offsets = {node["name"]: node["clock_offset"] for node in json.loads(out.getvalue())["nodes"]}
+            assert 299 < offsets["n1"] < 301 and abs(offsets["n2"]) < 1
+            sim.advance(3600)
+            assert first.wait("film")["state"] == "succeeded"
+        finally:
+            second.stop()
+        assert sim.create_count() == 1
 
     def test_leases_go_by_the_databases_clock(self, pg_url: str) -> None:
         """A node whose clock is five minutes ahead holds its jobs as long as any other (its offset is shown):
