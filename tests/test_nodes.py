@@ -624,6 +624,29 @@ class TestCommands:
             rows = conn.execute("SELECT kind, name, taken_by, result FROM commands").fetchall()
         assert rows == [("approve", "big", "n1", "approved")]
 
+    def test_a_retry_of_a_request_another_node_ended_is_sent_again(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator
+    ) -> None:
+        """A request node n1 ended as failed, n1 gone: `runwatch retry NAME` is answered by node n2, which
+        makes the request its own and sends it; it succeeds, created once."""
+        rig = rig_factory(sim, state={"database": pg_url}, node={"name": "n2", "lease": LEASE}).start()
+        job_dir = rig.inbox / ".runwatch" / "failed" / "20261207T000000Z-fa11ed00"
+        job_dir.mkdir(parents=True)
+        (job_dir / "line.json").write_text(json.dumps(SPEECH))
+        gone = _joined(pg_url, "n1")
+        fields = {"endpoint": "text_to_speech", "model": SPEECH["model"], "body": SPEECH, "state": "failed"}
+        gone.add(_job(job_dir.name, "line", job_dir=str(job_dir), request_path=str(job_dir / "line.json"), **fields))
+        gone.leave()
+        gone.close()
+        commands = PostgresJournal(pg_url)
+        command = commands.add_command("retry", "line")
+        _until(lambda: commands.command_result(command), lambda: "no answer to the retry")
+        assert commands.command_result(command) == "resubmitting"
+        commands.close()
+        status = rig.wait("line", {"succeeded", "failed", "needs_attention"}, timeout=30)
+        assert status["state"] == "succeeded", status
+        assert sim.create_count() == 1 and _owners(pg_url) == {"line": "n2"}
+
 
 class TestNodesCommand:
     def test_nodes_lists_every_node_with_its_jobs(

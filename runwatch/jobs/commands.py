@@ -135,6 +135,8 @@ def _retry(engine: Engine, name: str) -> Answer:
         )
     if job.state not in RETRYABLE:
         return Answer(False, f"{name} is {job.state}; only needs_attention, failed or cancelled requests are retried")
+    if engine.node.shared and not engine.store.own(job.id):  # the node that ended it may have been another
+        return Answer(False, f"{name} is being followed by another node")
     history = [
         *job.history,
         {"task_id": job.task_id, "state": job.state, "error": job.error, "finished_at": job.finished_at},

@@ -316,6 +316,9 @@ class Ledger:
     def take_over(self, inboxes: Sequence[str], limit: int, *, mine_too: bool = False) -> list[TakenOver]:
         return self.store.take_over(inboxes, limit, mine_too=mine_too)
 
+    def own(self, job_id: str) -> bool:
+        return self.store.own(job_id)
+
     def leave(self) -> int:
         return self.store.leave()
 

@@ -173,6 +173,19 @@ class NodeSection:
         taken = [TakenOver(Job(**{name: row[name] for name in FIELDS}), row["from_node"]) for row in rows]
         return sorted(taken, key=lambda t: t.job.seq)
 
+    def own(self, job_id: str) -> bool:
+        """An ended job brought back on purpose (``runwatch retry``) becomes this node's, under a fresh lease;
+        False when it is not ended (then it is some node's to follow)."""
+        if self.node is None:
+            return True
+        with self._cursor() as cur:
+            cur.execute(
+                "UPDATE jobs SET owner = %(me)s, lease_until = now() + make_interval(secs => %(lease)s) "
+                "WHERE id = %(job)s AND NOT state = ANY(%(active)s) RETURNING id",
+                self._args(job=job_id),
+            )
+            return cur.fetchone() is not None
+
     def leave(self) -> int:
         """A clean stop: this node's leases end now (the others take its jobs at their next look) and its row
         says it stopped. Returns how many jobs it handed over."""

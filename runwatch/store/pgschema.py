@@ -107,8 +107,8 @@ CREATE TABLE nodes (
     stopped_at TIMESTAMPTZ
 );
 ALTER TABLE jobs ADD COLUMN owner TEXT, ADD COLUMN lease_until TIMESTAMPTZ;
-CREATE INDEX jobs_lease ON jobs (lease_until) WHERE lease_until IS NOT NULL AND finished_at IS NULL;
-CREATE INDEX jobs_owner ON jobs (owner) WHERE owner IS NOT NULL AND finished_at IS NULL;
+CREATE INDEX jobs_lease ON jobs (lease_until) WHERE finished_at IS NULL;
+CREATE INDEX jobs_owner ON jobs (owner) WHERE finished_at IS NULL;
 CREATE TABLE claims (
     inbox TEXT NOT NULL,
     path TEXT NOT NULL,

@@ -144,6 +144,10 @@ class Store(Intents, Protocol):
         name already owns)."""
         ...
 
+    def own(self, job_id: str) -> bool:
+        """An ended job brought back on purpose (a retry) becomes this node's; False when it has not ended."""
+        ...
+
     def leave(self) -> int:
         """A clean stop: this node's jobs handed over at once; how many."""
         ...
