@@ -149,6 +149,8 @@ class Engine:
         No part of a turn may end the loop: a failure is logged and the next turn tries again.
         """
         now = self.clock.monotonic
+        # First: a node that lost its leases (a loop held up longer than a lease) acts on no answer as owner.
+        self._guarded("node", self.node.tick)
         deadline = now() + timeout
         busy_until = now() + 0.05  # a burst of events must not keep due polls waiting
         while True:
@@ -165,7 +167,6 @@ class Engine:
                 self._handle(event)
             if self.events.empty() or now() >= busy_until:
                 break
-        self._guarded("node", self.node.tick)
         self._guarded("timers", lambda: following.fire_timers(self))
         if self._troubled() and now() >= self._repair_at:
             self._guarded("repair", self._repair)
