@@ -12,7 +12,8 @@ After watchfiles, in parts:
 * the claim, the refusal and the control file as moves into the work area (:mod:`runwatch.workarea`).
 
 A claim is ``mkdir WORK/jobs/JOB_ID`` then ``os.rename`` of the request into it. When two watchers (two runwatch
-processes) race for one file the rename decides, and the loser drops it without a word. The media a request
+processes) race for one file the rename decides, and the loser drops it without a word; nodes of one PostgreSQL
+journal let the journal's claim row decide before the rename. The media a request
 names are hard-linked to their inbox-relative paths in the job dir and stay in the inbox, *kept*, while other
 requests waiting there name them (or might: not read yet) and for the settle time after the last claim that
 took them, so that several requests can share one file; then they are swept out of the inbox
