@@ -14,9 +14,9 @@ runwatch processes) race for one file, it decides: the loser undoes its links an
 word. When several nodes share the inbox (a PostgreSQL journal) the journal decides first: the node whose claim
 row for the file (its path and identity) goes in takes it, the others leave it, and a rename NFS reports as
 failed although it happened counts as done. Media files stay in the inbox for other requests naming them;
-:meth:`WorkArea.sweep` takes them out later. Every step here is a mkdir, a rename or a hard link, and the only names removed are a claim's own
-links (or another link of a file that stays in a job dir); nothing deletes or overwrites a user's file, and
-no path is followed out of the inbox. The watcher decides *what* to take; this module is *how*, with the log
+:meth:`WorkArea.sweep` takes them out later. Every step here is a mkdir, a rename or a hard link, and the only
+names removed are a claim's own links (or another link of a file that stays in a job dir); nothing deletes or
+overwrites a user's file, and no path is followed out of the inbox. The watcher decides *what* to take; this module is *how*, with the log
 lines and the items delivered, so everything done to the files in an inbox can be reviewed in one place.
 """
 
