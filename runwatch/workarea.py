@@ -16,8 +16,9 @@ row for the file (its path and identity) goes in takes it, the others leave it, 
 failed although it happened counts as done. Media files stay in the inbox for other requests naming them;
 :meth:`WorkArea.sweep` takes them out later. Every step here is a mkdir, a rename or a hard link, and the only
 names removed are a claim's own links (or another link of a file that stays in a job dir); nothing deletes or
-overwrites a user's file, and no path is followed out of the inbox. The watcher decides *what* to take; this module is *how*, with the log
-lines and the items delivered, so everything done to the files in an inbox can be reviewed in one place.
+overwrites a user's file, and no path is followed out of the inbox. The watcher decides *what* to take; this
+module is *how*, with the log lines and the items delivered, so everything done to the files in an inbox can be
+reviewed in one place.
 """
 
 from __future__ import annotations
