@@ -49,8 +49,8 @@ def dropped(engine: Engine, kind: str, name: str, inbox: str) -> None:
     (or whoever takes the request over)."""
     if engine.node.shared and engine.book.named(name, inbox) is None:
         command = engine.store.add_command(kind, name)
-        engine.log.info(f"command.{kind}", request=name, inbox=inbox, result="handed to the node that owns it",
-                        command=command)  # fmt: skip
+        passed = "passed on to the node that owns it"
+        engine.log.info(f"command.{kind}", request=name, inbox=inbox, result=passed, command=command)
         return
     control(engine, kind, name, inbox)
 

@@ -5,7 +5,9 @@ Every write is one transaction committed with ``synchronous_commit = on`` (set p
 server's default): an intent or a task id is on the server's disk before the call returns. Only
 :meth:`PostgresJournal.save_waiting` commits without waiting for the flush, as the SQLite journal does without
 an fsync. Connections come from a small pool, so the sending thread's writes do not queue behind the engine's.
-Every driver error leaves as a :class:`~runwatch.errors.JournalError` naming the database.
+Every driver error leaves as a :class:`~runwatch.errors.JournalError` naming the database; one that says the
+server cannot be reached (a restart, a network cut, no connection within a few seconds) as its
+:class:`~runwatch.errors.JournalUnwritable`, which the daemon keeps and writes again as it does on a full disk.
 
 The password never comes from the config: libpq reads ``PGPASSWORD`` or the password file (``~/.pgpass``,
 ``PGPASSFILE``) itself, and a systemd credential named ``runwatch_db_password`` is passed as the password.
@@ -49,7 +51,8 @@ _INSERT = sql.SQL("INSERT INTO jobs ({}) VALUES ({})").format(
 )
 _Sql = LiteralString | sql.Composed  # statements built from constants and our own column names only
 _CONNECT_TIMEOUT = "10"  # seconds; a URL that sets connect_timeout keeps its own
-# The engine, and the I/O threads recording intents and task ids (a write holds a connection for milliseconds).
+# The engine, the I/O threads recording intents and task ids, and the inbox watchers' claims (a write holds a
+# connection for milliseconds).
 _POOL_SIZE = 6
 _WAIT_FOR_CONNECTION = 5.0  # seconds
 
