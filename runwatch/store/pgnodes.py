@@ -302,7 +302,8 @@ class NodeSection:
         with self._cursor() as cur:
             cur.execute(
                 "SELECT c.inbox, c.path, c.identity, c.job_id FROM claims c "  # noqa: S608 - constants
-                "WHERE c.inbox = ANY(%(inboxes)s) AND c.node <> %(me)s "
+                # A day back is plenty: every node looks every few seconds, and a node's own start takes its own.
+                "WHERE c.claimed_at > now() - interval '1 day' AND c.inbox = ANY(%(inboxes)s) AND c.node <> %(me)s "
                 f"AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = c.node AND {_LIVE} "
                 "AND n.started_at <= c.claimed_at) "
                 "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = c.job_id) ORDER BY c.claimed_at LIMIT 500",

@@ -119,6 +119,7 @@ CREATE TABLE claims (
     PRIMARY KEY (inbox, path, identity)
 );
 CREATE INDEX claims_job ON claims (job_id);
+CREATE INDEX claims_recent ON claims (claimed_at);
 ALTER TABLE commands ADD COLUMN taken_by TEXT;
 """
 
