@@ -452,6 +452,24 @@ class TestTakeover:
             rows = conn.execute("SELECT path, node FROM claims ORDER BY path").fetchall()
         assert rows == [("line.json", "n2")]
 
+    def test_a_claim_a_live_node_is_making_is_left_to_it(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator
+    ) -> None:
+        """Node n2 starts while live node n1 has renamed a request into its job dir but not yet recorded it:
+        n2's start leaves that folder alone; once n1 falls silent, n2 takes the claim over and the request
+        succeeds, created once."""
+        job_dir = rig_factory(sim).inbox / ".runwatch" / "jobs" / "20261207T000000Z-11vec1a1"
+        job_dir.mkdir(parents=True)
+        (job_dir / "line.json").write_text(json.dumps(SPEECH))
+        live = _joined(pg_url, "n1")
+        assert live.claim("inbox", "line.json", "1:2:3", job_dir.name)
+        rig = rig_factory(sim, state={"database": pg_url}, node={"name": "n2", "lease": LEASE}).start()
+        assert live.get(job_dir.name) is None and (job_dir / "line.json").exists()
+        live.close()  # silent from here on
+        status = rig.wait("line", timeout=30)
+        assert status["state"] == "succeeded", status
+        assert sim.create_count() == 1 and _owners(pg_url) == {"line": "n2"}
+
 
 # -- faults -----------------------------------------------------------------------------------------------
 

@@ -258,13 +258,15 @@ class NodeSection:
             )
 
     def claims_elsewhere(self, inbox: str) -> set[str]:
-        """Job ids of ``inbox``'s claims that live nodes other than this one hold: their job dirs are theirs."""
+        """Job ids of ``inbox``'s claims that live nodes other than this one are making (no job recorded yet):
+        their job dirs are theirs to finish."""
         if self.node is None:
             return set()
         with self._cursor() as cur:
             cur.execute(
                 "SELECT c.job_id FROM claims c JOIN nodes n ON n.name = c.node "  # noqa: S608 - constants
-                f"WHERE c.inbox = %(inbox)s AND c.node <> %(me)s AND {_LIVE} AND n.started_at <= c.claimed_at",
+                f"WHERE c.inbox = %(inbox)s AND c.node <> %(me)s AND {_LIVE} AND n.started_at <= c.claimed_at "
+                "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = c.job_id)",
                 self._args(inbox=inbox),
             )
             return {str(row["job_id"]) for row in cur.fetchall()}
