@@ -33,6 +33,7 @@ import tomli_w
 
 from runwatch.clock import SystemClock, now_iso
 from runwatch.config import NodeConfig, parse_config
+from runwatch.control import control_command
 from runwatch.errors import ConfigError, IntentNotRecorded
 from runwatch.jobs.job import Job
 from runwatch.jobs.ledger import Ledger
@@ -664,6 +665,23 @@ class TestCommands:
         status = rig.wait("line", {"succeeded", "failed", "needs_attention"}, timeout=30)
         assert status["state"] == "succeeded", status
         assert sim.create_count() == 1 and _owners(pg_url) == {"line": "n2"}
+
+    def test_a_command_from_a_machine_without_a_daemon_is_carried_out(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path
+    ) -> None:
+        """`runwatch approve` on a machine whose own state folder has no daemon (the database has live nodes) is
+        answered by the node that holds the request: exit 0, and the request succeeds."""
+        rig = rig_factory(
+            sim, inbox={"approve_above": 10}, state={"database": pg_url}, node={"name": "n1", "lease": LEASE}
+        ).start()
+        rig.drop("big", VIDEO)
+        rig.wait("big", {"held"}, timeout=30)
+        elsewhere = tmp_path / "workstation.toml"
+        elsewhere.write_text(tomli_w.dumps(dict(rig.data, state={"dir": str(tmp_path / "ws"), "database": pg_url})))
+        out, err = io.StringIO(), io.StringIO()
+        assert control_command("approve", "big", config_file=str(elsewhere), out=out, err=err) == 0, err.getvalue()
+        assert out.getvalue() == "big: approved\n"
+        assert rig.wait("big", {"succeeded", "failed"}, timeout=60)["state"] == "succeeded"
 
 
 class TestNodesCommand:
