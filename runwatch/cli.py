@@ -200,6 +200,12 @@ def _credits(args: argparse.Namespace) -> int:
     return credits_command(config_file=args.config, as_json=args.json)
 
 
+def _nodes(args: argparse.Namespace) -> int:
+    from runwatch.nodes import nodes_command
+
+    return nodes_command(config_file=args.config, as_json=args.json)
+
+
 def _journal_rebuild(args: argparse.Namespace) -> int:
     from runwatch.rebuild import rebuild_journal
 
@@ -507,6 +513,19 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(credits)
     credits.add_argument("--json", action="store_true", help="machine-readable output")
     credits.set_defaults(func=_credits)
+
+    nodes = sub.add_parser(
+        "nodes",
+        help="list the runwatch nodes sharing the journal, their last heartbeat and their jobs",
+        description="List the nodes of the journal database: each node's host and pid, its last heartbeat "
+        "(its age by the database's clock), the unfinished jobs it owns, its clock's offset from the database's, "
+        "and whether it runs, stopped, or went silent (no heartbeat for a lease: its jobs are taken over). "
+        "With the SQLite journal, the one local node.",
+        epilog="Exit status: 0 listed, 1 the journal cannot be read, 78 a config error.",
+    )
+    with_config(nodes)
+    nodes.add_argument("--json", action="store_true", help="machine-readable output")
+    nodes.set_defaults(func=_nodes)
 
     journal = sub.add_parser(
         "journal",

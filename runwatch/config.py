@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import socket
 import tomllib
 import types
 from collections.abc import Iterator, Mapping
@@ -31,6 +32,7 @@ __all__ = [
     "Config",
     "HttpConfig",
     "InboxConfig",
+    "NodeConfig",
     "NotifyConfig",
     "RunwayConfig",
     "S3Config",
@@ -111,6 +113,8 @@ _FIELD_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _NAME_RE = re.compile(r"[^/\x00-\x1f\x7f]+")
 _BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 _REGION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+NODE_NAME_MAX = 63
+_NODE_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{NODE_NAME_MAX - 1}}}")
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,14 @@ class SchedulerConfig:
 @dataclass(frozen=True)
 class DaemonConfig:
     stop_timeout: float = 20.0  # seconds a stop waits for creates in flight, so their task ids are recorded
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """This machine among the nodes sharing a PostgreSQL journal (``[node]``); with SQLite, the one node."""
+
+    name: str = field(default_factory=lambda: default_node_name())
+    lease: float = 10.0  # seconds a node owns its jobs without renewing (the database's clock)
 
 
 @dataclass(frozen=True)
@@ -239,6 +251,7 @@ class Config:
     umask: int = 0o027
     daemon: DaemonConfig = DaemonConfig()
     http: HttpConfig = HttpConfig()
+    node: NodeConfig = field(default_factory=NodeConfig)
     notify: tuple[NotifyConfig, ...] = ()
 
 
@@ -558,6 +571,28 @@ def _daemon(t: _Table) -> DaemonConfig:
     return DaemonConfig(stop_timeout=t.number("stop_timeout", d.stop_timeout, zero_ok=True, unit=" (seconds)"))
 
 
+def default_node_name() -> str:
+    """The host name's first label, made safe for a node name (the default of ``[node] name``)."""
+    host = socket.gethostname().split(".")[0]
+    safe = re.sub(r"[^A-Za-z0-9_-]", "-", host).strip("-")[:NODE_NAME_MAX]
+    return safe if safe and _NODE_RE.fullmatch(safe) else "runwatch"
+
+
+def _node(t: _Table) -> NodeConfig:
+    d = NodeConfig()
+    name = t.string(
+        "name",
+        d.name,
+        pattern=_NODE_RE,
+        expected=f"a node name of 1 to {NODE_NAME_MAX} letters, digits, '-' or '_', starting with a letter or digit",
+    )
+    lease = t.number("lease", d.lease, unit=" (seconds)")
+    if not 1.0 <= lease <= 600.0:
+        t.bad("lease", "a number of seconds from 1 to 600", lease)
+        lease = d.lease
+    return NodeConfig(name=name, lease=lease)
+
+
 def _http(t: _Table, base: Path, env: Mapping[str, str]) -> HttpConfig:
     d = HttpConfig()
     listen = t.string(
@@ -821,7 +856,8 @@ def parse_config(
             top.bad(name, f"a table ([{name}] section)", value)
         return _Table(value, name, problems)
 
-    tables = {name: section(name) for name in ("runway", "s3", "state", "budget", "scheduler", "daemon", "http")}
+    sections = ("runway", "s3", "state", "budget", "scheduler", "daemon", "http", "node")
+    tables = {name: section(name) for name in sections}
     has_s3 = isinstance(data.get("s3"), Mapping)
     config = Config(
         path=None,
@@ -834,6 +870,7 @@ def parse_config(
         umask=_umask(top, env),
         daemon=_daemon(tables["daemon"]),
         http=_http(tables["http"], base, env),
+        node=_node(tables["node"]),
         notify=_notifies(top, base, env),
     )
     for table in (*tables.values(), top):

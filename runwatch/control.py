@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from runwatch.ops import EXIT_FAILURE, EXIT_OK, daemon_holder, load_required_config
@@ -73,15 +72,16 @@ def control_command(
         if job is None:
             err.write(f"runwatch {kind}: no request named {name!r}\n")
             return EXIT_FAILURE
-        holder = daemon_holder(state_dir)
+        holder = running(config, journal)
         command_id = journal.add_command(kind, name)
         if holder is None:
+            where = "on the journal database" if config.state.database else f"on {state_dir}"
             err.write(
-                f"runwatch {kind}: no daemon is running on {state_dir}; the {kind} of {name!r} is recorded for "
+                f"runwatch {kind}: no daemon is running {where}; the {kind} of {name!r} is recorded for "
                 "the daemon to carry out (or refuse) when `runwatch run` starts\n"
             )
             return EXIT_FAILURE
-        answer = _answer(journal, command_id, state_dir, answer_timeout, sleep)
+        answer = _answer(journal, command_id, lambda: running(config, journal), answer_timeout, sleep)
         if answer is None:
             err.write(
                 f"runwatch {kind}: the daemon ({holder}) did not answer; the {kind} of {name!r} stays recorded "
@@ -104,8 +104,18 @@ def control_command(
         journal.close()
 
 
+def running(config: Config, journal: Store) -> str | None:
+    """Who carries commands out: the daemon holding this state directory, or, on a journal several nodes share,
+    any node whose heartbeat is younger than a lease. None when nobody runs."""
+    holder = daemon_holder(config.state.dir)
+    if holder is not None or config.state.database is None:
+        return holder
+    live = [n.name for n in journal.nodes() if not n.stopped and n.heartbeat_age <= config.node.lease]
+    return f"node {', '.join(live)}" if live else None
+
+
 def _answer(
-    journal: Store, command_id: int, state_dir: Path, timeout: float, sleep: Callable[[float], None]
+    journal: Store, command_id: int, alive: Callable[[], str | None], timeout: float, sleep: Callable[[float], None]
 ) -> str | None:
     """The daemon's answer, or None when it gave none in time or stopped."""
     deadline = time.monotonic() + timeout
@@ -119,7 +129,7 @@ def _answer(
             return None
         if now - looked >= _LIVENESS_EVERY:
             looked = now
-            if daemon_holder(state_dir) is None:
+            if alive() is None:
                 return journal.command_result(command_id)  # it may have answered on its way out
         sleep(0.1)
 
@@ -150,7 +160,7 @@ def _follow(
             return _ended(job, config, kind, out, err)
         if time.monotonic() - looked >= _LIVENESS_EVERY:
             looked = time.monotonic()
-            if daemon_holder(config.state.dir) is None:
+            if running(config, journal) is None:
                 err.write(
                     f"runwatch {kind}: the daemon stopped while {job.name!r} was {job.state}; "
                     "it goes on from there when the daemon starts again\n"

@@ -11,6 +11,9 @@ queue counts (led by ``UNHEALTHY:`` and :meth:`Engine.health`'s reasons while a 
 WATCHDOG=1 from the main loop (a hung loop stops pinging and systemd restarts the service),
 STOPPING=1 on the way out. SIGHUP reloads the config file on the main loop: inboxes come and go while the
 tasks of a removed inbox are followed to their end, and a broken file leaves the running config in force.
+
+With a PostgreSQL journal the daemon is a node (``[node] name``, see ``runwatch.nodes``): it joins at start (a
+live node of the same name makes it exit 78), claims through the journal, and a stop hands its jobs over.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ _RESTART_ONLY: dict[str, tuple[str, ...]] = {
     "runway": ("base_url", "api_version", "timeout", "api_key_file"),
     "scheduler": ("max_uploads", "max_downloads"),
 }
-_RESTART_ONLY_SECTIONS = ("state", "s3", "http", "notify")
+_RESTART_ONLY_SECTIONS = ("state", "s3", "http", "notify", "node")
 
 
 def _s3_client(config: Config) -> Any:
@@ -83,6 +86,8 @@ class Daemon:
     def __init__(self, config: Config, *, api_key: str, log: Any = None, s3_client: Any = None) -> None:
         self.config = config
         self.log = log or structlog.get_logger("runwatch")
+        if config.state.database is not None:  # several nodes log to one place: every line names its node
+            self.log = self.log.bind(node=config.node.name)
         os.umask(config.umask)  # first: the state directory and its lock file are created under it too
         self.lock = StateLock(config.state.dir)
         try:
@@ -104,6 +109,10 @@ class Daemon:
                 transports["s3"] = S3Transport(config.s3, s3_client or _s3_client(config))
             self.catalog = load_catalog()
             self.engine = Engine(config, self.journal, self.api, transports, self.http, self.catalog, log=self.log)
+            try:  # among the nodes of a shared journal: refused while a live node has this name
+                self.engine.node.join()
+            except JournalError as exc:
+                raise StartupError(str(exc)) from exc
             self._watching = {inbox.name: self._watcher(inbox, config) for inbox in config.inboxes}
             self.web = WebServer(self) if config.http.enabled else None
             self.notifier = (
@@ -139,6 +148,7 @@ class Daemon:
             unknown_models=config.runway.unknown_models,
             rescan=config.scheduler.rescan,
             log=self.log,
+            claims=self.journal if self.engine.node.shared else None,
         )
 
     def start(self) -> None:
@@ -150,7 +160,8 @@ class Daemon:
         self.engine.load_limits()
         if self.notifier is not None:
             self.notifier.start(self.engine, lambda: self.watchers)
-        self.engine.recover([(inbox, d) for inbox in self.config.inboxes for d in recover(inbox)])
+        claimed = [(inbox, d) for inbox in self.config.inboxes for d in recover(inbox, skip=self._elsewhere(inbox))]
+        self.engine.recover(claimed)
         for watcher in self._watching.values():
             watcher.start()
         self._first_looks(_FIRST_LOOK)
@@ -158,6 +169,10 @@ class Daemon:
         self._publish_status(force=True)
         self.ready = True
         notify.ready()
+
+    def _elsewhere(self, inbox: InboxConfig) -> set[str]:
+        """Job dirs of the inbox's work area that other live nodes are claiming: not this node's to settle."""
+        return self.journal.claims_elsewhere(inbox.name) if self.engine.node.shared else set()
 
     def _first_looks(self, timeout: float) -> None:
         """Wait (a little) until each watcher has been through its first scan, so READY=1 means "looked".
@@ -267,6 +282,8 @@ class Daemon:
         )
         if self._reload_failed:
             text += "; the last reload failed, see the log"
+        if self.engine.node.shared:
+            text = f"node {self.engine.node.name}: {text}"
         trouble = self.engine.health()
         if trouble:  # what systemctl status shows first: the daemon is running, but not well
             text = "UNHEALTHY: " + "; ".join(trouble) + "; " + text
@@ -387,8 +404,9 @@ class Daemon:
     def _adopt_claims(self, inbox: InboxConfig) -> None:
         """Claims left in a (re-)added inbox's work area that no job knows: taken as at a start."""
         known = self.journal.known_dirs() | {j.job_dir for j in self.engine.jobs.values() if j.job_dir}
-        for job_dir in recover(inbox):
-            if str(job_dir) in known:
+        shared = self.engine.node.shared
+        for job_dir in recover(inbox, skip=self._elsewhere(inbox)):
+            if str(job_dir) in known or (shared and not self.journal.adopt_claim(inbox.name, job_dir.name)):
                 continue
             files = sorted(p for p in job_dir.iterdir() if p.suffix in (".json", ".toml") and p.is_file())
             if files:

@@ -17,7 +17,9 @@ is redacted as the error is made::
     │   └── MediaChangedError              a local media file is no longer the one checked (replaced, or now a link)
     ├── OutboxError                        writing outputs or status files
     ├── JournalError                       the state database
-    │   └── JournalUnwritable              a write refused by the disk (full, read-only, failing): worth retrying
+    │   ├── JournalUnwritable              a write refused by the disk (full, read-only, failing) or a lost
+    │   │                                  database connection: worth retrying
+    │   └── LeaseLost                      a job's lease ran out or passed to another node: not this node's to send
     ├── IntentNotRecorded                  a create's intent could not be recorded, so it was not sent
     ├── StartupError                       the daemon cannot start (state dir, lock, journal): one line, exit 78
     ├── IllegalTransition                  a job moved where the state table does not allow (a bug)
@@ -180,6 +182,11 @@ class JournalError(RunwatchError):
 class JournalUnwritable(JournalError):
     """The journal could not be read or written for a reason outside it: a full, read-only or failing disk, or a
     lock held too long. The same write may succeed later."""
+
+
+class LeaseLost(JournalError):
+    """This node no longer holds the job's lease (it ran out, or another node took the job over): the node must
+    not send a create for it."""
 
 
 class InboxError(RunwatchError):

@@ -12,7 +12,8 @@ After watchfiles, in parts:
 * the claim, the refusal and the control file as moves into the work area (:mod:`runwatch.workarea`).
 
 A claim is ``mkdir WORK/jobs/JOB_ID`` then ``os.rename`` of the request into it. When two watchers (two runwatch
-processes) race for one file the rename decides, and the loser drops it without a word. The media a request
+processes) race for one file the rename decides, and the loser drops it without a word; nodes of one PostgreSQL
+journal let the journal's claim row decide before the rename. The media a request
 names are hard-linked to their inbox-relative paths in the job dir and stay in the inbox, *kept*, while other
 requests waiting there name them (or might: not read yet) and for the settle time after the last claim that
 took them, so that several requests can share one file; then they are swept out of the inbox
@@ -46,7 +47,7 @@ from runwatch.readiness import History, Sig, is_ready, observe
 from runwatch.request import Request, bare_media_request, classify, is_ignored, load_request, request_name
 from runwatch.taken import Ident, identity
 from runwatch.wanted import Wanted
-from runwatch.workarea import RETRY, Claimed, Control, Format, Refused, WorkArea, recover
+from runwatch.workarea import RETRY, Claimed, ClaimGate, Control, Format, Refused, WorkArea, recover
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -99,7 +100,8 @@ class InboxWatcher:
     """Watches one inbox and delivers :class:`Claimed`, :class:`Refused` and :class:`Control` items.
 
     ``deliver`` is called on the watcher's own thread. ``polling``: None decides from the config flag and the
-    filesystem type (network shares are polled). ``clock`` is for readiness arithmetic only.
+    filesystem type (network shares are polled). ``clock`` is for readiness arithmetic only. ``claims``: the
+    journal several nodes share, which decides each claim before its rename.
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class InboxWatcher:
         polling: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
         log: FilteringBoundLogger | None = None,
+        claims: ClaimGate | None = None,
     ) -> None:
         self.inbox = inbox
         self._catalog = catalog
@@ -130,6 +133,7 @@ class InboxWatcher:
             root_gone=self._root_gone,
             clock=clock,
             log=self._log,
+            claims=claims,
         )
         self._queue: queue.SimpleQueue[tuple[str, bool] | None] = queue.SimpleQueue()
         self._stop = threading.Event()

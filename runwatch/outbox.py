@@ -505,13 +505,19 @@ def _publish(tmp: Path, outbox: Path, filename: str) -> Path:
     raise OutboxError(f"{outbox}: {filename}: the chosen name kept being taken")
 
 
-def clean_partials(outbox: Path) -> int:
-    """Remove temporary files a crash left in the outbox (only names of our own pattern); how many."""
+def clean_partials(outbox: Path, *, min_age: float = 0.0) -> int:
+    """Remove temporary files a crash left in the outbox (only names of our own pattern, not written to for
+    ``min_age`` seconds); how many."""
     removed = 0
+    before = time.time() - min_age
     try:
         with os.scandir(outbox) as entries:
             for entry in entries:
-                if _TEMP.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                if (
+                    _TEMP.fullmatch(entry.name)
+                    and entry.is_file(follow_symlinks=False)
+                    and (not min_age or entry.stat(follow_symlinks=False).st_mtime < before)
+                ):
                     Path(entry.path).unlink(missing_ok=True)
                     removed += 1
     except OSError as exc:

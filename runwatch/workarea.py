@@ -11,11 +11,14 @@
 A claim is ``mkdir WORK/jobs/JOB_ID``, hard links of the media it names into it, then ``os.rename`` of the
 request into it; the work area is on the inbox's filesystem, so the rename is atomic and, when two watchers (two
 runwatch processes) race for one file, it decides: the loser undoes its links and drops the file without a
-word. Media files stay in the inbox for other requests naming them; :meth:`WorkArea.sweep` takes them out
-later. Every step here is a mkdir, a rename or a hard link, and the only names removed are a claim's own
-links (or another link of a file that stays in a job dir); nothing deletes or overwrites a user's file, and
-no path is followed out of the inbox. The watcher decides *what* to take; this module is *how*, with the log
-lines and the items delivered, so everything done to the files in an inbox can be reviewed in one place.
+word. When several nodes share the inbox (a PostgreSQL journal) the journal decides first: the node whose claim
+row for the file (its path and identity) goes in takes it, the others leave it, and a rename NFS reports as
+failed although it happened counts as done. Media files stay in the inbox for other requests naming them;
+:meth:`WorkArea.sweep` takes them out later. Every step here is a mkdir, a rename or a hard link, and the only
+names removed are a claim's own links (or another link of a file that stays in a job dir); nothing deletes or
+overwrites a user's file, and no path is followed out of the inbox. The watcher decides *what* to take; this
+module is *how*, with the log lines and the items delivered, so everything done to the files in an inbox can be
+reviewed in one place.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import contextlib
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +37,7 @@ import structlog
 
 from runwatch import taken
 from runwatch.catalog import format_path
-from runwatch.errors import InboxError, Problem
+from runwatch.errors import InboxError, Problem, RunwatchError
 from runwatch.localmedia import inside
 from runwatch.mounts import same_filesystem
 from runwatch.requestfile import request_name
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RETRY",
+    "ClaimGate",
     "Claimed",
     "Control",
     "Format",
@@ -121,6 +125,14 @@ class Taken:
     links: tuple[tuple[Path, Ident], ...] = ()
 
 
+class ClaimGate(Protocol):
+    """The journal shared by several nodes, which decides who claims a request file (see runwatch.nodes)."""
+
+    def claim(self, inbox: str, path: str, identity: str, job_id: str) -> bool: ...
+
+    def unclaim(self, inbox: str, path: str, identity: str, job_id: str) -> None: ...
+
+
 class Due(Protocol):
     """The watcher's record of a file waiting to be taken: when to look at it again."""
 
@@ -135,7 +147,8 @@ class WorkArea:
 
     ``root`` and ``work`` are absolute, as configured. The watcher's bookkeeping comes in as callables:
     ``forget`` a path it no longer needs to follow, ``root_gone`` (is the inbox folder missing, in which case
-    nothing is forgotten), and ``deliver`` for what was taken. ``clock`` dates the retries.
+    nothing is forgotten), and ``deliver`` for what was taken. ``clock`` dates the retries. ``claims``: the
+    journal several nodes share, whose claim row decides before the rename (None: the rename alone decides).
     """
 
     def __init__(
@@ -149,8 +162,10 @@ class WorkArea:
         root_gone: Callable[[], bool],
         clock: Callable[[], float],
         log: FilteringBoundLogger,
+        claims: ClaimGate | None = None,
     ) -> None:
         self.inbox = inbox
+        self._claims = claims
         self.root = root
         self.work = work
         self._deliver = deliver
@@ -185,8 +200,15 @@ class WorkArea:
         None if someone else was first (the links are undone), or it failed (then ``cand`` is due again after a
         pause).
         """
-        made = self._job_dir(cand)
+        job_id = _new_job_id()
+        claim: str | None = None
+        if self._claims is not None:  # several nodes share the inbox: the journal decides who takes the file
+            claim = self._journal_claim(path, cand, job_id)
+            if claim is None:
+                return None
+        made = self._job_dir(cand, job_id, fixed=claim is not None)
         if made is None:
+            self._unclaim(path, claim, job_id)
             return None
         job_id, job_dir = made
         dest = job_dir / path.name
@@ -202,9 +224,10 @@ class WorkArea:
                     if cand is not None:
                         cand.due = self._clock()  # read again: it waits for the file, or says where it went
                     return None
-            os.rename(path, dest)
+            _rename(path, dest, claim)
         except OSError as exc:
             self._undo(job_dir)
+            self._unclaim(path, claim, job_id)
             if isinstance(exc, FileNotFoundError) and not os.path.lexists(path):
                 if not self._root_gone():
                     self._forget(path)  # another watcher took it; the rescan finds it should it come back
@@ -223,6 +246,42 @@ class WorkArea:
         kept = tuple((self.root / item.source, ident) for item, ident in links)
         return Taken(job_id, job_dir, dest, tuple(problems), kept)
 
+    def _journal_claim(self, path: Path, cand: Due | None, job_id: str) -> str | None:
+        """The claim row for the file as it is now: its identity when this node won, else None (another node
+        has it, or the journal cannot be reached: then the file is due again after a pause)."""
+        assert self._claims is not None
+        try:
+            ident = claim_identity(os.lstat(path))
+        except FileNotFoundError:
+            if not self._root_gone():
+                self._forget(path)
+            return None
+        except OSError as exc:
+            self._log.error("inbox.claim_failed", file=path.name, error=str(exc))
+            if cand is not None:
+                cand.due = self._clock() + RETRY
+            return None
+        try:
+            won = self._claims.claim(self.inbox, self._rel(path), ident, job_id)
+        except RunwatchError as exc:
+            self._log.warning("inbox.claim_failed", file=path.name, error=str(exc))
+            if cand is not None:
+                cand.due = self._clock() + RETRY
+            return None
+        if not won:
+            self._forget(path)  # another node took it; the rescan finds it should it come back
+            return None
+        return ident
+
+    def _unclaim(self, path: Path, ident: str | None, job_id: str) -> None:
+        """A claim row whose rename did not happen: the file may be claimed again."""
+        if self._claims is None or ident is None:
+            return
+        try:
+            self._claims.unclaim(self.inbox, self._rel(path), ident, job_id)
+        except RunwatchError as exc:  # left to a later start: a claim of a node gone is taken again
+            self._log.warning("inbox.unclaim_failed", file=path.name, error=str(exc))
+
     def _undo(self, job_dir: Path) -> None:
         """A claim that did not happen: its links and plan removed, and the job dir if nothing else is in it."""
         try:
@@ -234,10 +293,14 @@ class WorkArea:
             self._log.warning("inbox.claim_undone", job_dir=str(job_dir), steps=done)
         _remove_empty(job_dir)
 
-    def _job_dir(self, cand: Due | None) -> tuple[str, Path] | None:
+    def _job_dir(self, cand: Due | None, job_id: str, *, fixed: bool) -> tuple[str, Path] | None:
+        """A new job dir, ``job_id`` or (unless ``fixed``: the journal's claim names it) another fresh id."""
         jobs = self.work / "jobs"
-        for _ in range(5):
-            job_id = _new_job_id()
+        for attempt in range(5):
+            if attempt:
+                if fixed:
+                    break
+                job_id = _new_job_id()
             try:
                 (jobs / job_id).mkdir()
                 return job_id, jobs / job_id
@@ -391,6 +454,28 @@ class WorkArea:
             self._log.exception("inbox.deliver_failed", error=str(exc))
 
 
+def claim_identity(st: os.stat_result) -> str:
+    """A request file as a claim row names it: inode, size and modification time. Not the device: an NFS
+    client numbers its mounts itself, so two machines see one file on different devices."""
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _rename(path: Path, dest: Path, ident: str | None) -> None:
+    """``os.rename``, except that a rename NFS reports as failed although it happened (the reply to a
+    retransmitted request) counts as done: the source is gone and the destination is the same file."""
+    try:
+        os.rename(path, dest)
+    except OSError:
+        if ident is None or os.path.lexists(path):
+            raise
+        try:
+            same = claim_identity(os.lstat(dest)) == ident
+        except OSError:
+            same = False
+        if not same:
+            raise
+
+
 def _now_iso() -> str:
     return f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
@@ -409,8 +494,9 @@ def _new_job_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
-def recover(inbox: InboxConfig) -> list[Path]:
-    """Job dirs left in WORK/jobs (claimed before a crash), oldest first.
+def recover(inbox: InboxConfig, skip: Collection[str] = (), only: Collection[str] | None = None) -> list[Path]:
+    """Job dirs left in WORK/jobs (claimed before a crash), oldest first; those named in ``skip`` (claims other
+    live nodes are making on a shared inbox) are left alone, and only those in ``only`` looked at when given.
 
     A claim cut short is settled first (:func:`runwatch.taken.settle`): finished when its request got into the
     job dir, undone when it did not, so the request, still in the inbox, is claimed again whole. Empty
@@ -424,7 +510,12 @@ def recover(inbox: InboxConfig) -> list[Path]:
     log = structlog.get_logger()
     found: list[Path] = []
     for entry in entries:
-        if entry.is_symlink() or not entry.is_dir():
+        if (
+            entry.is_symlink()
+            or not entry.is_dir()
+            or entry.name in skip
+            or (only is not None and entry.name not in only)
+        ):
             continue
         try:
             done = taken.settle(Path(os.path.abspath(inbox.path)), Path(os.path.abspath(inbox.work)), entry)

@@ -42,6 +42,7 @@ class Rig:
         budget: dict[str, Any] | None = None,
         state: dict[str, Any] | None = None,
         http: dict[str, Any] | None = None,
+        node: dict[str, Any] | None = None,
     ) -> None:
         self.root, self.sim, self.s3 = root, sim, s3
         self.inbox = root / "inbox"
@@ -57,6 +58,8 @@ class Rig:
         }
         if budget is not None:
             data["budget"] = budget
+        if node is not None:
+            data["node"] = node
         if s3 is not None:
             data["s3"] = {
                 "bucket": s3.bucket,

@@ -23,6 +23,7 @@ from runwatch.config import (
     DaemonConfig,
     HttpConfig,
     InboxConfig,
+    NodeConfig,
     NotifyConfig,
     RunwayConfig,
     S3Config,
@@ -88,6 +89,7 @@ SECTIONS: dict[str, type[Any]] = {
     "scheduler": SchedulerConfig,
     "daemon": DaemonConfig,
     "http": HttpConfig,
+    "node": NodeConfig,
 }
 
 
@@ -130,6 +132,7 @@ class TestExample:
             "scheduler",
             "daemon",
             "http",
+            "node",
             "inbox",
             "notify",
         }
@@ -374,7 +377,7 @@ class TestUnknownKeys:
     @pytest.mark.parametrize(
         ("dotted", "allowed"),
         [
-            ("colour", "runway, s3, state, budget, scheduler, daemon, http, inbox, umask"),
+            ("colour", "runway, s3, state, budget, scheduler, daemon, http, node, inbox, umask"),
             ("runway.colour", "base_url, api_version, unknown_models, poll_interval, api_key_file, timeout"),
             ("s3.colour", "bucket, prefix, region, endpoint_url, presign_expiry, keep, multipart_threshold"),
             ("state.colour", "allowed keys: dir"),

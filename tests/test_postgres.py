@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import threading
 import time
@@ -127,19 +126,19 @@ class TestMigrations:
         assert steps == [(m.version, m.name) for m in MIGRATIONS]
 
     def test_a_later_step_keeps_the_jobs(self, pg_server: PgServer, pg_url: str, pg_database: str) -> None:
-        """A step added after jobs were written (an owner column, as nodes will need) runs once at the next
-        open and the jobs read back as they were."""
+        """A step added after jobs were written (a column) runs once at the next open and the jobs read back as
+        they were."""
         journal = PostgresJournal(pg_url)
         job = journal.add(_job("1"))
         journal.record_intent("1", first=True)
         journal.close()
-        later = (*MIGRATIONS, Migration(LATEST + 1, "an owner per job", "ALTER TABLE jobs ADD COLUMN owner TEXT"))
+        later = (*MIGRATIONS, Migration(LATEST + 1, "a note per job", "ALTER TABLE jobs ADD COLUMN note TEXT"))
         with pg_server.admin(pg_database) as conn:
             assert migrate(conn, "test", later) == LATEST
             assert migrate(conn, "test", later) == LATEST + 1  # nothing left to do
             assert schema_version(conn) == LATEST + 1
         with pg_server.admin(pg_database) as conn, conn.cursor() as cur:
-            cur.execute("SELECT id, owner, attempts FROM jobs")
+            cur.execute("SELECT id, note, attempts FROM jobs")
             assert cur.fetchall() == [("1", None, 1)]
         assert job.id == "1"
 
@@ -162,13 +161,13 @@ class TestMigrations:
     ) -> None:
         """A step that fails half way changes nothing: neither its first statements nor the version."""
         PostgresJournal(pg_url).close()
-        broken = Migration(LATEST + 1, "broken", "ALTER TABLE jobs ADD COLUMN owner TEXT; SELECT no_such_function()")
+        broken = Migration(LATEST + 1, "broken", "ALTER TABLE jobs ADD COLUMN note TEXT; SELECT no_such_function()")
         with pg_server.admin(pg_database) as conn:
             with pytest.raises(psycopg.Error):
                 migrate(conn, "test", (*MIGRATIONS, broken))
             assert schema_version(conn) == LATEST
             columns = conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs' AND column_name = 'owner'"
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs' AND column_name = 'note'"
             ).fetchall()
         assert columns == []
 
@@ -239,20 +238,22 @@ class TestPasswords:
             open_store(config, {"CREDENTIALS_DIRECTORY": str(credentials)})
 
 
-class TestOneDaemon:
-    def test_a_second_daemon_on_the_database_is_refused(self, pg_url: str) -> None:
-        """While a daemon's journal is open a second daemon's is refused, naming the first; commands still
-        open it; once the first closes, a daemon may start."""
-        first = PostgresJournal(pg_url, daemon=True)
+class TestNodeNames:
+    def test_a_second_live_node_with_the_same_name_is_refused(self, pg_url: str) -> None:
+        """Several daemons share a database, each under its own node name: a second one joining with the name of
+        a live node is refused, naming the first; another name joins; once the first stopped, its name is free."""
+        first, second = PostgresJournal(pg_url), PostgresJournal(pg_url)
+        first.join("suite", 10.0, host="a", pid=1, version="t", node_time=time.time())
         with pytest.raises(JournalError) as caught:
-            PostgresJournal(pg_url, daemon=True)
-        assert f"is in use by runwatch daemon on {os.uname().nodename}" in str(caught.value)
-        assert "one runwatch daemon per database" in str(caught.value)
-        reader = PostgresJournal(pg_url)
-        assert reader.counts() == {}
-        reader.close()
-        first.close()
-        PostgresJournal(pg_url, daemon=True).close()
+            second.join("suite", 10.0, host="b", pid=2, version="t", node_time=time.time())
+        assert "the node name 'suite' is in use by a running runwatch on a (pid 1" in str(caught.value)
+        second.join("other", 10.0, host="b", pid=2, version="t", node_time=time.time())
+        first.leave()
+        third = PostgresJournal(pg_url)
+        third.join("suite", 10.0, host="c", pid=3, version="t", node_time=time.time())
+        assert {(n.name, n.host, n.stopped) for n in third.nodes()} == {("other", "b", False), ("suite", "c", False)}
+        for journal in (first, second, third):
+            journal.close()
 
 
 class TestCommits:

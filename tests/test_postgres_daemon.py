@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from runwatch.clock import now_iso
 from runwatch.config import parse_config
 from runwatch.credits import credits_command
 from runwatch.daemon import Daemon
-from runwatch.errors import JournalError, StartupError
+from runwatch.errors import JournalError
 from runwatch.jobs.job import Job
 from runwatch.simulator import Simulator
 from runwatch.store import Journal
@@ -104,14 +106,23 @@ class TestDaemonOnPostgres:
             rig.check_outputs(status)
         assert sim.create_count() == 2 and sim.duplicate_creates() == []
 
-    def test_a_second_daemon_on_the_database_refuses_to_start(
+    def test_a_second_daemon_with_a_live_nodes_name_refuses_to_start(
         self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path
     ) -> None:
-        """Until nodes share a database, a daemon with another state folder on the same database refuses."""
-        first = rig_factory(sim, state={"database": pg_url}).start()
+        """Daemons share a database as nodes: a second daemon (another process and state folder) under the name
+        of a live node exits 78 with one line naming it; under its own name it starts."""
+        first = rig_factory(sim, state={"database": pg_url}, node={"name": "suite-1"}).start()
         other = dict(first.data, state={"dir": str(tmp_path / "other-state"), "database": pg_url})
-        with pytest.raises(StartupError, match=r"is in use by runwatch daemon on .*one runwatch daemon per database"):
-            Daemon(parse_config(other, "other.toml"), api_key=sim.key)
+        config = tmp_path / "other.toml"
+        config.write_text(tomli_w.dumps(other))
+        env = dict(os.environ, RUNWAYML_API_SECRET=sim.key, RUNWATCH_ALLOW_ROOT="1")
+        argv = [sys.executable, "-m", "runwatch.cli", "run", "--config", str(config)]
+        refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert refused.returncode == 78, refused.stderr
+        line = refused.stderr.strip().splitlines()[-1]
+        assert re.fullmatch(r"runwatch run: the node name 'suite-1' is in use by a running runwatch on .*", line)
+        second = Daemon(parse_config(dict(other, node={"name": "suite-2"}), "other.toml"), api_key=sim.key)
+        second.close()
 
 
 class TestMigrate:

@@ -350,3 +350,20 @@ class TestCommands:
     def test_an_unknown_command_has_no_answer(self, open_journal: Opener) -> None:
         """command_result of an id never given is None."""
         assert open_journal().command_result(12345) is None
+
+
+class TestOneNode:
+    def test_a_lone_node_owns_everything_it_records(self, open_journal: Opener) -> None:
+        """A daemon alone on its journal (SQLite always; PostgreSQL with one node): after it joins, the jobs it
+        records are its own (its heartbeat renews them), nothing is left to take over, its claims go through,
+        a job it ended and brings back is its own, and a clean stop leaves nothing owned."""
+        journal = open_journal()
+        journal.join("desk", 10.0, host="desk", pid=1, version="test", node_time=1.0e9)
+        journal.add_many([_job("a"), _job("b", name="other", state=State.SUCCEEDED)])
+        assert journal.beat(1.0e9) == {"a"}
+        assert journal.take_over(["main"], 10) == []
+        assert journal.claim("main", "clip.json", "1:2:3", "a")
+        assert journal.claims_elsewhere("main") == set() and journal.orphan_claims(["main"]) == []
+        assert journal.adopt_claim("main", "a") and journal.own("b")
+        assert journal.pending_commands() == []
+        assert journal.leave() in (0, 1)  # its one unfinished job; SQLite has nobody to hand it to

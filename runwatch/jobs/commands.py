@@ -1,7 +1,9 @@
 """Cancel, retry and approve: from ``runwatch`` commands (through the journal) and control files.
 
 Each answers a line for the person who asked. :class:`Answer` says whether it did what was asked, so every
-caller (the command line, control files, the dashboard) exits or reports the same way.
+caller (the command line, control files, the dashboard) exits or reports the same way. On a journal several
+nodes share, a node answers only the commands for requests it owns (the journal hands it those), and a control
+file it took for another node's request is passed on as a command.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from runwatch.jobs.engine import Engine
     from runwatch.jobs.job import Job
 
-__all__ = ["Answer", "after_deleted", "cancel_at_runway", "control", "drain"]
+__all__ = ["Answer", "after_deleted", "cancel_at_runway", "control", "drain", "dropped"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,18 @@ def drain(engine: Engine) -> None:
     for command in engine.store.pending_commands():
         answer = control(engine, command.kind, command.name, None)
         engine.store.finish_command(command.id, answer.text)
+
+
+def dropped(engine: Engine, kind: str, name: str, inbox: str) -> None:
+    """A ``NAME.cancel`` or ``NAME.approve`` file this node took from an inbox. On a journal nodes share, the
+    request may be another node's: then the file becomes a command in the journal, which its owner answers
+    (or whoever takes the request over)."""
+    if engine.node.shared and engine.book.named(name, inbox) is None:
+        command = engine.store.add_command(kind, name)
+        passed = "passed on to the node that owns it"
+        engine.log.info(f"command.{kind}", request=name, inbox=inbox, result=passed, command=command)
+        return
+    control(engine, kind, name, inbox)
 
 
 def control(engine: Engine, kind: str, name: str, inbox: str | None) -> Answer:
@@ -121,6 +135,8 @@ def _retry(engine: Engine, name: str) -> Answer:
         )
     if job.state not in RETRYABLE:
         return Answer(False, f"{name} is {job.state}; only needs_attention, failed or cancelled requests are retried")
+    if engine.node.shared and not engine.store.own(job.id):  # the node that ended it may have been another
+        return Answer(False, f"{name} is being followed by another node")
     history = [
         *job.history,
         {"task_id": job.task_id, "state": job.state, "error": job.error, "finished_at": job.finished_at},

@@ -16,6 +16,10 @@ A full or read-only disk stops nothing that is known. The journal is written thr
 dirs), no create is sent, tasks in flight are followed from memory, and what could not be recorded is written
 again from this loop, with a back-off, until it is in; status files that could not be written likewise. Then work
 goes on by itself. :meth:`Engine.health` says why the daemon is not healthy meanwhile.
+
+On a journal several daemons share, the engine is one node (:class:`runwatch.nodes.Node`, ticked from this loop):
+it follows only the jobs it owns, takes over those whose lease ran out, and while it is cut off from the
+database it takes no claim and sends no create.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from runwatch.jobs.ledger import Ledger
 from runwatch.jobs.lifecycle import Download, Finish, Hold, LookAgain, RetryLater, Wait
 from runwatch.jobs.runner import Runner, Work
 from runwatch.jobs.states import AT_RUNWAY, State
+from runwatch.nodes import Node
 from runwatch.polls import PollTimers
 from runwatch.proof import OrgLook
 from runwatch.scheduler import poll_slack
@@ -96,6 +101,8 @@ class Engine:
         )
         self.book = Book(self.store, self.inboxes, self.money, self.transports, remove=self._remove, log=self.log)
         self.money.view = self.book
+        # This daemon among the nodes of a shared journal (runwatch.nodes); with SQLite it owns everything.
+        self.node = Node(self, config.node, shared=config.state.database is not None)
         self._last_commands = float("-inf")
         self._last_heartbeat = self._last_adopt = self.clock.monotonic()
         # Jobs whose waiting state or progress changed since the journal last heard of it (see _flush_waiting).
@@ -142,6 +149,8 @@ class Engine:
         No part of a turn may end the loop: a failure is logged and the next turn tries again.
         """
         now = self.clock.monotonic
+        # First: a node that lost its leases (a loop held up longer than a lease) acts on no answer as owner.
+        self._guarded("node", self.node.tick)
         deadline = now() + timeout
         busy_until = now() + 0.05  # a burst of events must not keep due polls waiting
         while True:
@@ -178,7 +187,8 @@ class Engine:
             self.money.refresh_org(force=True)
         if self.money.recheck_due() and not self.stopping.is_set():
             self._guarded("held", lambda: intake.recheck_held(self))
-        if healthy and not self.stopping.is_set():  # no create leaves while the journal cannot record its intent
+        # No create leaves while the journal cannot record its intent, nor from a node cut off from it.
+        if healthy and not self.node.cut_off and not self.stopping.is_set():
             self._guarded("dispatch", lambda: sending.dispatch(self))
 
     def _guarded(self, kind: str, part: Any) -> None:
@@ -204,6 +214,11 @@ class Engine:
                 f"{self.ledger.owed} request(s) with changes kept in memory, "
                 f"{len(self._claims_waiting)} new request(s) waiting; nothing is sent until it can"
             )
+        if self.node.cut_off:
+            reasons.append(
+                f"node {self.node.name} is cut off from the journal database: its jobs are left to the other "
+                "nodes; no new request is taken and nothing is sent until it is back"
+            )
         if self.book.owed_status:
             reasons.append(
                 f"{len(self.book.owed_status)} status file(s) cannot be written ({self.book.status_error}); "
@@ -212,7 +227,9 @@ class Engine:
         return reasons
 
     def _troubled(self) -> bool:
-        return bool(not self.ledger.healthy or self._claims_waiting or self.book.owed_status or self._later)
+        return bool(
+            self.node.cut_off or not self.ledger.healthy or self._claims_waiting or self.book.owed_status or self._later
+        )
 
     def _repair(self) -> None:
         """Write again what the disks refused: the journal's owed changes, then the waiting claims (a claim is
@@ -255,7 +272,12 @@ class Engine:
                     status_files=len(self.book.owed_status),
                     hint="the next start looks at every unfinished task again and rewrites their status files",
                 )
+        self.node.leave()  # last: what it owed is written, and the other nodes take its jobs at once
         self.runner.shutdown()
+
+    def forget_waiting(self, job_id: str) -> None:
+        """A job no longer followed here: what polls learned of it is not this node's to record."""
+        self._waiting.pop(job_id, None)
 
     def _heartbeat(self) -> None:
         self._last_heartbeat = self.clock.monotonic()
@@ -285,7 +307,7 @@ class Engine:
 
     def _accept(self, claims: list[Claimed]) -> None:
         """Accept claims, or keep them waiting while the journal cannot record them."""
-        if self._claims_waiting or not self.ledger.healthy:
+        if self._claims_waiting or not self.ledger.healthy or self.node.cut_off:
             self._claims_waiting.extend(claims)  # in their job dirs; a restart finds them there too
             return
         self.money.touched()
@@ -343,7 +365,7 @@ class Engine:
             case events.InboxItem(Refused() as refused):
                 intake.reject(self, refused)
             case events.InboxItem(Control(inbox, kind, name)):
-                commands.control(self, kind, name, inbox)
+                commands.dropped(self, kind, name, inbox)
             case events.Placed() | events.Created() | events.Polled() | events.Downloaded() | events.Deleted():
                 self._job_event(event)
 

@@ -15,8 +15,10 @@ store and keeps that rule in one place:
   paid for that the journal does not know of.
 - New claims (:meth:`add_many`) raise as before: the engine keeps the claims waiting in their job dirs.
 
-Only :class:`~runwatch.errors.JournalUnwritable` (the disk refused) is kept for later; a write refused for good
-(a constraint) raises as it always did.
+Only :class:`~runwatch.errors.JournalUnwritable` (the disk refused, or the PostgreSQL server could not be
+reached: a restart, a network cut) is kept for later; a write refused for good (a constraint) raises as it
+always did. An intent refused because the node no longer holds the job's lease
+(:class:`~runwatch.errors.LeaseLost`) is not sent either, but leaves the journal healthy.
 
 Reads go straight to the store. The sending thread calls the three intent methods by job id; everything else
 comes from the engine's thread. One lock orders the owed changes of both.
@@ -30,12 +32,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runwatch.clock import now_iso
-from runwatch.errors import IntentNotRecorded, JournalError, JournalUnwritable
+from runwatch.errors import IntentNotRecorded, JournalError, JournalUnwritable, LeaseLost
 from runwatch.jobs.job import FIELDS, Job
 
 if TYPE_CHECKING:
     from runwatch.store import Store
-    from runwatch.store.sqlite import Command
+    from runwatch.store.protocol import ClaimRow, Command, NodeRow, TakenOver
 
 __all__ = ["Ledger"]
 
@@ -226,6 +228,8 @@ class Ledger:
                 raise IntentNotRecorded(f"the journal does not have this request's last changes: {self.error}")
             try:
                 stamp = self.store.record_intent(job_id, first=first)
+            except LeaseLost as exc:  # the journal is fine; the job is another node's now
+                raise IntentNotRecorded(str(exc)) from exc
             except JournalError as exc:
                 self._refused(exc)
                 raise IntentNotRecorded(str(exc)) from exc
@@ -300,6 +304,41 @@ class Ledger:
 
     def command_result(self, command_id: int) -> str | None:
         return self.store.command_result(command_id)
+
+    # -- nodes: the node's own writes, straight to the store (runwatch.nodes handles their failures) --------
+
+    def join(self, name: str, lease: float, *, host: str, pid: int, version: str, node_time: float) -> None:
+        self.store.join(name, lease, host=host, pid=pid, version=version, node_time=node_time)
+
+    def beat(self, node_time: float) -> set[str]:
+        return self.store.beat(node_time)
+
+    def take_over(self, inboxes: Sequence[str], limit: int, *, mine_too: bool = False) -> list[TakenOver]:
+        return self.store.take_over(inboxes, limit, mine_too=mine_too)
+
+    def own(self, job_id: str) -> bool:
+        return self.store.own(job_id)
+
+    def leave(self) -> int:
+        return self.store.leave()
+
+    def nodes(self) -> list[NodeRow]:
+        return self.store.nodes()
+
+    def claim(self, inbox: str, path: str, identity: str, job_id: str) -> bool:
+        return self.store.claim(inbox, path, identity, job_id)
+
+    def unclaim(self, inbox: str, path: str, identity: str, job_id: str) -> None:
+        self.store.unclaim(inbox, path, identity, job_id)
+
+    def claims_elsewhere(self, inbox: str) -> set[str]:
+        return self.store.claims_elsewhere(inbox)
+
+    def adopt_claim(self, inbox: str, job_id: str) -> bool:
+        return self.store.adopt_claim(inbox, job_id)
+
+    def orphan_claims(self, inboxes: Sequence[str]) -> list[ClaimRow]:
+        return self.store.orphan_claims(inboxes)
 
     def close(self) -> None:
         self.store.close()

@@ -5,6 +5,10 @@ it goes to ``needs_attention`` and is never sent again by itself. A job that was
 ``accepted`` (its half-placed media are removed). Every task at Runway is looked at again at once; downloads
 resume from the task. Jobs ``runwatch submit`` sent without ``--wait`` are followed too, once their submitting
 process is gone.
+
+On a journal several nodes share, a start follows only the jobs that are this node's, nobody's, or whose lease
+ran out (``runwatch.nodes``), and takes a claim the journal never saw only when no live node holds it. A node
+taking over another's jobs follows each through :func:`resume`, as a restart does.
 """
 
 from __future__ import annotations
@@ -28,16 +32,43 @@ if TYPE_CHECKING:
     from runwatch.jobs.engine import Engine
     from runwatch.jobs.job import Job
 
-__all__ = ["adopt_submitted", "recover"]
+__all__ = ["adopt_submitted", "recover", "resume", "take_claims"]
 
 SUBMIT_INBOX = "submit"  # the journal's inbox name for `runwatch submit` jobs
+PARTIALS_LEFT_OVER = 3600.0  # seconds without a write after which a temporary file in a shared outbox is garbage
 
 
 def recover(engine: Engine, claimed_dirs: list[tuple[InboxConfig, Path]]) -> None:
+    take_claims(engine, claimed_dirs)
+    _reconcile_finished(engine)
+    if engine.node.shared:  # the jobs of this node's inboxes that are its own or that no live node follows
+        for job in engine.node.take_own():
+            if job.id not in engine.book:  # not a claim accepted just above
+                resume(engine, job)
+        adopt_submitted(engine)
+        return
+    foreign = 0
+    for job in engine.store.active():
+        if job.inbox not in engine.inboxes:
+            if job.inbox != SUBMIT_INBOX:  # an inbox removed from the config: not this daemon's to follow
+                foreign += 1
+            continue
+        resume(engine, job)
+    adopt_submitted(engine)
+    if foreign:
+        engine.log.info("job.not_followed", count=foreign, reason="their inbox is no longer configured")
+
+
+def take_claims(engine: Engine, claimed_dirs: list[tuple[InboxConfig, Path]]) -> int:
+    """Claims in job dirs the journal never saw (a stop between the rename and the record), accepted as new;
+    one whose work area says a create left for it is never sent again. How many were taken."""
     known = engine.store.known_dirs()
     claims = []
     for inbox, job_dir in claimed_dirs:
         if str(job_dir) in known:
+            continue
+        # On a shared journal a claim another node is making, or made and will record, is not this node's.
+        if engine.node.shared and not engine.store.adopt_claim(inbox.name, job_dir.name):
             continue
         found = request_in(job_dir)
         if found is None:
@@ -53,17 +84,7 @@ def recover(engine: Engine, claimed_dirs: list[tuple[InboxConfig, Path]]) -> Non
             mark = read_intent_mark(claim.job_dir)
             if job is not None and mark is not None:
                 _apply_mark(engine, job, mark, "the journal had no record of this request")
-    _reconcile_finished(engine)
-    foreign = 0
-    for job in engine.store.active():
-        if job.inbox not in engine.inboxes:
-            if job.inbox != SUBMIT_INBOX:  # an inbox removed from the config: not this daemon's to follow
-                foreign += 1
-            continue
-        resume(engine, job)
-    adopt_submitted(engine)
-    if foreign:
-        engine.log.info("job.not_followed", count=foreign, reason="their inbox is no longer configured")
+    return len(claims)
 
 
 def resume(engine: Engine, job: Job) -> None:
@@ -178,6 +199,8 @@ def _reconcile_finished(engine: Engine, look_back: int = 1000) -> None:
         if isinstance(shown, dict) and job.id in str(shown.get("request", "")) and shown.get("state") != job.state:
             engine.log.info("outbox.status_renewed", request=job.name, job=job.id, state=job.state)
             engine.book.write(job)
+    # On a shared outbox another node may be writing its temporary files right now: only old ones are left over.
+    min_age = PARTIALS_LEFT_OVER if engine.node.shared else 0.0
     for inbox in engine.inboxes.values():
         with contextlib.suppress(OutboxError):
-            clean_partials(inbox.outbox)
+            clean_partials(inbox.outbox, min_age=min_age)

@@ -58,8 +58,8 @@ def credential_password(env: Mapping[str, str]) -> str | None:
 
 
 def open_store(config: Config, env: Mapping[str, str] = os.environ, *, daemon: bool = False) -> Store:
-    """Open (and bring up to date) the configured journal. ``daemon``: the caller is the daemon, and holds the
-    database for itself (with SQLite the daemon's state-directory lock does that already)."""
+    """Open (and bring up to date) the configured journal. ``daemon``: the caller is the daemon (it joins a
+    shared database as its node afterwards, see ``runwatch.nodes``)."""
     if config.state.database is None:
         from runwatch.store.sqlite import Journal
 
@@ -68,4 +68,4 @@ def open_store(config: Config, env: Mapping[str, str] = os.environ, *, daemon: b
         from runwatch.store.postgres import PostgresJournal
     except ImportError as exc:
         raise JournalError(f"[state] database is set, but {DRIVER_HINT} ({exc})") from exc
-    return PostgresJournal(config.state.database, password=credential_password(env), daemon=daemon)
+    return PostgresJournal(config.state.database, password=credential_password(env))

@@ -5,8 +5,7 @@ machines starting at once never apply a step twice, and a step that fails leaves
 (PostgreSQL's DDL is transactional). A database written by newer code is refused: older code would misread it.
 
 A change of schema is a new entry at the end of :data:`MIGRATIONS`, never an edit of an old one. What several
-nodes will need (an owner and a lease per followed job, a nodes table, claims) comes as further steps: the
-jobs table has no column that would stand in their way.
+nodes need (an owner and a lease per unfinished job, a nodes table, claims) is step 3.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ __all__ = ["LOCK_CLASS", "MIGRATIONS", "Migration", "migrate", "schema_version"]
 # Advisory locks are per database; the first key marks them as runwatch's, the second says which one.
 LOCK_CLASS = 0x52574A4C
 MIGRATE_LOCK = 1
-DAEMON_LOCK = 2
 
 
 @dataclass(frozen=True)
@@ -94,9 +92,41 @@ CREATE INDEX jobs_state_seq ON jobs (state, seq);
 CREATE INDEX jobs_inbox_seq ON jobs (inbox, seq);
 """
 
+# Several nodes on one journal: who follows each unfinished job and until when (the database's clock), the
+# nodes with their heartbeats, the claims of request files (the insert that wins takes the file), and which
+# node took a command it is answering.
+_NODES = """
+CREATE TABLE nodes (
+    name TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL,
+    heartbeat_at TIMESTAMPTZ NOT NULL,
+    clock_offset DOUBLE PRECISION,
+    stopped_at TIMESTAMPTZ
+);
+ALTER TABLE jobs ADD COLUMN owner TEXT, ADD COLUMN lease_until TIMESTAMPTZ;
+CREATE INDEX jobs_lease ON jobs (lease_until) WHERE finished_at IS NULL;
+CREATE INDEX jobs_owner ON jobs (owner) WHERE finished_at IS NULL;
+CREATE TABLE claims (
+    inbox TEXT NOT NULL,
+    path TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    node TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    claimed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (inbox, path, identity)
+);
+CREATE INDEX claims_job ON claims (job_id);
+CREATE INDEX claims_recent ON claims (claimed_at);
+ALTER TABLE commands ADD COLUMN taken_by TEXT;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs and commands", _JOBS_AND_COMMANDS),
     Migration(2, "job listing indexes", _LISTING_INDEXES),
+    Migration(3, "nodes, owners and leases", _NODES),
 )
 
 _VERSIONS = """

@@ -5,20 +5,22 @@ Every write is one transaction committed with ``synchronous_commit = on`` (set p
 server's default): an intent or a task id is on the server's disk before the call returns. Only
 :meth:`PostgresJournal.save_waiting` commits without waiting for the flush, as the SQLite journal does without
 an fsync. Connections come from a small pool, so the sending thread's writes do not queue behind the engine's.
-Every driver error leaves as a :class:`~runwatch.errors.JournalError` naming the database.
+Every driver error leaves as a :class:`~runwatch.errors.JournalError` naming the database; one that says the
+server cannot be reached (a restart, a network cut, no connection within a few seconds) as its
+:class:`~runwatch.errors.JournalUnwritable`, which the daemon keeps and writes again as it does on a full disk.
 
 The password never comes from the config: libpq reads ``PGPASSWORD`` or the password file (``~/.pgpass``,
 ``PGPASSFILE``) itself, and a systemd credential named ``runwatch_db_password`` is passed as the password.
 
-Until nodes share a database, one daemon uses it: the daemon's journal holds an advisory lock for its life
-(released by the server when the process dies), and a second daemon on the same database refuses to start.
+Several daemons (nodes) share one database. A daemon's journal joins as its node
+(:class:`~runwatch.store.pgnodes.NodeSection`): from then on the jobs it records are its own, under a lease
+on the database's clock, and every change it writes to a job is fenced by that ownership, so a node that lost a
+job to another cannot overwrite what the new owner records, nor record an intent (and so send a create) for it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -33,10 +35,11 @@ from psycopg_pool import ConnectionPool
 
 from runwatch.clock import now_iso
 from runwatch.config import DB_PASSWORD_SOURCES
-from runwatch.errors import JournalError
+from runwatch.errors import JournalError, JournalUnwritable, LeaseLost
 from runwatch.jobs.job import FIELDS, Job
 from runwatch.jobs.states import ACTIVE, AT_RUNWAY, FINAL, State
-from runwatch.store.pgschema import DAEMON_LOCK, LOCK_CLASS, migrate
+from runwatch.store.pgnodes import NodeSection
+from runwatch.store.pgschema import migrate
 from runwatch.store.protocol import Command
 
 __all__ = ["CommandRecord", "PostgresJournal"]
@@ -48,8 +51,10 @@ _INSERT = sql.SQL("INSERT INTO jobs ({}) VALUES ({})").format(
 )
 _Sql = LiteralString | sql.Composed  # statements built from constants and our own column names only
 _CONNECT_TIMEOUT = "10"  # seconds; a URL that sets connect_timeout keeps its own
-# The engine, and the I/O threads recording intents and task ids (a write holds a connection for milliseconds).
+# The engine, the I/O threads recording intents and task ids, and the inbox watchers' claims (a write holds a
+# connection for milliseconds).
 _POOL_SIZE = 6
+_WAIT_FOR_CONNECTION = 5.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -81,14 +86,12 @@ def _job(row: DictRow) -> Job:
     return Job(**{name: row[name] for name in FIELDS})
 
 
-class PostgresJournal:
+class PostgresJournal(NodeSection):
     """Jobs and commands in PostgreSQL. Any thread may call; each call takes a pooled connection."""
 
-    def __init__(
-        self, url: str, *, password: str | None = None, daemon: bool = False, pool_size: int = _POOL_SIZE
-    ) -> None:
+    def __init__(self, url: str, *, password: str | None = None, pool_size: int = _POOL_SIZE) -> None:
         self.url = url  # as configured: it never holds a password (config.database_url_problem)
-        self._lock_conn: psycopg.Connection[Any] | None = None
+        super().__init__()
         self._conninfo = self._make_conninfo(url, password)
         first = self._connect("runwatch")
         try:
@@ -105,8 +108,6 @@ class PostgresJournal:
             raise JournalError(f"cannot open the journal database {url}: {_one_line(exc)}") from exc
         finally:
             first.close()
-        if daemon:
-            self._hold_daemon_lock()
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self._conninfo,
             kwargs={"autocommit": True, "application_name": "runwatch"},
@@ -115,11 +116,13 @@ class PostgresJournal:
             open=False,
             name="runwatch-journal",
             configure=self._configure,
+            # A call waits this long for a connection while the server is away; then it counts as a refused
+            # write (JournalUnwritable), which the daemon keeps and writes again.
+            timeout=_WAIT_FOR_CONNECTION,
         )
         try:
             self._pool.open(wait=True, timeout=30.0)
         except psycopg.Error as exc:
-            self._release_lock()
             raise JournalError(f"cannot open the journal database {url}: {_one_line(exc)}") from exc
 
     # -- connecting -------------------------------------------------------------------------------
@@ -152,42 +155,8 @@ class PostgresJournal:
             raise JournalError(f"cannot open the journal database {self.url}: {message}{hint}") from exc
         return conn
 
-    def _hold_daemon_lock(self) -> None:
-        """Take the one-daemon lock on a connection of its own, kept open until close()."""
-        conn = self._connect(f"runwatch daemon on {socket.gethostname()} pid {os.getpid()}")
-        try:
-            # A daemon restarted at once after a crash may find the server still closing the dead one's session.
-            conn.execute("SET lock_timeout = '3s'")
-            try:
-                conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, DAEMON_LOCK))
-                conn.execute("RESET lock_timeout")
-            except psycopg.errors.LockNotAvailable as exc:
-                holder = conn.execute(
-                    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                    "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s "
-                    "AND l.objid::bigint = %s AND l.objsubid = 2",
-                    (LOCK_CLASS, DAEMON_LOCK),
-                ).fetchone()
-                raise JournalError(
-                    f"the journal database {self.url} is in use by {holder[0] if holder else 'another runwatch'}; "
-                    "one runwatch daemon per database"
-                ) from exc
-        except psycopg.Error as exc:
-            conn.close()
-            raise JournalError(f"cannot open the journal database {self.url}: {_one_line(exc)}") from exc
-        except BaseException:
-            conn.close()
-            raise
-        self._lock_conn = conn
-
-    def _release_lock(self) -> None:
-        if self._lock_conn is not None:
-            self._lock_conn.close()  # the server releases a session's advisory locks when it ends
-            self._lock_conn = None
-
     def close(self) -> None:
         self._pool.close()
-        self._release_lock()
 
     @contextlib.contextmanager
     def _cursor(self, transaction: bool = False, durable: bool = True) -> Iterator[psycopg.Cursor[DictRow]]:
@@ -204,6 +173,10 @@ class PostgresJournal:
                 if not durable:  # still atomic; only the wait for the flush is left to the next durable commit
                     cur.execute("SET LOCAL synchronous_commit = off")
                 yield cur
+        except psycopg.OperationalError as exc:
+            # The server went away, restarts, refuses connections, or its disk is full: the same write may
+            # work later, like a SQLite journal on a full disk (the pool connects again by itself).
+            raise JournalUnwritable(f"journal {self.url}: {_one_line(exc)}") from exc
         except psycopg.Error as exc:
             raise JournalError(f"journal {self.url}: {_one_line(exc)}") from exc
 
@@ -236,6 +209,7 @@ class PostgresJournal:
                 job.updated_at = stamp
                 job.seq = seq
             cur.executemany(_INSERT, [[_encode(k, getattr(job, k)) for k in FIELDS] for job in jobs])
+            self._own_new(cur, [job.id for job in jobs])
 
     def update(self, job: Job, **changes: Any) -> Job:
         """Apply changes to the job and commit them durably before returning."""
@@ -246,9 +220,10 @@ class PostgresJournal:
         job.updated_at = now_iso()
         changes["updated_at"] = job.updated_at
         sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in changes)
+        fence, fence_args = self._fence()
         self._write(
-            sql.SQL("UPDATE jobs SET {} WHERE id = %s").format(sets),
-            [*(_encode(k, v) for k, v in changes.items()), job.id],
+            sql.SQL("UPDATE jobs SET {} WHERE id = %s{}").format(sets, fence),
+            [*(_encode(k, v) for k, v in changes.items()), job.id, *fence_args],
         )
         return job
 
@@ -262,23 +237,40 @@ class PostgresJournal:
         """A create is about to leave: commit the intent (and count the attempt on the first try)."""
         stamp = now_iso()
         bump = sql.SQL(", attempts = attempts + 1" if first else "")
-        self._write(
-            sql.SQL("UPDATE jobs SET create_started_at = %s, updated_at = %s{} WHERE id = %s").format(bump),
-            (stamp, stamp, job_id),
-        )
+        lease, lease_args = self._lease_held()
+        with self._cursor() as cur:
+            cur.execute(
+                sql.SQL("UPDATE jobs SET create_started_at = %s, updated_at = %s{} WHERE id = %s{}").format(
+                    bump, lease
+                ),
+                (stamp, stamp, job_id, *lease_args),
+            )
+            if cur.rowcount == 0 and self.node is not None:
+                raise LeaseLost(f"journal {self.url}: node {self.node} no longer holds the lease of job {job_id}")
         return stamp
 
     def clear_intent(self, job_id: str) -> None:
         """The create surely created nothing: no intent stands."""
-        self._write("UPDATE jobs SET create_started_at = NULL, updated_at = %s WHERE id = %s", (now_iso(), job_id))
+        fence, fence_args = self._fence()
+        self._write(
+            sql.SQL("UPDATE jobs SET create_started_at = NULL, updated_at = %s WHERE id = %s{}").format(fence),
+            (now_iso(), job_id, *fence_args),
+        )
 
     def record_task(self, job_id: str, task_id: str, estimated_credits: float | None) -> None:
-        """Runway named the task: commit its id the moment the answer is in."""
-        self._write(
-            "UPDATE jobs SET task_id = %s, estimated_credits = COALESCE(%s, estimated_credits), state = %s, "
-            "updated_at = %s WHERE id = %s",
-            (task_id, estimated_credits, State.SUBMITTED.value, now_iso(), job_id),
-        )
+        """Runway named the task: commit its id the moment the answer is in. On a job another node took over
+        meanwhile only the id is kept (its owner decides its state): a task that exists is never forgotten."""
+        fence, fence_args = self._fence()
+        with self._cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "UPDATE jobs SET task_id = %s, estimated_credits = COALESCE(%s, estimated_credits), state = %s, "
+                    "updated_at = %s WHERE id = %s{}"
+                ).format(fence),
+                (task_id, estimated_credits, State.SUBMITTED.value, now_iso(), job_id, *fence_args),
+            )
+            if cur.rowcount == 0:
+                cur.execute("UPDATE jobs SET task_id = %s WHERE id = %s AND task_id IS NULL", (task_id, job_id))
 
     def save_waiting(self, jobs: Iterable[Job]) -> None:
         """State, progress and updated_at of jobs waiting at Runway, in one commit that does not wait for the
@@ -288,10 +280,13 @@ class PostgresJournal:
         if not rows:
             return
         waiting = sorted(AT_RUNWAY)
+        fence, fence_args = self._fence()
         with self._cursor(transaction=True, durable=False) as cur:
             cur.executemany(
-                "UPDATE jobs SET state = %s, progress = %s, updated_at = %s WHERE id = %s AND state = ANY(%s)",
-                [(*row, waiting) for row in rows],
+                sql.SQL(
+                    "UPDATE jobs SET state = %s, progress = %s, updated_at = %s WHERE id = %s AND state = ANY(%s){}"
+                ).format(fence),
+                [(*row, waiting, *fence_args) for row in rows],
             )
 
     def get(self, job_id: str) -> Job | None:
@@ -364,6 +359,8 @@ class PostgresJournal:
         return int(rows[0]["id"])
 
     def pending_commands(self) -> list[Command]:
+        if self.node is not None:  # a node answers for its own jobs only (runwatch.store.pgnodes)
+            return self._node_commands()
         rows = self._query("SELECT id, kind, name FROM commands WHERE done_at IS NULL ORDER BY id")
         return [Command(int(r["id"]), r["kind"], r["name"]) for r in rows]
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from runwatch.jobs.job import Job
 
-__all__ = ["Command", "Intents", "Store"]
+__all__ = ["ClaimRow", "Command", "Intents", "NodeRow", "Store", "TakenOver"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,39 @@ class Command:
     id: int
     kind: str
     name: str
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    """A node as ``runwatch nodes`` shows it; ages and offsets in seconds, by the journal's clock."""
+
+    name: str
+    host: str
+    pid: int
+    version: str
+    started_at: str
+    heartbeat_age: float
+    clock_offset: float | None  # the node's clock minus the journal's
+    stopped: bool
+    jobs: int  # unfinished jobs it owns
+
+
+@dataclass(frozen=True)
+class ClaimRow:
+    """A request file's claim: the file (inbox-relative path, identity as the claiming node saw it) and its job."""
+
+    inbox: str
+    path: str
+    identity: str
+    job_id: str
+
+
+@dataclass(frozen=True)
+class TakenOver:
+    """A job a node took over, and the node that had it (None: nobody did)."""
+
+    job: Job
+    from_node: str | None
 
 
 class Intents(Protocol):
@@ -94,5 +127,52 @@ class Store(Intents, Protocol):
     def finish_command(self, command_id: int, result: str) -> None: ...
 
     def command_result(self, command_id: int) -> str | None: ...
+
+    # -- nodes (one journal shared by several daemons; a local journal has one node that owns everything) --
+
+    def join(self, name: str, lease: float, *, host: str, pid: int, version: str, node_time: float) -> None:
+        """Register this daemon as node ``name``; raises JournalError while another live node has the name.
+        From then on the jobs it records are its own, under a lease of ``lease`` seconds."""
+        ...
+
+    def beat(self, node_time: float) -> set[str]:
+        """The heartbeat, and the leases of every unfinished job this node owns renewed; their ids."""
+        ...
+
+    def take_over(self, inboxes: Sequence[str], limit: int, *, mine_too: bool = False) -> list[TakenOver]:
+        """Unfinished jobs of ``inboxes`` whose lease ran out, made this node's (``mine_too``: and those its
+        name already owns)."""
+        ...
+
+    def own(self, job_id: str) -> bool:
+        """An ended job brought back on purpose (a retry) becomes this node's; False when it has not ended."""
+        ...
+
+    def leave(self) -> int:
+        """A clean stop: this node's jobs handed over at once; how many."""
+        ...
+
+    def nodes(self) -> list[NodeRow]: ...
+
+    def claim(self, inbox: str, path: str, identity: str, job_id: str) -> bool:
+        """Whether this node may rename the request file ``path`` (as ``identity`` says it is) into job dir
+        ``job_id``: the journal decides among the nodes."""
+        ...
+
+    def unclaim(self, inbox: str, path: str, identity: str, job_id: str) -> None:
+        """The rename of a won claim truly failed: the file may be claimed again."""
+        ...
+
+    def claims_elsewhere(self, inbox: str) -> set[str]:
+        """Job ids of claims other live nodes hold: their job dirs are not this node's to settle or take."""
+        ...
+
+    def adopt_claim(self, inbox: str, job_id: str) -> bool:
+        """A job dir with no job in the journal: True when this node is the one to take it."""
+        ...
+
+    def orphan_claims(self, inboxes: Sequence[str]) -> list[ClaimRow]:
+        """Claims by nodes no longer live that the journal has no job for."""
+        ...
 
     def close(self) -> None: ...

@@ -25,7 +25,7 @@ from runwatch.clock import now_iso
 from runwatch.errors import JournalError, JournalUnwritable
 from runwatch.jobs.job import FIELDS, Job
 from runwatch.jobs.states import ACTIVE, AT_RUNWAY, FINAL, State
-from runwatch.store.protocol import Command
+from runwatch.store.protocol import ClaimRow, Command, NodeRow, TakenOver
 
 __all__ = ["Command", "Journal", "StateLock"]
 
@@ -366,6 +366,41 @@ class Journal:
     def command_result(self, command_id: int) -> str | None:
         rows = self._query("SELECT result FROM commands WHERE id = ? AND done_at IS NOT NULL", (command_id,))
         return str(rows[0]["result"]) if rows else None
+
+    # -- nodes: a local journal has one node, the daemon holding the state directory, and it owns every job --
+
+    def join(self, name: str, lease: float, *, host: str, pid: int, version: str, node_time: float) -> None:
+        """Nothing to register: the state directory's lock already makes this daemon the only one."""
+
+    def beat(self, node_time: float) -> set[str]:
+        return {job.id for job in self.active()}
+
+    def take_over(self, inboxes: Sequence[str], limit: int, *, mine_too: bool = False) -> list[TakenOver]:
+        return []  # no other node to take jobs from; a start follows every unfinished job (runwatch.jobs.recovery)
+
+    def own(self, job_id: str) -> bool:
+        return True
+
+    def leave(self) -> int:
+        return 0
+
+    def nodes(self) -> list[NodeRow]:
+        return []  # `runwatch nodes` shows the local node from the state directory
+
+    def claim(self, inbox: str, path: str, identity: str, job_id: str) -> bool:
+        return True  # the rename alone decides between processes on one machine
+
+    def unclaim(self, inbox: str, path: str, identity: str, job_id: str) -> None:
+        """Nothing was recorded."""
+
+    def claims_elsewhere(self, inbox: str) -> set[str]:
+        return set()
+
+    def adopt_claim(self, inbox: str, job_id: str) -> bool:
+        return True
+
+    def orphan_claims(self, inboxes: Sequence[str]) -> list[ClaimRow]:
+        return []  # a start takes every claim the journal never saw (runwatch.jobs.recovery)
 
 
 class StateLock:

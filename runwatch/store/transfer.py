@@ -53,7 +53,7 @@ def move_journal(source: Path, url: str, *, password: str | None = None) -> Move
             CommandRecord(r["id"], r["kind"], r["name"], r["created_at"], r["done_at"], r["result"])
             for r in db.execute("SELECT id, kind, name, created_at, done_at, result FROM commands ORDER BY id")
         ]
-        target = PostgresJournal(url, password=password, daemon=True)  # and no daemon starts on it meanwhile
+        target = PostgresJournal(url, password=password)  # load() refuses a database a daemon wrote to meanwhile
         try:
             target.load(jobs, commands)
         finally:
