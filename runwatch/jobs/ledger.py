@@ -25,7 +25,7 @@ comes from the engine's thread. One lock orders the owed changes of both.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,9 @@ from runwatch.errors import IntentNotRecorded, JournalError, JournalUnwritable
 from runwatch.jobs.job import FIELDS, Job
 
 if TYPE_CHECKING:
+    from runwatch.budget import MoneyCheck
     from runwatch.store import Store
+    from runwatch.store.protocol import Listening
     from runwatch.store.sqlite import Command
 
 __all__ = ["Ledger"]
@@ -219,13 +221,13 @@ class Ledger:
 
     # -- the sending thread's writes, by job id ------------------------------------------------------
 
-    def record_intent(self, job_id: str, *, first: bool) -> str:
+    def record_intent(self, job_id: str, *, first: bool, check: MoneyCheck | None = None) -> str:
         """Commit the intent, or raise :class:`IntentNotRecorded`: then the create must not be sent."""
         with self._lock:
             if job_id in self._owed and not self._flush_one(job_id):
                 raise IntentNotRecorded(f"the journal does not have this request's last changes: {self.error}")
             try:
-                stamp = self.store.record_intent(job_id, first=first)
+                stamp = self.store.record_intent(job_id, first=first, check=check)  # MoneyHeld passes through
             except JournalError as exc:
                 self._refused(exc)
                 raise IntentNotRecorded(str(exc)) from exc
@@ -300,6 +302,12 @@ class Ledger:
 
     def command_result(self, command_id: int) -> str | None:
         return self.store.command_result(command_id)
+
+    def money_hold(self, check: MoneyCheck) -> tuple[str, str] | None:
+        return self.store.money_hold(check)
+
+    def listen_commands(self, wake: Callable[[], None], log: Any) -> Listening | None:
+        return self.store.listen_commands(wake, log)
 
     def close(self) -> None:
         self.store.close()
