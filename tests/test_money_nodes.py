@@ -1,5 +1,6 @@
-"""Money across nodes: with a PostgreSQL journal, every create is checked against what all nodes have spent
-and let through, and the check and the recorded intent are one transaction under the money lock."""
+"""Several nodes on one PostgreSQL journal: every create is checked against what all nodes have spent and let
+through, the check and the recorded intent in one transaction under the money lock; commands added anywhere
+reach the daemon through LISTEN/NOTIFY."""
 
 from __future__ import annotations
 
@@ -12,16 +13,38 @@ import pytest
 
 from runwatch.budget import Limits, MoneyCheck, OrgFigures, Spent, user_hold
 from runwatch.clock import now_iso
+from runwatch.control import control_command
 from runwatch.errors import MoneyHeld
 from runwatch.jobs.job import Job
 from runwatch.jobs.states import State
-from runwatch.simulator import Simulator
+from runwatch.simulator import SimConfig, Simulator
 from runwatch.store import Journal
+from runwatch.store.listen import CommandListener
 from runwatch.store.postgres import PostgresJournal
 
 from .rig import SEED_REQUESTS, Rig
 
 MODEL = "gen4_turbo"
+WAIT = 30.0  # seconds a test waits for what should come at once, before it fails
+
+
+@pytest.fixture
+def slow_sim() -> Iterator[Simulator]:
+    """Tasks at Runway's own pace (a minute or more): still running when a test cancels them."""
+    with Simulator(SimConfig(time_scale=1.0, allow_http_loopback=True)) as simulator:
+        yield simulator
+
+
+class _Log:
+    """A logger that keeps the events it is given."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def _keep(self, event: str, **_: Any) -> None:
+        self.events.append(event)
+
+    info = warning = error = exception = _keep
 
 
 @pytest.fixture
@@ -210,3 +233,46 @@ class TestDaemonWithOtherNodes:
             rig.stop()
         assert status["error"]["code"] == "held" and "daily budget of 100" in status["error"]["message"]
         assert sim.create_count() == 0
+
+
+class TestCommandsFromAnywhere:
+    def test_cancel_is_answered_through_the_notification(
+        self, pg_url: str, rig_factory: Callable[..., Rig], slow_sim: Simulator
+    ) -> None:
+        """`runwatch cancel` of a task running at Runway is answered while the daemon reads the commands table
+        only once an hour: the notification sent with the command woke it."""
+        rig = rig_factory(slow_sim, state={"database": pg_url}).start()
+        assert rig.daemon is not None and rig.daemon.listener is not None
+        rig.daemon.engine.command_every = 3600.0  # read once at the start; never again by the poll in this test
+        assert isinstance(rig.daemon.listener, CommandListener) and rig.daemon.listener.connected.wait(WAIT)
+        rig.drop("film", SEED_REQUESTS["text_to_video"][0])
+        rig.wait("film", {"pending", "running"})
+        env = {"RUNWATCH_ALLOW_ROOT": "1"}
+        code = control_command("cancel", "film", config_file=str(rig.config_file()), env=env, answer_timeout=WAIT)
+        assert code == 0
+        assert rig.daemon.listener.heard >= 1
+        assert rig.wait("film")["state"] == "cancelled"
+
+    def test_listener_hears_again_after_its_connection_is_cut(self, pg_url: str) -> None:
+        """The listener's own connection ended by the server (as in a database restart): it connects again,
+        wakes once for what was added meanwhile, and hears the next command."""
+        journal = PostgresJournal(pg_url)
+        woken = threading.Semaphore(0)
+        log = _Log()
+        listener = journal.listen_commands(woken.release, log)
+        try:
+            assert listener.connected.wait(WAIT) and woken.acquire(timeout=WAIT)  # the wake at connecting
+            journal.add_command("cancel", "one")
+            assert woken.acquire(timeout=WAIT) and listener.heard == 1
+            with journal._cursor() as cur:  # the server ends the listening session
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                    ("runwatch listen",),
+                )
+            assert woken.acquire(timeout=WAIT)  # connected again: one wake for what may have been missed
+            journal.add_command("cancel", "two")
+            assert woken.acquire(timeout=WAIT) and listener.heard == 2
+        finally:
+            listener.close()
+            journal.close()
+        assert log.events == ["journal.listen_lost", "journal.listening_again"]
