@@ -234,6 +234,29 @@ class TestDaemonWithOtherNodes:
         assert status["error"]["code"] == "held" and "daily budget of 100" in status["error"]["message"]
         assert sim.create_count() == 0
 
+    def test_an_approval_added_on_another_node_releases_a_held_request(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator
+    ) -> None:
+        """A request held for every node's spending is approved from elsewhere (a command added to the shared
+        journal): the node holding it sends it, once, and the approval is in the job's row for any node."""
+        rig = rig_factory(sim, state={"database": pg_url}, budget={"daily": 100}).start()
+        assert rig.daemon is not None
+        rig.daemon.engine.command_every = 3600.0  # only the notification brings the approval in
+        other = PostgresJournal(pg_url)
+        try:
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            other.add(_job("elsewhere", estimate=99.5, state=State.SUCCEEDED, credits=99.5, create_started_at=stamp))
+            rig.drop("line0", SEED_REQUESTS["text_to_speech"][0])
+            rig.wait("line0", {"held"})
+            command = other.add_command("approve", "line0")
+            assert rig.wait("line0")["state"] == "succeeded"
+            job = other.find("line0")
+            assert other.command_result(command) == "approved" and job is not None and job.approved
+        finally:
+            other.close()
+            rig.stop()
+        assert sim.create_count() == 1 and sim.duplicate_creates() == []
+
 
 class TestCommandsFromAnywhere:
     def test_cancel_is_answered_through_the_notification(
