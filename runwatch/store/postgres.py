@@ -10,6 +10,11 @@ Every driver error leaves as a :class:`~runwatch.errors.JournalError` naming the
 The password never comes from the config: libpq reads ``PGPASSWORD`` or the password file (``~/.pgpass``,
 ``PGPASSFILE``) itself, and a systemd credential named ``runwatch_db_password`` is passed as the password.
 
+Money across nodes: :meth:`PostgresJournal.record_intent` given a :class:`~runwatch.budget.MoneyCheck` checks
+the create against every node's spending and records its intent in one transaction under the money lock (see
+:meth:`PostgresJournal._money_verdict`). Commands added here are announced with ``NOTIFY runwatch_commands`` in
+their own transaction; :mod:`runwatch.store.listen` hears them.
+
 Until nodes share a database, one daemon uses it: the daemon's journal holds an advisory lock for its life
 (released by the server when the process dies), and a second daemon on the same database refuses to start.
 """
