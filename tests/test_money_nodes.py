@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from runwatch.budget import Limits, MoneyCheck, OrgFigures, Spent, user_hold
+from runwatch.budget import Limits, MoneyCheck, OrgFigures, Spent, charge_of, spent, user_hold
 from runwatch.clock import now_iso
 from runwatch.control import control_command
 from runwatch.errors import MoneyHeld
@@ -127,6 +127,30 @@ class TestRacingNodes:
         assert stored is not None and stored.create_started_at is None and stored.attempts == 0
         local = user_hold(job.name, MODEL, 30.0, "5 s", limits, Spent(80.0, 80.0, 80.0), approved=False)
         assert caught.value.code == "held" and caught.value.reason == local
+
+    def test_spending_is_what_charge_of_says_of_every_job(self, nodes: list[PostgresJournal]) -> None:
+        """Every node's jobs count as the one node's guard counts them (charge_of): final costs, estimates of
+        jobs that may be charged (in flight, or a create whose answer was lost), nothing for a request not yet
+        sent or a create that surely failed; a create fits exactly up to the budget and not half a credit beyond."""
+        a, b = nodes[0], nodes[1]
+        stamp = now_iso()
+        jobs = [
+            _job("done", estimate=9.0, state=State.SUCCEEDED, credits=7.5, create_started_at=stamp, task_id="t1"),
+            _job("running", estimate=12.0, state=State.RUNNING, create_started_at=stamp, task_id="t2"),
+            _job("uploading", estimate=4.0, state=State.UPLOADING),
+            _job("lost", estimate=20.0, state=State.NEEDS_ATTENTION, create_started_at=stamp),
+            _job("waiting", estimate=50.0, state=State.ACCEPTED),
+            _job("refused", estimate=30.0, state=State.FAILED),
+            _job("other", inbox="elsewhere", estimate=5.0, state=State.PENDING, create_started_at=stamp, task_id="t3"),
+        ]
+        a.add_many(jobs)
+        now = datetime.now(UTC)
+        expected = spent([c for j in jobs if (c := charge_of(j, now)) is not None], "in", now)
+        assert (expected.today, expected.inbox_today) == (48.5, 43.5)
+        fits, over = b.add(_job("fits", estimate=100 - 48.5)), b.add(_job("over", estimate=100 - 48.5 + 0.5))
+        limits = Limits(daily=100.0, inbox_daily=100.0)
+        assert b.money_hold(_check(over, limits)) is not None
+        b.record_intent(fits.id, first=True, check=_check(fits, limits))
 
     def test_jobs_of_another_day_or_month_do_not_count(self, nodes: list[PostgresJournal]) -> None:
         """Spending is counted by UTC day and month as at one node: yesterday's creates leave today's budget

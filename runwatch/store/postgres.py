@@ -446,14 +446,28 @@ class PostgresJournal:
         charges: list[Charge] = []
         since = spent_since(now, check.limits)
         if since is not None and not approved:
+            # One row per group of jobs that charge_of treats alike (every field it reads, the day for the time),
+            # credits summed: a day's thousands of jobs come over as a few rows, and the rule stays charge_of's.
             cur.execute(
-                "SELECT inbox, state, credits, estimated_credits, create_started_at, task_id, updated_at FROM jobs "
+                "SELECT inbox, state, substr(COALESCE(create_started_at, updated_at), 1, 10) AS day, "
+                "credits IS NOT NULL AS charged, create_started_at IS NOT NULL AS intent, task_id IS NOT NULL AS task, "
+                "SUM(credits) AS credits, SUM(estimated_credits) AS estimated FROM jobs "
                 "WHERE COALESCE(create_started_at, updated_at) >= %s AND id <> %s "
-                "AND (credits IS NOT NULL OR estimated_credits IS NOT NULL)",
+                "AND (credits IS NOT NULL OR estimated_credits IS NOT NULL) GROUP BY 1, 2, 3, 4, 5, 6",
                 (iso(since), check.job_id),
             )
-            for found in cur.fetchall():
-                charge = charge_of(SimpleNamespace(**found), now)
+            for group in cur.fetchall():
+                midnight = f"{group['day']}T00:00:00Z"
+                alike = SimpleNamespace(
+                    inbox=group["inbox"],
+                    state=group["state"],
+                    credits=group["credits"] if group["charged"] else None,
+                    estimated_credits=group["estimated"],
+                    create_started_at=midnight if group["intent"] else None,
+                    task_id="task" if group["task"] else None,
+                    updated_at=midnight,
+                )
+                charge = charge_of(alike, now)
                 if charge is not None:
                     charges.append(charge)
         org = _first(
