@@ -27,12 +27,15 @@ DB_CONNECT_TIMEOUT = "5"  # seconds the doctor waits for the database
 def _connect_database(config: Config, env: Mapping[str, str]) -> psycopg.Connection[Any]:
     """A plain connection to the configured database, its password from the same sources as the daemon's (the
     systemd credential, PGPASSWORD, the password file), never printed; JournalError when it cannot be made."""
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
     from runwatch.config import DB_PASSWORD_SOURCES
     from runwatch.errors import JournalError
-    from runwatch.store.opening import credential_password
+    from runwatch.store.opening import DRIVER_HINT, credential_password
+
+    try:
+        import psycopg
+        from psycopg.conninfo import make_conninfo
+    except ImportError as exc:
+        raise JournalError(f"[state] database is set, but {DRIVER_HINT} ({exc})") from exc
 
     url = config.state.database or ""
     extra: dict[str, Any] = {"connect_timeout": DB_CONNECT_TIMEOUT, "application_name": "runwatch doctor"}
@@ -78,9 +81,15 @@ def check_database(config: Config, env: Mapping[str, str] = os.environ) -> Itera
         conn = _connect_database(config, env)
     except JournalError:
         return
+    import psycopg
+
     with conn:
-        yield check_schema(conn, config.state.database)
-        yield check_database_clock(conn)
+        try:
+            yield check_schema(conn, config.state.database)
+            yield check_database_clock(conn)
+        except psycopg.Error as exc:  # the database went away between two checks
+            detail = f"{config.state.database}: {' '.join(str(exc).split())}"
+            yield _fail("database", detail, "check the database is up and the role may read runwatch's tables")
 
 
 def check_schema(conn: psycopg.Connection[Any], url: str) -> CheckResult:
@@ -111,7 +120,7 @@ def check_database_clock(conn: psycopg.Connection[Any], local: datetime | None =
     """This machine's clock against the database's ``now()``, and each running node's recorded offset
     (``nodes.clock_offset``, when the table exists). Leases use the database's clock, so a skewed clock does not
     break a takeover; it still dates status files, logs and the UTC day a create is counted in."""
-    name = "database clock"
+    name = "database-clock"
     before = datetime.now(UTC)
     row = conn.execute("SELECT clock_timestamp(), to_regclass('nodes') IS NOT NULL").fetchone()
     after = datetime.now(UTC)

@@ -344,13 +344,17 @@ class TestStateClockS3:
         assert doctor.check_s3(_config(tmp_path, None)).status == "PASS"
 
 
-def _database_config(root: Path, url: str) -> Config:
-    """A config whose journal is the database at ``url``."""
-    path = _write_config(root, None)
+def _database_file(root: Path, url: str, sim: Simulator | None = None) -> Path:
+    """A config file whose journal is the database at ``url``."""
+    path = _write_config(root, sim)
     data = tomllib.loads(path.read_text())
     data["state"]["database"] = url
     path.write_text(tomli_w.dumps(data))
-    return load_config(path, env={})
+    return path
+
+
+def _database_config(root: Path, url: str) -> Config:
+    return load_config(_database_file(root, url), env={})
 
 
 class TestDatabase:
@@ -364,8 +368,26 @@ class TestDatabase:
         state = doctor.check_state(config, {})
         assert state.status == "PASS" and state.detail.startswith(f"{pg_url}: 1 jobs, 1 active")
         results = list(doctordb.check_database(config, {}))
-        assert [(r.name, r.status) for r in results] == [("schema", "PASS"), ("database clock", "PASS")]
+        assert [(r.name, r.status) for r in results] == [("schema", "PASS"), ("database-clock", "PASS")]
         assert results[0].detail == f"version {MIGRATIONS[-1].version}, this runwatch's"
+
+    def test_the_command_shows_the_database_after_the_state(
+        self,
+        tmp_path: Path,
+        pg_url: str,
+        sim: Simulator,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """`runwatch doctor` with a database: the schema and clock lines follow the state line, all passing."""
+        PostgresJournal(pg_url).close()
+        monkeypatch.setenv("RUNWAYML_API_SECRET", sim.key)
+        assert main(["doctor", "--config", str(_database_file(tmp_path, pg_url, sim))]) in (0, 1)
+        lines = capsys.readouterr().out.splitlines()
+        names = [line.split()[1] for line in lines[:-1] if line[:4] in ("PASS", "WARN", "FAIL")]
+        at = names.index("state")
+        assert names[at : at + 3] == ["state", "schema", "database-clock"]
+        assert all(line.startswith("PASS") for line in lines if line.split()[1:2] in (["schema"], ["database-clock"]))
 
     def test_an_unreachable_database_fails_once(self, tmp_path: Path, pg_url: str) -> None:
         """A database that cannot be reached fails the state check with the URL and the fix; the checks that
