@@ -176,6 +176,16 @@ class TestOrganizationAcrossNodes:
             b.record_intent(second.id, first=True, check=_check(second, Limits(), approved=True))
         assert caught.value.code == "balance" and "balance of 40" in caught.value.reason
 
+    def test_a_newer_read_seen_before_uploading_releases_a_balance_hold(self, nodes: list[PostgresJournal]) -> None:
+        """A node that reads a higher balance (a top-up) passes it on at its look before uploading, even while
+        every create is held for the balance and none is recorded."""
+        a, b = nodes[0], nodes[1]
+        one, two = a.add(_job("one", estimate=10.0)), b.add(_job("two", estimate=50.0))
+        a.record_intent(one.id, first=True, check=_check(one, Limits(), org=OrgFigures(40.0, {}, age=0.0)))
+        assert b.money_hold(_check(two, Limits())) is not None
+        assert b.money_hold(_check(two, Limits(), org=OrgFigures(500.0, {}, age=0.0))) is None
+        b.record_intent(two.id, first=True, check=_check(two, Limits()))
+
     def test_an_older_read_does_not_replace_a_newer_one(self, nodes: list[PostgresJournal]) -> None:
         """A node whose organization read is older than the one kept does not put its balance back."""
         a, b = nodes[0], nodes[1]

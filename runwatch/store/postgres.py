@@ -414,9 +414,10 @@ class PostgresJournal:
     # -- money across nodes -----------------------------------------------------------------------
 
     def money_hold(self, check: MoneyCheck) -> tuple[str, str] | None:
-        """Whether every node's spending holds the create back now, without the lock and recording nothing:
-        a look before media are uploaded. ``record_intent`` decides."""
-        with self._cursor(transaction=True) as cur:
+        """Whether every node's spending holds the create back now, without the lock and recording no intent:
+        a look before media are uploaded (``record_intent`` decides). The node's organization figures are kept
+        when newer than any node's, without waiting for the disk: a lost one is read again."""
+        with self._cursor(transaction=True, durable=False) as cur:
             return self._money_verdict(cur, check, lock=False)
 
     def _money_verdict(self, cur: psycopg.Cursor[DictRow], check: MoneyCheck, *, lock: bool) -> tuple[str, str] | None:
@@ -425,18 +426,18 @@ class PostgresJournal:
         With ``lock``, the transaction first takes the money lock, which every node's create takes: two creates
         are never checked at once, so between this check and the commit of the intent nothing else is let
         through, and three nodes under a tight budget spend no more than it. The node's organization figures
-        are kept too when they are newer than any node's. Times are the database's: a node's clock may be off.
+        are kept when they are newer than any node's. Times are the database's: a node's clock may be off.
         """
         if lock:
             cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, MONEY_LOCK))
-            if check.org is not None:
-                cur.execute(
-                    "INSERT INTO money_org (balance, daily, read_at) "
-                    "VALUES (%s, %s, now() - make_interval(secs => %s)) "
-                    "ON CONFLICT (only_row) DO UPDATE SET balance = EXCLUDED.balance, daily = EXCLUDED.daily, "
-                    "read_at = EXCLUDED.read_at WHERE money_org.read_at < EXCLUDED.read_at",
-                    (check.org.balance, Json(check.org.daily_used), max(check.org.age, 0.0)),
-                )
+        if check.org is not None:  # also at the look before uploading: a top-up read anywhere releases holds
+            cur.execute(
+                "INSERT INTO money_org (balance, daily, read_at) "
+                "VALUES (%s, %s, now() - make_interval(secs => %s)) "
+                "ON CONFLICT (only_row) DO UPDATE SET balance = EXCLUDED.balance, daily = EXCLUDED.daily, "
+                "read_at = EXCLUDED.read_at WHERE money_org.read_at < EXCLUDED.read_at",
+                (check.org.balance, Json(check.org.daily_used), max(check.org.age, 0.0)),
+            )
         row = _first(
             cur.execute("SELECT now() AS now, (SELECT approved FROM jobs WHERE id = %s) AS approved", (check.job_id,))
         )
