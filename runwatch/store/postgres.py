@@ -280,20 +280,21 @@ class PostgresJournal:
         money lock (see :meth:`_money_verdict`); refused, nothing is recorded and :class:`MoneyHeld` says why."""
         stamp = now_iso()
         bump = sql.SQL(", attempts = attempts + 1" if first else "")
-        intent = sql.SQL("UPDATE jobs SET create_started_at = %s, updated_at = %s{} WHERE id = %s").format(bump)
-        if check is None:
-            self._write(intent, (stamp, stamp, job_id))
-            return stamp
-        with self._cursor(transaction=True) as cur:
-            verdict = self._money_verdict(cur, check, lock=True)
-            if verdict is not None:
-                raise MoneyHeld(*verdict)  # leaves the transaction: rolled back, nothing recorded
-            cur.execute(intent, (stamp, stamp, job_id))
+        with self._cursor(transaction=check is not None) as cur:
+            if check is not None:
+                verdict = self._money_verdict(cur, check, lock=True)
+                if verdict is not None:
+                    raise MoneyHeld(*verdict)  # leaves the transaction: rolled back, nothing recorded
             cur.execute(
-                "INSERT INTO money_creates (job_id, model, credits) VALUES (%s, %s, %s) ON CONFLICT (job_id) "
-                "DO UPDATE SET model = EXCLUDED.model, credits = EXCLUDED.credits, sent_at = now()",
-                (job_id, check.model, check.credits or 0.0),
+                sql.SQL("UPDATE jobs SET create_started_at = %s, updated_at = %s{} WHERE id = %s").format(bump),
+                (stamp, stamp, job_id),
             )
+            if check is not None:  # what the balance and Runway's daily count are short of since their last read
+                cur.execute(
+                    "INSERT INTO money_creates (job_id, model, credits) VALUES (%s, %s, %s) ON CONFLICT (job_id) "
+                    "DO UPDATE SET model = EXCLUDED.model, credits = EXCLUDED.credits, sent_at = now()",
+                    (job_id, check.model, check.credits or 0.0),
+                )
         return stamp
 
     def clear_intent(self, job_id: str) -> None:
