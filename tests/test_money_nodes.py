@@ -4,16 +4,23 @@ reach the daemon through LISTEN/NOTIFY."""
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runwatch.budget import Limits, MoneyCheck, OrgFigures, Spent, charge_of, spent, user_hold
 from runwatch.clock import now_iso
+from runwatch.config import parse_config
 from runwatch.control import control_command
+from runwatch.daemon import Daemon
 from runwatch.errors import MoneyHeld
 from runwatch.jobs.job import Job
 from runwatch.jobs.states import State
@@ -25,6 +32,7 @@ from runwatch.store.postgres import PostgresJournal
 from .rig import SEED_REQUESTS, Rig
 
 MODEL = "gen4_turbo"
+SPEECH = SEED_REQUESTS["text_to_speech"][0]  # 1 credit
 WAIT = 30.0  # seconds a test waits for what should come at once, before it fails
 
 
@@ -235,12 +243,10 @@ class TestApprovalAcrossNodes:
 
 
 class TestOneNode:
-    def test_sqlite_records_the_intent_its_guard_let_through(self, tmp_path: object) -> None:
+    def test_sqlite_records_the_intent_its_guard_let_through(self, tmp_path: Path) -> None:
         """A SQLite journal has one node, whose guard decided already: the check adds nothing and the intent
         is recorded."""
-        from pathlib import Path
-
-        journal = Journal(Path(str(tmp_path)) / "journal.sqlite3")
+        journal = Journal(tmp_path / "journal.sqlite3")
         job = journal.add(_job("one", estimate=500.0))
         journal.record_intent(job.id, first=True, check=_check(job, Limits(daily=1.0)))
         assert journal.money_hold(_check(job, Limits(daily=1.0))) is None
@@ -290,6 +296,56 @@ class TestDaemonWithOtherNodes:
             other.close()
             rig.stop()
         assert sim.create_count() == 1 and sim.duplicate_creates() == []
+
+
+class TestTwoDaemons:
+    def test_two_nodes_never_spend_more_than_a_tight_daily_budget(
+        self, pg_url: str, tmp_path: Path, sim: Simulator
+    ) -> None:
+        """Two daemons on one database and one inbox tree, a daily budget of 5.5 and twelve requests of 1
+        credit each dropped at once: five are created, the other seven are held for the daily budget, and the
+        journal's spending stays within it."""
+        pytest.importorskip("runwatch.store.pgnodes", reason="several daemons on one database come with the nodes")
+        inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+        inbox.mkdir()
+        daemons: list[tuple[Daemon, threading.Thread]] = []
+        stop = threading.Event()
+        try:
+            for name in ("n1", "n2"):
+                data = {
+                    "runway": {"base_url": sim.url, "poll_interval": 0.05},
+                    "state": {"dir": str(tmp_path / name), "database": pg_url},
+                    "node": {"name": name},
+                    "http": {"listen": ""},
+                    "budget": {"daily": 5.5},
+                    "inbox": [{"path": str(inbox), "outbox": str(outbox), "settle": 0.3}],
+                }
+                daemon = Daemon(parse_config(data, str(tmp_path / f"{name}.toml")), api_key=sim.key)
+                daemon.start()
+                thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+                thread.start()
+                daemons.append((daemon, thread))
+            names = [f"line{i:02d}" for i in range(12)]
+            for name in names:
+                (inbox / f"{name}.json.tmp").write_text(json.dumps(dict(SPEECH, promptText=f"Hello {name}.")))
+            for name in names:
+                os.rename(inbox / f"{name}.json.tmp", inbox / f"{name}.json")
+            journal = PostgresJournal(pg_url)
+            try:
+                deadline = time.monotonic() + 60
+                while Counter(j.state for j in journal.jobs()) != {"succeeded": 5, "held": 7}:
+                    assert time.monotonic() < deadline, Counter(j.state for j in journal.jobs())
+                    time.sleep(0.05)
+                spent = sum(j.credits or 0 for j in journal.jobs())
+                reasons = {str(j.error["message"]).split(" (")[0] for j in journal.jobs() if j.state == "held"}
+            finally:
+                journal.close()
+        finally:
+            stop.set()
+            for _, thread in daemons:
+                thread.join(30)
+        assert spent <= 5.5 and sim.create_count() == 5 and sim.duplicate_creates() == []
+        assert reasons == {"estimated 1 credits would exceed the daily budget of 5.5"}
 
 
 class TestCommandsFromAnywhere:
