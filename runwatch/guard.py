@@ -4,7 +4,9 @@ The engine owns one and calls it from its own thread. The guard applies the rule
 the jobs, to the charges of jobs no longer followed (read from the journal once) and to the organization's
 figures (read in the background). It reads followed jobs through a narrow view (:class:`JobsView`, the
 engine's book) and is told of every change by a method call; it writes neither the journal nor a status file:
-holding a request, and the status file that says so, stay the engine's.
+holding a request, and the status file that says so, stay the engine's. For a journal several nodes share it
+also says what to check a create against there (:meth:`MoneyGuard.check_of`): the journal sums every node's
+spending itself.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 The money rule lives here. The create runs on a worker that commits the intent before each attempt and the
 task id the moment Runway answers (by job id, through the store's ``Intents``); the answer comes back as a
 ``Created`` event and ``runwatch.jobs.lifecycle`` decides what a failure means.
+
+With a journal several nodes share, the intent's commit is also the money check over every node's spending
+(``Store.record_intent`` given a ``MoneyCheck``): refused, nothing is recorded or sent and the request is held
+with the reason the node's own guard would give (``MoneyHeld``). The same check is looked at before uploading.
 """
 
 from __future__ import annotations
