@@ -15,13 +15,18 @@ from typing import Any, Literal
 __all__ = [
     "Charge",
     "Limits",
+    "MoneyCheck",
+    "OrgFigures",
     "Spent",
     "balance_hold",
     "charge_of",
+    "concurrency_hold",
     "daily_limit_hold",
+    "money_hold",
     "next_day",
     "next_month",
     "spent",
+    "spent_since",
     "user_hold",
 ]
 
@@ -55,6 +60,36 @@ class Limits:
     daily: float | None = None
     monthly: float | None = None
     unknown_price: Literal["hold", "allow"] = "hold"
+
+
+@dataclass(frozen=True)
+class OrgFigures:
+    """What one node last read of the organization: its balance and the model's daily count, and how long ago
+    (seconds) that read was sent. Creates recorded since then are not in these figures yet."""
+
+    balance: float | None
+    daily_used: dict[str, int]
+    age: float
+
+
+@dataclass(frozen=True)
+class MoneyCheck:
+    """Everything a journal shared by several nodes needs to decide, with its own sums over every node's jobs,
+    whether one create may be sent: the request, its estimate, its limits, and what this node knows of Runway."""
+
+    job_id: str
+    name: str
+    inbox: str
+    model: str | None
+    credits: float | None
+    basis: str
+    limits: Limits
+    approved: bool = False
+    model_cap: int | None = None
+    """Runway's (or the config's) concurrency limit for the model."""
+    daily_cap: int | None = None
+    """Runway's daily task limit for the model."""
+    org: OrgFigures | None = None
 
 
 def _parse(stamp: str | None) -> datetime | None:
@@ -98,6 +133,17 @@ def spent(charges: Iterable[Charge], inbox: str, now: datetime) -> Spent:
             if charge.inbox == inbox:
                 inbox_today += charge.credits
     return Spent(inbox_today, today, month)
+
+
+def spent_since(now: datetime, limits: Limits) -> datetime | None:
+    """The earliest moment whose spending the budgets in ``limits`` count (the UTC month or day), or None when
+    no budget is set: charges before it need not be read."""
+    now = now.astimezone(UTC)
+    if limits.monthly is not None:
+        return datetime(now.year, now.month, 1, tzinfo=UTC)
+    if limits.daily is not None or limits.inbox_daily is not None:
+        return datetime(now.year, now.month, now.day, tzinfo=UTC)
+    return None
 
 
 def next_day(now: datetime) -> datetime:
@@ -183,3 +229,35 @@ def daily_limit_hold(model: str | None, used: int, cap: int | None) -> str | Non
         f"Runway's daily task limit for {model} is reached ({used} of {cap} in the past 24 h); "
         "waits until it frees (other models go on)"
     )
+
+
+def concurrency_hold(model: str | None, at_runway: int, cap: int | None) -> str | None:
+    """Why Runway's per-model concurrency holds a create back for a moment, or None: every node's tasks of the
+    model at Runway (and creates on their way) count."""
+    if cap is None or at_runway < cap:
+        return None
+    return f"Runway's concurrency limit for {model} is reached ({at_runway} of {cap} at Runway, all nodes together)"
+
+
+def money_hold(
+    check: MoneyCheck, used: Spent, *, balance: float | None, daily_used: int, at_runway: int, approved: bool
+) -> tuple[str, str] | None:
+    """(code, reason) when the create may not be sent now, over every node's spending; None when it may.
+
+    The same rules, in the same order and with the same codes, as the one node's guard
+    (``runwatch.guard.MoneyGuard.hold_reason``); then Runway's concurrency (code ``concurrency``: a short wait,
+    not a hold a person must look at).
+    """
+    reason = user_hold(check.name, check.model, check.credits, check.basis, check.limits, used, approved=approved)
+    if reason:
+        return "held", reason
+    reason = balance_hold(check.credits, balance)
+    if reason:
+        return "balance", reason
+    reason = daily_limit_hold(check.model, daily_used, check.daily_cap)
+    if reason:
+        return "daily_limit", reason
+    reason = concurrency_hold(check.model, at_runway, check.model_cap)
+    if reason:
+        return "concurrency", reason
+    return None

@@ -47,6 +47,7 @@ from runwatch.media import DataTransport, RunwayTransport, S3Transport
 from runwatch.notifications import Notifier
 from runwatch.store import StateLock, Store, open_store
 from runwatch.store.opening import sqlite_path
+from runwatch.store.protocol import Listening
 from runwatch.web.server import WebServer
 from runwatch.workrecords import claimed_anything, prepare_records
 
@@ -135,6 +136,7 @@ class Daemon:
         self._started_at = now_iso()  # set again by start(): what ends after it counts for --once
         self.turned_at = time.monotonic()  # the main loop's last turn, for /healthz
         self.ready = False  # every inbox watched (READY=1 sent)
+        self.listener: Listening | None = None  # a shared journal's notifications of new commands
 
     @property
     def watchers(self) -> list[InboxWatcher]:
@@ -158,6 +160,7 @@ class Daemon:
             prepare_records(inbox)
         self._started_at = now_iso()
         self.engine.load_limits()
+        self.listener = self.journal.listen_commands(self.engine.wake_commands, self.log)
         if self.notifier is not None:
             self.notifier.start(self.engine, lambda: self.watchers)
         claimed = [(inbox, d) for inbox in self.config.inboxes for d in recover(inbox, skip=self._elsewhere(inbox))]
@@ -252,6 +255,8 @@ class Daemon:
         if self.notifier is not None:
             self.notifier.close()
         self.http.close()
+        if self.listener is not None:
+            self.listener.close()
         self.journal.close()
         self.lock.release()
         self.log.info("daemon.stopped")

@@ -352,11 +352,20 @@ def check_state(config: Config, env: Mapping[str, str] = os.environ) -> CheckRes
     if not journal_exists(config):
         return _ok(name, f"{folder}: writable; no journal yet (made at the first start){running}")
     try:
-        journal = open_store(config, env)
-        try:
-            counts = journal.counts()
-        finally:
-            journal.close()
+        if config.state.database:  # looked at as it is: the daemon migrates it at its start, not the doctor
+            from runwatch.doctordb import database_counts
+
+            counts = database_counts(config, env)
+            if counts is None:
+                return _ok(
+                    name, f"{journal_name(config)}: reachable; no journal yet (made at the first start){running}"
+                )
+        else:
+            journal = open_store(config, env)
+            try:
+                counts = journal.counts()
+            finally:
+                journal.close()
     except RunwatchError as exc:
         hint = (
             "check the database is up, the URL, the role and its password"
@@ -540,6 +549,9 @@ def iter_checks(
             yield check_events(inbox, event_timeout, mounts)
     yield check_inotify_limits(config, proc, mounts)
     yield check_state(config, env)
+    from runwatch.doctordb import check_database  # it builds on this module's results
+
+    yield from check_database(config, env)
     key_result, key = check_api_key(config, env)
     yield key_result
     if key is not None:

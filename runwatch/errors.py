@@ -21,6 +21,7 @@ is redacted as the error is made::
     │   │                                  database connection: worth retrying
     │   └── LeaseLost                      a job's lease ran out or passed to another node: not this node's to send
     ├── IntentNotRecorded                  a create's intent could not be recorded, so it was not sent
+    │   └── MoneyHeld(code, reason)        ...because every node's spending together does not allow it now
     ├── StartupError                       the daemon cannot start (state dir, lock, journal): one line, exit 78
     ├── IllegalTransition                  a job moved where the state table does not allow (a bug)
     ├── InboxError                         an inbox folder that cannot be watched or claimed from
@@ -203,6 +204,17 @@ class UsageError(RunwatchError):
 
 class IntentNotRecorded(RunwatchError):
     """The intent of a create could not be recorded (journal or work area unwritable): it was not sent."""
+
+
+class MoneyHeld(IntentNotRecorded):
+    """A journal shared by several nodes refused the intent: with every node's spending, a budget, the balance
+    or one of Runway's limits does not allow this create now. ``code`` and ``reason`` are the hold's, as the
+    node's own guard words them."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(reason)
 
 
 class StartupError(RunwatchError):

@@ -4,7 +4,9 @@ The engine owns one and calls it from its own thread. The guard applies the rule
 the jobs, to the charges of jobs no longer followed (read from the journal once) and to the organization's
 figures (read in the background). It reads followed jobs through a narrow view (:class:`JobsView`, the
 engine's book) and is told of every change by a method call; it writes neither the journal nor a status file:
-holding a request, and the status file that says so, stay the engine's.
+holding a request, and the status file that says so, stay the engine's. For a journal several nodes share it
+also says what to check a create against there (:meth:`MoneyGuard.check_of`): the journal sums every node's
+spending itself.
 """
 
 from __future__ import annotations
@@ -17,7 +19,18 @@ from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from runwatch.api import RunwayClient
-from runwatch.budget import Charge, Limits, Spent, balance_hold, charge_of, daily_limit_hold, spent, user_hold
+from runwatch.budget import (
+    Charge,
+    Limits,
+    MoneyCheck,
+    OrgFigures,
+    Spent,
+    balance_hold,
+    charge_of,
+    daily_limit_hold,
+    spent,
+    user_hold,
+)
 from runwatch.clock import Clock
 from runwatch.jobs import events
 from runwatch.jobs.job import Job
@@ -28,6 +41,10 @@ from runwatch.proof import CountsProof, OrgLook
 from runwatch.store import Store
 
 __all__ = ["MoneyGuard"]
+
+# A read whose sending moment is unknown (the first, at the start) counts as this much older: every create of any
+# node since then is taken off its balance, which errs toward holding.
+_UNKNOWN_SENT_MARGIN = 60.0
 
 
 class _Cached(Protocol):
@@ -85,6 +102,7 @@ class MoneyGuard:
         self._last_recheck = 0.0
         self._org: dict[str, Any] | None = None
         self._org_at = float("-inf")
+        self._org_read_sent = float("-inf")  # monotonic time the read behind _org was sent
         self._org_busy = False
         self._org_gen = 0
         self._org_sent: dict[int, float] = {}  # generation -> monotonic time its read was sent
@@ -180,6 +198,34 @@ class MoneyGuard:
         if reason:
             return "daily_limit", reason
         return None
+
+    def check_of(self, job: Job, guess: Estimate, limits: Limits, model_cap: int | None) -> MoneyCheck:
+        """What a journal shared by several nodes needs to check this create against every node's spending:
+        the request and its limits, and what this node last read of the organization (raw: the creates let
+        through since are the journal's to take off, whichever node sent them)."""
+        org = None
+        if self._org is not None:
+            usage = self._org.get("usage")
+            models = usage.get("models") if isinstance(usage, dict) else None
+            daily = {
+                model: counted["dailyGenerations"]
+                for model, counted in (models.items() if isinstance(models, dict) else ())
+                if isinstance(counted, dict) and isinstance(counted.get("dailyGenerations"), int)
+            }
+            org = OrgFigures(self.balance(), daily, self.clock.monotonic() - self._org_read_sent)
+        return MoneyCheck(
+            job_id=job.id,
+            name=job.name,
+            inbox=job.inbox,
+            model=job.model,
+            credits=guess.credits,
+            basis=guess.basis,
+            limits=limits,
+            approved=job.approved,
+            model_cap=model_cap,
+            daily_cap=self._daily_cap(job.model),
+            org=org,
+        )
 
     def recheck_due(self) -> bool:
         return self.clock.monotonic() - self._last_recheck > self.recheck_every
@@ -280,22 +326,28 @@ class MoneyGuard:
             return None
         return float(balance) - sum(r.credits for r in self.reserved.values())
 
+    def _daily_cap(self, model: str | None) -> int | None:
+        """Runway's daily task limit for the model, from the last read; None when unknown."""
+        tier = self._org.get("tier") if self._org is not None else None
+        limits = tier.get("models", {}).get(model) if isinstance(tier, dict) and isinstance(model, str) else None
+        cap = limits.get("maxDailyGenerations") if isinstance(limits, dict) else None
+        return cap if isinstance(cap, int) else None
+
     def _daily_use(self, model: str | None) -> tuple[int, int | None]:
         """Creates of the model in Runway's rolling day (plus ours not yet counted there), and the cap."""
         if self._org is None or not isinstance(model, str):
             return 0, None
-        tier = self._org.get("tier")
-        limits = tier.get("models", {}).get(model) if isinstance(tier, dict) else None
-        cap = limits.get("maxDailyGenerations") if isinstance(limits, dict) else None
         usage = self._org.get("usage")
         counted = usage.get("models", {}).get(model) if isinstance(usage, dict) else None
         used = counted.get("dailyGenerations") if isinstance(counted, dict) else None
         used = used if isinstance(used, int) else 0
         used += sum(1 for r in self.reserved.values() if r.model == model)
-        return used, cap if isinstance(cap, int) else None
+        return used, self._daily_cap(model)
 
-    def take_org(self, org: dict[str, Any], gen: int | None = None) -> None:
+    def take_org(self, org: dict[str, Any], gen: int | None = None, sent: float | None = None) -> None:
+        """The organization's figures, read by a request sent at ``sent`` (monotonic) when known."""
         self._org, self._org_at = org, self.clock.monotonic()
+        self._org_read_sent = sent if sent is not None else self._org_at - _UNKNOWN_SENT_MARGIN
         models = org.get("tier", {}).get("models", {}) if isinstance(org.get("tier"), dict) else {}
         for model, limits in models.items():  # a tier upgrade raises these while the daemon runs
             if isinstance(limits, dict):
@@ -339,4 +391,4 @@ class MoneyGuard:
             self.log.warning("api.organization_unavailable", error=str(result))
             return
         if isinstance(result, dict):
-            self.take_org(result, gen)
+            self.take_org(result, gen, sent)

@@ -9,23 +9,28 @@ import json
 import os
 import socket
 import sys
+import tomllib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import tomli_w
 
-from runwatch import doctor
+from runwatch import doctor, doctordb
 from runwatch.cli import main
 from runwatch.config import Config, NotifyConfig, load_config
 from runwatch.doctorhttp import check_http_listen, check_http_token, check_notify, http_checks
 from runwatch.jobs.job import Job
 from runwatch.simulator import SimConfig, Simulator
 from runwatch.store import Journal, StateLock
+from runwatch.store.pgschema import MIGRATIONS, migrate, schema_version
+from runwatch.store.postgres import PostgresJournal
 
 from .conftest import IN_CI, need
+from .pgserver import PASSWORD, PASSWORD_ROLE, PgServer
 from .rig import Rig
 
 
@@ -510,3 +515,132 @@ class TestNotify:
         assert doctor.doctor_command(str(path), out=out, env={"RUNWAYML_API_SECRET": sim.key}) == 1
         names = [line[6:25].strip() for line in out.getvalue().splitlines() if line[:4] in ("PASS", "WARN", "FAIL")]
         assert names[-5:] == ["s3", "http", "http-token", "notify[0]", "notify[0]/secret"]
+
+
+def _database_file(root: Path, url: str, sim: Simulator | None = None) -> Path:
+    """A config file whose journal is the database at ``url``."""
+    path = _write_config(root, sim)
+    data = tomllib.loads(path.read_text())
+    data["state"]["database"] = url
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+def _database_config(root: Path, url: str) -> Config:
+    return load_config(_database_file(root, url), env={})
+
+
+class TestDatabase:
+    def test_a_current_database_passes(self, tmp_path: Path, pg_url: str) -> None:
+        """A database the daemon has used: the state check counts its jobs; the schema is this runwatch's and
+        the clocks agree."""
+        journal = PostgresJournal(pg_url)
+        journal.add(Job(id="a", name="a", inbox="main", format="json", state="running"))
+        journal.close()
+        config = _database_config(tmp_path, pg_url)
+        state = doctor.check_state(config, {})
+        assert state.status == "PASS" and state.detail.startswith(f"{pg_url}: 1 jobs, 1 active")
+        results = list(doctordb.check_database(config, {}))
+        assert [(r.name, r.status) for r in results] == [("schema", "PASS"), ("database-clock", "PASS")]
+        assert results[0].detail == f"version {MIGRATIONS[-1].version}, this runwatch's"
+
+    def test_the_command_shows_the_database_after_the_state(
+        self,
+        tmp_path: Path,
+        pg_url: str,
+        sim: Simulator,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """`runwatch doctor` with a database: the schema and clock lines follow the state line, all passing."""
+        PostgresJournal(pg_url).close()
+        monkeypatch.setenv("RUNWAYML_API_SECRET", sim.key)
+        assert main(["doctor", "--config", str(_database_file(tmp_path, pg_url, sim))]) in (0, 1)
+        lines = capsys.readouterr().out.splitlines()
+        names = [line.split()[1] for line in lines[:-1] if line[:4] in ("PASS", "WARN", "FAIL")]
+        at = names.index("state")
+        assert names[at : at + 3] == ["state", "schema", "database-clock"]
+        assert all(line.startswith("PASS") for line in lines if line.split()[1:2] in (["schema"], ["database-clock"]))
+
+    def test_an_unreachable_database_fails_once(self, tmp_path: Path, pg_url: str) -> None:
+        """A database that cannot be reached fails the state check with the URL and the fix; the checks that
+        need it are left out."""
+        gone = pg_url.split("?")[0] + "?host=/nonexistent-runwatch-socket"
+        config = _database_config(tmp_path, gone)
+        state = doctor.check_state(config, {})
+        assert state.status == "FAIL" and "cannot reach the journal database" in state.detail
+        assert gone in state.detail and "database is up" in state.hint
+        assert list(doctordb.check_database(config, {})) == []
+
+    def test_the_password_comes_from_the_daemons_sources_and_is_never_shown(
+        self, tmp_path: Path, pg_server: PgServer
+    ) -> None:
+        """The role's password from PGPASSWORD or the systemd credential reaches the database; a wrong one
+        fails naming where a password comes from, and no password appears in any line."""
+        name = pg_server.create_database(owner=PASSWORD_ROLE)
+        try:
+            config = _database_config(tmp_path, pg_server.url(name, user=PASSWORD_ROLE))
+            results = [doctor.check_state(config, {"PGPASSWORD": PASSWORD})]
+            results += doctordb.check_database(config, {"PGPASSWORD": PASSWORD})
+            assert [r.status for r in results] == ["PASS", "PASS", "PASS"]
+            credentials = tmp_path / "credentials"
+            credentials.mkdir()
+            (credentials / "runwatch_db_password").write_text(PASSWORD + "\n")
+            assert doctor.check_state(config, {"CREDENTIALS_DIRECTORY": str(credentials)}).status == "PASS"
+            wrong = doctor.check_state(config, {"PGPASSWORD": "wrong-" + PASSWORD})
+            assert wrong.status == "FAIL" and "PGPASSWORD" in wrong.detail
+            for result in (*results, wrong):
+                assert PASSWORD not in result.line()
+        finally:
+            pg_server.drop_database(name)
+
+    def test_a_newer_schema_fails(self, tmp_path: Path, pg_url: str) -> None:
+        """A database migrated by a newer runwatch fails the schema check: the daemon would refuse it."""
+        PostgresJournal(pg_url).close()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO runwatch_schema (version, name) VALUES (999, 'from the future')")
+        (result, _) = doctordb.check_database(_database_config(tmp_path, pg_url), {})
+        assert result.status == "FAIL" and result.detail.startswith("version 999, newer than this runwatch knows")
+
+    def test_an_older_schema_warns_and_is_left_as_it_is(self, tmp_path: Path, pg_url: str) -> None:
+        """A database at an older schema warns that the daemon migrates it at its start; the doctor does not."""
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            migrate(conn, pg_url, MIGRATIONS[:1])
+        config = _database_config(tmp_path, pg_url)
+        assert doctor.check_state(config, {}).status == "PASS"
+        (result, _) = doctordb.check_database(config, {})
+        assert result.status == "WARN" and "migrated at the daemon's start" in result.detail
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            assert schema_version(conn) == 1
+
+    def test_an_empty_database_is_made_at_the_first_start(self, tmp_path: Path, pg_url: str) -> None:
+        """A database runwatch never used passes: its schema is made at the first start (and not by the doctor)."""
+        config = _database_config(tmp_path, pg_url)
+        assert doctor.check_state(config, {}).detail.startswith(f"{pg_url}: reachable; no journal yet")
+        (result, _) = doctordb.check_database(config, {})
+        assert result.status == "PASS" and result.detail.startswith("none yet")
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            assert schema_version(conn) == 0
+
+    def test_clock_skew_of_this_machine_and_of_other_nodes(self, pg_url: str) -> None:
+        """This machine's clock a few seconds off the database's warns, and so does a running node's recorded
+        offset; a stopped node's is not counted, and the hint says leases use the database's clock."""
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            assert doctordb.check_database_clock(conn).status == "PASS"
+            ahead = datetime.now(UTC) + timedelta(seconds=10)
+            skewed = doctordb.check_database_clock(conn, local=ahead)
+            assert skewed.status == "WARN" and "this machine is 10" in skewed.detail
+            assert "leases use the database's clock" in skewed.hint
+            conn.execute(_NODES)  # as the nodes' migration makes it
+            conn.execute(
+                "INSERT INTO nodes VALUES ('suite-2', 'h2', 1, '0.1', now(), now(), -42.5, NULL), "
+                "('suite-3', 'h3', 1, '0.1', now(), now(), 600, now()), "
+                "('suite-4', 'h4', 1, '0.1', now(), now(), 0.2, NULL)"
+            )
+            result = doctordb.check_database_clock(conn)
+            assert result.status == "WARN" and result.detail == "node suite-2 is 42.5 s behind it"
+
+
+_NODES = """CREATE TABLE nodes (name TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, version TEXT NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL, heartbeat_at TIMESTAMPTZ NOT NULL, clock_offset DOUBLE PRECISION,
+    stopped_at TIMESTAMPTZ)"""

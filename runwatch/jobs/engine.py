@@ -104,6 +104,7 @@ class Engine:
         # This daemon among the nodes of a shared journal (runwatch.nodes); with SQLite it owns everything.
         self.node = Node(self, config.node, shared=config.state.database is not None)
         self._last_commands = float("-inf")
+        self.command_every = 0.5  # seconds between reads of the commands table; a notification reads it at once
         self._last_heartbeat = self._last_adopt = self.clock.monotonic()
         # Jobs whose waiting state or progress changed since the journal last heard of it (see _flush_waiting).
         self._waiting: dict[str, Job] = {}
@@ -121,6 +122,10 @@ class Engine:
         return self.book.jobs
 
     # -- inputs -------------------------------------------------------------------------------------
+
+    def wake_commands(self) -> None:
+        """A command was added to the journal (from the journal's listener, on its own thread)."""
+        self.events.put(events.CommandsAdded())
 
     def deliver(self, item: Claimed | Refused | Control) -> None:
         """Called by inbox watchers from their own threads."""
@@ -171,7 +176,7 @@ class Engine:
         if self._troubled() and now() >= self._repair_at:
             self._guarded("repair", self._repair)
         healthy = self.ledger.healthy
-        if healthy and now() - self._last_commands > 0.5:  # a command's answer is a journal write
+        if healthy and now() - self._last_commands > self.command_every:  # a command's answer is a journal write
             self._last_commands = now()
             self._guarded("commands", lambda: commands.drain(self))
         if self._waiting and now() - self._last_waiting > following.WAITING_FLUSH:
@@ -328,7 +333,9 @@ class Engine:
             return True
 
     def _handle(self, event: events.Event) -> None:
-        job_id = event.job_id if not isinstance(event, events.OrgRead | events.InboxItem) else None
+        job_id = (
+            event.job_id if not isinstance(event, events.OrgRead | events.InboxItem | events.CommandsAdded) else None
+        )
         # An answer about one job moves that job's spending; anything else may move anything's.
         self.money.touched(job_id if job_id in self.book else None)
         try:
@@ -366,6 +373,8 @@ class Engine:
                 intake.reject(self, refused)
             case events.InboxItem(Control(inbox, kind, name)):
                 commands.dropped(self, kind, name, inbox)
+            case events.CommandsAdded():
+                self._last_commands = float("-inf")  # read at the end of this turn, not at the next poll
             case events.Placed() | events.Created() | events.Polled() | events.Downloaded() | events.Deleted():
                 self._job_event(event)
 

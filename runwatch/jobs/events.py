@@ -16,7 +16,18 @@ if TYPE_CHECKING:
     from runwatch.outbox import OutputRecord
     from runwatch.workarea import Claimed, Control, Refused
 
-__all__ = ["Created", "Deleted", "Downloaded", "Event", "InboxItem", "JobEvent", "OrgRead", "Placed", "Polled"]
+__all__ = [
+    "CommandsAdded",
+    "Created",
+    "Deleted",
+    "Downloaded",
+    "Event",
+    "InboxItem",
+    "JobEvent",
+    "OrgRead",
+    "Placed",
+    "Polled",
+]
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,11 @@ class InboxItem:
     item: Claimed | Refused | Control
 
 
+@dataclass(frozen=True)
+class CommandsAdded:
+    """A command was added to the journal, by any process on any node (the journal's notification)."""
+
+
 NOT_POLLED = _NotPolled()
 JobEvent = Placed | Created | Polled | Downloaded | Deleted
-Event = JobEvent | OrgRead | InboxItem
+Event = JobEvent | OrgRead | InboxItem | CommandsAdded

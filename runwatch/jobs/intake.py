@@ -22,7 +22,7 @@ from runwatch.workarea import Claimed, Refused
 if TYPE_CHECKING:
     from runwatch.jobs.engine import Engine
 
-__all__ = ["accept", "estimate", "hold_reason", "load", "recheck_held", "reject", "request_of"]
+__all__ = ["accept", "estimate", "hold_reason", "limits_of", "load", "recheck_held", "reject", "request_of"]
 
 
 def accept(engine: Engine, claims: Sequence[Claimed]) -> None:
@@ -156,9 +156,14 @@ def estimate(engine: Engine, job: Job, req: Request) -> Estimate:
 def hold_reason(engine: Engine, job: Job, req: Request, guess: Estimate | None = None) -> tuple[str, str] | None:
     """(code, reason) when the job may not be sent now; None when it may. Checked right before sending."""
     guess = guess or estimate(engine, job, req)
+    return engine.money.hold_reason(job, guess, limits_of(engine, job, req))
+
+
+def limits_of(engine: Engine, job: Job, req: Request) -> Limits:
+    """Every limit of the user's that applies to the job: its own, its inbox's and the config's budgets."""
     inbox = engine.inboxes[job.inbox]
     budget = engine.config.budget
-    limits = Limits(
+    return Limits(
         max_credits=req.options.max_credits,
         approve_above=inbox.approve_above,
         inbox_daily=inbox.budget_daily,
@@ -166,7 +171,6 @@ def hold_reason(engine: Engine, job: Job, req: Request, guess: Estimate | None =
         monthly=budget.monthly,
         unknown_price=budget.unknown_price,
     )
-    return engine.money.hold_reason(job, guess, limits)
 
 
 def recheck_held(engine: Engine) -> None:

@@ -27,7 +27,7 @@ comes from the engine's thread. One lock orders the owed changes of both.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +36,9 @@ from runwatch.errors import IntentNotRecorded, JournalError, JournalUnwritable, 
 from runwatch.jobs.job import FIELDS, Job
 
 if TYPE_CHECKING:
+    from runwatch.budget import MoneyCheck
     from runwatch.store import Store
-    from runwatch.store.protocol import ClaimRow, Command, NodeRow, TakenOver
+    from runwatch.store.protocol import ClaimRow, Command, Listening, NodeRow, TakenOver
 
 __all__ = ["Ledger"]
 
@@ -221,13 +222,13 @@ class Ledger:
 
     # -- the sending thread's writes, by job id ------------------------------------------------------
 
-    def record_intent(self, job_id: str, *, first: bool) -> str:
+    def record_intent(self, job_id: str, *, first: bool, check: MoneyCheck | None = None) -> str:
         """Commit the intent, or raise :class:`IntentNotRecorded`: then the create must not be sent."""
         with self._lock:
             if job_id in self._owed and not self._flush_one(job_id):
                 raise IntentNotRecorded(f"the journal does not have this request's last changes: {self.error}")
             try:
-                stamp = self.store.record_intent(job_id, first=first)
+                stamp = self.store.record_intent(job_id, first=first, check=check)  # MoneyHeld passes through
             except LeaseLost as exc:  # the journal is fine; the job is another node's now
                 raise IntentNotRecorded(str(exc)) from exc
             except JournalError as exc:
@@ -339,6 +340,12 @@ class Ledger:
 
     def orphan_claims(self, inboxes: Sequence[str]) -> list[ClaimRow]:
         return self.store.orphan_claims(inboxes)
+
+    def money_hold(self, check: MoneyCheck) -> tuple[str, str] | None:
+        return self.store.money_hold(check)
+
+    def listen_commands(self, wake: Callable[[], None], log: Any) -> Listening | None:
+        return self.store.listen_commands(wake, log)
 
     def close(self) -> None:
         self.store.close()

@@ -3,6 +3,10 @@
 The money rule lives here. The create runs on a worker that commits the intent before each attempt and the
 task id the moment Runway answers (by job id, through the store's ``Intents``); the answer comes back as a
 ``Created`` event and ``runwatch.jobs.lifecycle`` decides what a failure means.
+
+With a journal several nodes share, the intent's commit is also the money check over every node's spending
+(``Store.record_intent`` given a ``MoneyCheck``): refused, nothing is recorded or sent and the request is held
+with the reason the node's own guard would give (``MoneyHeld``). The same check is looked at before uploading.
 """
 
 from __future__ import annotations
@@ -12,12 +16,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runwatch.api import Created as TaskCreated
+from runwatch.budget import MoneyCheck
 from runwatch.clock import iso
-from runwatch.errors import CreateUnconfirmedError, InboxError, IntentNotRecorded, RequestError, RunwatchError
+from runwatch.errors import (
+    CreateUnconfirmedError,
+    InboxError,
+    IntentNotRecorded,
+    MoneyHeld,
+    RequestError,
+    RunwatchError,
+)
 from runwatch.jobs import commands, events, intake, lifecycle, proving
 from runwatch.jobs.book import quietly, removal
 from runwatch.jobs.job import Job
-from runwatch.jobs.lifecycle import Finish
+from runwatch.jobs.lifecycle import Finish, Hold, RetryLater
 from runwatch.jobs.runner import Work
 from runwatch.jobs.states import State
 from runwatch.media import Placed
@@ -28,7 +40,10 @@ from runwatch.workrecords import IntentMark, clear_intent_mark, mark_intent
 if TYPE_CHECKING:
     from runwatch.jobs.engine import Engine
 
-__all__ = ["after_created", "after_placed", "dispatch"]
+__all__ = ["after_created", "after_placed", "dispatch", "money_check", "shared_outcome"]
+
+SHARED_HOLD_WAIT = 60.0  # seconds a request held by every node's spending waits before it is looked at again
+CONCURRENCY_WAIT = 2.0  # seconds a create waits when every node's tasks of its model fill Runway's concurrency
 
 
 def dispatch(engine: Engine) -> None:
@@ -59,6 +74,21 @@ def dispatch(engine: Engine) -> None:
             return
         del waiting[cand.job_id]
         start(engine, book.jobs[cand.job_id])
+
+
+def money_check(engine: Engine, job: Job, req: Request) -> MoneyCheck:
+    """What a journal several nodes share checks this create against (see ``Store.record_intent``)."""
+    guess = intake.estimate(engine, job, req)
+    return engine.money.check_of(job, guess, intake.limits_of(engine, job, req), model_cap(engine, job.model))
+
+
+def shared_outcome(job: Job, code: str, reason: str) -> Hold | RetryLater:
+    """What every node's spending together decided for a create that may not go now: held with the reason the
+    node's own guard would give, looked at again after a while (another node's spending is not seen here as it
+    moves); Runway's concurrency only waits a moment, as at one node."""
+    if code == "concurrency":
+        return RetryLater(CONCURRENCY_WAIT, job.attempts, reason)
+    return Hold(code, reason, SHARED_HOLD_WAIT)
 
 
 def model_cap(engine: Engine, model: str | None) -> int | None:
@@ -92,6 +122,11 @@ def start(engine: Engine, job: Job) -> None:
     if verdict:
         engine.book.move(job, State.HELD, error={"code": verdict[0], "message": verdict[1]})
         return
+    # A journal other nodes share has their spending too: a look before uploading (the intent decides).
+    shared = engine.store.money_hold(money_check(engine, job, req))
+    if shared:
+        engine.apply(job, shared_outcome(job, *shared))
+        return
     engine.money.reserve(job, float(intake.estimate(engine, job, req).credits or 0))
     engine.book.fly(job)
     engine.money.touched(job.id)
@@ -124,6 +159,8 @@ def create(engine: Engine, job: Job, body: dict[str, Any]) -> None:
         engine.book.move(job, State.CANCELLED)
         return
     store, api, clock, job_id, endpoint = engine.store, engine.api, engine.clock, job.id, job.endpoint or ""
+    req = intake.request_of(engine, job)
+    check = money_check(engine, job, req) if req is not None else None
     job_dir = Path(job.job_dir) if job.job_dir else None  # `runwatch submit` jobs adopted have none
     sent_at: list[float] = []
 
@@ -132,7 +169,7 @@ def create(engine: Engine, job: Job, body: dict[str, Any]) -> None:
         try:
             if job_dir is not None:
                 mark_intent(job_dir, IntentMark(job_id, iso(clock.now())))
-            store.record_intent(job_id, first=not sent_at)
+            store.record_intent(job_id, first=not sent_at, check=check)  # with every node's spending
         except RunwatchError as exc:
             if job_dir is not None and not sent_at:  # the first attempt: nothing left before, no marker stands
                 with contextlib.suppress(InboxError):
@@ -186,7 +223,11 @@ def after_created(engine: Engine, job: Job, result: TaskCreated | BaseException,
         else:
             engine.schedule(job.id, engine.interval())
         return
-    outcome = lifecycle.after_create_failure(result, attempts=job.attempts, model=job.model)
+    if isinstance(result, MoneyHeld):  # every node's spending together: nothing was recorded or sent
+        engine.money.unreserve(job.id)
+        outcome: Finish | Hold | RetryLater = shared_outcome(job, result.code, result.reason)
+    else:
+        outcome = lifecycle.after_create_failure(result, attempts=job.attempts, model=job.model)
     if (
         isinstance(outcome, Finish)
         and not outcome.surely_not_created

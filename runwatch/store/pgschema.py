@@ -18,11 +18,12 @@ import psycopg
 
 from runwatch.errors import JournalError
 
-__all__ = ["LOCK_CLASS", "MIGRATIONS", "Migration", "migrate", "schema_version"]
+__all__ = ["LOCK_CLASS", "MIGRATIONS", "MONEY_LOCK", "Migration", "migrate", "schema_version"]
 
 # Advisory locks are per database; the first key marks them as runwatch's, the second says which one.
 LOCK_CLASS = 0x52574A4C
 MIGRATE_LOCK = 1
+MONEY_LOCK = 4  # held by every create's check and intent, on every node (runwatch.store.postgres)
 
 
 @dataclass(frozen=True)
@@ -123,10 +124,32 @@ CREATE INDEX claims_recent ON claims (claimed_at);
 ALTER TABLE commands ADD COLUMN taken_by TEXT;
 """
 
+# Money across nodes. money_org: the newest organization read any node made (balance, each model's daily count)
+# and when it was sent, on the database's clock. money_creates: every create let through by the shared check,
+# on the database's clock, so what was sent since a read (and in Runway's rolling day) counts whatever a node's
+# clock says. Spending by day and month is read from jobs, by the time charge_of uses.
+_MONEY = """
+CREATE TABLE money_org (
+    only_row BOOLEAN PRIMARY KEY DEFAULT true CHECK (only_row),
+    balance DOUBLE PRECISION,
+    daily JSON NOT NULL DEFAULT '{}',
+    read_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE money_creates (
+    job_id TEXT PRIMARY KEY,
+    model TEXT,
+    credits DOUBLE PRECISION NOT NULL,
+    sent_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX money_creates_sent ON money_creates (sent_at);
+CREATE INDEX jobs_spent_at ON jobs ((COALESCE(create_started_at, updated_at)));
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs and commands", _JOBS_AND_COMMANDS),
     Migration(2, "job listing indexes", _LISTING_INDEXES),
     Migration(3, "nodes, owners and leases", _NODES),
+    Migration(4, "money across nodes", _MONEY),
 )
 
 _VERSIONS = """

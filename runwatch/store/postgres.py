@@ -16,14 +16,21 @@ Several daemons (nodes) share one database. A daemon's journal joins as its node
 (:class:`~runwatch.store.pgnodes.NodeSection`): from then on the jobs it records are its own, under a lease
 on the database's clock, and every change it writes to a job is fenced by that ownership, so a node that lost a
 job to another cannot overwrite what the new owner records, nor record an intent (and so send a create) for it.
+
+Money across nodes: :meth:`PostgresJournal.record_intent` given a :class:`~runwatch.budget.MoneyCheck` checks
+the create against every node's spending and records its intent in one transaction under the money lock (see
+:meth:`PostgresJournal._money_verdict`). Commands added here are announced with ``NOTIFY runwatch_commands`` in
+their own transaction; :mod:`runwatch.store.listen` hears them.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
+from types import SimpleNamespace
 from typing import Any, LiteralString
 
 import psycopg
@@ -33,13 +40,15 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Json
 from psycopg_pool import ConnectionPool
 
-from runwatch.clock import now_iso
+from runwatch.budget import Charge, MoneyCheck, charge_of, money_hold, spent, spent_since
+from runwatch.clock import iso, now_iso
 from runwatch.config import DB_PASSWORD_SOURCES
-from runwatch.errors import JournalError, JournalUnwritable, LeaseLost
+from runwatch.errors import JournalError, JournalUnwritable, LeaseLost, MoneyHeld
 from runwatch.jobs.job import FIELDS, Job
 from runwatch.jobs.states import ACTIVE, AT_RUNWAY, FINAL, State
+from runwatch.store.listen import COMMANDS_CHANNEL, CommandListener
 from runwatch.store.pgnodes import NodeSection
-from runwatch.store.pgschema import migrate
+from runwatch.store.pgschema import LOCK_CLASS, MONEY_LOCK, migrate
 from runwatch.store.protocol import Command
 
 __all__ = ["CommandRecord", "PostgresJournal"]
@@ -80,6 +89,13 @@ def _encode(key: str, value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     return value
+
+
+def _first(cur: psycopg.Cursor[DictRow]) -> DictRow:
+    row = cur.fetchone()
+    if row is None:  # an aggregate, or a select without FROM, always gives a row
+        raise JournalError("the journal database gave no answer to a query that always has one")
+    return row
 
 
 def _job(row: DictRow) -> Job:
@@ -233,29 +249,43 @@ class PostgresJournal(NodeSection):
 
     # -- what the sending thread records, keyed by job id -----------------------------------------
 
-    def record_intent(self, job_id: str, *, first: bool) -> str:
-        """A create is about to leave: commit the intent (and count the attempt on the first try)."""
+    def record_intent(self, job_id: str, *, first: bool, check: MoneyCheck | None = None) -> str:
+        """A create is about to leave: commit the intent (and count the attempt on the first try). With
+        ``check``, the create is first checked against every node's spending in the same transaction, under the
+        money lock (see :meth:`_money_verdict`); refused, nothing is recorded and :class:`MoneyHeld` says why."""
         stamp = now_iso()
         bump = sql.SQL(", attempts = attempts + 1" if first else "")
         lease, lease_args = self._lease_held()
-        with self._cursor() as cur:
+        with self._cursor(transaction=check is not None) as cur:
+            if check is not None:
+                verdict = self._money_verdict(cur, check, lock=True)
+                if verdict is not None:
+                    raise MoneyHeld(*verdict)  # leaves the transaction: rolled back, nothing recorded
             cur.execute(
                 sql.SQL("UPDATE jobs SET create_started_at = %s, updated_at = %s{} WHERE id = %s{}").format(
                     bump, lease
                 ),
                 (stamp, stamp, job_id, *lease_args),
             )
-            if cur.rowcount == 0 and self.node is not None:
+            if cur.rowcount == 0 and self.node is not None:  # rolls the money check's transaction back too
                 raise LeaseLost(f"journal {self.url}: node {self.node} no longer holds the lease of job {job_id}")
+            if check is not None:  # what the balance and Runway's daily count are short of since their last read
+                cur.execute(
+                    "INSERT INTO money_creates (job_id, model, credits) VALUES (%s, %s, %s) ON CONFLICT (job_id) "
+                    "DO UPDATE SET model = EXCLUDED.model, credits = EXCLUDED.credits, sent_at = now()",
+                    (job_id, check.model, check.credits or 0.0),
+                )
         return stamp
 
     def clear_intent(self, job_id: str) -> None:
-        """The create surely created nothing: no intent stands."""
+        """The create surely created nothing: no intent stands, and it counts nowhere."""
         fence, fence_args = self._fence()
-        self._write(
-            sql.SQL("UPDATE jobs SET create_started_at = NULL, updated_at = %s WHERE id = %s{}").format(fence),
-            (now_iso(), job_id, *fence_args),
-        )
+        with self._cursor(transaction=True) as cur:
+            cur.execute(
+                sql.SQL("UPDATE jobs SET create_started_at = NULL, updated_at = %s WHERE id = %s{}").format(fence),
+                (now_iso(), job_id, *fence_args),
+            )
+            cur.execute("DELETE FROM money_creates WHERE job_id = %s", (job_id,))
 
     def record_task(self, job_id: str, task_id: str, estimated_credits: float | None) -> None:
         """Runway named the task: commit its id the moment the answer is in. On a job another node took over
@@ -353,8 +383,11 @@ class PostgresJournal(NodeSection):
     # -- commands from other processes ------------------------------------------------------------
 
     def add_command(self, kind: str, name: str) -> int:
+        """Append a command, and tell every listening node in the same transaction (delivered at its commit)."""
         rows = self._query(
-            "INSERT INTO commands (kind, name, created_at) VALUES (%s, %s, %s) RETURNING id", (kind, name, now_iso())
+            "WITH added AS (INSERT INTO commands (kind, name, created_at) VALUES (%s, %s, %s) RETURNING id) "
+            "SELECT id, pg_notify(%s, id::text) FROM added",
+            (kind, name, now_iso(), COMMANDS_CHANNEL),
         )
         return int(rows[0]["id"])
 
@@ -370,6 +403,111 @@ class PostgresJournal(NodeSection):
     def command_result(self, command_id: int) -> str | None:
         rows = self._query("SELECT result FROM commands WHERE id = %s AND done_at IS NOT NULL", (command_id,))
         return str(rows[0]["result"]) if rows else None
+
+    def listen_commands(self, wake: Callable[[], None], log: Any) -> CommandListener:
+        """A connection of its own (never the pool's) that calls ``wake`` on every command added anywhere."""
+        return CommandListener(self._conninfo, self.url, wake, log)
+
+    # -- money across nodes -----------------------------------------------------------------------
+
+    def money_hold(self, check: MoneyCheck) -> tuple[str, str] | None:
+        """Whether every node's spending holds the create back now, without the lock and recording no intent:
+        a look before media are uploaded (``record_intent`` decides). The node's organization figures are kept
+        when newer than any node's, without waiting for the disk: a lost one is read again."""
+        with self._cursor(transaction=True, durable=False) as cur:
+            return self._money_verdict(cur, check, lock=False)
+
+    def _money_verdict(self, cur: psycopg.Cursor[DictRow], check: MoneyCheck, *, lock: bool) -> tuple[str, str] | None:
+        """The money rules of ``runwatch.budget`` over every node's jobs, in the caller's transaction.
+
+        With ``lock``, the transaction first takes the money lock, which every node's create takes: two creates
+        are never checked at once, so between this check and the commit of the intent nothing else is let
+        through, and three nodes under a tight budget spend no more than it. The node's organization figures
+        are kept when they are newer than any node's. Times are the database's: a node's clock may be off.
+        """
+        if lock:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, MONEY_LOCK))
+        if check.org is not None:  # also at the look before uploading: a top-up read anywhere releases holds
+            cur.execute(
+                "INSERT INTO money_org (balance, daily, read_at) "
+                "VALUES (%s, %s, now() - make_interval(secs => %s)) "
+                "ON CONFLICT (only_row) DO UPDATE SET balance = EXCLUDED.balance, daily = EXCLUDED.daily, "
+                "read_at = EXCLUDED.read_at WHERE money_org.read_at < EXCLUDED.read_at",
+                (check.org.balance, Json(check.org.daily_used), max(check.org.age, 0.0)),
+            )
+        row = _first(
+            cur.execute("SELECT now() AS now, (SELECT approved FROM jobs WHERE id = %s) AS approved", (check.job_id,))
+        )
+        now: datetime = row["now"]
+        # An approval is a column of the job's row: whichever node recorded it, every node sees it.
+        approved = check.approved or bool(row["approved"])
+        charges: list[Charge] = []
+        since = spent_since(now, check.limits)
+        if since is not None and not approved:
+            # One row per group of jobs that charge_of treats alike (every field it reads, the day for the time),
+            # credits summed: a day's thousands of jobs come over as a few rows, and the rule stays charge_of's.
+            cur.execute(
+                "SELECT inbox, state, substr(COALESCE(create_started_at, updated_at), 1, 10) AS day, "
+                "credits IS NOT NULL AS charged, create_started_at IS NOT NULL AS intent, task_id IS NOT NULL AS task, "
+                "SUM(credits) AS credits, SUM(estimated_credits) AS estimated FROM jobs "
+                "WHERE COALESCE(create_started_at, updated_at) >= %s AND id <> %s "
+                "AND (credits IS NOT NULL OR estimated_credits IS NOT NULL) GROUP BY 1, 2, 3, 4, 5, 6",
+                (iso(since), check.job_id),
+            )
+            for group in cur.fetchall():
+                midnight = f"{group['day']}T00:00:00Z"
+                alike = SimpleNamespace(
+                    inbox=group["inbox"],
+                    state=group["state"],
+                    credits=group["credits"] if group["charged"] else None,
+                    estimated_credits=group["estimated"],
+                    create_started_at=midnight if group["intent"] else None,
+                    task_id="task" if group["task"] else None,
+                    updated_at=midnight,
+                )
+                charge = charge_of(alike, now)
+                if charge is not None:
+                    charges.append(charge)
+        org = _first(
+            cur.execute(
+                "SELECT o.balance, o.daily, "
+                "(SELECT COALESCE(SUM(c.credits), 0) FROM money_creates c "
+                " WHERE c.sent_at >= o.read_at AND c.job_id <> %(job)s) AS spent_since, "
+                "(SELECT COUNT(*) FROM money_creates c "
+                " WHERE c.sent_at >= o.read_at AND c.model = %(model)s AND c.job_id <> %(job)s) AS made_since "
+                "FROM (SELECT true) AS one LEFT JOIN money_org o ON true",
+                {"job": check.job_id, "model": check.model},
+            )
+        )
+        balance = None if org["balance"] is None else float(org["balance"]) - float(org["spent_since"])
+        daily_used = 0
+        if check.daily_cap is not None and check.model is not None:
+            daily = org["daily"] if isinstance(org["daily"], dict) else {}
+            reported = daily.get(check.model)
+            counted = int(reported) + int(org["made_since"]) if isinstance(reported, int) else 0
+            made_today = _first(
+                cur.execute(
+                    "SELECT COUNT(*) AS n FROM money_creates WHERE model = %s AND job_id <> %s "
+                    "AND sent_at > now() - interval '24 hours'",
+                    (check.model, check.job_id),
+                )
+            )["n"]
+            daily_used = max(counted, int(made_today))
+        at_runway = 0
+        if check.model_cap is not None and check.model is not None:
+            at_runway = _first(
+                cur.execute(
+                    "SELECT COUNT(*) AS n FROM jobs WHERE model = %s AND id <> %s AND state = ANY(%s) "
+                    "AND (state = ANY(%s) OR (create_started_at IS NOT NULL AND task_id IS NULL))",
+                    (check.model, check.job_id, sorted(ACTIVE), sorted(AT_RUNWAY)),
+                )
+            )["n"]
+        if lock:  # Runway's rolling day is all money_creates is read for
+            cur.execute("DELETE FROM money_creates WHERE sent_at < now() - interval '2 days'")
+        used = spent(charges, check.inbox, now)
+        return money_hold(
+            check, used, balance=balance, daily_used=daily_used, at_runway=int(at_runway), approved=approved
+        )
 
     # -- a whole journal brought over (`runwatch journal migrate`) --------------------------------
 

@@ -6,18 +6,24 @@ does not know which one it has. The money rule lives in three of them:
 :meth:`Store.record_intent` is committed before a create leaves, :meth:`Store.record_task` the moment Runway
 names the task, :meth:`Store.clear_intent` only on an answer proving nothing was made. The sending thread calls
 those three by job id; every other write comes from the engine's thread.
+
+Several nodes share money only through a shared journal: given a :class:`~runwatch.budget.MoneyCheck`,
+``record_intent`` of a journal several nodes share checks the create against every node's spending and records
+the intent in one transaction (or raises :class:`~runwatch.errors.MoneyHeld` and records nothing). A journal one
+node owns (SQLite) records it as before: that node's own guard has decided already.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from runwatch.budget import MoneyCheck
     from runwatch.jobs.job import Job
 
-__all__ = ["ClaimRow", "Command", "Intents", "NodeRow", "Store", "TakenOver"]
+__all__ = ["ClaimRow", "Command", "Intents", "Listening", "NodeRow", "Store", "TakenOver"]
 
 
 @dataclass(frozen=True)
@@ -65,11 +71,21 @@ class TakenOver:
 class Intents(Protocol):
     """The small interface of the thread that sends a create: it records by job id, never through a Job."""
 
-    def record_intent(self, job_id: str, *, first: bool) -> str: ...
+    def record_intent(self, job_id: str, *, first: bool, check: MoneyCheck | None = None) -> str:
+        """Commit the intent (the attempt counted on the first try); with ``check``, a shared journal first
+        checks the create against every node's spending in the same transaction and raises
+        :class:`~runwatch.errors.MoneyHeld` (recording nothing) when it may not go."""
+        ...
 
     def clear_intent(self, job_id: str) -> None: ...
 
     def record_task(self, job_id: str, task_id: str, estimated_credits: float | None) -> None: ...
+
+
+class Listening(Protocol):
+    """A connection of its own that hears of new commands the moment they are added; closed at the stop."""
+
+    def close(self) -> None: ...
 
 
 class Store(Intents, Protocol):
@@ -173,6 +189,16 @@ class Store(Intents, Protocol):
 
     def orphan_claims(self, inboxes: Sequence[str]) -> list[ClaimRow]:
         """Claims by nodes no longer live that the journal has no job for."""
+        ...
+
+    def money_hold(self, check: MoneyCheck) -> tuple[str, str] | None:
+        """(code, reason) when every node's spending together holds the create back now; None when it may go
+        (always None for a journal one node owns). Records nothing: ``record_intent`` checks again."""
+        ...
+
+    def listen_commands(self, wake: Callable[[], None], log: Any) -> Listening | None:
+        """Call ``wake`` (from a thread of its own) whenever a command is added, from any process or node; None
+        when the journal cannot tell (the daemon reads commands on its usual turn)."""
         ...
 
     def close(self) -> None: ...

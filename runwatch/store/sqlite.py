@@ -17,15 +17,19 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runwatch.clock import now_iso
 from runwatch.errors import JournalError, JournalUnwritable
 from runwatch.jobs.job import FIELDS, Job
 from runwatch.jobs.states import ACTIVE, AT_RUNWAY, FINAL, State
 from runwatch.store.protocol import ClaimRow, Command, NodeRow, TakenOver
+
+if TYPE_CHECKING:
+    from runwatch.budget import MoneyCheck
+    from runwatch.store.protocol import Listening
 
 __all__ = ["Command", "Journal", "StateLock"]
 
@@ -249,8 +253,11 @@ class Journal:
 
     # -- what the sending thread records, keyed by job id (it never touches a Job) ----------------
 
-    def record_intent(self, job_id: str, *, first: bool) -> str:
-        """A create is about to leave: commit the intent (and count the attempt on the first try)."""
+    def record_intent(self, job_id: str, *, first: bool, check: MoneyCheck | None = None) -> str:
+        """A create is about to leave: commit the intent (and count the attempt on the first try).
+
+        ``check`` changes nothing here: one daemon owns this journal, and its guard has decided already.
+        """
         stamp = now_iso()
         bump = ", attempts = attempts + 1" if first else ""
         with self._tx() as db:
@@ -401,6 +408,16 @@ class Journal:
 
     def orphan_claims(self, inboxes: Sequence[str]) -> list[ClaimRow]:
         return []  # a start takes every claim the journal never saw (runwatch.jobs.recovery)
+
+    # -- one node: its guard counts everything, and it reads commands on its own turn -------------
+
+    def money_hold(self, check: MoneyCheck) -> tuple[str, str] | None:
+        """Nothing beyond what the one daemon's guard decided."""
+        return None
+
+    def listen_commands(self, wake: Callable[[], None], log: Any) -> Listening | None:
+        """SQLite cannot tell another process's write: the daemon reads commands on its turn."""
+        return None
 
 
 class StateLock:
