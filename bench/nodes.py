@@ -154,6 +154,40 @@ class Journal:
 # -- the nodes ------------------------------------------------------------------------------------------
 
 
+def node_config(
+    sim_url: str,
+    state: Path,
+    database_url: str | None,
+    name: str | None,
+    *,
+    poll: float,
+    inbox: dict[str, Any],
+    scheduler: dict[str, Any] | None = None,
+    extra: str = "",
+) -> str:
+    """One node's config: its own state folder and name, the shared database (None: SQLite in the state folder),
+    inbox ``inbox/`` and outbox ``outbox/`` beside the state folder, and no HTTP server (the nodes share a host)."""
+    root = state.parent
+    lines = [f'[runway]\nbase_url = "{sim_url}"\npoll_interval = {poll:g}\n', f'[state]\ndir = "{state}"']
+    if database_url is not None:
+        lines.append(f'database = "{database_url}"')
+    if name is not None:
+        lines.append(f'\n[node]\nname = "{name}"')
+    lines += ["", extra, "[scheduler]", "rescan = 1.0"]
+    lines += [f"{k} = {v}" for k, v in (scheduler or {}).items()]
+    lines += [
+        "",
+        "[http]",
+        'listen = ""',
+        "",
+        "[[inbox]]",
+        f'path = "{root / "inbox"}"',
+        f'outbox = "{root / "outbox"}"',
+    ]
+    lines += [f"{k} = {v}" for k, v in inbox.items()]
+    return "\n".join(lines) + "\n"
+
+
 class Node:
     """One ``runwatch run`` process: its own state folder, config and log; restartable."""
 
@@ -333,14 +367,17 @@ class Harness:
         named = self.count > 1 or nodes_supported()
         for index in range(1, self.count + 1):
             name = f"node-{index}"
-            config = self.root / f"{name}.toml"
-            node = f'[node]\nname = "{name}"\n\n' if named else ""
-            config.write_text(
-                f'[runway]\nbase_url = "{self.sim_url}"\npoll_interval = 0.2\n\n'
-                f'[state]\ndir = "{self.root / name}"\ndatabase = "{self.url}"\n\n{node}'
-                f'[budget]\ndaily = {self.budget:g}\n\n[scheduler]\nrescan = 1.0\n\n[http]\nlisten = ""\n\n'
-                f'[[inbox]]\npath = "{self.inbox}"\noutbox = "{self.outbox}"\nsettle = 0.3\n'
+            text = node_config(
+                self.sim_url,
+                self.root / name,
+                self.url,
+                name if named else None,
+                poll=0.2,
+                inbox={"settle": 0.3},
+                extra=f"[budget]\ndaily = {self.budget:g}\n",
             )
+            config = self.root / f"{name}.toml"
+            config.write_text(text)
             self.nodes.append(Node(self.root, name, config, self.env))
 
     def drop(self, index: int) -> None:
