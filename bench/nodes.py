@@ -195,13 +195,20 @@ class Node:
         self.root, self.name, self.config, self.env = root, name, config, env
         self.log = root / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+        self.starts = self.offset = 0
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "runwatch.cli", "run", "--config", str(self.config), "--log-level", "info"]
+        self.offset = self.log.stat().st_size if self.log.exists() else 0  # this start's lines come after
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(argv, cwd=self.root, env=self.env, stdout=log, stderr=log)
         self.starts += 1
+
+    def started(self) -> bool:
+        """Whether this start has logged ``daemon.started`` (its schema is up, its inboxes watched)."""
+        with open(self.log, "rb") as log:
+            log.seek(self.offset)
+            return b'"daemon.started"' in log.read()
 
     def exited(self) -> int | None:
         """The exit status of a node that ended by itself (not by the harness), else None."""
@@ -344,7 +351,7 @@ class Harness:
         kills: int = 6,
         seed: int = 1,
         budget: float | None = None,
-        time_scale: float = 0.02,
+        time_scale: float = 0.05,
         faults: tuple[str, ...] = FAULTS,
         log: Callable[[str], None] = print,
     ) -> None:
@@ -438,8 +445,12 @@ class Harness:
     def _storm(self, journal: Journal, report: Report, final_timeout: float) -> None:
         for node in self.nodes:
             node.start()
-        time.sleep(1.0)  # the schema is brought up by the first; the others wait on its lock
-        self.watch(report)
+        deadline = time.monotonic() + 60.0
+        while not all(node.started() for node in self.nodes):  # the schema is up once the first has started
+            if time.monotonic() > deadline:
+                report.problems.append("the nodes did not all log daemon.started within 60 s")
+                raise Aborted
+            self._sleep(report, 0.1)
         events = ["SIGKILL"] * self.kills
         events.insert(self.rng.randrange(len(events) + 1), "SIGTERM")
         per_wave = -(-self.requests // (len(events) + 1))
@@ -454,7 +465,7 @@ class Harness:
                 self.drop(dropped)
                 dropped += 1
             self._sleep(report, self.rng.uniform(0.5, 2.5))
-            owned = journal.owned() if owners else None
+            owned = self._owners(journal, report) if owners else None
             busy = [n for n in self.nodes if owned and owned[n.name]] or self.nodes
             victim = self.rng.choice(busy)
             moment = time.monotonic()
@@ -483,6 +494,16 @@ class Harness:
                 report.problems.append(f"not settled within {final_timeout:.0f} s: {dict(journal.states())}")
                 return
             self._sleep(report, 0.5)
+
+    def _owners(self, journal: Journal, report: Report) -> Counter[str]:
+        """Active jobs per node, waiting up to 5 s for some node to own one: a kill of a node that follows
+        nothing shows no takeover."""
+        end = time.monotonic() + 5.0
+        owned = journal.owned()
+        while not owned and time.monotonic() < end:
+            self._sleep(report, 0.1)
+            owned = journal.owned()
+        return owned
 
     def _sleep(self, report: Report, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -634,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--budget", type=float, help="[budget] daily, credits (default: 40 %% of all requests)")
     parser.add_argument("--database", help="an empty PostgreSQL database (default: a throwaway server)")
-    parser.add_argument("--time-scale", type=float, default=0.02, help="simulator time scale (default 0.02)")
+    parser.add_argument("--time-scale", type=float, default=0.05, help="simulator time scale (default 0.05)")
     parser.add_argument("--dir", help="work in DIR and keep it (default: a temporary folder, removed if all passed)")
     parser.add_argument("--json", action="store_true", help="print rows as JSON (bench/report.py)")
     args = parser.parse_args(argv)
