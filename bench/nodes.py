@@ -303,7 +303,7 @@ class Report:
     def rows(self) -> list[dict[str, Any]]:
         kills = sum(1 for t in self.takeovers if t.how == "SIGKILL")
         taken, handed = self.measured("SIGKILL"), self.measured("SIGTERM")
-        what = f"{self.nodes} nodes, {self.requests} requests, {kills} SIGKILLs and a clean stop"
+        what = f"{_n(self.nodes, 'node')}, {self.requests} requests, {_n(kills, 'SIGKILL')} and a clean stop"
         rows: list[dict[str, Any]] = [
             {
                 "what": f"{what}: problems (all final or held, no duplicate create, no lost output, claimed once)",
@@ -331,6 +331,10 @@ class Report:
                 }
             )
         return rows
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 class Aborted(Exception):
