@@ -40,49 +40,32 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# tests.pgserver: the one way this project starts a PostgreSQL server
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 from crash_harness import FAULTS, KEY, MARK, SAMPLES, _get_task, request_body
+from noderig import Journal, Node, database, node_config, nodes_supported
 from report import emit
 from scale import simulator
 
 from runwatch.budget import charge_of
-from runwatch.config import parse_config
-from runwatch.errors import ConfigError
-from runwatch.jobs.states import ACTIVE, FINAL
+from runwatch.jobs.states import FINAL
 from runwatch.pricing import estimate
 
 TAKEOVER_TARGET_S = 30.0
 TAKEOVER_GIVE_UP_S = 90.0
-ACTIVE_STATES = sorted(str(s) for s in ACTIVE)
 FINAL_STATES = frozenset(str(s) for s in FINAL)
-
-
-def nodes_supported() -> bool:
-    """Whether this runwatch takes ``[node] name`` in its config (the nodes work); without it a second daemon on
-    the same database refuses to start, and one node runs without a ``[node]`` section."""
-    try:
-        parse_config({"node": {"name": "probe"}}, "probe")
-    except ConfigError as exc:
-        return not any(p.path == "node" or p.path.startswith("node.") for p in exc.problems)
-    return True
 
 
 def auto_budget(requests: int) -> int:
@@ -92,155 +75,6 @@ def auto_budget(requests: int) -> int:
         body, _ = request_body(index)
         total += estimate(body["endpoint"], body["model"], body).credits or 0.0
     return int(total * 0.4)
-
-
-# -- the database -----------------------------------------------------------------------------------------
-
-
-@contextmanager
-def database(url: str | None) -> Iterator[str]:
-    """The given database URL, or a fresh database on a throwaway PostgreSQL server started for the run."""
-    if url is not None:
-        yield url
-        return
-    from tests.pgserver import PgServer, find_bindir
-
-    bindir = find_bindir()
-    if bindir is None:
-        raise SystemExit("no PostgreSQL server found: apt-get install postgresql, or give --database URL")
-    server = PgServer(bindir)
-    try:
-        server.start()
-        yield server.url(server.create_database())
-    finally:
-        server.stop()
-
-
-class Journal:
-    """The harness's own read-only look at the shared database (psycopg, autocommit)."""
-
-    def __init__(self, url: str) -> None:
-        self.conn = psycopg.connect(url, autocommit=True, application_name="runwatch-nodes-harness")
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def has_column(self, table: str, column: str) -> bool:
-        row = self.conn.execute(
-            "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = %s", (table, column)
-        ).fetchone()
-        return row is not None
-
-    def has_table(self, table: str) -> bool:
-        row = self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-        return bool(row and row[0])
-
-    def owned(self) -> Counter[str]:
-        """Active jobs per owner."""
-        rows = self.conn.execute(
-            "SELECT owner, COUNT(*) FROM jobs WHERE state = ANY(%s) AND owner IS NOT NULL GROUP BY owner",
-            (ACTIVE_STATES,),
-        ).fetchall()
-        return Counter({str(owner): int(n) for owner, n in rows})
-
-    def states(self) -> Counter[str]:
-        rows = self.conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
-        return Counter({str(state): int(n) for state, n in rows})
-
-    def empty(self) -> bool:
-        return not self.has_table("jobs") or self.conn.execute("SELECT COUNT(*) FROM jobs").fetchone() == (0,)
-
-
-# -- the nodes ------------------------------------------------------------------------------------------
-
-
-def node_config(
-    sim_url: str,
-    state: Path,
-    database_url: str | None,
-    name: str | None,
-    *,
-    poll: float,
-    inbox: dict[str, Any],
-    scheduler: dict[str, Any] | None = None,
-    extra: str = "",
-) -> str:
-    """One node's config: its own state folder and name, the shared database (None: SQLite in the state folder),
-    inbox ``inbox/`` and outbox ``outbox/`` beside the state folder, and no HTTP server (the nodes share a host)."""
-    root = state.parent
-    lines = [f'[runway]\nbase_url = "{sim_url}"\npoll_interval = {poll:g}\n', f'[state]\ndir = "{state}"']
-    if database_url is not None:
-        lines.append(f'database = "{database_url}"')
-    if name is not None:
-        lines.append(f'\n[node]\nname = "{name}"')
-    lines += ["", extra, "[scheduler]", "rescan = 1.0"]
-    lines += [f"{k} = {v}" for k, v in (scheduler or {}).items()]
-    lines += [
-        "",
-        "[http]",
-        'listen = ""',
-        "",
-        "[[inbox]]",
-        f'path = "{root / "inbox"}"',
-        f'outbox = "{root / "outbox"}"',
-    ]
-    lines += [f"{k} = {v}" for k, v in inbox.items()]
-    return "\n".join(lines) + "\n"
-
-
-class Node:
-    """One ``runwatch run`` process: its own state folder, config and log; restartable."""
-
-    def __init__(self, root: Path, name: str, config: Path, env: dict[str, str]) -> None:
-        self.root, self.name, self.config, self.env = root, name, config, env
-        self.log = root / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = self.offset = 0
-
-    def start(self) -> None:
-        argv = [sys.executable, "-m", "runwatch.cli", "run", "--config", str(self.config), "--log-level", "info"]
-        self.offset = self.log.stat().st_size if self.log.exists() else 0  # this start's lines come after
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(argv, cwd=self.root, env=self.env, stdout=log, stderr=log)
-        self.starts += 1
-
-    def started(self) -> bool:
-        """Whether this start has logged ``daemon.started`` (its schema is up, its inboxes watched)."""
-        with open(self.log, "rb") as log:
-            log.seek(self.offset)
-            return b'"daemon.started"' in log.read()
-
-    def exited(self) -> int | None:
-        """The exit status of a node that ended by itself (not by the harness), else None."""
-        return self.proc.poll() if self.proc is not None else None
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self.proc = None
-
-    def stop(self, timeout: float = 60.0) -> bool:
-        """SIGTERM and wait; False when it had to be killed."""
-        if self.proc is None:
-            return True
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            return False
-        finally:
-            self.proc = None
-
-    def last_line(self) -> str:
-        try:
-            lines = self.log.read_text(errors="replace").strip().splitlines()
-        except FileNotFoundError:
-            return ""
-        return lines[-1][:300] if lines else ""
 
 
 # -- the report -------------------------------------------------------------------------------------------
@@ -461,7 +295,7 @@ class Harness:
         dropped = 0
         owners = journal.has_column("jobs", "owner")
         if not owners:
-            report.notes.append("takeover not measured: the jobs table has no owner column (the nodes work adds it)")
+            report.notes.append("takeover not measured: the jobs table has no owner column (node support adds it)")
         elif self.count == 1:
             report.notes.append("takeover not measured: one node (its jobs wait for its restart)")
         for number, how in enumerate(events, 1):
@@ -642,7 +476,7 @@ class Harness:
                 if count > 1:
                     report.problems.append(f"claims: {name} claimed {count} times")
         else:
-            report.notes.append("no claims table (the nodes work adds it): claims counted by journal rows only")
+            report.notes.append("no claims table (node support adds it): claims counted by journal rows only")
 
 
 def _utc_now() -> Any:

@@ -50,11 +50,10 @@ import httpx
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.pgserver
 from crash_harness import KEY
 from drop_to_submit import BODY, P99_TARGET_MS
 from drop_to_submit import pct as percentile
-from nodes import Node, node_config, nodes_supported
+from noderig import Node, node_config, nodes_supported
 from report import emit
 from scale import AT_RUNWAY, FINAL, VIDEO_PHASES, body, cpu_seconds, memory_mb, simulator, wait_for
 
@@ -70,6 +69,7 @@ BENCH_ROLE, BENCH_PASSWORD = "runwatch_bench", "bench-only-4Kq"  # the bench's o
 @contextmanager
 def durable_server() -> Iterator[Any]:
     """tests/pgserver.py's server, restarted with fsync on (a real server's commits) and pg_stat_statements."""
+    sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests/pgserver.py, from the repository
     from tests.pgserver import PgServer, find_bindir
 
     bindir = find_bindir()
