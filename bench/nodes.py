@@ -363,7 +363,8 @@ class Harness:
         statuses = self.statuses()
         if len(statuses) < self.requests:
             return False
-        if any(s["state"] not in FINAL_STATES | {"held"} for s in statuses.values()):
+        # Held for anything but the budget (a create being proven, say) is still on its way.
+        if any(s["state"] not in FINAL_STATES and not _held_by_budget(s) for s in statuses.values()):
             return False
         return set(journal.states()) <= FINAL_STATES | {"held"}
 
@@ -379,12 +380,11 @@ class Harness:
             report.states[state] += 1
             if status is None:
                 problems.append(f"{name}: no status file")
-            elif state == "held":
-                if "budget" not in json.dumps(status.get("error")):
-                    problems.append(f"{name}: held, but not by the budget: {status.get('error')}")
+            elif _held_by_budget(status):
                 report.held_by_budget += 1
             elif state not in FINAL_STATES:
-                problems.append(f"{name}: not final ({state})")
+                why = (status.get("error") or {}).get("code")
+                problems.append(f"{name}: not final ({state}{f', {why}' if why else ''})")
         with httpx.Client(
             base_url=self.sim_url,
             timeout=30,
@@ -477,6 +477,10 @@ class Harness:
                     report.problems.append(f"claims: {name} claimed {count} times")
         else:
             report.notes.append("no claims table (node support adds it): claims counted by journal rows only")
+
+
+def _held_by_budget(status: dict[str, Any]) -> bool:
+    return status["state"] == "held" and "budget" in json.dumps(status.get("error"))
 
 
 def _utc_now() -> Any:
