@@ -11,7 +11,8 @@ each its own ``[state] dir`` and ``[node] name``, all the same ``[state] databas
 tight ``[budget] daily`` (default: 40 % of what every request would cost) is shared by the nodes. Requests are
 dropped in waves; after each wave one node, picked at random among those that own active jobs, is killed with
 SIGKILL (``--kills`` times) or, once, stopped with SIGTERM, and restarted. Then the last requests go in and the
-harness waits until every request is final or held by the budget. It checks what §6 and §13 promise:
+harness waits until every request is final or held by the budget. The simulator's time runs 20 times faster
+(``--time-scale 0.05``): tasks last seconds, so a kill finds jobs in flight. It checks what §6 and §13 promise:
 
 - every request has a status file, final or ``held`` by the daily budget;
 - no create was sent twice (the simulator's log of create bodies, and per request by its ``[rq-NNNN]`` marker);
