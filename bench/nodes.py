@@ -93,6 +93,7 @@ class Takeover:
 class Report:
     nodes: int = 0
     requests: int = 0
+    kills: int = 0  # SIGKILLs asked for
     budget: float = 0.0
     seconds: float = 0.0
     states: Counter[str] = field(default_factory=Counter)
@@ -136,13 +137,12 @@ class Report:
         return out
 
     def rows(self) -> list[dict[str, Any]]:
-        kills = sum(1 for t in self.takeovers if t.how == "SIGKILL")
         taken, handed = self.measured("SIGKILL"), self.measured("SIGTERM")
-        what = f"{_n(self.nodes, 'node')}, {self.requests} requests, {_n(kills, 'SIGKILL')} and a clean stop"
+        what = f"{_n(self.nodes, 'node')}, {self.requests} requests, {_n(self.kills, 'SIGKILL')} and a clean stop"
         rows: list[dict[str, Any]] = [
             {
                 "what": f"{what}: problems (all final or held, no duplicate create, no lost output, claimed once)",
-                "figure": f"{len(self.problems)}",
+                "figure": f"{len(self.problems)}" + (f" (first: {self.problems[0]})" if self.problems else ""),
                 "baseline": "—",
                 "target": "0",
                 "met": not self.problems,
@@ -255,7 +255,7 @@ class Harness:
     # -- the run --------------------------------------------------------------------------------------
 
     def run(self, final_timeout: float = 600.0) -> Report:
-        report = Report(nodes=self.count, requests=self.requests, budget=self.budget)
+        report = Report(nodes=self.count, requests=self.requests, kills=self.kills, budget=self.budget)
         started = time.monotonic()
         sim_args = ["--seed", str(self.seed), "--time-scale", str(self.time_scale), "--concurrency", "0"]
         sim_args += ["--balance", "1000000000", "--daily-limit", "0"]
