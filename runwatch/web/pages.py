@@ -97,6 +97,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["short_time"] = _short_time
     env.filters["filesize"] = _filesize
+    env.globals["final"] = frozenset(state.value for state in FINAL)
     return env
 
 
@@ -182,7 +183,8 @@ class Dashboard:
     def _take_note(self, request: Request) -> dict[str, str] | None:
         key = request.query_params.get("note")
         with self._lock:
-            found = self._notes.pop(key, None) if key else None
+            # Kept, not taken: the page reloads itself when the job's state changes, and the note stays.
+            found = self._notes.get(key) if key else None
         return {"kind": found[0], "text": found[1]} if found else None
 
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -103,10 +103,11 @@ def read_form(
             problems.append(Problem("media", f"{upload.filename!r} {why}"))
         seen.add(base)
     field_name = fields.get("media_field", "").strip()
-    if uploads and field_name:
-        names = [os.path.basename(u.filename.replace("\\", "/")) for u in uploads]
+    names = [os.path.basename(u.filename.replace("\\", "/")) for u in uploads]
+    if names and field_name:
         body[field_name] = names[0] if len(names) == 1 else names
-    elif uploads and not field_name and not extra:
+    elif names and not all(json.dumps(name) in json.dumps(body) for name in names):
+        # Media the request does not name would lie in the inbox unused: say where they go.
         problems.append(Problem("media_field", "name the request field the media go in (promptImage, videoUri ...)"))
     if problems:
         return None, problems

@@ -2,6 +2,8 @@
 // No framework and no inline script: the Content-Security-Policy allows only this file.
 "use strict";
 
+const FINAL = new Set(["succeeded", "rejected", "failed", "cancelled", "needs_attention"]);
+
 function updateJob(el, job) {
   const state = el.querySelector('[data-field="state"]');
   if (state && state.textContent !== job.state.replace(/_/g, " ")) {
@@ -10,7 +12,9 @@ function updateJob(el, job) {
   }
   const bar = el.querySelector('[data-field="progress"]');
   if (bar) {
-    if (job.progress !== null && job.progress !== undefined) {
+    if (FINAL.has(job.state)) {
+      bar.hidden = true;
+    } else if (job.progress !== null && job.progress !== undefined) {
       bar.value = Math.round(job.progress * 100);
       bar.textContent = Math.round(job.progress * 100) + " %";
       bar.hidden = false;
