@@ -24,6 +24,7 @@ from runwatch.web.app import CSP
 
 from .conftest import SAMPLES
 from .rig import SEED_REQUESTS, Rig
+from .test_secrets import SECRET_PATTERNS
 
 TOKEN = "dashboard-token-" + "3" * 28
 VIDEO = SEED_REQUESTS["text_to_video"][0]  # veo3.1, 8 s: 320 credits
@@ -397,3 +398,65 @@ class TestSubmitForm:
             )
             head = sock.recv(4096).decode("latin-1")
         assert head.startswith("HTTP/1.1 413")
+
+
+class TestNothingSecretIsShown:
+    @staticmethod
+    def _leaks(data: bytes, key: str, planted: tuple[str, ...]) -> list[str]:
+        found = [f"the API key at {data.find(key.encode())}"] if key.encode() in data else []
+        found += [f"{p.pattern!r}" for p in SECRET_PATTERNS if p.search(data)]
+        return found + [f"planted {secret[:12]}" for secret in planted if secret.encode() in data]
+
+    def test_busy_run_shows_no_secret(self, rig_factory: Callable[..., Rig], s3: Any, tmp_path: Path) -> None:
+        """Media through presigned S3 URLs, Runway failures quoting a signed URL, and every page of the dashboard
+        (overview, jobs, each job's page, its live stream) read again and again while it runs: no byte holds the
+        API key, a signature or the HTTP token; the same scan finds each of them when they are there."""
+        key = "key_" + "5e" * 64
+        signature = "ab12" * 16
+        signed = (
+            "https://media.s3.us-east-1.amazonaws.com/x.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+            f"&X-Amz-Credential=AKIAEXAMPLEKEY12%2F20261207%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature={signature}"
+        )
+        planted = (signature, "AKIAEXAMPLEKEY12", TOKEN)
+        shown: list[bytes] = []
+        config = SimConfig(keys=frozenset({key}), time_scale=0.002, allow_http_loopback=True)
+        with Simulator(config) as sim:
+            sim.faults.add(
+                Fault("fail", endpoint="text_to_video", failure_code="ASSET.INVALID", message=f"Bad {signed}")
+            )
+            sim.faults.add(Fault("error", status=400, endpoint="sound_effect", message=f"Cannot fetch {signed}"))
+            rig = served(rig_factory, sim, tmp_path, s3=s3)
+            stop = threading.Event()
+
+            def read_everything() -> None:
+                with client(rig) as http:
+                    log_in(http)
+                    while not stop.is_set():
+                        for page in ("/", "/jobs", "/submit"):
+                            shown.append(http.get(page).content)
+                        for ident in re.findall(r'<tr data-job="([^"]+)">', http.get("/jobs").text):
+                            shown.append(http.get(f"/jobs/{ident}").content)
+                            with http.stream("GET", f"/live?ids={ident}") as stream:
+                                for line in stream.iter_lines():
+                                    if line.startswith("data: "):
+                                        shown.append(line.encode())
+                                        break
+
+            reader = threading.Thread(target=read_everything)
+            reader.start()
+            try:
+                names = ("image_to_video", "speech_to_speech", "text_to_video", "sound_effect")
+                for name in names:
+                    body, media = SEED_REQUESTS[name]
+                    rig.drop(name, body, media=media)
+                ends = {name: rig.wait(name, timeout=60)["state"] for name in names}
+            finally:
+                stop.set()
+                reader.join(30)
+        assert ends["image_to_video"] == "succeeded" and ends["text_to_video"] == "failed"
+        data = b"\n".join(shown)
+        assert b"ASSET.INVALID" in data and b"REDACTED" in data  # the pages did show the failures
+        assert self._leaks(data, key, planted) == []
+        control = data + f"{key} {signed} {TOKEN}".encode()
+        found = self._leaks(control, key, planted)
+        assert found[0].startswith("the API key") and {f"planted {p[:12]}" for p in planted} <= set(found)
