@@ -11,7 +11,8 @@ itself.
 
 Then the live pages: four videos are dropped and run at Runway's pace at the simulator, and ``--live-clients``
 (20) server-sent-event streams are opened as 20 open jobs tables would, each watching the four running jobs and 46
-finished ones and asking to hear of newer jobs. The daemon's CPU (utime + stime from /proc) is read over
+finished ones and asking to hear of newer jobs. Tasks are polled every second (``poll_interval = 1``), so their
+progress changes every second and every page has an event to receive each second. The daemon's CPU (utime + stime from /proc) is read over
 ``--live-seconds`` with the streams open and over as long without them, ``--live-runs`` times in turn; the row
 reports the median of what the streams added, as a percentage of one core.
 """
@@ -44,6 +45,7 @@ from runwatch.store import Journal
 
 TARGETS = {"/metrics": 20.0, "/api/v1/jobs/{id}": 50.0, "/jobs/{id}": 50.0}  # ms, median
 LIVE_TARGET = 1.0  # % of one core that the open live pages may add
+TOKEN = "bench-token-" + "5" * 32  # the live-pages run cancels its videos through the API
 STATES = (State.SUCCEEDED, State.SUCCEEDED, State.SUCCEEDED, State.FAILED, State.CANCELLED, State.REJECTED)
 
 
@@ -109,36 +111,35 @@ def read_live(http: httpx.Client, query: dict[str, str], events: list[int], inde
             events[index] += line.startswith("data: ")
 
 
+def films(inbox: Path, http: httpx.Client, run: int) -> list[str]:
+    """Four videos dropped and running at Runway's pace (a minute or more): their job ids."""
+    body = {
+        "endpoint": "text_to_video",
+        "model": "veo3.1",
+        "promptText": "a forest",
+        "ratio": "1280:720",
+        "duration": 8,
+    }
+    for n in range(4):
+        tmp = inbox / f"film{run}-{n}.json.tmp"
+        tmp.write_text(json.dumps(body))
+        tmp.rename(inbox / f"film{run}-{n}.json")
+    deadline = time.monotonic() + 60
+    while True:
+        running = http.get("/api/v1/jobs", params={"state": "running"}).json()["jobs"]
+        if len(running) == 4:
+            return [j["job_id"] for j in running]
+        if time.monotonic() > deadline:
+            raise SystemExit("the four videos did not start running within 60 s")
+        time.sleep(0.5)
+
+
 def live_cost(
     pid: int, inbox: Path, base: str, ids: list[str], args: argparse.Namespace
 ) -> tuple[list[float], list[int]]:
     """What ``--live-clients`` open live pages add to the daemon's CPU, % of one core, one figure per run; and the
-    events they got in each run."""
-    for n in range(4):  # at Runway's pace: running through every window
-        tmp = inbox / f"film{n}.json.tmp"
-        tmp.write_text(
-            json.dumps(
-                {
-                    "endpoint": "text_to_video",
-                    "model": "veo3.1",
-                    "promptText": "a forest",
-                    "ratio": "1280:720",
-                    "duration": 8,
-                }
-            )
-        )
-        tmp.rename(inbox / f"film{n}.json")
-    with httpx.Client(base_url=base, timeout=30.0) as http:
-        deadline = time.monotonic() + 60
-        while True:
-            running = http.get("/api/v1/jobs", params={"state": "running"}).json()["jobs"]
-            if len(running) == 4:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit("the four videos did not start running within 60 s")
-            time.sleep(0.5)
-    watched = [j["job_id"] for j in running] + ids[-46:]
-    query = {"ids": ",".join(watched), "top": ids[-1], "state": "", "inbox": "", "name": ""}
+    events they got in each run. Each run has four videos of its own, running through both its windows, and
+    cancels them after: no video ends (downloads, status files) inside a window."""
 
     def window() -> float:
         before, started = cpu_seconds(pid), time.monotonic()
@@ -147,24 +148,36 @@ def live_cost(
 
     added: list[float] = []
     pushed: list[int] = []
-    for _ in range(args.live_runs):
-        quiet = window()
-        clients = [httpx.Client(base_url=base, timeout=None) for _ in range(args.live_clients)]
-        events = [0] * len(clients)
-
-        readers = [
-            threading.Thread(target=read_live, args=(c, query, events, i), daemon=True) for i, c in enumerate(clients)
-        ]
-        for reader in readers:
-            reader.start()
-        time.sleep(2.0)  # every stream open and past its first event
-        busy = window()
-        for http in clients:
-            http.close()
-        if min(events) < 1:
-            raise SystemExit(f"a live page got no event: {events}")
-        pushed.append(sum(events))
-        added.append(busy - quiet)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=base, timeout=30.0, headers=auth) as http:
+        for run in range(args.live_runs):
+            running = films(inbox, http, run)
+            query = {"ids": ",".join(running + ids[-46:]), "top": ids[-1], "state": "", "inbox": "", "name": ""}
+            time.sleep(1.0)
+            quiet = window()
+            clients = [httpx.Client(base_url=base, timeout=None) for _ in range(args.live_clients)]
+            events = [0] * len(clients)
+            readers = [
+                threading.Thread(target=read_live, args=(c, query, events, i), daemon=True)
+                for i, c in enumerate(clients)
+            ]
+            for reader in readers:
+                reader.start()
+            time.sleep(2.0)  # every stream open and past its first event
+            busy = window()
+            for client in clients:
+                client.close()
+            if min(events) < 1:
+                raise SystemExit(f"a live page got no event: {events}")
+            pushed.append(sum(events))
+            added.append(busy - quiet)
+            for job_id in running:
+                http.post(f"/api/v1/jobs/{job_id}/cancel").raise_for_status()
+            deadline = time.monotonic() + 60
+            while http.get("/api/v1/jobs", params={"state": "running"}).json()["jobs"]:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the videos were not cancelled within 60 s")
+                time.sleep(0.5)
     return added, pushed
 
 
@@ -187,9 +200,10 @@ def main() -> int:
         port = free_port()
         (root / "inbox").mkdir()
         config = root / "runwatch.toml"
+        (root / "http-token").write_text(TOKEN)
         config.write_text(
-            f'[runway]\nbase_url = "{url}"\n\n[state]\ndir = "{root / "state"}"\n\n'
-            f'[http]\nlisten = "127.0.0.1:{port}"\n\n'
+            f'[runway]\nbase_url = "{url}"\npoll_interval = 1.0\n\n[state]\ndir = "{root / "state"}"\n\n'
+            f'[http]\nlisten = "127.0.0.1:{port}"\ntoken_file = "{root / "http-token"}"\n\n'
             f'[[inbox]]\npath = "{root / "inbox"}"\noutbox = "{root / "outbox"}"\n'
         )
         started.append(start_daemon(config, root))

@@ -46,7 +46,8 @@ def routes(dash: Dashboard) -> list[BaseRoute]:
     """The forms' routes."""
 
     def refused(request: Request, why: str) -> Response:
-        return dash.render(request, "message.html", 403, heading="Refused", text=why, link="/", link_text="Overview")
+        link, text = ("/login", "Log in") if dash.sessions.enabled else ("/", "Overview")
+        return dash.render(request, "message.html", 403, heading="Refused", text=why, link=link, link_text=text)
 
     async def write_form(request: Request, *, limit: int = 64 * 1024) -> FormData | Response:
         """The form of a write, once the session and its CSRF token are checked; else the refusal."""
@@ -62,7 +63,7 @@ def routes(dash: Dashboard) -> list[BaseRoute]:
                 text=f"The form is {int(length):,} bytes; at most {limit:,} are taken.",
             )
         if not dash.logged_in(request):
-            return dash.to_login(request) if request.method == "GET" else refused(request, _login_first(dash))
+            return refused(request, _login_first(dash))
         form = await request.form(max_files=20, max_fields=40)
         if not dash.sessions.csrf_ok(dash.cookie(request), _text(form.get("csrf"))):
             await form.close()

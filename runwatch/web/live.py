@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 
+from runwatch.jobs.states import FINAL, State
+
 if TYPE_CHECKING:
     from runwatch.jobs.job import Job
     from runwatch.store import Store
@@ -29,6 +31,7 @@ TICK = 1.0  # seconds between two looks of a stream: at most one push a second p
 KEEPALIVE = 15  # ticks without a change before a comment line keeps proxies from closing the stream
 MAX_IDS = 200
 MAX_STREAMS = 64
+_UNFINISHED = frozenset(state.value for state in State if state not in FINAL)
 
 
 def shown(job: Job) -> dict[str, Any]:
@@ -58,13 +61,13 @@ class Live:
     def full(self) -> bool:
         return self.streams >= MAX_STREAMS
 
-    def _read(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def _read(self, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """What the journal says of ``ids``; None for an id it does not know (not asked again)."""
         store = self._store()
-        found = {}
+        found: dict[str, dict[str, Any] | None] = {}
         for job_id in ids:
             job = store.get(job_id)
-            if job is not None:
-                found[job_id] = shown(job)
+            found[job_id] = shown(job) if job is not None else None
         return found
 
     async def events(self, ids: Sequence[str], fresh: Callable[[], bool] | None = None) -> AsyncIterator[str]:
@@ -73,13 +76,19 @@ class Live:
         self.streams += 1
         try:
             yield "retry: 3000\n\n"
-            stored: dict[str, dict[str, Any]] = {}
+            stored: dict[str, dict[str, Any] | None] = {}
             seen_version, sent, quiet, told_fresh = -1, None, 0, False
             while not self.closed:
                 live = {job_id: self._followed(job_id) for job_id in ids}
                 changed = self.version != seen_version
                 seen_version = self.version
-                wanted = [i for i, job in live.items() if job is None and (changed or i not in stored)]
+                # From the journal: jobs not read yet, and after a change those it last showed unfinished (an
+                # ended job changes only by a retry, which the engine then follows: read from memory again).
+                wanted = [
+                    i
+                    for i, job in live.items()
+                    if job is None and (i not in stored or (changed and (stored[i] or {}).get("state") in _UNFINISHED))
+                ]
                 if wanted:
                     stored.update(await run_in_threadpool(self._read, wanted))
                 if changed and fresh is not None and not told_fresh:

@@ -34,6 +34,7 @@ from runwatch.errors import CatalogError
 from runwatch.jobs.states import FINAL, State
 from runwatch.redact import redact
 from runwatch.web import jobs
+from runwatch.web.board import overview
 from runwatch.web.live import MAX_IDS
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ class Dashboard:
                 self._notes.popitem(last=False)
         return key
 
-    def _take_note(self, request: Request) -> dict[str, str] | None:
+    def _note_of(self, request: Request) -> dict[str, str] | None:
         key = request.query_params.get("note")
         with self._lock:
             # Kept, not taken: the page reloads itself when the job's state changes, and the note stays.
@@ -196,7 +197,7 @@ class Dashboard:
             "writes": self.sessions.enabled,
             "here": here,
             "version": __version__,
-            "note": self._take_note(request),
+            "note": self._note_of(request),
             "live": None,
             "page": "",
             **context,
@@ -215,11 +216,9 @@ class Dashboard:
 
     # -- pages ------------------------------------------------------------------------------------------
 
-    def overview(self, request: Request) -> Response:
+    def overview_page(self, request: Request) -> Response:
         if not self.may_read(request):
             return self.to_login(request)
-        from runwatch.web.board import overview
-
         return self.render(request, "overview.html", page="overview", o=overview(self.board, self.store))
 
     def job_list(self, request: Request) -> Response:
@@ -350,7 +349,7 @@ class Dashboard:
         from runwatch.web import forms
 
         return [
-            Route("/", self.overview, methods=["GET"]),
+            Route("/", self.overview_page, methods=["GET"]),
             Route("/jobs", self.job_list, methods=["GET"]),
             Route("/jobs/{job_id}", self.job_page, methods=["GET"]),
             Route("/jobs/{job_id}/files/{name:path}", self.output_file, methods=["GET"]),
