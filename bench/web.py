@@ -9,12 +9,13 @@ spread over the whole journal), a page of GET /api/v1/jobs filtered by state, th
 (GET /jobs/{id}, HTML) and its jobs table. The baseline is GET /healthz, which reads nothing: the cost of HTTP
 itself.
 
-Then the live pages: four videos are dropped and run at Runway's pace at the simulator, and ``--live-clients``
-(20) server-sent-event streams are opened as 20 open jobs tables would, each watching the four running jobs and 46
-finished ones and asking to hear of newer jobs. Tasks are polled every second (``poll_interval = 1``), so their
-progress changes every second and every page has an event to receive each second. The daemon's CPU (utime + stime from /proc) is read over
-``--live-seconds`` with the streams open and over as long without them, ``--live-runs`` times in turn; the row
-reports the median of what the streams added, as a percentage of one core.
+Then the live pages: ``--live-clients`` (20) server-sent-event streams are opened as 20 open jobs tables would,
+each watching four videos running at Runway's pace at the simulator and 46 finished jobs, and asking to hear of
+newer jobs. Tasks are polled every second (``poll_interval = 1``), so their progress changes often and the pages
+have events to receive (the row counts them). The daemon's CPU (utime + stime from /proc) is read over
+``--live-seconds`` without the streams, then as long with them open; ``--live-runs`` times, each run with four
+videos of its own that it cancels after. The row reports the median of what the streams added, as a percentage
+of one core.
 """
 
 from __future__ import annotations
