@@ -4,11 +4,13 @@ tests/test_dashboard_browser.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from runwatch.jobs.states import State
 from runwatch.simulator import Fault, SimConfig, Simulator
 from runwatch.store import Journal
 from runwatch.web.app import CSP
+from runwatch.web.live import MAX_IDS, MAX_STREAMS
 
 from .conftest import SAMPLES
 from .rig import SEED_REQUESTS, Rig
@@ -324,6 +327,40 @@ class TestLive:
             stopper.join(30)
         assert len(set(seen)) >= 2 and seen == sorted(seen)
         assert web._thread is not None and not web._thread.is_alive()
+
+    def test_streams_are_bounded(self, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path) -> None:
+        """A stream watches at most MAX_IDS jobs, however many it names, and at most MAX_STREAMS streams are open
+        at once: one more is refused 503 until one closes."""
+        (tmp_path / "state").mkdir()
+        journal = Journal(tmp_path / "state" / "journal.sqlite3")
+        ids = [f"2026T{n:05d}" for n in range(MAX_IDS + 50)]
+        journal.add_many(
+            [
+                Job(id=i, name=f"n{n}", inbox="inbox", format="json", state=State.SUCCEEDED, created_at="2026-12-01")
+                for n, i in enumerate(ids)
+            ]
+        )
+        journal.close()
+        rig = served(rig_factory, sim, tmp_path)
+        with client(rig) as http, contextlib.ExitStack() as streams:
+            first = streams.enter_context(http.stream("GET", "/live", params={"ids": ",".join(ids)}))
+            lines = first.iter_lines()
+            data = next(line for line in lines if line.startswith("data: "))
+            assert len(json.loads(data.removeprefix("data: "))["jobs"]) == MAX_IDS
+            reading = []  # kept: a line iterator dropped half-way closes its connection
+            for _ in range(MAX_STREAMS - 1):
+                more = streams.enter_context(http.stream("GET", "/live", params={"ids": ids[0]}))
+                reading.append(more.iter_lines())
+                assert next(reading[-1]).startswith("retry:")  # open and counted
+            assert http.get("/live", params={"ids": ids[0]}).status_code == 503
+            streams.close()
+            deadline = time.monotonic() + 10
+            while True:  # the server hears of the closed streams as it goes on
+                with http.stream("GET", "/live", params={"ids": ids[0]}) as again:
+                    if again.status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "closed streams still count"
+                time.sleep(0.1)
 
 
 class TestSubmitForm:

@@ -120,12 +120,12 @@ class TestLive:
         laptop.shot("jobs")
         assert csp_errors(laptop) == []
         phone = chromium(url(rig), width=390, height=844)
-        for page in ("/", "/jobs", f"/jobs/{job_id(rig, 'text_to_video')}", "/submit"):
+        pages = {"overview": "/", "jobs": "/jobs", "job": f"/jobs/{job_id(rig, 'text_to_video')}", "submit": "/submit"}
+        for label, page in pages.items():
             phone.open(page)
             wide = phone.driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth;")
             assert wide <= 0, f"{page} is {wide} px wider than a phone's screen"
-        phone.open("/")
-        phone.shot("overview-phone")
+            phone.shot(f"phone-{label}")
 
 
 class TestButtons:
