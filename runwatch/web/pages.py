@@ -275,7 +275,7 @@ class Dashboard:
             timeline=timeline(job),
             outputs=outputs,
             media=self._media(job),
-            body=json.dumps(redact(job.body), indent=2, ensure_ascii=False),
+            body=None if job.body is None else json.dumps(redact(job.body), indent=2, ensure_ascii=False),
             status_doc=json.dumps(status, indent=2, ensure_ascii=False),
             live=None if job.final else f"/live?{urlencode({'ids': job.id})}",
         )
