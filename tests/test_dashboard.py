@@ -243,6 +243,18 @@ class TestSessions:
                 answer = http.post("/login", data={"token": TOKEN, "next": target})
                 assert answer.status_code == 303 and answer.headers["location"] == "/"
 
+    def test_the_cookie_is_secure_over_tls(
+        self, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path
+    ) -> None:
+        """A login through a TLS proxy (X-Forwarded-Proto: https) gets a Secure cookie; one over plain HTTP on
+        loopback does not (the browser would never send it back)."""
+        rig = served(rig_factory, sim, tmp_path)
+        with client(rig) as http:
+            tls = http.post("/login", data={"token": TOKEN}, headers={"X-Forwarded-Proto": "https"})
+            plain = http.post("/login", data={"token": TOKEN})
+        assert "; secure" in tls.headers["set-cookie"].lower()
+        assert "secure" not in plain.headers["set-cookie"].lower()
+
     def test_another_sites_form_is_refused(
         self, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path
     ) -> None:

@@ -92,7 +92,8 @@ def routes(dash: Dashboard) -> list[BaseRoute]:
             path="/",
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            # Over TLS (here, or at a reverse proxy that says so) the cookie never travels in plain HTTP.
+            secure=request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https",
         )
         return answer
 
