@@ -108,8 +108,12 @@ class TestLive:
         rig.wait("image_to_video", {"running"})
         laptop = chromium(url(rig))
         laptop.log_in(TOKEN)
-        laptop.open("/")
-        laptop.wait(lambda: laptop.find("#runway-answered").text.endswith("ago"), what="Runway's last answer")
+
+        def answered() -> bool:
+            laptop.open("/")  # the overview is read afresh at each load
+            return bool(laptop.find("#runway-answered").text.endswith("ago"))
+
+        laptop.wait(answered, what="Runway's last answer")
         counts = {e.get_attribute("data-state-count"): e.text for e in laptop.finds("[data-state-count]")}
         assert counts["held"].startswith("1") and counts["succeeded"].startswith("1")
         assert "watching" in laptop.find("table.list").text
