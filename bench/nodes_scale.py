@@ -23,8 +23,6 @@ runs; each run starts every process afresh.
 - **in flight**: ``--in-flight`` 4 s text_to_video tasks at Runway's pace (~47 s each), ``poll_interval = 5``;
   per node, its CPU from the moment every job has a task id to the first one done (as bench/scale.py part B),
   and its peak RSS (``VmHWM``); beside them the database's statements per second over the same span.
-
-With ``--nodes 2,3`` on a runwatch without ``[node]`` the second node refuses to start: those rows say so.
 """
 
 from __future__ import annotations

@@ -40,7 +40,10 @@ PARTS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "upload": (["--runs", "5"], ["--runs", "1", "--size-mib", "128", "--rss-sizes", "32,128", "--runway-sizes", "32"]),
     "idle": (["--seconds", "60"], ["--seconds", "10"]),
-    "web": (["--jobs", "10000", "--requests", "200"], ["--jobs", "2000", "--requests", "50"]),
+    "web": (
+        ["--jobs", "10000", "--requests", "200", "--live-runs", "3"],
+        ["--jobs", "2000", "--requests", "50", "--live-runs", "1", "--live-seconds", "4"],
+    ),
     "sim_throughput": (["--seconds", "8"], ["--seconds", "3"]),
     "hostile": ([], ["--only", "valid,toml_dotted_200k,toml_unterminated_strings,json_empty_objects"]),
     "nodes": ([], ["--requests", "60", "--kills", "2"]),

@@ -314,6 +314,10 @@ class MoneyGuard:
 
     # -- the organization's figures ---------------------------------------------------------------
 
+    def organization(self) -> dict[str, Any] | None:
+        """The organization's figures (balance, tier, usage) at the last look, for the dashboard; None before."""
+        return self._org
+
     def balance(self) -> float | None:
         """The organization's credit balance at its last look (for metrics); None before a look."""
         org = self._org  # one read: another thread may be taking a new look

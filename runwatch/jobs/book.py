@@ -194,6 +194,8 @@ class Book:
                 self.remove_placed(job)
                 changes["placed"] = []
         entered = state != job.state
+        if entered:  # the timeline a job's page shows: every state entered, with its time
+            changes["history"] = [*job.history, {"state": state.value, "at": now_iso()}]
         self.store.update(job, state=state, **changes)
         if state == State.ACCEPTED:
             self.ready.add(job.id)

@@ -99,7 +99,9 @@ def waited(engine: Engine, job: Job, runtime: Any, state: State, progress: float
         # THROTTLED/PENDING/RUNNING and progress are for people: in the status file at once, in the journal
         # within seconds (lost to a power cut, the next start's first poll finds them again).
         if state != job.state:
-            job.apply(state=state, updated_at=engine.now_iso())
+            stamp = engine.now_iso()
+            # In memory until the next durable move writes the history with it (a page's timeline only).
+            job.apply(state=state, updated_at=stamp, history=[*job.history, {"state": state.value, "at": stamp}])
             engine.log.info(f"job.{state}", request=job.name, job=job.id, task_id=job.task_id)
             engine.book.tell(job)
         job.progress = moved

@@ -24,8 +24,12 @@ import uvicorn
 
 from runwatch.store import Store, open_store
 from runwatch.web.app import STALE_LOOP, View, make_app
+from runwatch.web.board import Board, InboxHealth, health_of
+from runwatch.web.live import Live
 from runwatch.web.metrics import Metrics, Sources
+from runwatch.web.pages import Dash
 from runwatch.web.security import Security, load_token
+from runwatch.web.session import Sessions
 
 if TYPE_CHECKING:
     from runwatch.daemon import Daemon
@@ -76,6 +80,8 @@ class WebServer:
         )
         self.metrics = Metrics(self.sources, book=engine.book)
         engine.book.listeners.append(self.metrics.job_entered)
+        self.live = Live(lambda: self.sources.store, lambda job_id: engine.jobs.get(job_id))
+        engine.book.listeners.append(self.live.job_entered)
         daemon.api.observer = self.metrics.api_call
         self.port = self.http.port
         self.stale_after = STALE_LOOP  # seconds without a turn of the main loop before /healthz says 503
@@ -117,6 +123,17 @@ class WebServer:
             turned_at=lambda: self.daemon.turned_at,
             problems=self._problems,
             stale_after=self.stale_after,
+            dash=Dash(
+                board=Board(
+                    inboxes=self._inboxes,
+                    budget=lambda: self.daemon.config.budget,
+                    organization=self.daemon.engine.money.organization,
+                    contact=self.metrics.contact,
+                ),
+                sessions=Sessions(self.token, self.port),
+                live=self.live,
+                catalog=self.daemon.catalog,
+            ),
         )
         config = uvicorn.Config(
             make_app(view),
@@ -137,6 +154,9 @@ class WebServer:
             time.sleep(0.01)
         self.daemon.log.info("http.listening", url=self.url, token=self.token is not None)
 
+    def _inboxes(self) -> list[InboxHealth]:
+        return [health_of(w.inbox, w.paused, w.mode) for w in self.daemon.watchers]
+
     def _problems(self) -> list[str]:
         """Why the daemon is not ready: not started yet, an inbox paused, a disk refusing writes, Runway silent."""
         daemon = self.daemon
@@ -151,6 +171,7 @@ class WebServer:
         return problems
 
     def stop(self) -> None:
+        self.live.close()  # live pages end within a tick, so uvicorn's wait for open answers ends too
         if self._server is not None:
             self._server.exit_soon()
         if self._thread is not None:
