@@ -477,19 +477,22 @@ class TestNothingSecretIsShown:
             rig = served(rig_factory, sim, tmp_path, s3=s3)
             stop = threading.Event()
 
+            def read_pass(http: httpx.Client) -> None:
+                for page in ("/", "/jobs", "/submit"):
+                    shown.append(http.get(page).content)
+                for ident in re.findall(r'<tr data-job="([^"]+)">', http.get("/jobs").text):
+                    shown.append(http.get(f"/jobs/{ident}").content)
+                    with http.stream("GET", f"/live?ids={ident}") as stream:
+                        for line in stream.iter_lines():
+                            if line.startswith("data: "):
+                                shown.append(line.encode())
+                                break
+
             def read_everything() -> None:
                 with client(rig) as http:
                     log_in(http)
                     while not stop.is_set():
-                        for page in ("/", "/jobs", "/submit"):
-                            shown.append(http.get(page).content)
-                        for ident in re.findall(r'<tr data-job="([^"]+)">', http.get("/jobs").text):
-                            shown.append(http.get(f"/jobs/{ident}").content)
-                            with http.stream("GET", f"/live?ids={ident}") as stream:
-                                for line in stream.iter_lines():
-                                    if line.startswith("data: "):
-                                        shown.append(line.encode())
-                                        break
+                        read_pass(http)
 
             reader = threading.Thread(target=read_everything)
             reader.start()
@@ -502,6 +505,10 @@ class TestNothingSecretIsShown:
             finally:
                 stop.set()
                 reader.join(30)
+            # One more pass once every request has ended: the reader may have stopped before it saw the last ends.
+            with client(rig) as http:
+                log_in(http)
+                read_pass(http)
         assert ends["image_to_video"] == "succeeded" and ends["text_to_video"] == "failed"
         data = b"\n".join(shown)
         assert b"ASSET.INVALID" in data and b"REDACTED" in data  # the pages did show the failures
