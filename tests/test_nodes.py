@@ -39,6 +39,7 @@ from runwatch.jobs.job import Job
 from runwatch.jobs.ledger import Ledger
 from runwatch.nodes import nodes_command
 from runwatch.simulator import Simulator
+from runwatch.store.listen import CommandListener
 from runwatch.store.postgres import PostgresJournal
 from runwatch.workarea import Control, Taken, WorkArea
 
@@ -370,6 +371,32 @@ class TestTakeover:
         shown = {node["name"]: node for node in json.loads(out.getvalue())["nodes"]}
         assert shown["n1"]["state"] == "stopped" and shown["n1"]["jobs"] == 0
         assert shown["n2"]["state"] == "running"
+
+    def test_a_clean_stop_is_taken_over_at_once_through_the_notification(
+        self, pg_url: str, tmp_path: Path, rig_factory: Callable[..., Rig], sim: Simulator
+    ) -> None:
+        """Node n1 stops cleanly while following a task; node n2, whose leases last ten minutes and whose own
+        sweep is turned off, takes the task over all the same, woken by the notification n1's stop sent, and
+        finishes it: one create."""
+        sim.config.time_scale = 1.0  # the task still runs at the stop
+        first = rig_factory(sim, state={"dir": str(tmp_path / "state-n1"), "database": pg_url},
+                            node={"name": "n1", "lease": 600}).start()  # fmt: skip
+        first.drop("film", VIDEO)
+        first.wait("film", AT_RUNWAY)
+        second = rig_factory(sim, state={"dir": str(tmp_path / "state-n2"), "database": pg_url},
+                             node={"name": "n2", "lease": 600}).start()  # fmt: skip
+        assert second.daemon is not None and second.daemon.listener is not None
+        node = second.daemon.engine.node
+        node._sweep_every, node._next_sweep = 3600.0, float("inf")  # no sweep but the one a notification asks for
+        assert isinstance(second.daemon.listener, CommandListener) and second.daemon.listener.connected.wait(30)
+        assert _owners(pg_url) == {"film": "n1"}
+        first.stop()
+        _until(lambda: _owners(pg_url) == {"film": "n2"}, lambda: str(_owners(pg_url)), timeout=30)
+        sim.advance(3600)
+        status = second.wait("film", timeout=60)
+        assert status["state"] == "succeeded", status
+        second.check_outputs(status)
+        assert sim.create_count() == 1 and sim.duplicate_creates() == []
 
     def test_a_create_on_its_way_at_a_nodes_death_is_never_sent_again(
         self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator

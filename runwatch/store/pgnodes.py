@@ -28,6 +28,7 @@ from psycopg.rows import DictRow
 from runwatch.errors import JournalError
 from runwatch.jobs.job import FIELDS, Job
 from runwatch.jobs.states import ACTIVE
+from runwatch.store.listen import NODES_CHANNEL
 from runwatch.store.protocol import ClaimRow, Command, NodeRow, TakenOver
 
 if TYPE_CHECKING:
@@ -187,18 +188,22 @@ class NodeSection:
             return cur.fetchone() is not None
 
     def leave(self) -> int:
-        """A clean stop: this node's leases end now (the others take its jobs at their next look) and its row
-        says it stopped. Returns how many jobs it handed over."""
+        """A clean stop: this node's leases end now and its row says it stopped; every listening node is told
+        in the same transaction (``NOTIFY runwatch_nodes``, delivered at the commit) and takes the jobs at
+        once. Returns how many jobs it handed over."""
         if self.node is None:
             return 0
         with self._cursor(transaction=True) as cur:
+            # Already past: a node told of this commit finds the leases run out by its own transaction's now().
             cur.execute(
-                "UPDATE jobs SET lease_until = now() "
+                "UPDATE jobs SET lease_until = now() - interval '1 second' "
                 "WHERE owner = %(me)s AND finished_at IS NULL AND state = ANY(%(active)s)",
                 self._args(),
             )
             handed = cur.rowcount
             cur.execute("UPDATE nodes SET stopped_at = now(), heartbeat_at = now() WHERE name = %(me)s", self._args())
+            if handed > 0:
+                cur.execute("SELECT pg_notify(%s, %s)", (NODES_CHANNEL, self.node))
         return max(handed, 0)  # still this node's name: a late write stays fenced
 
     def nodes(self) -> list[NodeRow]:

@@ -404,9 +404,12 @@ class PostgresJournal(NodeSection):
         rows = self._query("SELECT result FROM commands WHERE id = %s AND done_at IS NOT NULL", (command_id,))
         return str(rows[0]["result"]) if rows else None
 
-    def listen_commands(self, wake: Callable[[], None], log: Any) -> CommandListener:
-        """A connection of its own (never the pool's) that calls ``wake`` on every command added anywhere."""
-        return CommandListener(self._conninfo, self.url, wake, log)
+    def listen_commands(
+        self, wake: Callable[[], None], log: Any, nodes: Callable[[], None] | None = None
+    ) -> CommandListener:
+        """A connection of its own (never the pool's) that calls ``wake`` on every command added anywhere, and
+        ``nodes`` whenever a node stops cleanly (its jobs are free to take)."""
+        return CommandListener(self._conninfo, self.url, wake, log, nodes)
 
     # -- money across nodes -----------------------------------------------------------------------
 
