@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from runwatch.budget import Limits, MoneyCheck, OrgFigures, Spent, charge_of, spent, user_hold
 from runwatch.clock import now_iso
@@ -296,6 +297,45 @@ class TestDaemonWithOtherNodes:
             other.close()
             rig.stop()
         assert sim.create_count() == 1 and sim.duplicate_creates() == []
+
+    def test_a_request_held_by_other_nodes_spending_stays_held_quietly_until_it_fits(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A request held for another node's spending is looked at again and again (every 0.2 s here) while it
+        still does not fit: it stays held, with no move through accepted and no log line each time; once the
+        other node's spending is gone it is released with one line, and sent once."""
+        from runwatch.jobs import sending
+
+        monkeypatch.setattr(sending, "SHARED_HOLD_WAIT", 0.2)
+        with capture_logs() as logs:
+            rig = rig_factory(sim, state={"database": pg_url}, budget={"daily": 100}).start()
+            assert rig.daemon is not None
+            rig.daemon.engine.money.recheck_every = 0.05
+            other = PostgresJournal(pg_url)
+            try:
+                # This node's guard reads the journal's spending once, here.
+                rig.drop("first", dict(SPEECH, promptText="First."))
+                assert rig.wait("first")["state"] == "succeeded"
+                stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                spent = _job("elsewhere", estimate=98.5, state=State.SUCCEEDED, credits=98.5, create_started_at=stamp)
+                other.add(spent)  # unseen by this node's guard: only the journal's check holds line0
+                rig.drop("line0", SPEECH)
+                rig.wait("line0", {"held"})
+                seen: set[float] = set()
+                deadline = time.monotonic() + WAIT
+                while len(seen) < 5:  # looked at again four times since it was held
+                    job = other.find("line0")
+                    assert job is not None and job.state == "held" and time.monotonic() < deadline
+                    seen.add(job.not_before or 0.0)
+                    time.sleep(0.02)
+                other.update(spent, credits=0.0, estimated_credits=0.0)
+                assert rig.wait("line0")["state"] == "succeeded"
+            finally:
+                other.close()
+                rig.stop()
+        moves = [e["event"] for e in logs if e.get("request") == "line0" and e["event"] in ("job.accepted", "job.held")]
+        assert moves == ["job.accepted", "job.held", "job.accepted"]
+        assert sim.create_count() == 2 and sim.duplicate_creates() == []
 
 
 class TestTwoDaemons:

@@ -467,6 +467,10 @@ class Engine:
 
     # -- following tasks ----------------------------------------------------------------------------
 
+    def hold_for(self, job: Job, seconds: float) -> float:
+        """A held request is looked at again in ``seconds``; the epoch moment, for its ``not_before``."""
+        return self._wait(job, seconds)
+
     def _wait(self, job: Job, seconds: float) -> float:
         """A back-off or hold of ``seconds``: kept on the monotonic clock, recorded as epoch for a restart."""
         runtime = self.book.rt[job.id]
