@@ -4,6 +4,7 @@ reach the daemon through LISTEN/NOTIFY."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -29,6 +30,7 @@ from runwatch.simulator import SimConfig, Simulator
 from runwatch.store import Journal
 from runwatch.store.listen import CommandListener
 from runwatch.store.postgres import PostgresJournal
+from runwatch.submit import submit_command
 
 from .rig import SEED_REQUESTS, Rig
 
@@ -336,6 +338,47 @@ class TestDaemonWithOtherNodes:
         moves = [e["event"] for e in logs if e.get("request") == "line0" and e["event"] in ("job.accepted", "job.held")]
         assert moves == ["job.accepted", "job.held", "job.accepted"]
         assert sim.create_count() == 2 and sim.duplicate_creates() == []
+
+
+class TestSubmitAcrossNodes:
+    def test_submit_is_checked_against_every_nodes_spending(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path
+    ) -> None:
+        """`runwatch submit` on a journal nodes share goes through the same check as a daemon's create: with
+        99.5 of a daily budget of 100 spent by a node, a request of 1 credit is not sent (exit 1, the budget's
+        reason, the job failed with code held); once that spending is gone the same request is sent, its intent
+        recorded where every node counts it."""
+        rig = rig_factory(sim, state={"database": pg_url}, budget={"daily": 100})
+        config = str(rig.config_file())
+        request = tmp_path / "elsewhere" / "line.json"
+        request.parent.mkdir()
+        request.write_text(json.dumps(SPEECH))
+        env = {"RUNWAYML_API_SECRET": sim.key, "RUNWATCH_ALLOW_ROOT": "1"}
+        other = PostgresJournal(pg_url)
+        try:
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            spent = other.add(
+                _job("elsewhere", estimate=99.5, state=State.SUCCEEDED, credits=99.5, create_started_at=stamp)
+            )
+            err = io.StringIO()
+            assert submit_command(str(request), config_file=config, out=io.StringIO(), err=err, env=env) == 1
+            assert "would exceed the daily budget of 100" in err.getvalue()
+            refused = other.find("line")
+            assert refused is not None and refused.state == "failed" and refused.error is not None
+            assert refused.error["code"] == "held" and refused.create_started_at is None
+            assert sim.create_count() == 0
+            other.update(spent, credits=90.0)
+            out = io.StringIO()
+            assert submit_command(str(request), config_file=config, out=out, err=io.StringIO(), env=env) == 0
+            assert "submitted as task" in out.getvalue()
+            with other._cursor() as cur:
+                cur.execute("SELECT job_id FROM money_creates")
+                counted = [row["job_id"] for row in cur.fetchall()]
+            sent = other.find("line")
+            assert sent is not None and counted == [sent.id]
+        finally:
+            other.close()
+        assert sim.create_count() == 1
 
 
 class TestTwoDaemons:
