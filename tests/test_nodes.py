@@ -742,6 +742,43 @@ class TestNodesCommand:
         assert node["name"] == "desk" and node["state"] == "running" and node["jobs"] == 0
 
 
+class TestStatusShowsNodes:
+    def test_status_names_the_node_following_each_unfinished_job(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path
+    ) -> None:
+        """`runwatch status` on a shared journal has a NODE column after STATE, and `--json` a "node" key: the
+        node following each unfinished job, empty (null) for an ended one. With SQLite neither is there."""
+        first, second = _joined(pg_url, "edit-1"), _joined(pg_url, "edit-2")
+        first.add(_job("j1", "cut", state="accepted"))
+        second.add(_job("j2", "grade", state="running", task_id="t2"))
+        first.add(_job("j3", "done", state="succeeded", finished_at=now_iso()))
+        first.close()
+        second.close()
+        shared = rig_factory(sim, state={"database": pg_url}).config_file()
+        env = dict(os.environ, RUNWATCH_ALLOW_ROOT="1", COLUMNS="200")
+        cli = [sys.executable, "-m", "runwatch.cli", "status", "--config", str(shared)]
+        shown = json.loads(subprocess.run([*cli, "--json"], env=env, capture_output=True, check=True).stdout)
+        assert {doc["name"]: doc["node"] for doc in shown} == {"cut": "edit-1", "grade": "edit-2", "done": None}
+        table = subprocess.run(cli, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+        assert table[0].split()[:3] == ["NAME", "STATE", "NODE"]
+        rows = {line.split()[0]: line.split()[1:3] for line in table[1:]}
+        assert rows["cut"] == ["accepted", "edit-1"] and rows["grade"] == ["running", "edit-2"]
+        assert rows["done"][1] != "edit-1"  # no node for an ended job: the next column follows
+        alone = tmp_path / "alone"
+        alone.mkdir()
+        local = rig_factory(sim, state={"dir": str(alone / "state")})
+        local.start()
+        local.drop("line", SPEECH)
+        local.wait("line")
+        local.stop()
+        config = local.config_file()
+        cli = [sys.executable, "-m", "runwatch.cli", "status", "--config", str(config)]
+        (doc,) = json.loads(subprocess.run([*cli, "--json"], env=env, capture_output=True, check=True).stdout)
+        assert "node" not in doc
+        table = subprocess.run(cli, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+        assert "NODE" not in table[0].split()
+
+
 class TestNodeConfig:
     def test_node_name_and_lease_are_checked(self) -> None:
         """`[node] name` defaults to the host name's first label, made safe; a name with a space or a lease

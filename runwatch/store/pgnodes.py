@@ -206,6 +206,19 @@ class NodeSection:
                 cur.execute("SELECT pg_notify(%s, %s)", (NODES_CHANNEL, self.node))
         return max(handed, 0)  # still this node's name: a late write stays fenced
 
+    def owners(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """The node following each of these jobs that is unfinished (``runwatch status``); ended jobs and jobs
+        nobody owns are left out."""
+        if not job_ids:
+            return {}
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT id, owner FROM jobs WHERE id = ANY(%(ids)s) AND owner IS NOT NULL AND finished_at IS NULL "
+                "AND state = ANY(%(active)s)",
+                self._args(ids=list(job_ids)),
+            )
+            return {str(row["id"]): str(row["owner"]) for row in cur.fetchall()}
+
     def nodes(self) -> list[NodeRow]:
         """Every node that ever joined, with its heartbeat's age by the database's clock and its jobs."""
         with self._cursor() as cur:
