@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from structlog.testing import capture_logs
 
@@ -23,12 +24,13 @@ from runwatch.clock import now_iso
 from runwatch.config import parse_config
 from runwatch.control import control_command
 from runwatch.daemon import Daemon
-from runwatch.errors import MoneyHeld
+from runwatch.errors import LeaseLost, MoneyHeld
 from runwatch.jobs.job import Job
 from runwatch.jobs.states import State
 from runwatch.simulator import SimConfig, Simulator
 from runwatch.store import Journal
 from runwatch.store.listen import CommandListener
+from runwatch.store.pgschema import LOCK_CLASS, MONEY_LOCK
 from runwatch.store.postgres import PostgresJournal
 from runwatch.submit import submit_command
 
@@ -243,6 +245,74 @@ class TestApprovalAcrossNodes:
         assert taken is not None and taken.approved
         assert b.money_hold(_check(job, limits)) is None  # node b's own copy still says not approved
         b.record_intent(job.id, first=True, check=_check(job, limits))
+
+
+def _node(url: str, name: str, lease: float) -> PostgresJournal:
+    """A journal joined as node ``name`` (no heartbeat of its own: its leases run out after ``lease``)."""
+    journal = PostgresJournal(url, pool_size=2)
+    journal.join(name, lease, host=f"host-{name}", pid=os.getpid(), version="test", node_time=time.time())
+    return journal
+
+
+def _counted(journal: PostgresJournal) -> list[str]:
+    """The creates the organization's figures are short of (money_creates), by job id."""
+    with journal._cursor() as cur:
+        cur.execute("SELECT job_id FROM money_creates ORDER BY job_id")
+        return [str(row["job_id"]) for row in cur.fetchall()]
+
+
+class TestLeaseAndMoney:
+    def test_an_intent_that_waited_for_the_money_lock_past_its_lease_is_refused(self, pg_url: str) -> None:
+        """A node's intent waits for the money lock (another create holds it) while the job's lease runs out:
+        when the lock comes, the intent is refused (LeaseLost) and nothing is recorded or counted, however early
+        its transaction began."""
+        node = _node(pg_url, "n1", lease=1.0)
+        job = node.add(_job("late"))
+        holder = psycopg.connect(pg_url, autocommit=True)
+        results: list[BaseException | str] = []
+
+        def intent() -> None:
+            try:
+                results.append(node.record_intent(job.id, first=True, check=_check(job, Limits())))
+            except Exception as exc:  # noqa: BLE001 - what the test looks at
+                results.append(exc)
+
+        try:
+            holder.execute("BEGIN")
+            holder.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, MONEY_LOCK))
+            thread = threading.Thread(target=intent)
+            thread.start()
+            deadline = time.monotonic() + WAIT
+            while not holder.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchall():
+                assert time.monotonic() < deadline, "the intent never waited for the money lock"
+                time.sleep(0.01)
+            time.sleep(1.5)  # the lease runs out while the intent waits
+            holder.execute("COMMIT")
+            thread.join(WAIT)
+            row = node.get(job.id)
+            assert len(results) == 1 and isinstance(results[0], LeaseLost), results
+            assert row is not None and row.create_started_at is None and _counted(node) == []
+        finally:
+            holder.close()
+            node.close()
+
+    def test_a_late_clear_from_a_node_that_lost_the_job_leaves_the_intent_counted(self, pg_url: str) -> None:
+        """Node n1 recorded an intent and fell silent; n2 took the job over (its intent stands: never sent
+        again). n1's late word that its create made nothing changes nothing now: the job keeps its intent for
+        n2, and every node keeps counting it."""
+        first, second = _node(pg_url, "n1", lease=1.0), _node(pg_url, "n2", lease=1.0)
+        try:
+            job = first.add(_job("late"))
+            first.record_intent(job.id, first=True, check=_check(job, Limits()))
+            time.sleep(1.2)  # n1's lease runs out (it never beats here)
+            assert [t.job.id for t in second.take_over(["in"], 10)] == [job.id]
+            first.clear_intent(job.id)
+            row = second.get(job.id)
+            assert row is not None and row.create_started_at is not None
+            assert _counted(second) == [job.id]
+        finally:
+            first.close()
+            second.close()
 
 
 class TestOneNode:

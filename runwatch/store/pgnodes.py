@@ -78,10 +78,12 @@ class NodeSection:
         return sql.SQL(" AND (owner IS NULL OR owner = %s)"), (self.node,)
 
     def _lease_held(self) -> tuple[sql.Composable, tuple[Any, ...]]:
-        """The condition of an intent: the job is this node's and its lease has not run out."""
+        """The condition of an intent: the job is this node's and its lease has not run out. By the database's
+        clock as it is now (``clock_timestamp()``), not ``now()``, the start of the transaction: an intent's
+        transaction may have waited for the money lock longer than the lease had left."""
         if self.node is None:
             return sql.SQL(""), ()
-        return sql.SQL(" AND owner = %s AND lease_until > now()"), (self.node,)
+        return sql.SQL(" AND owner = %s AND lease_until > clock_timestamp()"), (self.node,)
 
     def _own_new(self, cur: psycopg.Cursor[DictRow], job_ids: Sequence[str]) -> None:
         """Jobs this node just recorded are its own, under a fresh lease (same transaction as their insert)."""
