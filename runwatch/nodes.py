@@ -275,6 +275,10 @@ class Node:
         engine.book.ready.discard(job_id)
         engine.proving.discard(job_id)
         engine.forget_waiting(job_id)
+        # Its create's answer, if one is on its way, is no longer taken here: nothing stays reserved for it on
+        # this node's balance (the journal counts the create for every node).
+        engine.money.unreserve(job_id)
+        engine.money.landed(job_id)
 
 
 # -- runwatch nodes -----------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from runwatch.errors import ConfigError, IntentNotRecorded
 from runwatch.jobs.job import Job
 from runwatch.jobs.ledger import Ledger
 from runwatch.nodes import nodes_command
-from runwatch.simulator import Simulator
+from runwatch.simulator import Fault, Simulator
 from runwatch.store.listen import CommandListener
 from runwatch.store.postgres import PostgresJournal
 from runwatch.workarea import Control, Taken, WorkArea
@@ -524,6 +524,29 @@ class TestFaults:
         assert status["state"] == "succeeded", status
         assert sim.create_count() == 1 and sim.duplicate_creates() == []
         assert any(e["event"] == "node.returned" for e in logs)
+
+    def test_a_node_cut_off_with_a_create_in_flight_keeps_nothing_reserved(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator
+    ) -> None:
+        """A node whose heartbeat stops while its create is on its way is cut off and forgets the job (another
+        node's to take now): the credits it had set aside for that create are no longer taken off its balance,
+        and the create's late answer changes nothing on it."""
+        sim.faults.add(Fault("slow", endpoint="text_to_speech", method="POST", delay=5.0))
+        rig = rig_factory(sim, state={"database": pg_url}, node={"name": "n1", "lease": 2}).start()
+        assert rig.daemon is not None
+        engine = rig.daemon.engine
+        rig.drop("line", SPEECH)
+        journal = PostgresJournal(pg_url)
+        try:
+            job = _until(lambda: [j for j in journal.jobs() if j.create_started_at], lambda: _log(rig, "n1"))[0]
+            assert job.id in engine.money.reserved  # set aside while the create is on its way
+            engine.node._beat_every = engine.node._next_beat = float("inf")  # no heartbeat from here on
+            _until(lambda: engine.node.cut_off, lambda: "never cut off", timeout=30)
+            assert job.id not in engine.money.reserved and job.id not in engine.jobs
+            _until(lambda: (journal.get(job.id) or job).task_id, lambda: "the create never answered", timeout=30)
+            assert job.id not in engine.money.reserved and sim.create_count() == 1
+        finally:
+            journal.close()
 
     def test_a_database_restart_mid_run_loses_nothing(
         self,
