@@ -89,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import json
 
+    from runwatch.ops import job_owners, node_column, with_node
     from runwatch.outbox import status_document
     from runwatch.store import open_store
 
@@ -96,12 +97,13 @@ def _status(args: argparse.Namespace) -> int:
     journal = open_store(config)
     try:
         jobs = journal.jobs(limit=args.limit, name=args.name)
+        owners = job_owners(journal, jobs)
     finally:
         journal.close()
     if args.name and not jobs:
         print(f"runwatch status: no request named {args.name!r}", file=sys.stderr)
         return EXIT_FAILURE
-    docs = [dict(status_document(j), inbox=j.inbox, job=j.id) for j in jobs]
+    docs = [with_node(dict(status_document(j), inbox=j.inbox, job=j.id), j, owners) for j in jobs]
     if args.json:
         print(json.dumps(docs, indent=2))
         return EXIT_OK
@@ -121,7 +123,7 @@ def _status(args: argparse.Namespace) -> int:
                 note,
             )
         )
-    for line in _table(rows, shutil.get_terminal_size().columns):
+    for line in _table(node_column(rows, docs, owners), shutil.get_terminal_size().columns):
         print(line)
     return EXIT_OK
 

@@ -160,7 +160,7 @@ class Daemon:
             prepare_records(inbox)
         self._started_at = now_iso()
         self.engine.load_limits()
-        self.listener = self.journal.listen_commands(self.engine.wake_commands, self.log)
+        self.listener = self.journal.listen_commands(self.engine.wake_commands, self.log, self.engine.wake_nodes)
         if self.notifier is not None:
             self.notifier.start(self.engine, lambda: self.watchers)
         claimed = [(inbox, d) for inbox in self.config.inboxes for d in recover(inbox, skip=self._elsewhere(inbox))]

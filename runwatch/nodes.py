@@ -5,10 +5,10 @@ keeps, from the engine's loop (so the engine's one-writer rule holds):
 
 - **the heartbeat**: every third of a lease, one transaction stamps the node's row with the database's
   ``now()`` (and the node's clock offset) and renews the lease of every unfinished job it owns;
-- **the takeover**: every half lease, jobs of its inboxes whose lease ran out (their node died, or stopped and
-  handed them over) become its own, and are followed through the same code as a restart
-  (:func:`runwatch.jobs.recovery.resume`): a task is followed and downloaded into the same outbox, a create
-  whose intent stands without a task id goes to ``needs_attention`` and is never sent again;
+- **the takeover**: every half lease, and at once when another node says it stopped, jobs of its inboxes whose
+  lease ran out (their node died, or stopped and handed them over) become its own, and are followed through the
+  same code as a restart (:func:`runwatch.jobs.recovery.resume`): a task is followed and downloaded into the same
+  outbox, a create whose intent stands without a task id goes to ``needs_attention`` and is never sent again;
 - **the cut-off**: a node that could not renew its leases for a whole lease forgets every job it followed
   (others take them), logs ``node.cut_off``, takes no claim and sends no create. When the database answers
   again it writes what it kept, joins again and starts over from the journal;
@@ -96,7 +96,8 @@ class Node:
         return [t.job for t in self._take(mine_too=True)]
 
     def leave(self) -> None:
-        """A clean stop: the leases of this node's jobs end now, so the others take them at their next look."""
+        """A clean stop: the leases of this node's jobs end now, and the others, told so by the journal's
+        notification, take them at once (:meth:`handed_over`)."""
         if not self.shared or self.cut_off:
             return
         try:
@@ -121,6 +122,14 @@ class Node:
         if not self.cut_off and clock.monotonic() >= self._next_sweep and not self.engine.stopping.is_set():
             self._next_sweep = clock.monotonic() + self._sweep_every
             self.sweep()
+
+    def handed_over(self) -> None:
+        """Another node stopped cleanly (the journal's notification): its jobs are taken now, not at the next
+        sweep. A notification of this node's own stop, or one heard while cut off, changes nothing."""
+        if not self.shared or self.cut_off or self.engine.stopping.is_set():
+            return
+        self._next_sweep = self.engine.clock.monotonic() + self._sweep_every
+        self.sweep()
 
     def _beat(self, before: float) -> None:
         if self.cut_off:
@@ -266,6 +275,10 @@ class Node:
         engine.book.ready.discard(job_id)
         engine.proving.discard(job_id)
         engine.forget_waiting(job_id)
+        # Its create's answer, if one is on its way, is no longer taken here: nothing stays reserved for it on
+        # this node's balance (the journal counts the create for every node).
+        engine.money.unreserve(job_id)
+        engine.money.landed(job_id)
 
 
 # -- runwatch nodes -----------------------------------------------------------------------------------

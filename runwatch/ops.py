@@ -17,17 +17,21 @@ from runwatch.errors import ConfigError
 
 if TYPE_CHECKING:
     from runwatch.config import Config
+    from runwatch.jobs.job import Job
 
 __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
     "daemon_holder",
+    "job_owners",
     "load_optional_config",
     "load_required_config",
     "make_s3_client",
+    "node_column",
     "plural",
     "readable",
+    "with_node",
     "write_table",
 ]
 
@@ -52,6 +56,32 @@ def write_table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] + "\n")
+
+
+def job_owners(journal: Any, jobs: Sequence[Job]) -> dict[str, str] | None:
+    """``runwatch status`` on a journal nodes share: the node following each unfinished job (ended jobs have
+    none). None with a journal one node owns (SQLite), where the status shows no node at all."""
+    from runwatch.store.pgnodes import NodeSection
+
+    if not isinstance(journal, NodeSection):
+        return None
+    return journal.owners([job.id for job in jobs if not job.final])
+
+
+def with_node(doc: dict[str, Any], job: Job, owners: dict[str, str] | None) -> dict[str, Any]:
+    """A status document with the node following its job (``node``: null once ended), on a shared journal."""
+    return doc if owners is None else dict(doc, node=owners.get(job.id))
+
+
+def node_column(
+    rows: Sequence[Sequence[str]], docs: Sequence[Mapping[str, Any]], owners: dict[str, str] | None
+) -> list[Sequence[str]]:
+    """The status table with a NODE column after STATE on a shared journal (``rows[0]`` is the header)."""
+    if owners is None:
+        return list(rows)
+    return [
+        (*row[:2], "NODE" if i == 0 else str(docs[i - 1].get("node") or ""), *row[2:]) for i, row in enumerate(rows)
+    ]
 
 
 def load_optional_config(explicit: str | None, env: Mapping[str, str] = os.environ) -> Config | None:

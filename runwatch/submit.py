@@ -29,9 +29,11 @@ if TYPE_CHECKING:
     import httpx
 
     from runwatch.api import RunwayClient
+    from runwatch.budget import MoneyCheck
     from runwatch.config import Config
     from runwatch.jobs.job import Job
     from runwatch.media import Placed, Transport
+    from runwatch.pricing import Estimate
     from runwatch.request import Request
     from runwatch.store import Store
 
@@ -177,6 +179,7 @@ class _Submission:
     transport_name: str  # the transport its media were checked for (validate's choice), which sends them
     transport: Transport | None = None
     placed: list[Placed] = field(default_factory=list)
+    estimate: Estimate | None = None  # validate's, with its basis: what every node's budgets are checked with
 
 
 def submit_command(
@@ -248,7 +251,7 @@ def submit_command(
         )
         api = RunwayClient(http, base_url=config.runway.base_url, api_key=api_key, version=config.runway.api_version)
         fitted = checked.transport or "runway"
-        run = _Submission(config, journal, api, http, job, out, err, wait, sleep, fitted)
+        run = _Submission(config, journal, api, http, job, out, err, wait, sleep, fitted, estimate=checked.estimate)
         try:
             code = _send(run, req, s3_client)
         except KeyboardInterrupt:
@@ -269,8 +272,9 @@ def submit_command(
 
 def _send(run: _Submission, req: Request, s3_client: Any) -> int:
     """Place the media, then create the task, as the lifecycle decides after each answer."""
-    from runwatch.errors import RunwatchError
+    from runwatch.errors import MoneyHeld, RunwatchError
     from runwatch.jobs.lifecycle import Finish, Hold, RetryLater, after_create_failure, after_place_failure
+    from runwatch.jobs.sending import shared_outcome
     from runwatch.jobs.states import State
 
     job, journal, err = run.job, run.journal, run.err
@@ -297,9 +301,12 @@ def _send(run: _Submission, req: Request, s3_client: Any) -> int:
     body = req.with_uris(uris)
     sent: list[int] = []  # attempts that left in this try: the first of each try counts one more attempt
 
+    check = _money_check(run, req)
+
     def before_send() -> None:  # the intent is committed (fsync'd) before each attempt leaves
         sent.append(1)
-        journal.record_intent(job.id, first=len(sent) == 1)
+        # On a journal nodes share, checked against every node's spending in the intent's own transaction.
+        journal.record_intent(job.id, first=len(sent) == 1, check=check)
 
     while True:
         sent.clear()
@@ -321,7 +328,10 @@ def _send(run: _Submission, req: Request, s3_client: Any) -> int:
             fresh = journal.get(job.id)
             if fresh is not None:
                 job.apply(create_started_at=fresh.create_started_at, attempts=fresh.attempts)
-            outcome = after_create_failure(exc, attempts=job.attempts, model=job.model)
+            if isinstance(exc, MoneyHeld):  # every node's spending together: nothing recorded, nothing sent
+                outcome: Finish | Hold | RetryLater = shared_outcome(job, exc.code, exc.reason)
+            else:
+                outcome = after_create_failure(exc, attempts=job.attempts, model=job.model)
             if not (isinstance(outcome, Finish) and not outcome.surely_not_created):
                 journal.update(job, create_started_at=None)  # Runway surely created nothing
             if isinstance(outcome, Finish):
@@ -343,6 +353,32 @@ def _send(run: _Submission, req: Request, s3_client: Any) -> int:
     run.out.write(f"{job.name}: submitted as task {created.id}{cost}\n")
     run.out.flush()
     return EXIT_OK
+
+
+def _money_check(run: _Submission, req: Request) -> MoneyCheck:
+    """What a journal several nodes share checks this create against, as it does a daemon's: the config's
+    budgets and the request's own limit over every node's spending, the balance and Runway's daily count as the
+    nodes last read them. A SQLite journal's one node decides alone (a submit there checks no budget)."""
+    from runwatch.budget import Limits, MoneyCheck
+    from runwatch.pricing import Estimate
+
+    job, budget = run.job, run.config.budget
+    guess = run.estimate or Estimate(None, "the request names no model")
+    return MoneyCheck(
+        job_id=job.id,
+        name=job.name,
+        inbox=job.inbox,
+        model=job.model,
+        credits=guess.credits,
+        basis=guess.basis,
+        limits=Limits(
+            max_credits=req.options.max_credits,
+            daily=budget.daily,
+            monthly=budget.monthly,
+            unknown_price=budget.unknown_price,
+        ),
+        model_cap=run.config.scheduler.per_model,
+    )
 
 
 def _report(run: _Submission, outcome: Any) -> int:

@@ -4,6 +4,7 @@ reach the daemon through LISTEN/NOTIFY."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -14,20 +15,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from structlog.testing import capture_logs
 
 from runwatch.budget import Limits, MoneyCheck, OrgFigures, Spent, charge_of, spent, user_hold
 from runwatch.clock import now_iso
 from runwatch.config import parse_config
 from runwatch.control import control_command
 from runwatch.daemon import Daemon
-from runwatch.errors import MoneyHeld
+from runwatch.errors import LeaseLost, MoneyHeld
 from runwatch.jobs.job import Job
 from runwatch.jobs.states import State
 from runwatch.simulator import SimConfig, Simulator
 from runwatch.store import Journal
 from runwatch.store.listen import CommandListener
+from runwatch.store.pgschema import LOCK_CLASS, MONEY_LOCK
 from runwatch.store.postgres import PostgresJournal
+from runwatch.submit import submit_command
 
 from .rig import SEED_REQUESTS, Rig
 
@@ -242,6 +247,74 @@ class TestApprovalAcrossNodes:
         b.record_intent(job.id, first=True, check=_check(job, limits))
 
 
+def _node(url: str, name: str, lease: float) -> PostgresJournal:
+    """A journal joined as node ``name`` (no heartbeat of its own: its leases run out after ``lease``)."""
+    journal = PostgresJournal(url, pool_size=2)
+    journal.join(name, lease, host=f"host-{name}", pid=os.getpid(), version="test", node_time=time.time())
+    return journal
+
+
+def _counted(journal: PostgresJournal) -> list[str]:
+    """The creates the organization's figures are short of (money_creates), by job id."""
+    with journal._cursor() as cur:
+        cur.execute("SELECT job_id FROM money_creates ORDER BY job_id")
+        return [str(row["job_id"]) for row in cur.fetchall()]
+
+
+class TestLeaseAndMoney:
+    def test_an_intent_that_waited_for_the_money_lock_past_its_lease_is_refused(self, pg_url: str) -> None:
+        """A node's intent waits for the money lock (another create holds it) while the job's lease runs out:
+        when the lock comes, the intent is refused (LeaseLost) and nothing is recorded or counted, however early
+        its transaction began."""
+        node = _node(pg_url, "n1", lease=1.0)
+        job = node.add(_job("late"))
+        holder = psycopg.connect(pg_url, autocommit=True)
+        results: list[BaseException | str] = []
+
+        def intent() -> None:
+            try:
+                results.append(node.record_intent(job.id, first=True, check=_check(job, Limits())))
+            except Exception as exc:  # noqa: BLE001 - what the test looks at
+                results.append(exc)
+
+        try:
+            holder.execute("BEGIN")
+            holder.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, MONEY_LOCK))
+            thread = threading.Thread(target=intent)
+            thread.start()
+            deadline = time.monotonic() + WAIT
+            while not holder.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchall():
+                assert time.monotonic() < deadline, "the intent never waited for the money lock"
+                time.sleep(0.01)
+            time.sleep(1.5)  # the lease runs out while the intent waits
+            holder.execute("COMMIT")
+            thread.join(WAIT)
+            row = node.get(job.id)
+            assert len(results) == 1 and isinstance(results[0], LeaseLost), results
+            assert row is not None and row.create_started_at is None and _counted(node) == []
+        finally:
+            holder.close()
+            node.close()
+
+    def test_a_late_clear_from_a_node_that_lost_the_job_leaves_the_intent_counted(self, pg_url: str) -> None:
+        """Node n1 recorded an intent and fell silent; n2 took the job over (its intent stands: never sent
+        again). n1's late word that its create made nothing changes nothing now: the job keeps its intent for
+        n2, and every node keeps counting it."""
+        first, second = _node(pg_url, "n1", lease=1.0), _node(pg_url, "n2", lease=1.0)
+        try:
+            job = first.add(_job("late"))
+            first.record_intent(job.id, first=True, check=_check(job, Limits()))
+            time.sleep(1.2)  # n1's lease runs out (it never beats here)
+            assert [t.job.id for t in second.take_over(["in"], 10)] == [job.id]
+            first.clear_intent(job.id)
+            row = second.get(job.id)
+            assert row is not None and row.create_started_at is not None
+            assert _counted(second) == [job.id]
+        finally:
+            first.close()
+            second.close()
+
+
 class TestOneNode:
     def test_sqlite_records_the_intent_its_guard_let_through(self, tmp_path: Path) -> None:
         """A SQLite journal has one node, whose guard decided already: the check adds nothing and the intent
@@ -296,6 +369,86 @@ class TestDaemonWithOtherNodes:
             other.close()
             rig.stop()
         assert sim.create_count() == 1 and sim.duplicate_creates() == []
+
+    def test_a_request_held_by_other_nodes_spending_stays_held_quietly_until_it_fits(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A request held for another node's spending is looked at again and again (every 0.2 s here) while it
+        still does not fit: it stays held, with no move through accepted and no log line each time; once the
+        other node's spending is gone it is released with one line, and sent once."""
+        from runwatch.jobs import sending
+
+        monkeypatch.setattr(sending, "SHARED_HOLD_WAIT", 0.2)
+        with capture_logs() as logs:
+            rig = rig_factory(sim, state={"database": pg_url}, budget={"daily": 100}).start()
+            assert rig.daemon is not None
+            rig.daemon.engine.money.recheck_every = 0.05
+            other = PostgresJournal(pg_url)
+            try:
+                # This node's guard reads the journal's spending once, here.
+                rig.drop("first", dict(SPEECH, promptText="First."))
+                assert rig.wait("first")["state"] == "succeeded"
+                stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                spent = _job("elsewhere", estimate=98.5, state=State.SUCCEEDED, credits=98.5, create_started_at=stamp)
+                other.add(spent)  # unseen by this node's guard: only the journal's check holds line0
+                rig.drop("line0", SPEECH)
+                rig.wait("line0", {"held"})
+                seen: set[float] = set()
+                deadline = time.monotonic() + WAIT
+                while len(seen) < 5:  # looked at again four times since it was held
+                    job = other.find("line0")
+                    assert job is not None and job.state == "held" and time.monotonic() < deadline
+                    seen.add(job.not_before or 0.0)
+                    time.sleep(0.02)
+                other.update(spent, credits=0.0, estimated_credits=0.0)
+                assert rig.wait("line0")["state"] == "succeeded"
+            finally:
+                other.close()
+                rig.stop()
+        moves = [e["event"] for e in logs if e.get("request") == "line0" and e["event"] in ("job.accepted", "job.held")]
+        assert moves == ["job.accepted", "job.held", "job.accepted"]
+        assert sim.create_count() == 2 and sim.duplicate_creates() == []
+
+
+class TestSubmitAcrossNodes:
+    def test_submit_is_checked_against_every_nodes_spending(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path
+    ) -> None:
+        """`runwatch submit` on a journal nodes share goes through the same check as a daemon's create: with
+        99.5 of a daily budget of 100 spent by a node, a request of 1 credit is not sent (exit 1, the budget's
+        reason, the job failed with code held); once that spending is gone the same request is sent, its intent
+        recorded where every node counts it."""
+        rig = rig_factory(sim, state={"database": pg_url}, budget={"daily": 100})
+        config = str(rig.config_file())
+        request = tmp_path / "elsewhere" / "line.json"
+        request.parent.mkdir()
+        request.write_text(json.dumps(SPEECH))
+        env = {"RUNWAYML_API_SECRET": sim.key, "RUNWATCH_ALLOW_ROOT": "1"}
+        other = PostgresJournal(pg_url)
+        try:
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            spent = other.add(
+                _job("elsewhere", estimate=99.5, state=State.SUCCEEDED, credits=99.5, create_started_at=stamp)
+            )
+            err = io.StringIO()
+            assert submit_command(str(request), config_file=config, out=io.StringIO(), err=err, env=env) == 1
+            assert "would exceed the daily budget of 100" in err.getvalue()
+            refused = other.find("line")
+            assert refused is not None and refused.state == "failed" and refused.error is not None
+            assert refused.error["code"] == "held" and refused.create_started_at is None
+            assert sim.create_count() == 0
+            other.update(spent, credits=90.0)
+            out = io.StringIO()
+            assert submit_command(str(request), config_file=config, out=out, err=io.StringIO(), env=env) == 0
+            assert "submitted as task" in out.getvalue()
+            with other._cursor() as cur:
+                cur.execute("SELECT job_id FROM money_creates")
+                counted = [row["job_id"] for row in cur.fetchall()]
+            sent = other.find("line")
+            assert sent is not None and counted == [sent.id]
+        finally:
+            other.close()
+        assert sim.create_count() == 1
 
 
 class TestTwoDaemons:

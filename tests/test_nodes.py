@@ -38,7 +38,8 @@ from runwatch.errors import ConfigError, IntentNotRecorded
 from runwatch.jobs.job import Job
 from runwatch.jobs.ledger import Ledger
 from runwatch.nodes import nodes_command
-from runwatch.simulator import Simulator
+from runwatch.simulator import Fault, Simulator
+from runwatch.store.listen import CommandListener
 from runwatch.store.postgres import PostgresJournal
 from runwatch.workarea import Control, Taken, WorkArea
 
@@ -371,6 +372,32 @@ class TestTakeover:
         assert shown["n1"]["state"] == "stopped" and shown["n1"]["jobs"] == 0
         assert shown["n2"]["state"] == "running"
 
+    def test_a_clean_stop_is_taken_over_at_once_through_the_notification(
+        self, pg_url: str, tmp_path: Path, rig_factory: Callable[..., Rig], sim: Simulator
+    ) -> None:
+        """Node n1 stops cleanly while following a task; node n2, whose leases last ten minutes and whose own
+        sweep is turned off, takes the task over all the same, woken by the notification n1's stop sent, and
+        finishes it: one create."""
+        sim.config.time_scale = 1.0  # the task still runs at the stop
+        first = rig_factory(sim, state={"dir": str(tmp_path / "state-n1"), "database": pg_url},
+                            node={"name": "n1", "lease": 600}).start()  # fmt: skip
+        first.drop("film", VIDEO)
+        first.wait("film", AT_RUNWAY)
+        second = rig_factory(sim, state={"dir": str(tmp_path / "state-n2"), "database": pg_url},
+                             node={"name": "n2", "lease": 600}).start()  # fmt: skip
+        assert second.daemon is not None and second.daemon.listener is not None
+        node = second.daemon.engine.node
+        node._sweep_every, node._next_sweep = 3600.0, float("inf")  # no sweep but the one a notification asks for
+        assert isinstance(second.daemon.listener, CommandListener) and second.daemon.listener.connected.wait(30)
+        assert _owners(pg_url) == {"film": "n1"}
+        first.stop()
+        _until(lambda: _owners(pg_url) == {"film": "n2"}, lambda: str(_owners(pg_url)), timeout=30)
+        sim.advance(3600)
+        status = second.wait("film", timeout=60)
+        assert status["state"] == "succeeded", status
+        second.check_outputs(status)
+        assert sim.create_count() == 1 and sim.duplicate_creates() == []
+
     def test_a_create_on_its_way_at_a_nodes_death_is_never_sent_again(
         self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator
     ) -> None:
@@ -497,6 +524,29 @@ class TestFaults:
         assert status["state"] == "succeeded", status
         assert sim.create_count() == 1 and sim.duplicate_creates() == []
         assert any(e["event"] == "node.returned" for e in logs)
+
+    def test_a_node_cut_off_with_a_create_in_flight_keeps_nothing_reserved(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator
+    ) -> None:
+        """A node whose heartbeat stops while its create is on its way is cut off and forgets the job (another
+        node's to take now): the credits it had set aside for that create are no longer taken off its balance,
+        and the create's late answer changes nothing on it."""
+        sim.faults.add(Fault("slow", endpoint="text_to_speech", method="POST", delay=5.0))
+        rig = rig_factory(sim, state={"database": pg_url}, node={"name": "n1", "lease": 2}).start()
+        assert rig.daemon is not None
+        engine = rig.daemon.engine
+        rig.drop("line", SPEECH)
+        journal = PostgresJournal(pg_url)
+        try:
+            job = _until(lambda: [j for j in journal.jobs() if j.create_started_at], lambda: _log(rig, "n1"))[0]
+            assert job.id in engine.money.reserved  # set aside while the create is on its way
+            engine.node._beat_every = engine.node._next_beat = float("inf")  # no heartbeat from here on
+            _until(lambda: engine.node.cut_off, lambda: "never cut off", timeout=30)
+            assert job.id not in engine.money.reserved and job.id not in engine.jobs
+            _until(lambda: (journal.get(job.id) or job).task_id, lambda: "the create never answered", timeout=30)
+            assert job.id not in engine.money.reserved and sim.create_count() == 1
+        finally:
+            journal.close()
 
     def test_a_database_restart_mid_run_loses_nothing(
         self,
@@ -713,6 +763,43 @@ class TestNodesCommand:
         assert nodes_command(str(local.config_file()), as_json=True, out=out) == 0
         (node,) = json.loads(out.getvalue())["nodes"]
         assert node["name"] == "desk" and node["state"] == "running" and node["jobs"] == 0
+
+
+class TestStatusShowsNodes:
+    def test_status_names_the_node_following_each_unfinished_job(
+        self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path
+    ) -> None:
+        """`runwatch status` on a shared journal has a NODE column after STATE, and `--json` a "node" key: the
+        node following each unfinished job, empty (null) for an ended one. With SQLite neither is there."""
+        first, second = _joined(pg_url, "edit-1"), _joined(pg_url, "edit-2")
+        first.add(_job("j1", "cut", state="accepted"))
+        second.add(_job("j2", "grade", state="running", task_id="t2"))
+        first.add(_job("j3", "done", state="succeeded", finished_at=now_iso()))
+        first.close()
+        second.close()
+        shared = rig_factory(sim, state={"database": pg_url}).config_file()
+        env = dict(os.environ, RUNWATCH_ALLOW_ROOT="1", COLUMNS="200")
+        cli = [sys.executable, "-m", "runwatch.cli", "status", "--config", str(shared)]
+        shown = json.loads(subprocess.run([*cli, "--json"], env=env, capture_output=True, check=True).stdout)
+        assert {doc["name"]: doc["node"] for doc in shown} == {"cut": "edit-1", "grade": "edit-2", "done": None}
+        table = subprocess.run(cli, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+        assert table[0].split()[:3] == ["NAME", "STATE", "NODE"]
+        rows = {line.split()[0]: line.split()[1:3] for line in table[1:]}
+        assert rows["cut"] == ["accepted", "edit-1"] and rows["grade"] == ["running", "edit-2"]
+        assert rows["done"][1] != "edit-1"  # no node for an ended job: the next column follows
+        alone = tmp_path / "alone"
+        alone.mkdir()
+        local = rig_factory(sim, state={"dir": str(alone / "state")})
+        local.start()
+        local.drop("line", SPEECH)
+        local.wait("line")
+        local.stop()
+        config = local.config_file()
+        cli = [sys.executable, "-m", "runwatch.cli", "status", "--config", str(config)]
+        (doc,) = json.loads(subprocess.run([*cli, "--json"], env=env, capture_output=True, check=True).stdout)
+        assert "node" not in doc
+        table = subprocess.run(cli, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+        assert "NODE" not in table[0].split()
 
 
 class TestNodeConfig:

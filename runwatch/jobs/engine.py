@@ -127,6 +127,10 @@ class Engine:
         """A command was added to the journal (from the journal's listener, on its own thread)."""
         self.events.put(events.CommandsAdded())
 
+    def wake_nodes(self) -> None:
+        """A node stopped and handed its jobs over (from the journal's listener, on its own thread)."""
+        self.events.put(events.NodesChanged())
+
     def deliver(self, item: Claimed | Refused | Control) -> None:
         """Called by inbox watchers from their own threads."""
         self.events.put(events.InboxItem(item))
@@ -334,7 +338,9 @@ class Engine:
 
     def _handle(self, event: events.Event) -> None:
         job_id = (
-            event.job_id if not isinstance(event, events.OrgRead | events.InboxItem | events.CommandsAdded) else None
+            event.job_id
+            if not isinstance(event, events.OrgRead | events.InboxItem | events.CommandsAdded | events.NodesChanged)
+            else None
         )
         # An answer about one job moves that job's spending; anything else may move anything's.
         self.money.touched(job_id if job_id in self.book else None)
@@ -375,6 +381,8 @@ class Engine:
                 commands.dropped(self, kind, name, inbox)
             case events.CommandsAdded():
                 self._last_commands = float("-inf")  # read at the end of this turn, not at the next poll
+            case events.NodesChanged():
+                self.node.handed_over()
             case events.Placed() | events.Created() | events.Polled() | events.Downloaded() | events.Deleted():
                 self._job_event(event)
 
@@ -458,6 +466,10 @@ class Engine:
                 self.schedule(job.id, self.interval() if delay is None else delay)
 
     # -- following tasks ----------------------------------------------------------------------------
+
+    def hold_for(self, job: Job, seconds: float) -> float:
+        """A held request is looked at again in ``seconds``; the epoch moment, for its ``not_before``."""
+        return self._wait(job, seconds)
 
     def _wait(self, job: Job, seconds: float) -> float:
         """A back-off or hold of ``seconds``: kept on the monotonic clock, recorded as epoch for a restart."""

@@ -24,6 +24,7 @@ __all__ = [
     "Event",
     "InboxItem",
     "JobEvent",
+    "NodesChanged",
     "OrgRead",
     "Placed",
     "Polled",
@@ -98,6 +99,11 @@ class CommandsAdded:
     """A command was added to the journal, by any process on any node (the journal's notification)."""
 
 
+@dataclass(frozen=True)
+class NodesChanged:
+    """A node stopped cleanly and handed its jobs over (the journal's notification): sweep for them now."""
+
+
 NOT_POLLED = _NotPolled()
 JobEvent = Placed | Created | Polled | Downloaded | Deleted
-Event = JobEvent | OrgRead | InboxItem | CommandsAdded
+Event = JobEvent | OrgRead | InboxItem | CommandsAdded | NodesChanged

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from runwatch.budget import Limits
 from runwatch.config import InboxConfig
-from runwatch.errors import RequestError, RunwatchError
+from runwatch.errors import JournalError, RequestError, RunwatchError
 from runwatch.jobs.job import Job
 from runwatch.jobs.states import State
 from runwatch.pricing import Estimate
@@ -187,10 +187,33 @@ def recheck_held(engine: Engine) -> None:
             continue
         req = request_of(engine, job)
         verdict = hold_reason(engine, job, req) if req is not None else None
+        if verdict is None and req is not None and _still_held_by_all_nodes(engine, job, req):
+            continue
         if verdict is None:
             engine.book.move(job, State.ACCEPTED, error=None, not_before=None)
         elif job.error != {"code": verdict[0], "message": verdict[1]}:
             engine.book.move(job, State.HELD, error={"code": verdict[0], "message": verdict[1]})
+
+
+def _still_held_by_all_nodes(engine: Engine, job: Job, req: Request) -> bool:
+    """On a journal other nodes share, a request this node's guard would let go may still be held by every
+    node's spending together. Then it stays held as it is, looked at again after a while: no move back and forth
+    through ``accepted``, no log line and no read of the organization each time (one line when it goes)."""
+    from runwatch.jobs import sending
+
+    try:
+        shared = engine.store.money_hold(sending.money_check(engine, job, req))
+    except JournalError:  # every node's spending unknown for now: still held, looked at again later
+        return True
+    if shared is None or shared[0] == "concurrency":  # Runway's concurrency only waits a moment, in accepted
+        return False
+    error = {"code": shared[0], "message": shared[1]}
+    if job.error != error:  # the reason moved (another node's spending): the status file says so, quietly
+        engine.book.move(job, State.HELD, error=error, not_before=engine.hold_for(job, sending.SHARED_HOLD_WAIT))
+    else:
+        engine.store.update(job, not_before=engine.hold_for(job, sending.SHARED_HOLD_WAIT))
+    engine.money.wake_at(engine.clock.monotonic() + sending.SHARED_HOLD_WAIT)
+    return True
 
 
 def _estimate_of(job: Job, req: Request) -> Estimate:

@@ -344,8 +344,10 @@ class Ledger:
     def money_hold(self, check: MoneyCheck) -> tuple[str, str] | None:
         return self.store.money_hold(check)
 
-    def listen_commands(self, wake: Callable[[], None], log: Any) -> Listening | None:
-        return self.store.listen_commands(wake, log)
+    def listen_commands(
+        self, wake: Callable[[], None], log: Any, nodes: Callable[[], None] | None = None
+    ) -> Listening | None:
+        return self.store.listen_commands(wake, log, nodes)
 
     def close(self) -> None:
         self.store.close()

@@ -1,10 +1,17 @@
-"""Commands from anywhere, heard at once: ``LISTEN runwatch_commands`` on a connection of the daemon's own.
+"""Commands from anywhere and nodes that stop, heard at once: ``LISTEN`` on a connection of the daemon's own.
 
-``PostgresJournal.add_command`` sends ``NOTIFY runwatch_commands, '<id>'`` in the transaction that adds the
-command, so the notification arrives when the command is committed and readable, from any machine. The listener
-only wakes the engine's command check (``wake``); the commands table stays the one truth, read as before, so a
-notification lost to a restart of the database costs no command: the daemon's poll still reads it, and every
-(re)connection wakes the check once for what was added meanwhile.
+Two channels:
+
+- ``runwatch_commands``: ``PostgresJournal.add_command`` sends ``NOTIFY runwatch_commands, '<id>'`` in the
+  transaction that adds the command, so the notification arrives when the command is committed and readable,
+  from any machine; it wakes the engine's command check (``wake``).
+- ``runwatch_nodes``: a node that stops cleanly sends ``NOTIFY runwatch_nodes, '<name>'`` in the transaction that
+  ends its leases; it wakes the engine's takeover sweep (``nodes``), so its jobs are taken at once rather than at
+  the next sweep.
+
+A notification only wakes; the tables stay the one truth, read as before, so a notification lost to a restart
+of the database costs nothing but time: the daemon's poll and sweep still read them, and every (re)connection
+wakes both once for what happened meanwhile.
 
 The connection is not the pool's: a LISTEN belongs to one session, and a pooled connection is handed to other
 callers. When the database goes away the listener connects again with a back-off (0.5 s doubling to 30 s).
@@ -18,21 +25,30 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["COMMANDS_CHANNEL", "CommandListener"]
+__all__ = ["COMMANDS_CHANNEL", "NODES_CHANNEL", "CommandListener"]
 
 COMMANDS_CHANNEL = "runwatch_commands"
+NODES_CHANNEL = "runwatch_nodes"
 _TURN = 0.5  # seconds a wait for notifications lasts before the stop flag is looked at
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
 
 
 class CommandListener:
-    """A thread that calls ``wake`` whenever a command is added to the journal; :meth:`close` stops it."""
+    """A thread that calls ``wake`` whenever a command is added to the journal, and ``nodes`` whenever a node
+    stops cleanly; :meth:`close` stops it."""
 
-    def __init__(self, conninfo: str, where: str, wake: Callable[[], None], log: Any) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        where: str,
+        wake: Callable[[], None],
+        log: Any,
+        nodes: Callable[[], None] | None = None,
+    ) -> None:
         self._conninfo = conninfo  # may hold the credential's password: never logged
         self.where = where  # the configured URL, which holds none
-        self._wake = wake
+        self._wakes = {COMMANDS_CHANNEL: wake} | ({NODES_CHANNEL: nodes} if nodes is not None else {})
         self.log = log
         self._stop = threading.Event()
         self.connected = threading.Event()  # listening now (tests and readiness read it)
@@ -50,16 +66,18 @@ class CommandListener:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._conninfo, autocommit=True, application_name="runwatch listen") as conn:
-                    conn.execute(f"LISTEN {COMMANDS_CHANNEL}")
+                    for channel in self._wakes:
+                        conn.execute(f"LISTEN {channel}")
                     self.connected.set()
                     if lost:
                         self.log.info("journal.listening_again", database=self.where)
                     lost, delay = False, _BACKOFF_FIRST
-                    self._poke()  # commands added while nobody listened
+                    for channel in self._wakes:  # what happened while nobody listened
+                        self._poke(channel)
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=_TURN):
+                        for note in conn.notifies(timeout=_TURN):
                             self.heard += 1
-                            self._poke()
+                            self._poke(note.channel)
             except psycopg.Error as exc:
                 self.connected.clear()
                 if not lost:
@@ -69,8 +87,11 @@ class CommandListener:
                 delay = min(delay * 2, _BACKOFF_MAX)
         self.connected.clear()
 
-    def _poke(self) -> None:
+    def _poke(self, channel: str) -> None:
+        wake = self._wakes.get(channel)
+        if wake is None:
+            return
         try:
-            self._wake()
+            wake()
         except Exception as exc:  # a bug in the engine's hook must not end the listener
             self.log.exception("journal.listen_wake_failed", error=repr(exc))

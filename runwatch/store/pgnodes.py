@@ -28,6 +28,7 @@ from psycopg.rows import DictRow
 from runwatch.errors import JournalError
 from runwatch.jobs.job import FIELDS, Job
 from runwatch.jobs.states import ACTIVE
+from runwatch.store.listen import NODES_CHANNEL
 from runwatch.store.protocol import ClaimRow, Command, NodeRow, TakenOver
 
 if TYPE_CHECKING:
@@ -77,10 +78,12 @@ class NodeSection:
         return sql.SQL(" AND (owner IS NULL OR owner = %s)"), (self.node,)
 
     def _lease_held(self) -> tuple[sql.Composable, tuple[Any, ...]]:
-        """The condition of an intent: the job is this node's and its lease has not run out."""
+        """The condition of an intent: the job is this node's and its lease has not run out. By the database's
+        clock as it is now (``clock_timestamp()``), not ``now()``, the start of the transaction: an intent's
+        transaction may have waited for the money lock longer than the lease had left."""
         if self.node is None:
             return sql.SQL(""), ()
-        return sql.SQL(" AND owner = %s AND lease_until > now()"), (self.node,)
+        return sql.SQL(" AND owner = %s AND lease_until > clock_timestamp()"), (self.node,)
 
     def _own_new(self, cur: psycopg.Cursor[DictRow], job_ids: Sequence[str]) -> None:
         """Jobs this node just recorded are its own, under a fresh lease (same transaction as their insert)."""
@@ -187,19 +190,36 @@ class NodeSection:
             return cur.fetchone() is not None
 
     def leave(self) -> int:
-        """A clean stop: this node's leases end now (the others take its jobs at their next look) and its row
-        says it stopped. Returns how many jobs it handed over."""
+        """A clean stop: this node's leases end now and its row says it stopped; every listening node is told
+        in the same transaction (``NOTIFY runwatch_nodes``, delivered at the commit) and takes the jobs at
+        once. Returns how many jobs it handed over."""
         if self.node is None:
             return 0
         with self._cursor(transaction=True) as cur:
+            # Already past: a node told of this commit finds the leases run out by its own transaction's now().
             cur.execute(
-                "UPDATE jobs SET lease_until = now() "
+                "UPDATE jobs SET lease_until = now() - interval '1 second' "
                 "WHERE owner = %(me)s AND finished_at IS NULL AND state = ANY(%(active)s)",
                 self._args(),
             )
             handed = cur.rowcount
             cur.execute("UPDATE nodes SET stopped_at = now(), heartbeat_at = now() WHERE name = %(me)s", self._args())
+            if handed > 0:
+                cur.execute("SELECT pg_notify(%s, %s)", (NODES_CHANNEL, self.node))
         return max(handed, 0)  # still this node's name: a late write stays fenced
+
+    def owners(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """The node following each of these jobs that is unfinished (``runwatch status``); ended jobs and jobs
+        nobody owns are left out."""
+        if not job_ids:
+            return {}
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT id, owner FROM jobs WHERE id = ANY(%(ids)s) AND owner IS NOT NULL AND finished_at IS NULL "
+                "AND state = ANY(%(active)s)",
+                self._args(ids=list(job_ids)),
+            )
+            return {str(row["id"]): str(row["owner"]) for row in cur.fetchall()}
 
     def nodes(self) -> list[NodeRow]:
         """Every node that ever joined, with its heartbeat's age by the database's clock and its jobs."""

@@ -278,14 +278,17 @@ class PostgresJournal(NodeSection):
         return stamp
 
     def clear_intent(self, job_id: str) -> None:
-        """The create surely created nothing: no intent stands, and it counts nowhere."""
+        """The create surely created nothing: no intent stands, and it counts nowhere. On a job another node
+        took over meanwhile nothing changes: its intent stands for the new owner (which never sends it again),
+        and so does its count, which may be a newer create's by then."""
         fence, fence_args = self._fence()
         with self._cursor(transaction=True) as cur:
             cur.execute(
                 sql.SQL("UPDATE jobs SET create_started_at = NULL, updated_at = %s WHERE id = %s{}").format(fence),
                 (now_iso(), job_id, *fence_args),
             )
-            cur.execute("DELETE FROM money_creates WHERE job_id = %s", (job_id,))
+            if cur.rowcount > 0:
+                cur.execute("DELETE FROM money_creates WHERE job_id = %s", (job_id,))
 
     def record_task(self, job_id: str, task_id: str, estimated_credits: float | None) -> None:
         """Runway named the task: commit its id the moment the answer is in. On a job another node took over
@@ -404,9 +407,12 @@ class PostgresJournal(NodeSection):
         rows = self._query("SELECT result FROM commands WHERE id = %s AND done_at IS NOT NULL", (command_id,))
         return str(rows[0]["result"]) if rows else None
 
-    def listen_commands(self, wake: Callable[[], None], log: Any) -> CommandListener:
-        """A connection of its own (never the pool's) that calls ``wake`` on every command added anywhere."""
-        return CommandListener(self._conninfo, self.url, wake, log)
+    def listen_commands(
+        self, wake: Callable[[], None], log: Any, nodes: Callable[[], None] | None = None
+    ) -> CommandListener:
+        """A connection of its own (never the pool's) that calls ``wake`` on every command added anywhere, and
+        ``nodes`` whenever a node stops cleanly (its jobs are free to take)."""
+        return CommandListener(self._conninfo, self.url, wake, log, nodes)
 
     # -- money across nodes -----------------------------------------------------------------------
 

@@ -196,9 +196,12 @@ class Store(Intents, Protocol):
         (always None for a journal one node owns). Records nothing: ``record_intent`` checks again."""
         ...
 
-    def listen_commands(self, wake: Callable[[], None], log: Any) -> Listening | None:
-        """Call ``wake`` (from a thread of its own) whenever a command is added, from any process or node; None
-        when the journal cannot tell (the daemon reads commands on its usual turn)."""
+    def listen_commands(
+        self, wake: Callable[[], None], log: Any, nodes: Callable[[], None] | None = None
+    ) -> Listening | None:
+        """Call ``wake`` (from a thread of its own) whenever a command is added, from any process or node, and
+        ``nodes`` whenever a node stops cleanly; None when the journal cannot tell (the daemon reads commands on
+        its usual turn)."""
         ...
 
     def close(self) -> None: ...

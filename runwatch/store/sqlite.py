@@ -415,7 +415,9 @@ class Journal:
         """Nothing beyond what the one daemon's guard decided."""
         return None
 
-    def listen_commands(self, wake: Callable[[], None], log: Any) -> Listening | None:
+    def listen_commands(
+        self, wake: Callable[[], None], log: Any, nodes: Callable[[], None] | None = None
+    ) -> Listening | None:
         """SQLite cannot tell another process's write: the daemon reads commands on its turn."""
         return None
 
