@@ -19,7 +19,8 @@ requests waiting there name them (or might: not read yet) and for the settle tim
 took them, so that several requests can share one file; then they are swept out of the inbox
 (:mod:`runwatch.taken`). A request that cannot be used goes whole to ``WORK/failed/JOB_ID``. Nothing here
 deletes or overwrites a user's file, runs a shell, opens anything before ``lstat`` says what it is, or follows
-a path out of the inbox.
+a path out of the inbox. The watcher's part of that sharing (kept files, recognised, swept; media parked until
+requests say what they name) is :class:`runwatch.kept.SharedMedia`, a part of the watcher.
 
 Only top-level files are candidates; files in subfolders are remembered, as media a request may name.
 """
@@ -33,19 +34,18 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import structlog
 
 from runwatch.errors import InboxError, Problem, RequestError
 from runwatch.folderwatch import INOTIFY_EVENTS, FolderWatch, Handler, InotifyObserver, Mode
+from runwatch.kept import SharedMedia, _Cand, _Kept
 from runwatch.localmedia import mentioned_files
 from runwatch.mounts import fs_type, is_network_fs
 from runwatch.readiness import History, Sig, is_ready, observe
 from runwatch.request import Request, bare_media_request, classify, is_ignored, load_request, request_name
-from runwatch.taken import Ident, identity
 from runwatch.wanted import Wanted
 from runwatch.workarea import RETRY, Claimed, ClaimGate, Control, Format, Refused, WorkArea, recover
 
@@ -78,25 +78,7 @@ _INOTIFY_EVENTS = INOTIFY_EVENTS
 _InotifyObserver = InotifyObserver
 
 
-@dataclass(slots=True)
-class _Cand:
-    kind: Literal["request", "control", "media", "kept"]
-    due: float
-    names: frozenset[Path] | None = None  # the files a request names, once it has loaded
-    missing: bool = False  # it names files not there yet: any new file may be one
-
-
-@dataclass(slots=True)
-class _Kept:
-    """A media file a claim took and left in the inbox for others: what it was, which job took it last, and
-    until when it stays for requests still on their way."""
-
-    ident: Ident
-    job_id: str
-    until: float
-
-
-class InboxWatcher:
+class InboxWatcher(SharedMedia):
     """Watches one inbox and delivers :class:`Claimed`, :class:`Refused` and :class:`Control` items.
 
     ``deliver`` is called on the watcher's own thread. ``polling``: None decides from the config flag and the
@@ -340,14 +322,6 @@ class InboxWatcher:
             return None
         return self._seen(path, st, False)
 
-    def _recognise(self, path: Path, st: os.stat_result) -> bool:
-        """A file with a second link, seen for the first time (after a restart): kept, if it is one taken."""
-        record = self._area.taken_by(os.path.relpath(path, self._root))
-        if record is None or record.ident != identity(st):
-            return False
-        self._keep(path, record.ident, record.job_id)
-        return True
-
     def _consider(self, path: Path) -> None:
         kind = classify(path.name, self.inbox.accept_media)
         if kind not in ("request", "control", "media"):
@@ -381,28 +355,6 @@ class InboxWatcher:
         if cand is not None and cand.kind == "request":
             self._wanted.gone(path, cand.names)
         return cand
-
-    def _set_names(self, path: Path, cand: _Cand, names: frozenset[Path]) -> None:
-        """A request has loaded: what it names, indexed; media waiting on requests are looked at again."""
-        self._wanted.read(path, cand.names, names)
-        if names != cand.names:
-            cand.names = names
-            self._wake_media()
-
-    def _wake_media(self) -> None:
-        now = self._clock()
-        for path in self._parked:
-            self._cands[path].due = now
-
-    def _keep(self, path: Path, ident: Ident, job_id: str) -> None:
-        """A media file taken and left in the inbox: it stays while wanted, and for the settle time."""
-        until = self._clock() + self.inbox.settle
-        self._kept[path] = _Kept(ident, job_id, until)
-        cand = self._cands.get(path)
-        if cand is None:
-            self._cands[path] = cand = _Cand("kept", until)
-        cand.kind, cand.due = "kept", until
-        self._parked.add(path)
 
     def _watch_tree(self, folder: Path) -> None:
         """A folder that appeared: watch it and what it holds (files in it so far are seen, not signalled)."""
@@ -457,11 +409,6 @@ class InboxWatcher:
             unknown_models=self._unknown,
             taken=self._taken if root == self._root else None,
         )
-
-    def _taken(self, rel: str) -> tuple[str, str] | None:
-        """Who took the inbox file at ``rel`` last, and when: to say so to a request that names it later."""
-        record = self._area.taken_by(rel)
-        return None if record is None else (record.request, record.taken_at)
 
     def _settled(self, path: Path, cand: _Cand, now: float, *, bare: bool = False) -> History | None:
         """The file's history when it may be read now; None when it is gone, refused, or not complete yet."""
@@ -559,48 +506,6 @@ class InboxWatcher:
         return found
 
     # -- taking ------------------------------------------------------------------------------------------
-
-    def _examine_kept(self, path: Path, cand: _Cand, now: float) -> None:
-        """A media file taken and left in the inbox: swept out once no request waits for it."""
-        kept = self._kept.get(path)
-        if kept is None:
-            self._drop_cand(path)
-            return
-        if self._wanted(path):
-            cand.due = math.inf
-            return
-        if now < kept.until:
-            cand.due = kept.until
-            return
-        if self._unseen_requests(path.parent):  # a request the observer has not reported yet may name it
-            cand.due = now + max(RETRY, self.inbox.settle)
-            return
-        try:
-            outcome = self._area.sweep(path, kept.ident, kept.job_id)
-        except OSError as exc:
-            self._log.error("inbox.sweep_failed", file=str(path), error=str(exc))
-            cand.due = now + max(RETRY, self.inbox.settle)
-            return
-        self._kept.pop(path, None)
-        self._hist.pop(path, None)
-        self._drop_cand(path)
-        if outcome == "changed" and path.parent == self._root:  # its owner put a new file there
-            self._consider(path)
-
-    def _unseen_requests(self, folder: Path) -> bool:
-        """Request files in ``folder`` that no event or scan has brought yet (a polling observer reports them a
-        cycle late): taken in now, as waiting and unread, so a shared file stays until they are read."""
-        found = False
-        try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    path = Path(entry.path)
-                    if path not in self._cands and classify(entry.name, self.inbox.accept_media) == "request":
-                        self._consider(path)
-                        found = True
-        except OSError:
-            return False  # the folder is not there to list: the rest of the watcher deals with that
-        return found
 
     def _claim(self, path: Path, req: Request, cand: _Cand, *, bare: bool = False) -> None:
         taken = self._area.take(path, cand, None if bare else req)
