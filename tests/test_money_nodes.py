@@ -74,16 +74,7 @@ def _job(job_id: str, inbox: str = "in", estimate: float = 10.0, **fields: Any) 
 
 
 def _check(job: Job, limits: Limits, **more: Any) -> MoneyCheck:
-    return MoneyCheck(
-        job_id=job.id,
-        name=job.name,
-        inbox=job.inbox,
-        model=job.model,
-        credits=job.estimated_credits,
-        basis="5 s",
-        limits=limits,
-        **more,
-    )
+    return MoneyCheck.for_job(job, job.estimated_credits, "5 s", limits, **more)
 
 
 def _sent(journal: PostgresJournal, inbox: str) -> list[Job]:
