@@ -28,7 +28,7 @@ from watchdog.observers import Observer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import emit
-from scale import Daemon, Tree, simulator
+from scale import Daemon, Tree, simulator, wait_for
 
 BODY = {
     "endpoint": "text_to_speech",
@@ -77,11 +77,24 @@ def baseline(drops: int, root: Path) -> list[float]:
     return out
 
 
-def _state(path: Path) -> str | None:
+def state_of(path: Path) -> str | None:
+    """The state a status file shows; None while it is not there (or caught mid-replace: read again)."""
     try:
         return str(json.loads(path.read_text())["state"])
     except (OSError, ValueError, KeyError):
-        return None  # not there yet (or caught mid-replace: read again)
+        return None
+
+
+def drop_one(staging: Path, inbox: Path, outbox: Path, i: int) -> tuple[str, float, bool]:
+    """Request ``r{i:04d}`` written in ``staging`` and renamed into ``inbox``: its promptText, the moment of the
+    rename, and whether its status file in ``outbox`` went past ``accepted`` (submitted) within 10 s."""
+    name, text = f"r{i:04d}", f"line {i}"
+    staged = staging / f"{name}.json"
+    staged.write_text(json.dumps(dict(BODY, promptText=text)))
+    at = time.time()
+    staged.rename(inbox / f"{name}.json")
+    status = outbox / f"{name}.status.json"
+    return text, at, wait_for(lambda: state_of(status) not in (None, "accepted"), 10, 0.002)
 
 
 def runwatch(drops: int, root: Path, config_extra: str = "", strict: bool = True) -> list[float]:
@@ -100,17 +113,10 @@ def runwatch(drops: int, root: Path, config_extra: str = "", strict: bool = True
         try:
             daemon.wait_started()
             for i in range(drops):
-                name, text = f"r{i:04d}", f"line {i}"
-                staged = tree.staging / f"{name}.json"
-                staged.write_text(json.dumps(dict(BODY, promptText=text)))
-                renamed[text] = time.time()
-                staged.rename(tree.inbox / f"{name}.json")
-                status = tree.outbox / f"{name}.status.json"
-                deadline = time.monotonic() + 10
-                while _state(status) in (None, "accepted"):
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"drop {i} was not submitted within 10 s; see {daemon.log_path}")
-                    time.sleep(0.002)
+                text, at, submitted = drop_one(tree.staging, tree.inbox, tree.outbox, i)
+                renamed[text] = at
+                if not submitted:
+                    raise SystemExit(f"drop {i} was not submitted within 10 s; see {daemon.log_path}")
             rows: list[dict[str, Any]] = httpx.get(f"{url}/_sim/requests", timeout=30).json()["requests"]
         finally:
             daemon.stop()

@@ -49,7 +49,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from crash_harness import KEY
-from drop_to_submit import BODY, P99_TARGET_MS
+from drop_to_submit import P99_TARGET_MS, drop_one, state_of
 from drop_to_submit import pct as percentile
 from noderig import Node, node_config
 from report import emit
@@ -297,13 +297,9 @@ class Measure:
             out.idle_statements_s = sum(stats.read().values()) / 10.0
             stats.reset()
         for i in range(n):
-            name, text = f"r{i:04d}", f"line {i}"
-            staged = cluster.staging / f"{name}.json"
-            staged.write_text(json.dumps(dict(BODY, promptText=text)))
-            renamed[text] = time.time()
-            staged.rename(cluster.inbox / f"{name}.json")
-            status = cluster.outbox / f"{name}.status.json"
-            if not wait_for(lambda s=status: _state(s) not in (None, "accepted"), 10, 0.002):  # type: ignore[misc]
+            text, at, submitted = drop_one(cluster.staging, cluster.inbox, cluster.outbox, i)
+            renamed[text] = at
+            if not submitted:
                 raise NodeFailed(f"drop {i} was not submitted within 10 s")
         wait_for(lambda: _count_state(cluster.outbox, "succeeded") >= n, self.args.timeout, 0.2)
         if stats:
@@ -341,15 +337,8 @@ class Measure:
         self.log(f"{label} in flight {n}: cpu {out.flight_cpu_pct} rss {out.flight_rss_mb} jobs {out.flight_jobs}")
 
 
-def _state(path: Path) -> str | None:
-    try:
-        return str(json.loads(path.read_text())["state"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _count_state(outbox: Path, state: str) -> int:
-    return sum(1 for p in outbox.glob("*.status.json") if _state(p) == state)
+    return sum(1 for p in outbox.glob("*.status.json") if state_of(p) == state)
 
 
 def _claimed(log: Path) -> int:
