@@ -87,6 +87,20 @@ def sim(sim_config: SimConfig) -> Iterator[Simulator]:
         yield simulator
 
 
+@pytest.fixture
+def paced_sim() -> Iterator[Simulator]:
+    """Tasks a third of Runway's pace: a video runs for about 20 s, long enough to watch it move."""
+    with Simulator(SimConfig(time_scale=0.3, allow_http_loopback=True)) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def slow_sim() -> Iterator[Simulator]:
+    """Tasks at Runway's own pace (a minute or more): still running when a test cancels them."""
+    with Simulator(SimConfig(time_scale=1.0, allow_http_loopback=True)) as simulator:
+        yield simulator
+
+
 SAMPLES = Path(__file__).resolve().parent.parent / "runwatch" / "data" / "samples"
 
 
