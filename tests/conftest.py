@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib.util
 import os
 import re
 import shutil
 import struct
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import NoReturn
 
 import pytest
@@ -43,6 +46,16 @@ def need_tool(*names: str, package: str) -> None:
     """need() for programs on PATH, naming the system package that has them."""
     missing = [name for name in names if shutil.which(name) is None]
     need(not missing, f"{' and '.join(missing)} not on PATH: install the {package} package")
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A script of bench/ or tools/ (folders of scripts, not packages) loaded by path as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
 
 
 def not_applicable(reason: str) -> NoReturn:
