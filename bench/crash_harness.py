@@ -41,7 +41,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 
@@ -458,12 +458,26 @@ def main(argv: list[str] | None = None) -> int:
         time_scale=args.time_scale,
         journal_loss=args.journal_loss,
     ).run()
-    for line in report.lines():
-        print(line)
-    if report.problems:
-        print(f"kept for inspection: {root}")
+    return conclude(report.lines(), report.problems, root, keep=bool(args.dir))
+
+
+def conclude(
+    lines: list[str],
+    problems: list[str],
+    root: Path,
+    *,
+    keep: bool,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """The report's lines printed to ``out``; the work folder kept for inspection when a check failed (said on
+    ``err``), else removed unless ``keep``. The exit status. Both default to stdout."""
+    for line in lines:
+        print(line, file=out)
+    if problems:
+        print(f"kept for inspection: {root}", file=err)
         return 1
-    if not args.dir:
+    if not keep:
         shutil.rmtree(root, ignore_errors=True)
     return 0
 

@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import statistics
 import sys
 import tempfile
@@ -58,6 +57,7 @@ from crash_harness import (
     check_creates,
     check_outputs,
     check_task_owners,
+    conclude,
     drop_request,
     request_body,
     sim_client,
@@ -476,14 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         report = harness.run()
     if args.json:
         emit(report.rows(), True)
-    for line in report.lines():
-        print(line, file=sys.stderr if args.json else sys.stdout)
-    if report.problems:
-        print(f"kept for inspection: {root}", file=sys.stderr)
-        return 1
-    if not args.dir:
-        shutil.rmtree(root, ignore_errors=True)
-    return 0
+    out = sys.stderr if args.json else sys.stdout
+    return conclude(report.lines(), report.problems, root, keep=bool(args.dir), out=out, err=sys.stderr)
 
 
 if __name__ == "__main__":
