@@ -85,16 +85,22 @@ def state_of(path: Path) -> str | None:
         return None
 
 
-def drop_one(staging: Path, inbox: Path, outbox: Path, i: int) -> tuple[str, float, bool]:
-    """Request ``r{i:04d}`` written in ``staging`` and renamed into ``inbox``: its promptText, the moment of the
-    rename, and whether its status file in ``outbox`` went past ``accepted`` (submitted) within 10 s."""
-    name, text = f"r{i:04d}", f"line {i}"
-    staged = staging / f"{name}.json"
-    staged.write_text(json.dumps(dict(BODY, promptText=text)))
-    at = time.time()
-    staged.rename(inbox / f"{name}.json")
-    status = outbox / f"{name}.status.json"
-    return text, at, wait_for(lambda: state_of(status) not in (None, "accepted"), 10, 0.002)
+def drop_in_turn(staging: Path, inbox: Path, outbox: Path, drops: int) -> tuple[dict[str, float], int | None]:
+    """Requests ``r0000``... written in ``staging`` and renamed into ``inbox`` one after another, each once the
+    one before was submitted (its status file in ``outbox`` past ``accepted``). Returns the moment of each
+    rename by promptText, and the index of a drop not submitted within 10 s (None when all were): it ends the
+    run."""
+    renamed: dict[str, float] = {}
+    for i in range(drops):
+        name, text = f"r{i:04d}", f"line {i}"
+        staged = staging / f"{name}.json"
+        staged.write_text(json.dumps(dict(BODY, promptText=text)))
+        renamed[text] = time.time()
+        staged.rename(inbox / f"{name}.json")
+        status = outbox / f"{name}.status.json"
+        if not wait_for(lambda status=status: state_of(status) not in (None, "accepted"), 10, 0.002):  # type: ignore[misc]
+            return renamed, i
+    return renamed, None
 
 
 def runwatch(drops: int, root: Path, config_extra: str = "", strict: bool = True) -> list[float]:
@@ -103,7 +109,6 @@ def runwatch(drops: int, root: Path, config_extra: str = "", strict: bool = True
     ``config_extra`` is appended to the daemon's config (another benchmark's [[notify]], say); with ``strict``,
     a drop with no create at the simulator stops the run."""
     tree = Tree.make(root / "daemon")
-    renamed: dict[str, float] = {}
     with simulator("--time-scale", "0.001", "--daily-limit", "0", "--concurrency", "0") as url:
         config = tree.config(url, scheduler={}, inbox={}, poll=0.5)
         if config_extra:
@@ -112,11 +117,9 @@ def runwatch(drops: int, root: Path, config_extra: str = "", strict: bool = True
         daemon = Daemon(tree, config, "info")
         try:
             daemon.wait_started()
-            for i in range(drops):
-                text, at, submitted = drop_one(tree.staging, tree.inbox, tree.outbox, i)
-                renamed[text] = at
-                if not submitted:
-                    raise SystemExit(f"drop {i} was not submitted within 10 s; see {daemon.log_path}")
+            renamed, stuck = drop_in_turn(tree.staging, tree.inbox, tree.outbox, drops)
+            if stuck is not None:
+                raise SystemExit(f"drop {stuck} was not submitted within 10 s; see {daemon.log_path}")
             rows: list[dict[str, Any]] = httpx.get(f"{url}/_sim/requests", timeout=30).json()["requests"]
         finally:
             daemon.stop()

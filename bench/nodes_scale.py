@@ -49,7 +49,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from crash_harness import KEY
-from drop_to_submit import P99_TARGET_MS, drop_one, state_of
+from drop_to_submit import P99_TARGET_MS, drop_in_turn, state_of
 from drop_to_submit import pct as percentile
 from noderig import Node, node_config
 from report import emit
@@ -286,7 +286,6 @@ class Measure:
 
     def _latency(self, stack: ExitStack, out: Run, label: str, stats: Stats | None, count: int) -> None:
         n = self.args.drops
-        renamed: dict[str, float] = {}
         sim = ("--time-scale", "0.001", "--daily-limit", "0", "--concurrency", "0")
         cluster = self._cluster(stack, f"{label}-latency", stats, count, sim)
         cluster.start(poll=0.5, inbox={})
@@ -296,11 +295,9 @@ class Measure:
             time.sleep(10.0)
             out.idle_statements_s = sum(stats.read().values()) / 10.0
             stats.reset()
-        for i in range(n):
-            text, at, submitted = drop_one(cluster.staging, cluster.inbox, cluster.outbox, i)
-            renamed[text] = at
-            if not submitted:
-                raise NodeFailed(f"drop {i} was not submitted within 10 s")
+        renamed, stuck = drop_in_turn(cluster.staging, cluster.inbox, cluster.outbox, n)
+        if stuck is not None:
+            raise NodeFailed(f"drop {stuck} was not submitted within 10 s")
         wait_for(lambda: _count_state(cluster.outbox, "succeeded") >= n, self.args.timeout, 0.2)
         if stats:
             out.life_statements = stats.read()
