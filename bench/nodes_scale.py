@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from crash_harness import KEY
 from drop_to_submit import P99_TARGET_MS, drop_in_turn, state_of
 from drop_to_submit import pct as percentile
-from noderig import Node, node_config
+from noderig import Node, node_config, pg_server
 from report import emit
 from scale import AT_RUNWAY, FINAL, VIDEO_PHASES, body, cpu_seconds, memory_mb, simulator, wait_for
 
@@ -67,28 +67,18 @@ BENCH_ROLE, BENCH_PASSWORD = "runwatch_bench", "bench-only-4Kq"  # the bench's o
 @contextmanager
 def durable_server() -> Iterator[Any]:
     """tests/pgserver.py's server, restarted with fsync on (a real server's commits) and pg_stat_statements."""
-    sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests/pgserver.py, from the repository
-    from tests.pgserver import PgServer, find_bindir
-
-    bindir = find_bindir()
-    if bindir is None:
-        raise SystemExit("no PostgreSQL server found: apt-get install postgresql")
-    server = PgServer(bindir)
-    try:
-        server.start()
+    with pg_server() as server:
         as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         options = (
             f"-c listen_addresses='' -c unix_socket_directories={server.root} -c max_connections=200 "
             "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
         )
-        pg_ctl = [str(bindir / "pg_ctl"), "-D", str(server.data), "-l", str(server.root / "log")]
+        pg_ctl = [str(server.bindir / "pg_ctl"), "-D", str(server.data), "-l", str(server.root / "log")]
         subprocess.run([*as_postgres, *pg_ctl, "-o", options, "-w", "-s", "restart"], check=True, timeout=120)
         with server.admin() as conn:
             conn.execute("CREATE EXTENSION pg_stat_statements")
             conn.execute(f"CREATE ROLE {BENCH_ROLE} LOGIN SUPERUSER PASSWORD '{BENCH_PASSWORD}'")
         yield server
-    finally:
-        server.stop()
 
 
 class Stats:
