@@ -28,7 +28,6 @@ runs; each run starts every process afresh.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sqlite3
@@ -53,7 +52,7 @@ from drop_to_submit import P99_TARGET_MS, drop_in_turn, state_of
 from drop_to_submit import pct as percentile
 from noderig import Node, node_config, pg_server
 from report import emit
-from scale import AT_RUNWAY, FINAL, VIDEO_PHASES, body, cpu_seconds, memory_mb, simulator, wait_for
+from scale import AT_RUNWAY, FINAL, VIDEO_PHASES, cpu_seconds, memory_mb, simulator, stage, wait_for
 
 TAKE_TARGET_S = 30.0
 
@@ -181,10 +180,7 @@ class Cluster:
         return [memory_mb(pid)[0] for pid in self.pids()]
 
     def stage(self, count: int, video: bool = False) -> list[str]:
-        names = [f"r{i:05d}.json" for i in range(count)]
-        for i, name in enumerate(names):
-            (self.staging / name).write_text(json.dumps(body(i, video)))
-        return names
+        return stage(self.staging, count, video)
 
     def drop(self, names: list[str]) -> None:
         for name in names:
