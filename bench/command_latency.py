@@ -19,8 +19,6 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -28,6 +26,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from drop_to_submit import pct
+from noderig import database
 from report import emit
 from scale import Daemon, Tree, simulator
 
@@ -35,23 +34,6 @@ from runwatch.clock import now_iso
 
 TARGET_MS = 1000.0  # issue 14: a command reaches the owning node within 1 s
 VIDEO = {"endpoint": "text_to_video", "model": "veo3.1", "promptText": "a forest", "ratio": "1280:720", "duration": 8}
-
-
-@contextmanager
-def database(url: str | None) -> Iterator[str]:
-    if url is not None:
-        yield url
-        return
-    from tests.pgserver import PgServer, find_bindir
-
-    bindir = find_bindir()
-    if bindir is None:
-        raise SystemExit("no PostgreSQL server found: install the postgresql package, or pass --database URL")
-    server = PgServer(bindir).start()
-    try:
-        yield server.url(server.create_database())
-    finally:
-        server.stop()
 
 
 def _answer(conn: psycopg.Connection[tuple[object, ...]], command_id: int, timeout: float = 30.0) -> float:

@@ -41,9 +41,12 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
+
+if TYPE_CHECKING:
+    from runwatch.jobs.job import Job
 
 KEY = "key_" + "0" * 128
 FINAL = {"succeeded", "rejected", "failed", "cancelled", "needs_attention"}
@@ -243,12 +246,7 @@ class Harness:
         return subprocess.run(argv, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=120)
 
     def drop(self, index: int) -> None:
-        body, media = request_body(index)
-        for item in media:
-            shutil.copy(SAMPLES / "still.jpg", self.inbox / item)
-        tmp = self.inbox / f"r{index:04d}.json.tmp"
-        tmp.write_text(json.dumps(body))
-        os.rename(tmp, self.inbox / f"r{index:04d}.json")
+        drop_request(self.inbox, index)
 
     def statuses(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -325,50 +323,10 @@ class Harness:
             report.states[status["state"] if status else "missing"] += 1
         report.needs_attention = [n for n, s in statuses.items() if s["state"] == "needs_attention"]
 
-        with httpx.Client(
-            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {KEY}", "X-Runway-Version": "2024-11-06"}
-        ) as http:
-            creates = http.get("/_sim/creates").json()
-            tasks = http.get("/_sim/tasks").json()["tasks"]
-            report.creates = creates["total"]
-            for entry in creates["bodies"]:
-                if entry["count"] > 1:
-                    problems.append(f"the same body was created {entry['count']} times: tasks {entry['tasks']}")
-            by_request: dict[str, list[str]] = defaultdict(list)
-            for task in tasks:
-                match = MARK.search(json.dumps(task["body"]))
-                by_request[f"r{int(match.group(1)):04d}" if match else "?"].append(task["id"])
-            for name, ids in by_request.items():
-                if len(ids) > 1:
-                    problems.append(f"{name}: created {len(ids)} times ({ids})")
-            self._check_outputs(http, statuses, report)
+        with sim_client(self.url) as http:
+            report.creates, tasks, by_request = check_creates(http, problems)
+            report.outputs_checked += check_outputs(http, self.outbox, statuses, problems)
         self._check_journal(tasks, by_request, report)
-
-    def _check_outputs(self, http: httpx.Client, statuses: dict[str, dict[str, Any]], report: Report) -> None:
-        for name, status in sorted(statuses.items()):
-            if status["state"] != "succeeded":
-                continue
-            task = _get_task(http, status["task_id"])
-            urls = task.get("output") or []
-            if len(urls) != len(status["outputs"]) or not urls:
-                report.problems.append(f"{name}: {len(status['outputs'])} outputs recorded, task has {len(urls)}")
-                continue
-            for url, out in zip(urls, status["outputs"], strict=True):
-                path = self.outbox / out["file"]
-                try:
-                    data = path.read_bytes()
-                except FileNotFoundError:
-                    report.problems.append(f"{name}: output {out['file']} lost")
-                    continue
-                fresh = httpx.get(url, timeout=30).content
-                if data != fresh or hashlib.sha256(data).hexdigest() != out["sha256"] or len(data) != out["bytes"]:
-                    report.problems.append(f"{name}: output {out['file']} differs from the simulator's bytes")
-                report.outputs_checked += 1
-        # An output downloaded again after a kill must not be left as a second copy (NAME.2.EXT).
-        recorded = {out["file"] for status in statuses.values() for out in status.get("outputs") or []}
-        for path in sorted(self.outbox.iterdir()):
-            if ".status." not in path.name and not path.name.startswith(".") and path.name not in recorded:
-                report.problems.append(f"{path.name}: an output file no status file records")
 
     def _check_journal(self, tasks: list[dict[str, Any]], by_request: dict[str, list[str]], report: Report) -> None:
         from runwatch.store import Journal
@@ -378,20 +336,96 @@ class Harness:
             jobs = journal.jobs(limit=100_000)
         finally:
             journal.close()
-        owners: dict[str, list[str]] = defaultdict(list)
         for job in jobs:
             if not job.final:
                 report.problems.append(f"journal: job {job.id} ({job.name}) not final: {job.state}")
-            if job.task_id:
-                owners[job.task_id].append(job.id)
-        for task_id, ids in owners.items():
-            if len(ids) > 1:
-                report.problems.append(f"journal: task {task_id} belongs to jobs {ids}")
-        attention = {job.name for job in jobs if job.state == "needs_attention"}
-        by_task = {tid: name for name, ids in by_request.items() for tid in ids}
-        for task in tasks:
-            if task["id"] not in owners and by_task.get(task["id"]) not in attention:
-                report.problems.append(f"simulator task {task['id']} ({by_task.get(task['id'])}) belongs to no job")
+        check_task_owners(jobs, tasks, by_request, report.problems)
+
+
+# -- checks shared with bench/nodes.py ------------------------------------------------------------
+
+
+def drop_request(inbox: Path, index: int) -> None:
+    """Request `index` (and its media) dropped in `inbox`, the request file renamed into place whole."""
+    body, media = request_body(index)
+    for item in media:
+        shutil.copy(SAMPLES / "still.jpg", inbox / item)
+    tmp = inbox / f"r{index:04d}.json.tmp"
+    tmp.write_text(json.dumps(body))
+    os.rename(tmp, inbox / f"r{index:04d}.json")
+
+
+def sim_client(url: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=url, timeout=30, headers={"Authorization": f"Bearer {KEY}", "X-Runway-Version": "2024-11-06"}
+    )
+
+
+def check_creates(http: httpx.Client, problems: list[str]) -> tuple[int, list[dict[str, Any]], dict[str, list[str]]]:
+    """No create sent twice, by body and by request marker. Returns the simulator's count of creates, its
+    tasks, and the task ids per request name (``?`` for a task without a marker)."""
+    creates = http.get("/_sim/creates").json()
+    tasks: list[dict[str, Any]] = http.get("/_sim/tasks").json()["tasks"]
+    for entry in creates["bodies"]:
+        if entry["count"] > 1:
+            problems.append(f"the same body was created {entry['count']} times: tasks {entry['tasks']}")
+    by_request: dict[str, list[str]] = defaultdict(list)
+    for task in tasks:
+        match = MARK.search(json.dumps(task["body"]))
+        by_request[f"r{int(match.group(1)):04d}" if match else "?"].append(task["id"])
+    for name, ids in by_request.items():
+        if len(ids) > 1:
+            problems.append(f"{name}: created {len(ids)} times ({ids})")
+    return int(creates["total"]), tasks, by_request
+
+
+def check_outputs(http: httpx.Client, outbox: Path, statuses: dict[str, dict[str, Any]], problems: list[str]) -> int:
+    """No paid output lost: every succeeded request's outputs byte-identical to the simulator's, and no file in
+    the outbox that no status file records. Returns how many outputs were compared."""
+    checked = 0
+    for name, status in sorted(statuses.items()):
+        if status["state"] != "succeeded":
+            continue
+        urls = _get_task(http, status["task_id"]).get("output") or []
+        if len(urls) != len(status["outputs"]) or not urls:
+            problems.append(f"{name}: {len(status['outputs'])} outputs recorded, task has {len(urls)}")
+            continue
+        for url, out in zip(urls, status["outputs"], strict=True):
+            try:
+                data = (outbox / out["file"]).read_bytes()
+            except FileNotFoundError:
+                problems.append(f"{name}: output {out['file']} lost")
+                continue
+            fresh = httpx.get(url, timeout=30).content
+            if data != fresh or hashlib.sha256(data).hexdigest() != out["sha256"] or len(data) != out["bytes"]:
+                problems.append(f"{name}: output {out['file']} differs from the simulator's bytes")
+            checked += 1
+    # An output downloaded again (after a kill, or by a second node) must not be left as a second copy
+    # (NAME.2.EXT).
+    recorded = {out["file"] for status in statuses.values() for out in status.get("outputs") or []}
+    for path in sorted(outbox.iterdir()):
+        if ".status." not in path.name and not path.name.startswith(".") and path.name not in recorded:
+            problems.append(f"{path.name}: an output file no status file records")
+    return checked
+
+
+def check_task_owners(
+    jobs: list[Job], tasks: list[dict[str, Any]], by_request: dict[str, list[str]], problems: list[str]
+) -> None:
+    """No task id in two jobs, and every task at the simulator owned by a job (or by a needs_attention job
+    whose create was cut off between send and record)."""
+    owners: dict[str, list[str]] = defaultdict(list)
+    for job in jobs:
+        if job.task_id:
+            owners[job.task_id].append(job.id)
+    for task_id, ids in owners.items():
+        if len(ids) > 1:
+            problems.append(f"journal: task {task_id} belongs to jobs {ids}")
+    attention = {job.name for job in jobs if job.state == "needs_attention"}
+    by_task = {tid: name for name, ids in by_request.items() for tid in ids}
+    for task in tasks:
+        if task["id"] not in owners and by_task.get(task["id"]) not in attention:
+            problems.append(f"simulator task {task['id']} ({by_task.get(task['id'])}) belongs to no job")
 
 
 def _get_task(http: httpx.Client, task_id: str) -> dict[str, Any]:
@@ -424,12 +458,26 @@ def main(argv: list[str] | None = None) -> int:
         time_scale=args.time_scale,
         journal_loss=args.journal_loss,
     ).run()
-    for line in report.lines():
-        print(line)
-    if report.problems:
-        print(f"kept for inspection: {root}")
+    return conclude(report.lines(), report.problems, root, keep=bool(args.dir))
+
+
+def conclude(
+    lines: list[str],
+    problems: list[str],
+    root: Path,
+    *,
+    keep: bool,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """The report's lines printed to ``out``; the work folder kept for inspection when a check failed (said on
+    ``err``), else removed unless ``keep``. The exit status. Both default to stdout."""
+    for line in lines:
+        print(line, file=out)
+    if problems:
+        print(f"kept for inspection: {root}", file=err)
         return 1
-    if not args.dir:
+    if not keep:
         shutil.rmtree(root, ignore_errors=True)
     return 0
 

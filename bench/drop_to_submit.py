@@ -28,7 +28,7 @@ from watchdog.observers import Observer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import emit
-from scale import Daemon, Tree, simulator
+from scale import Daemon, Tree, simulator, wait_for
 
 BODY = {
     "endpoint": "text_to_speech",
@@ -77,11 +77,30 @@ def baseline(drops: int, root: Path) -> list[float]:
     return out
 
 
-def _state(path: Path) -> str | None:
+def state_of(path: Path) -> str | None:
+    """The state a status file shows; None while it is not there (or caught mid-replace: read again)."""
     try:
         return str(json.loads(path.read_text())["state"])
     except (OSError, ValueError, KeyError):
-        return None  # not there yet (or caught mid-replace: read again)
+        return None
+
+
+def drop_in_turn(staging: Path, inbox: Path, outbox: Path, drops: int) -> tuple[dict[str, float], int | None]:
+    """Requests ``r0000``... written in ``staging`` and renamed into ``inbox`` one after another, each once the
+    one before was submitted (its status file in ``outbox`` past ``accepted``). Returns the moment of each
+    rename by promptText, and the index of a drop not submitted within 10 s (None when all were): it ends the
+    run."""
+    renamed: dict[str, float] = {}
+    for i in range(drops):
+        name, text = f"r{i:04d}", f"line {i}"
+        staged = staging / f"{name}.json"
+        staged.write_text(json.dumps(dict(BODY, promptText=text)))
+        renamed[text] = time.time()
+        staged.rename(inbox / f"{name}.json")
+        status = outbox / f"{name}.status.json"
+        if not wait_for(lambda status=status: state_of(status) not in (None, "accepted"), 10, 0.002):  # type: ignore[misc]
+            return renamed, i
+    return renamed, None
 
 
 def runwatch(drops: int, root: Path, config_extra: str = "", strict: bool = True) -> list[float]:
@@ -90,7 +109,6 @@ def runwatch(drops: int, root: Path, config_extra: str = "", strict: bool = True
     ``config_extra`` is appended to the daemon's config (another benchmark's [[notify]], say); with ``strict``,
     a drop with no create at the simulator stops the run."""
     tree = Tree.make(root / "daemon")
-    renamed: dict[str, float] = {}
     with simulator("--time-scale", "0.001", "--daily-limit", "0", "--concurrency", "0") as url:
         config = tree.config(url, scheduler={}, inbox={}, poll=0.5)
         if config_extra:
@@ -99,18 +117,9 @@ def runwatch(drops: int, root: Path, config_extra: str = "", strict: bool = True
         daemon = Daemon(tree, config, "info")
         try:
             daemon.wait_started()
-            for i in range(drops):
-                name, text = f"r{i:04d}", f"line {i}"
-                staged = tree.staging / f"{name}.json"
-                staged.write_text(json.dumps(dict(BODY, promptText=text)))
-                renamed[text] = time.time()
-                staged.rename(tree.inbox / f"{name}.json")
-                status = tree.outbox / f"{name}.status.json"
-                deadline = time.monotonic() + 10
-                while _state(status) in (None, "accepted"):
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"drop {i} was not submitted within 10 s; see {daemon.log_path}")
-                    time.sleep(0.002)
+            renamed, stuck = drop_in_turn(tree.staging, tree.inbox, tree.outbox, drops)
+            if stuck is not None:
+                raise SystemExit(f"drop {stuck} was not submitted within 10 s; see {daemon.log_path}")
             rows: list[dict[str, Any]] = httpx.get(f"{url}/_sim/requests", timeout=30).json()["requests"]
         finally:
             daemon.stop()

@@ -28,24 +28,32 @@ ACTIVE_STATES = sorted(str(s) for s in ACTIVE)
 
 
 @contextmanager
-def database(url: str | None) -> Iterator[str]:
-    """The given database URL, or a fresh database on a throwaway PostgreSQL server started for the run."""
-    if url is not None:
-        yield url
-        return
+def pg_server(hint: str = "") -> Iterator[Any]:
+    """A throwaway PostgreSQL server (tests/pgserver.py's PgServer) started for the run, stopped at its end.
+    ``hint`` ends the message when no server is installed."""
     # tests/pgserver.py is the one way this project starts a PostgreSQL server: the repository's root on the path
     sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
     from tests.pgserver import PgServer, find_bindir
 
     bindir = find_bindir()
     if bindir is None:
-        raise SystemExit("no PostgreSQL server found: apt-get install postgresql, or give --database URL")
+        raise SystemExit(f"no PostgreSQL server found: apt-get install postgresql{hint}")
     server = PgServer(bindir)
     try:
         server.start()
-        yield server.url(server.create_database())
+        yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def database(url: str | None) -> Iterator[str]:
+    """The given database URL, or a fresh database on a throwaway PostgreSQL server started for the run."""
+    if url is not None:
+        yield url
+        return
+    with pg_server(", or give --database URL") as server:
+        yield server.url(server.create_database())
 
 
 class Journal:

@@ -36,26 +36,32 @@ Exit status 0 when every check holds. ``--json`` prints rows of what / figure / 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
-import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from crash_harness import FAULTS, KEY, MARK, SAMPLES, _get_task, request_body
+from crash_harness import (
+    FAULTS,
+    KEY,
+    check_creates,
+    check_outputs,
+    check_task_owners,
+    conclude,
+    drop_request,
+    request_body,
+    sim_client,
+)
 from noderig import Journal, Node, database, node_config
 from report import emit
 from scale import simulator
@@ -226,12 +232,7 @@ class Harness:
             self.nodes.append(Node(self.root, name, config, self.env))
 
     def drop(self, index: int) -> None:
-        body, media = request_body(index)
-        for item in media:
-            shutil.copy(SAMPLES / "still.jpg", self.inbox / item)
-        tmp = self.inbox / f"r{index:04d}.json.tmp"
-        tmp.write_text(json.dumps(body))
-        os.rename(tmp, self.inbox / f"r{index:04d}.json")
+        drop_request(self.inbox, index)
 
     def statuses(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -385,51 +386,12 @@ class Harness:
             elif state not in FINAL_STATES:
                 why = (status.get("error") or {}).get("code")
                 problems.append(f"{name}: not final ({state}{f', {why}' if why else ''})")
-        with httpx.Client(
-            base_url=self.sim_url,
-            timeout=30,
-            headers={"Authorization": f"Bearer {KEY}", "X-Runway-Version": "2024-11-06"},
-        ) as http:
-            creates = http.get("/_sim/creates").json()
-            tasks: list[dict[str, Any]] = http.get("/_sim/tasks").json()["tasks"]
-            report.creates = creates["total"]
-            for entry in creates["bodies"]:
-                if entry["count"] > 1:
-                    problems.append(f"the same body was created {entry['count']} times: tasks {entry['tasks']}")
-            by_request: dict[str, list[str]] = defaultdict(list)
+        with sim_client(self.sim_url) as http:
+            report.creates, tasks, by_request = check_creates(http, problems)
             for task in tasks:
-                match = MARK.search(json.dumps(task["body"]))
-                by_request[f"r{int(match.group(1)):04d}" if match else "?"].append(task["id"])
                 report.spent_simulator += float(task["cost"] if task["cost"] is not None else task["estimatedCost"])
-            for name, ids in by_request.items():
-                if len(ids) > 1:
-                    problems.append(f"{name}: created {len(ids)} times ({ids})")
-            self._check_outputs(http, statuses, report)
+            report.outputs_checked += check_outputs(http, self.outbox, statuses, problems)
         self._check_journal(journal, tasks, by_request, report)
-
-    def _check_outputs(self, http: httpx.Client, statuses: dict[str, dict[str, Any]], report: Report) -> None:
-        for name, status in sorted(statuses.items()):
-            if status["state"] != "succeeded":
-                continue
-            urls = _get_task(http, status["task_id"]).get("output") or []
-            if len(urls) != len(status["outputs"]) or not urls:
-                report.problems.append(f"{name}: {len(status['outputs'])} outputs recorded, task has {len(urls)}")
-                continue
-            for url, out in zip(urls, status["outputs"], strict=True):
-                try:
-                    data = (self.outbox / out["file"]).read_bytes()
-                except FileNotFoundError:
-                    report.problems.append(f"{name}: output {out['file']} lost")
-                    continue
-                fresh = httpx.get(url, timeout=30).content
-                if data != fresh or hashlib.sha256(data).hexdigest() != out["sha256"] or len(data) != out["bytes"]:
-                    report.problems.append(f"{name}: output {out['file']} differs from the simulator's bytes")
-                report.outputs_checked += 1
-        # Two nodes downloading one task's outputs would leave a second copy (NAME.2.EXT) no status file records.
-        recorded = {out["file"] for status in statuses.values() for out in status.get("outputs") or []}
-        for path in sorted(self.outbox.iterdir()):
-            if ".status." not in path.name and not path.name.startswith(".") and path.name not in recorded:
-                report.problems.append(f"{path.name}: an output file no status file records")
 
     def _check_journal(
         self, journal: Journal, tasks: list[dict[str, Any]], by_request: dict[str, list[str]], report: Report
@@ -443,13 +405,10 @@ class Harness:
             store.close()
         now = _utc_now()
         rows: Counter[str] = Counter(job.name for job in jobs)
-        owners: dict[str, list[str]] = defaultdict(list)
         for job in jobs:
             if rows[job.name] > 1:
                 report.problems.append(f"journal: {job.name} has {rows[job.name]} jobs (claimed more than once)")
                 rows[job.name] = 1  # say it once
-            if job.task_id:
-                owners[job.task_id].append(job.id)
             charge = charge_of(job, now)
             report.spent_journal += charge.credits if charge else 0.0
         if report.spent_journal > self.budget:
@@ -459,14 +418,7 @@ class Harness:
         missing = {f"r{i:04d}" for i in range(self.requests)} - set(rows)
         if missing:
             report.problems.append(f"journal: no job for {sorted(missing)[:10]}")
-        for task_id, ids in owners.items():
-            if len(ids) > 1:
-                report.problems.append(f"journal: task {task_id} belongs to jobs {ids}")
-        attention = {job.name for job in jobs if job.state == "needs_attention"}
-        by_task = {tid: name for name, ids in by_request.items() for tid in ids}
-        for task in tasks:
-            if task["id"] not in owners and by_task.get(task["id"]) not in attention:
-                report.problems.append(f"simulator task {task['id']} ({by_task.get(task['id'])}) belongs to no job")
+        check_task_owners(jobs, tasks, by_request, report.problems)
         if journal.has_table("claims"):
             claimed: Counter[str] = Counter()
             for path, node in journal.conn.execute("SELECT path, node FROM claims").fetchall():
@@ -524,14 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         report = harness.run()
     if args.json:
         emit(report.rows(), True)
-    for line in report.lines():
-        print(line, file=sys.stderr if args.json else sys.stdout)
-    if report.problems:
-        print(f"kept for inspection: {root}", file=sys.stderr)
-        return 1
-    if not args.dir:
-        shutil.rmtree(root, ignore_errors=True)
-    return 0
+    out = sys.stderr if args.json else sys.stdout
+    return conclude(report.lines(), report.problems, root, keep=bool(args.dir), out=out, err=sys.stderr)
 
 
 if __name__ == "__main__":

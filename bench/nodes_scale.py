@@ -28,7 +28,6 @@ runs; each run starts every process afresh.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sqlite3
@@ -49,11 +48,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from crash_harness import KEY
-from drop_to_submit import BODY, P99_TARGET_MS
+from drop_to_submit import P99_TARGET_MS, drop_in_turn, state_of
 from drop_to_submit import pct as percentile
-from noderig import Node, node_config
+from noderig import Node, node_config, pg_server
 from report import emit
-from scale import AT_RUNWAY, FINAL, VIDEO_PHASES, body, cpu_seconds, memory_mb, simulator, wait_for
+from scale import AT_RUNWAY, FINAL, VIDEO_PHASES, cpu_seconds, memory_mb, simulator, stage, wait_for
 
 TAKE_TARGET_S = 30.0
 
@@ -67,28 +66,18 @@ BENCH_ROLE, BENCH_PASSWORD = "runwatch_bench", "bench-only-4Kq"  # the bench's o
 @contextmanager
 def durable_server() -> Iterator[Any]:
     """tests/pgserver.py's server, restarted with fsync on (a real server's commits) and pg_stat_statements."""
-    sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests/pgserver.py, from the repository
-    from tests.pgserver import PgServer, find_bindir
-
-    bindir = find_bindir()
-    if bindir is None:
-        raise SystemExit("no PostgreSQL server found: apt-get install postgresql")
-    server = PgServer(bindir)
-    try:
-        server.start()
+    with pg_server() as server:
         as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         options = (
             f"-c listen_addresses='' -c unix_socket_directories={server.root} -c max_connections=200 "
             "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
         )
-        pg_ctl = [str(bindir / "pg_ctl"), "-D", str(server.data), "-l", str(server.root / "log")]
+        pg_ctl = [str(server.bindir / "pg_ctl"), "-D", str(server.data), "-l", str(server.root / "log")]
         subprocess.run([*as_postgres, *pg_ctl, "-o", options, "-w", "-s", "restart"], check=True, timeout=120)
         with server.admin() as conn:
             conn.execute("CREATE EXTENSION pg_stat_statements")
             conn.execute(f"CREATE ROLE {BENCH_ROLE} LOGIN SUPERUSER PASSWORD '{BENCH_PASSWORD}'")
         yield server
-    finally:
-        server.stop()
 
 
 class Stats:
@@ -191,10 +180,7 @@ class Cluster:
         return [memory_mb(pid)[0] for pid in self.pids()]
 
     def stage(self, count: int, video: bool = False) -> list[str]:
-        names = [f"r{i:05d}.json" for i in range(count)]
-        for i, name in enumerate(names):
-            (self.staging / name).write_text(json.dumps(body(i, video)))
-        return names
+        return stage(self.staging, count, video)
 
     def drop(self, names: list[str]) -> None:
         for name in names:
@@ -286,7 +272,6 @@ class Measure:
 
     def _latency(self, stack: ExitStack, out: Run, label: str, stats: Stats | None, count: int) -> None:
         n = self.args.drops
-        renamed: dict[str, float] = {}
         sim = ("--time-scale", "0.001", "--daily-limit", "0", "--concurrency", "0")
         cluster = self._cluster(stack, f"{label}-latency", stats, count, sim)
         cluster.start(poll=0.5, inbox={})
@@ -296,15 +281,9 @@ class Measure:
             time.sleep(10.0)
             out.idle_statements_s = sum(stats.read().values()) / 10.0
             stats.reset()
-        for i in range(n):
-            name, text = f"r{i:04d}", f"line {i}"
-            staged = cluster.staging / f"{name}.json"
-            staged.write_text(json.dumps(dict(BODY, promptText=text)))
-            renamed[text] = time.time()
-            staged.rename(cluster.inbox / f"{name}.json")
-            status = cluster.outbox / f"{name}.status.json"
-            if not wait_for(lambda s=status: _state(s) not in (None, "accepted"), 10, 0.002):  # type: ignore[misc]
-                raise NodeFailed(f"drop {i} was not submitted within 10 s")
+        renamed, stuck = drop_in_turn(cluster.staging, cluster.inbox, cluster.outbox, n)
+        if stuck is not None:
+            raise NodeFailed(f"drop {stuck} was not submitted within 10 s")
         wait_for(lambda: _count_state(cluster.outbox, "succeeded") >= n, self.args.timeout, 0.2)
         if stats:
             out.life_statements = stats.read()
@@ -341,15 +320,8 @@ class Measure:
         self.log(f"{label} in flight {n}: cpu {out.flight_cpu_pct} rss {out.flight_rss_mb} jobs {out.flight_jobs}")
 
 
-def _state(path: Path) -> str | None:
-    try:
-        return str(json.loads(path.read_text())["state"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _count_state(outbox: Path, state: str) -> int:
-    return sum(1 for p in outbox.glob("*.status.json") if _state(p) == state)
+    return sum(1 for p in outbox.glob("*.status.json") if state_of(p) == state)
 
 
 def _claimed(log: Path) -> int:

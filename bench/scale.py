@@ -194,10 +194,7 @@ class Tree:
         return path
 
     def stage(self, count: int, video: bool = False) -> list[str]:
-        names = [f"r{i:05d}.json" for i in range(count)]
-        for i, name in enumerate(names):
-            (self.staging / name).write_text(json.dumps(body(i, video)))
-        return names
+        return stage(self.staging, count, video)
 
     def drop(self, names: list[str]) -> float:
         """Rename every staged request into the inbox; the seconds it took."""
@@ -304,6 +301,15 @@ def task_gets(url: str, since: float, until: float) -> int:
         for r in rows
         if r["method"] == "GET" and r["path"].startswith("/v1/tasks/") and since <= float(r["at"]) <= until
     )
+
+
+def stage(staging: Path, count: int, video: bool = False) -> list[str]:
+    """``count`` requests (videos, or speech) written in ``staging``, ready to be renamed into an inbox; their
+    file names."""
+    names = [f"r{i:05d}.json" for i in range(count)]
+    for i, name in enumerate(names):
+        (staging / name).write_text(json.dumps(body(i, video)))
+    return names
 
 
 def wait_for(check: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from runwatch.jobs.job import Job
 
 __all__ = [
     "Charge",
@@ -90,6 +93,34 @@ class MoneyCheck:
     daily_cap: int | None = None
     """Runway's daily task limit for the model."""
     org: OrgFigures | None = None
+
+    @classmethod
+    def for_job(
+        cls,
+        job: Job,
+        credits: float | None,
+        basis: str,
+        limits: Limits,
+        *,
+        approved: bool = False,
+        model_cap: int | None = None,
+        daily_cap: int | None = None,
+        org: OrgFigures | None = None,
+    ) -> MoneyCheck:
+        """The check of `job`'s create: its id, name, inbox and model, with the estimate and limits given."""
+        return cls(
+            job_id=job.id,
+            name=job.name,
+            inbox=job.inbox,
+            model=job.model,
+            credits=credits,
+            basis=basis,
+            limits=limits,
+            approved=approved,
+            model_cap=model_cap,
+            daily_cap=daily_cap,
+            org=org,
+        )
 
 
 def _parse(stamp: str | None) -> datetime | None:

@@ -213,14 +213,11 @@ class MoneyGuard:
                 if isinstance(counted, dict) and isinstance(counted.get("dailyGenerations"), int)
             }
             org = OrgFigures(self.balance(), daily, self.clock.monotonic() - self._org_read_sent)
-        return MoneyCheck(
-            job_id=job.id,
-            name=job.name,
-            inbox=job.inbox,
-            model=job.model,
-            credits=guess.credits,
-            basis=guess.basis,
-            limits=limits,
+        return MoneyCheck.for_job(
+            job,
+            guess.credits,
+            guess.basis,
+            limits,
             approved=job.approved,
             model_cap=model_cap,
             daily_cap=self._daily_cap(job.model),

@@ -42,6 +42,7 @@ from runwatch.redact import redact
 from runwatch.redact import redact_text as _redact_text
 
 if TYPE_CHECKING:
+    from runwatch.config import InboxConfig
     from runwatch.jobs.job import Job
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "extension_for",
     "fit_name",
     "ordered_status",
+    "outbox_of",
     "output_name",
     "redact",
     "reserve_unique",
@@ -110,6 +112,14 @@ _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.
 
 
 # -- status files ---------------------------------------------------------------------------------
+
+
+def outbox_of(job: Job, inbox: InboxConfig | None) -> Path | None:
+    """Where the job's outputs and status file go: its inbox's outbox (``inbox``, as configured now), or the
+    folder it was submitted for."""
+    if inbox is not None:
+        return inbox.outbox
+    return Path(job.outbox) if job.outbox else None
 
 
 def status_path(outbox: Path, name: str, fmt: StatusFormat) -> Path:

@@ -364,21 +364,13 @@ def _money_check(run: _Submission, req: Request) -> MoneyCheck:
 
     job, budget = run.job, run.config.budget
     guess = run.estimate or Estimate(None, "the request names no model")
-    return MoneyCheck(
-        job_id=job.id,
-        name=job.name,
-        inbox=job.inbox,
-        model=job.model,
-        credits=guess.credits,
-        basis=guess.basis,
-        limits=Limits(
-            max_credits=req.options.max_credits,
-            daily=budget.daily,
-            monthly=budget.monthly,
-            unknown_price=budget.unknown_price,
-        ),
-        model_cap=run.config.scheduler.per_model,
+    limits = Limits(
+        max_credits=req.options.max_credits,
+        daily=budget.daily,
+        monthly=budget.monthly,
+        unknown_price=budget.unknown_price,
     )
+    return MoneyCheck.for_job(job, guess.credits, guess.basis, limits, model_cap=run.config.scheduler.per_model)
 
 
 def _report(run: _Submission, outcome: Any) -> int:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib.util
 import os
 import re
 import shutil
 import struct
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import NoReturn
 
 import pytest
@@ -43,6 +46,16 @@ def need_tool(*names: str, package: str) -> None:
     """need() for programs on PATH, naming the system package that has them."""
     missing = [name for name in names if shutil.which(name) is None]
     need(not missing, f"{' and '.join(missing)} not on PATH: install the {package} package")
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A script of bench/ or tools/ (folders of scripts, not packages) loaded by path as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
 
 
 def not_applicable(reason: str) -> NoReturn:
@@ -84,6 +97,20 @@ def sim_config() -> SimConfig:
 def sim(sim_config: SimConfig) -> Iterator[Simulator]:
     """A simulator served over loopback HTTP for one test."""
     with Simulator(sim_config) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def paced_sim() -> Iterator[Simulator]:
+    """Tasks a third of Runway's pace: a video runs for about 20 s, long enough to watch it move."""
+    with Simulator(SimConfig(time_scale=0.3, allow_http_loopback=True)) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def slow_sim() -> Iterator[Simulator]:
+    """Tasks at Runway's own pace (a minute or more): still running when a test cancels them."""
+    with Simulator(SimConfig(time_scale=1.0, allow_http_loopback=True)) as simulator:
         yield simulator
 
 

@@ -13,7 +13,6 @@ import json
 import sys
 import textwrap
 import tomllib
-import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,23 +20,13 @@ from typing import Any
 
 import pytest
 
-from .conftest import not_applicable
+from .conftest import load_script, not_applicable
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "runwatch" / "data" / "catalog.json"
 
 
-def _load_generator() -> types.ModuleType:
-    # tools/ is not a package; load the script by path instead of editing sys.path.
-    spec = importlib.util.spec_from_file_location("gen_catalog", ROOT / "tools" / "gen_catalog.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-gen_catalog = _load_generator()
+gen_catalog = load_script(ROOT / "tools" / "gen_catalog.py", "gen_catalog")
 
 # Reference §2.1: models per generation endpoint in runwayml 5.24.0.
 REFERENCE_MODEL_COUNTS = {

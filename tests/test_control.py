@@ -7,26 +7,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from runwatch.control import carried_out
 from runwatch.ops import daemon_holder
-from runwatch.simulator import Fault, SimConfig, Simulator
+from runwatch.simulator import Fault, Simulator
 
 from .rig import SEED_REQUESTS, Rig
 
 SPEECH = SEED_REQUESTS["text_to_speech"][0]
 VIDEO = SEED_REQUESTS["text_to_video"][0]  # veo3.1, 8 s: 320 credits
-
-
-@pytest.fixture
-def slow_sim() -> Iterator[Simulator]:
-    """Tasks at Runway's own pace (a minute or more): still running when a test cancels them."""
-    with Simulator(SimConfig(time_scale=1.0, allow_http_loopback=True)) as simulator:
-        yield simulator
 
 
 def run(*argv: str, columns: int = 80) -> tuple[int, str, str]:

@@ -3,24 +3,18 @@ moments; at the end every request is final, nothing was created twice, no output
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from .conftest import load_script
+
 HARNESS = Path(__file__).resolve().parent.parent / "bench" / "crash_harness.py"
 
 
 def _harness() -> ModuleType:
-    # bench/ is a folder of scripts, not a package: load the harness by path.
-    spec = importlib.util.spec_from_file_location("crash_harness", HARNESS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crash_harness"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(HARNESS, "crash_harness")
 
 
 @pytest.mark.timeout(180)

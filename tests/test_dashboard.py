@@ -11,38 +11,26 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from runwatch.jobs.job import Job
 from runwatch.jobs.states import State
-from runwatch.simulator import Fault, SimConfig, Simulator
+from runwatch.simulator import Fault, Simulator
 from runwatch.store import Journal
 from runwatch.web.app import CSP
 from runwatch.web.live import MAX_IDS, MAX_STREAMS
 
 from .conftest import SAMPLES
 from .rig import SEED_REQUESTS, Rig
-from .test_secrets import SECRET_PATTERNS
+from .webrig import KEY, SIGNATURE, SIGNED, TOKEN, busy_run, job_id, leaks, served
 
-TOKEN = "dashboard-token-" + "3" * 28
 VIDEO = SEED_REQUESTS["text_to_video"][0]  # veo3.1, 8 s: 320 credits
 SPEECH = SEED_REQUESTS["text_to_speech"][0]
 I2V, I2V_MEDIA = SEED_REQUESTS["image_to_video"]
-
-
-def served(
-    rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path, *, token: bool = True, **kwargs: Any
-) -> Rig:
-    http: dict[str, Any] = {"listen": kwargs.pop("listen", "127.0.0.1:0")}
-    if token:
-        (tmp_path / "http-token").write_text(TOKEN + "\n")
-        http["token_file"] = str(tmp_path / "http-token")
-    return rig_factory(sim, http=http, **kwargs).start()
 
 
 def client(rig: Rig) -> httpx.Client:
@@ -59,23 +47,6 @@ def csrf_of(http: httpx.Client, page: str = "/") -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', http.get(page).text)
     assert found, "the page has no CSRF token: not logged in?"
     return found.group(1)
-
-
-def job_id(rig: Rig, name: str) -> str:
-    journal = rig.journal()
-    try:
-        job = journal.find(name)
-        assert job is not None
-        return job.id
-    finally:
-        journal.close()
-
-
-@pytest.fixture
-def paced_sim() -> Iterator[Simulator]:
-    """Tasks a third of Runway's pace: a video runs for about 20 s."""
-    with Simulator(SimConfig(time_scale=0.3, allow_http_loopback=True)) as simulator:
-        yield simulator
 
 
 class TestPages:
@@ -450,69 +421,41 @@ class TestSubmitForm:
 
 
 class TestNothingSecretIsShown:
-    @staticmethod
-    def _leaks(data: bytes, key: str, planted: tuple[str, ...]) -> list[str]:
-        found = [f"the API key at {data.find(key.encode())}"] if key.encode() in data else []
-        found += [f"{p.pattern!r}" for p in SECRET_PATTERNS if p.search(data)]
-        return found + [f"planted {secret[:12]}" for secret in planted if secret.encode() in data]
-
     def test_busy_run_shows_no_secret(self, rig_factory: Callable[..., Rig], s3: Any, tmp_path: Path) -> None:
         """Media through presigned S3 URLs, Runway failures quoting a signed URL, and every page of the dashboard
         (overview, jobs, each job's page, its live stream) read again and again while it runs: no byte holds the
         API key, a signature or the HTTP token; the same scan finds each of them when they are there."""
-        key = "key_" + "5e" * 64
-        signature = "ab12" * 16
-        signed = (
-            "https://media.s3.us-east-1.amazonaws.com/x.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256"
-            f"&X-Amz-Credential=AKIAEXAMPLEKEY12%2F20261207%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature={signature}"
-        )
-        planted = (signature, "AKIAEXAMPLEKEY12", TOKEN)
+        planted = (SIGNATURE, "AKIAEXAMPLEKEY12", TOKEN)
         shown: list[bytes] = []
-        config = SimConfig(keys=frozenset({key}), time_scale=0.002, allow_http_loopback=True)
-        with Simulator(config) as sim:
-            sim.faults.add(
-                Fault("fail", endpoint="text_to_video", failure_code="ASSET.INVALID", message=f"Bad {signed}")
-            )
-            sim.faults.add(Fault("error", status=400, endpoint="sound_effect", message=f"Cannot fetch {signed}"))
-            rig = served(rig_factory, sim, tmp_path, s3=s3)
-            stop = threading.Event()
 
-            def read_pass(http: httpx.Client) -> None:
-                for page in ("/", "/jobs", "/submit"):
-                    shown.append(http.get(page).content)
-                for ident in re.findall(r'<tr data-job="([^"]+)">', http.get("/jobs").text):
-                    shown.append(http.get(f"/jobs/{ident}").content)
-                    with http.stream("GET", f"/live?ids={ident}") as stream:
-                        for line in stream.iter_lines():
-                            if line.startswith("data: "):
-                                shown.append(line.encode())
-                                break
+        def read_pass(http: httpx.Client) -> None:
+            for page in ("/", "/jobs", "/submit"):
+                shown.append(http.get(page).content)
+            for ident in re.findall(r'<tr data-job="([^"]+)">', http.get("/jobs").text):
+                shown.append(http.get(f"/jobs/{ident}").content)
+                with http.stream("GET", f"/live?ids={ident}") as stream:
+                    for line in stream.iter_lines():
+                        if line.startswith("data: "):
+                            shown.append(line.encode())
+                            break
 
-            def read_everything() -> None:
-                with client(rig) as http:
-                    log_in(http)
-                    while not stop.is_set():
-                        read_pass(http)
+        def read_everything(rig: Rig, stop: threading.Event) -> None:
+            with client(rig) as http:
+                log_in(http)
+                while not stop.is_set():
+                    read_pass(http)
 
-            reader = threading.Thread(target=read_everything)
-            reader.start()
-            try:
-                names = ("image_to_video", "speech_to_speech", "text_to_video", "sound_effect")
-                for name in names:
-                    body, media = SEED_REQUESTS[name]
-                    rig.drop(name, body, media=media)
-                ends = {name: rig.wait(name, timeout=60)["state"] for name in names}
-            finally:
-                stop.set()
-                reader.join(30)
-            # One more pass once every request has ended: the reader may have stopped before it saw the last ends.
+        def last_pass(rig: Rig) -> None:
+            # Once every request has ended: the reader may have stopped before it saw the last ends.
             with client(rig) as http:
                 log_in(http)
                 read_pass(http)
+
+        ends = busy_run(rig_factory, s3, tmp_path, read_everything, last_pass)
         assert ends["image_to_video"] == "succeeded" and ends["text_to_video"] == "failed"
         data = b"\n".join(shown)
         assert b"ASSET.INVALID" in data and b"REDACTED" in data  # the pages did show the failures
-        assert self._leaks(data, key, planted) == []
-        control = data + f"{key} {signed} {TOKEN}".encode()
-        found = self._leaks(control, key, planted)
+        assert leaks(data, KEY, planted) == []
+        control = data + f"{KEY} {SIGNED} {TOKEN}".encode()
+        found = leaks(control, KEY, planted)
         assert found[0].startswith("the API key") and {f"planted {p[:12]}" for p in planted} <= set(found)

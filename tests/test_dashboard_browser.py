@@ -4,56 +4,23 @@ request with an image submitted through the form. Screenshots land in the artifa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from runwatch.simulator import Fault, SimConfig, Simulator
+from runwatch.simulator import Fault, Simulator
 
 from .browser import Browser, chromium_fixture  # noqa: F401 - the fixture
 from .conftest import SAMPLES
 from .rig import SEED_REQUESTS, Rig
+from .webrig import TOKEN, job_id, served
 
-TOKEN = "dashboard-token-" + "7" * 28
 VIDEO = SEED_REQUESTS["text_to_video"][0]  # veo3.1, 8 s: 320 credits
 SPEECH = SEED_REQUESTS["text_to_speech"][0]
-
-
-def served(rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path, **kwargs: Any) -> Rig:
-    token_file = tmp_path / "http-token"
-    token_file.write_text(TOKEN + "\n")
-    return rig_factory(sim, http={"listen": "127.0.0.1:0", "token_file": str(token_file)}, **kwargs).start()
 
 
 def url(rig: Rig) -> str:
     assert rig.daemon is not None and rig.daemon.web is not None
     return rig.daemon.web.url
-
-
-def job_id(rig: Rig, name: str) -> str:
-    journal = rig.journal()
-    try:
-        job = journal.find(name)
-        assert job is not None
-        return job.id
-    finally:
-        journal.close()
-
-
-@pytest.fixture
-def paced_sim() -> Iterator[Simulator]:
-    """Tasks a third of Runway's pace: a video runs for about 20 s, long enough to watch it move."""
-    with Simulator(SimConfig(time_scale=0.3, allow_http_loopback=True)) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def slow_sim() -> Iterator[Simulator]:
-    """Tasks at Runway's own pace: still running when the test cancels them."""
-    with Simulator(SimConfig(time_scale=1.0, allow_http_loopback=True)) as simulator:
-        yield simulator
 
 
 def csp_errors(browser: Browser) -> list[str]:

@@ -27,7 +27,7 @@ from runwatch.daemon import Daemon
 from runwatch.errors import LeaseLost, MoneyHeld
 from runwatch.jobs.job import Job
 from runwatch.jobs.states import State
-from runwatch.simulator import SimConfig, Simulator
+from runwatch.simulator import Simulator
 from runwatch.store import Journal
 from runwatch.store.listen import CommandListener
 from runwatch.store.pgschema import LOCK_CLASS, MONEY_LOCK
@@ -39,13 +39,6 @@ from .rig import SEED_REQUESTS, Rig
 MODEL = "gen4_turbo"
 SPEECH = SEED_REQUESTS["text_to_speech"][0]  # 1 credit
 WAIT = 30.0  # seconds a test waits for what should come at once, before it fails
-
-
-@pytest.fixture
-def slow_sim() -> Iterator[Simulator]:
-    """Tasks at Runway's own pace (a minute or more): still running when a test cancels them."""
-    with Simulator(SimConfig(time_scale=1.0, allow_http_loopback=True)) as simulator:
-        yield simulator
 
 
 class _Log:
@@ -74,16 +67,7 @@ def _job(job_id: str, inbox: str = "in", estimate: float = 10.0, **fields: Any) 
 
 
 def _check(job: Job, limits: Limits, **more: Any) -> MoneyCheck:
-    return MoneyCheck(
-        job_id=job.id,
-        name=job.name,
-        inbox=job.inbox,
-        model=job.model,
-        credits=job.estimated_credits,
-        basis="5 s",
-        limits=limits,
-        **more,
-    )
+    return MoneyCheck.for_job(job, job.estimated_credits, "5 s", limits, **more)
 
 
 def _sent(journal: PostgresJournal, inbox: str) -> list[Job]:

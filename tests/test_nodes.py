@@ -145,10 +145,15 @@ def _states(rig: Rig, *names: str) -> set[str]:
     return {str((rig.status(name) or {}).get("state", "")) for name in names}
 
 
+def _rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    """What `query` finds in the shared database, read on a connection of its own."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(query).fetchall()
+
+
 def _owners(url: str) -> dict[str, str | None]:
     """Each job's name and owner, as the database has them."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        return {str(name): owner for name, owner in conn.execute("SELECT name, owner FROM jobs").fetchall()}
+    return {str(name): owner for name, owner in _rows(url, "SELECT name, owner FROM jobs")}
 
 
 def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
@@ -176,6 +181,38 @@ def _job(job_id: str, name: str, inbox: str = "inbox", **fields: Any) -> Job:
     return Job(id=job_id, name=name, inbox=inbox, format="json", **fields)
 
 
+def _job_dir(inbox: Path, where: str, name: str, body: dict[str, Any]) -> Path:
+    """A job's folder in the inbox's work area (``jobs/ID``, ``failed/ID``...) holding request NAME.json."""
+    job_dir = inbox / ".runwatch" / where
+    job_dir.mkdir(parents=True)
+    (job_dir / f"{name}.json").write_text(json.dumps(body))
+    return job_dir
+
+
+def _area(inbox: Path, journal: PostgresJournal) -> WorkArea:
+    """The inbox's work area as a node holds it: claims go through `journal`, nothing is delivered."""
+    return WorkArea(
+        "inbox",
+        inbox,
+        inbox / ".runwatch",
+        deliver=lambda item: None,
+        forget=lambda path: None,
+        root_gone=lambda: False,
+        clock=time.monotonic,
+        log=structlog.get_logger(),
+        claims=journal,
+    )
+
+
+def _status(config: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """`runwatch status --json`'s documents and `runwatch status`'s table lines, wide enough for every column."""
+    env = dict(os.environ, RUNWATCH_ALLOW_ROOT="1", COLUMNS="200")
+    cli = [sys.executable, "-m", "runwatch.cli", "status", "--config", str(config)]
+    shown = json.loads(subprocess.run([*cli, "--json"], env=env, capture_output=True, check=True).stdout)
+    table = subprocess.run(cli, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+    return shown, table
+
+
 # -- claims -----------------------------------------------------------------------------------------------
 
 
@@ -194,17 +231,7 @@ class TestClaims:
         start = threading.Barrier(3)
 
         def race(journal: PostgresJournal) -> None:
-            area = WorkArea(
-                "inbox",
-                inbox,
-                inbox / ".runwatch",
-                deliver=lambda item: None,
-                forget=lambda path: None,
-                root_gone=lambda: False,
-                clock=time.monotonic,
-                log=structlog.get_logger(),
-                claims=journal,
-            )
+            area = _area(inbox, journal)
             order = list(names)
             random.Random(journal.node).shuffle(order)
             start.wait()
@@ -219,8 +246,7 @@ class TestClaims:
         for thread in threads:
             thread.join(60)
         assert all(len(takers) == 1 for takers in won.values()), won
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            rows = conn.execute("SELECT path, node, job_id FROM claims").fetchall()
+        rows = _rows(pg_url, "SELECT path, node, job_id FROM claims")
         assert sorted(rows) == sorted((name, node, taken.job_id) for name, [(node, taken)] in won.items())
         for name, [(_, taken)] in won.items():
             assert taken.request_file.read_text().startswith("{") and taken.request_file.name == name
@@ -245,24 +271,13 @@ class TestClaims:
             real(src, dst)
             raise OSError(errno.EIO, "Input/output error")
 
-        area = WorkArea(
-            "inbox",
-            inbox,
-            inbox / ".runwatch",
-            deliver=lambda item: None,
-            forget=lambda path: None,
-            root_gone=lambda: False,
-            clock=time.monotonic,
-            log=structlog.get_logger(),
-            claims=journal,
-        )
+        area = _area(inbox, journal)
         monkeypatch.setattr(os, "rename", rename_then_fail)
         taken = area.take(inbox / "a.json", None)
         monkeypatch.setattr(os, "rename", real)
         assert taken is not None and taken.request_file.read_text() == "{}"
         assert not (inbox / "a.json").exists()
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            assert conn.execute("SELECT path, job_id FROM claims").fetchall() == [("a.json", taken.job_id)]
+        assert _rows(pg_url, "SELECT path, job_id FROM claims") == [("a.json", taken.job_id)]
         journal.close()
 
     def test_a_claim_row_of_a_node_gone_is_taken_again(self, pg_url: str) -> None:
@@ -299,9 +314,8 @@ class TestClaims:
             assert status["state"] == "succeeded", status
             rig.check_outputs(status)
         assert sim.create_count() == len(names) and sim.duplicate_creates() == []
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            jobs = conn.execute("SELECT name, id FROM jobs").fetchall()
-            claims = conn.execute("SELECT path, job_id FROM claims").fetchall()
+        jobs = _rows(pg_url, "SELECT name, id FROM jobs")
+        claims = _rows(pg_url, "SELECT path, job_id FROM claims")
         assert sorted(name for name, _ in jobs) == names
         assert sorted(claims) == sorted((f"{name}.json", job_id) for name, job_id in jobs)
 
@@ -404,9 +418,7 @@ class TestTakeover:
         """A job whose intent node n1 recorded without a task id, n1 then silent: node n2 takes it over and
         moves it to needs_attention; no create is sent."""
         rig = rig_factory(sim, state={"database": pg_url}, node={"name": "n2", "lease": LEASE}).start()
-        job_dir = rig.inbox / ".runwatch" / "jobs" / "20261207T000000Z-0badf00d"
-        job_dir.mkdir(parents=True)
-        (job_dir / "lost.json").write_text(json.dumps(SEED_REQUESTS["sound_effect"][0]))
+        job_dir = _job_dir(rig.inbox, "jobs/20261207T000000Z-0badf00d", "lost", SEED_REQUESTS["sound_effect"][0])
         dead = _joined(pg_url, "n1", lease=1)
         dead.add(
             _job(
@@ -432,9 +444,7 @@ class TestTakeover:
         """Node n1 mounted the share at another path and died following a task: node n2 finds the job's folder
         by its id in its own work area, downloads the outputs and files the request away there."""
         rig = rig_factory(sim, state={"database": pg_url}, node={"name": "n2", "lease": LEASE}).start()
-        job_dir = rig.inbox / ".runwatch" / "jobs" / "20261207T000000Z-e15ewhe2"
-        job_dir.mkdir(parents=True)
-        (job_dir / "line.json").write_text(json.dumps(SPEECH))
+        job_dir = _job_dir(rig.inbox, "jobs/20261207T000000Z-e15ewhe2", "line", SPEECH)
         answer = httpx.post(
             f"{sim.url}/v1/text_to_speech",
             json={k: v for k, v in SPEECH.items() if k != "endpoint"},
@@ -466,9 +476,7 @@ class TestTakeover:
         takes that claim over and the request succeeds, created once; a claim row whose rename never happened
         is given up."""
         rig = rig_factory(sim, state={"database": pg_url}, node={"name": "n2", "lease": LEASE}).start()
-        job_dir = rig.inbox / ".runwatch" / "jobs" / "20261207T000000Z-0rphan00"
-        job_dir.mkdir(parents=True)
-        (job_dir / "line.json").write_text(json.dumps(SPEECH))
+        job_dir = _job_dir(rig.inbox, "jobs/20261207T000000Z-0rphan00", "line", SPEECH)
         dead = _joined(pg_url, "n1", lease=1)
         assert dead.claim("inbox", "line.json", "1:2:3", job_dir.name)
         assert dead.claim("inbox", "never.json", "4:5:6", "20261207T000000Z-n0tmade0")
@@ -476,8 +484,7 @@ class TestTakeover:
         status = rig.wait("line", timeout=30)
         assert status["state"] == "succeeded", status
         assert sim.create_count() == 1
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            rows = conn.execute("SELECT path, node FROM claims ORDER BY path").fetchall()
+        rows = _rows(pg_url, "SELECT path, node FROM claims ORDER BY path")
         assert rows == [("line.json", "n2")]
 
     def test_a_claim_a_live_node_is_making_is_left_to_it(
@@ -486,9 +493,7 @@ class TestTakeover:
         """Node n2 starts while live node n1 has renamed a request into its job dir but not yet recorded it:
         n2's start leaves that folder alone; once n1 falls silent, n2 takes the claim over and the request
         succeeds, created once."""
-        job_dir = rig_factory(sim).inbox / ".runwatch" / "jobs" / "20261207T000000Z-11vec1a1"
-        job_dir.mkdir(parents=True)
-        (job_dir / "line.json").write_text(json.dumps(SPEECH))
+        job_dir = _job_dir(rig_factory(sim).inbox, "jobs/20261207T000000Z-11vec1a1", "line", SPEECH)
         live = _joined(pg_url, "n1")
         assert live.claim("inbox", "line.json", "1:2:3", job_dir.name)
         rig = rig_factory(sim, state={"database": pg_url}, node={"name": "n2", "lease": LEASE}).start()
@@ -689,8 +694,7 @@ class TestCommands:
         status = rig.wait("big", {"succeeded", "failed", "needs_attention"}, timeout=60)
         assert status["state"] == "succeeded", status
         assert sim.create_count() == 1 and _owners(pg_url) == {"big": "n1"}
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            rows = conn.execute("SELECT kind, name, taken_by, result FROM commands").fetchall()
+        rows = _rows(pg_url, "SELECT kind, name, taken_by, result FROM commands")
         assert rows == [("approve", "big", "n1", "approved")]
 
     def test_a_retry_of_a_request_another_node_ended_is_sent_again(
@@ -699,9 +703,7 @@ class TestCommands:
         """A request node n1 ended as failed, n1 gone: `runwatch retry NAME` is answered by node n2, which
         makes the request its own and sends it; it succeeds, created once."""
         rig = rig_factory(sim, state={"database": pg_url}, node={"name": "n2", "lease": LEASE}).start()
-        job_dir = rig.inbox / ".runwatch" / "failed" / "20261207T000000Z-fa11ed00"
-        job_dir.mkdir(parents=True)
-        (job_dir / "line.json").write_text(json.dumps(SPEECH))
+        job_dir = _job_dir(rig.inbox, "failed/20261207T000000Z-fa11ed00", "line", SPEECH)
         gone = _joined(pg_url, "n1")
         fields = {"endpoint": "text_to_speech", "model": SPEECH["model"], "body": SPEECH, "state": "failed"}
         gone.add(_job(job_dir.name, "line", job_dir=str(job_dir), request_path=str(job_dir / "line.json"), **fields))
@@ -778,11 +780,8 @@ class TestStatusShowsNodes:
         first.close()
         second.close()
         shared = rig_factory(sim, state={"database": pg_url}).config_file()
-        env = dict(os.environ, RUNWATCH_ALLOW_ROOT="1", COLUMNS="200")
-        cli = [sys.executable, "-m", "runwatch.cli", "status", "--config", str(shared)]
-        shown = json.loads(subprocess.run([*cli, "--json"], env=env, capture_output=True, check=True).stdout)
+        shown, table = _status(shared)
         assert {doc["name"]: doc["node"] for doc in shown} == {"cut": "edit-1", "grade": "edit-2", "done": None}
-        table = subprocess.run(cli, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
         assert table[0].split()[:3] == ["NAME", "STATE", "NODE"]
         rows = {line.split()[0]: line.split()[1:3] for line in table[1:]}
         assert rows["cut"] == ["accepted", "edit-1"] and rows["grade"] == ["running", "edit-2"]
@@ -794,11 +793,8 @@ class TestStatusShowsNodes:
         local.drop("line", SPEECH)
         local.wait("line")
         local.stop()
-        config = local.config_file()
-        cli = [sys.executable, "-m", "runwatch.cli", "status", "--config", str(config)]
-        (doc,) = json.loads(subprocess.run([*cli, "--json"], env=env, capture_output=True, check=True).stdout)
+        (doc,), table = _status(local.config_file())
         assert "node" not in doc
-        table = subprocess.run(cli, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
         assert "NODE" not in table[0].split()
 
 

@@ -5,34 +5,23 @@ each request was claimed once and the budget was never exceeded."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from runwatch.config import parse_config
+from tests.conftest import load_script
 from tests.pgserver import PgServer
 
 HARNESS = Path(__file__).resolve().parent.parent / "bench" / "nodes.py"
 
 
-def _harness() -> ModuleType:
-    # bench/ is a folder of scripts, not a package: load the harness by path.
-    spec = importlib.util.spec_from_file_location("nodes_harness", HARNESS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["nodes_harness"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-NODES = _harness()
+NODES = load_script(HARNESS, "nodes_harness")
 REQUESTS, KILLS = 30, 2
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,34 +18,19 @@ from runwatch import __version__, notifications
 from runwatch.config import parse_config
 from runwatch.daemon import Daemon
 from runwatch.errors import ConfigError
-from runwatch.simulator import Fault, SimConfig, Simulator
+from runwatch.simulator import Fault, Simulator
 from runwatch.web.security import load_token
 
 from .conftest import SAMPLES
 from .rig import SEED_REQUESTS, Rig
 from .test_notifications import Receiver, receiver_factory, with_notify
-from .test_secrets import SECRET_PATTERNS
+from .webrig import KEY, SIGNATURE, TOKEN, busy_run, job_id, leaks, served
 
 SPEECH = SEED_REQUESTS["text_to_speech"][0]
 VIDEO = SEED_REQUESTS["text_to_video"][0]  # veo3.1, 8 s: 320 credits
 DASHBOARD = Path(__file__).resolve().parent.parent / "contrib" / "grafana-dashboard.json"
-TOKEN = "t0ken-for-the-tests-" + "9" * 24
 SFX = SEED_REQUESTS["sound_effect"][0]
 __all__ = ["receiver_factory"]  # a fixture, used by name
-
-
-@pytest.fixture
-def slow_sim() -> Iterator[Simulator]:
-    """Tasks at Runway's own pace: still running when a test cancels them."""
-    with Simulator(SimConfig(time_scale=1.0, allow_http_loopback=True)) as simulator:
-        yield simulator
-
-
-def served(rig_factory: Callable[..., Rig], sim: Simulator, tmp_path: Path, **kwargs: Any) -> Rig:
-    """A running daemon whose HTTP server listens on a free loopback port, with a token in a file."""
-    token_file = tmp_path / "http-token"
-    token_file.write_text(TOKEN + "\n")
-    return rig_factory(sim, http={"listen": "127.0.0.1:0", "token_file": str(token_file)}, **kwargs).start()
 
 
 def client(rig: Rig, **headers: str) -> httpx.Client:
@@ -55,16 +40,6 @@ def client(rig: Rig, **headers: str) -> httpx.Client:
 
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
-
-
-def job_id(rig: Rig, name: str) -> str:
-    journal = rig.journal()
-    try:
-        job = journal.find(name)
-        assert job is not None
-        return job.id
-    finally:
-        journal.close()
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -571,49 +546,20 @@ class TestMetrics:
 
 
 class TestNothingSecretIsServed:
-    def _leaks(self, data: bytes, key: str, planted: tuple[str, ...]) -> list[str]:
-        found = [f"the API key at {data.find(key.encode())}"] if key.encode() in data else []
-        found += [f"{p.pattern!r}" for p in SECRET_PATTERNS if p.search(data)]
-        return found + [f"planted {secret[:12]}" for secret in planted if secret.encode() in data]
-
     def test_busy_run_serves_no_secret(self, rig_factory: Callable[..., Rig], s3: Any, tmp_path: Path) -> None:
         """Media through presigned S3 URLs, Runway failures quoting a signed URL, every route read again and
         again while it runs: no byte served holds the API key or a signature."""
-        key = "key_" + "5e" * 64
-        signature = "ab12" * 16
-        signed = (
-            "https://media.s3.us-east-1.amazonaws.com/x.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256"
-            f"&X-Amz-Credential=AKIAEXAMPLEKEY12%2F20261207%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature={signature}"
-        )
         served_bytes: list[bytes] = []
-        config = SimConfig(keys=frozenset({key}), time_scale=0.002, allow_http_loopback=True)
-        with Simulator(config) as sim:
-            sim.faults.add(
-                Fault("fail", endpoint="text_to_video", failure_code="ASSET.INVALID", message=f"Bad {signed}")
-            )
-            sim.faults.add(Fault("error", status=400, endpoint="sound_effect", message=f"Cannot fetch {signed}"))
-            rig = served(rig_factory, sim, tmp_path, s3=s3)
-            stop = threading.Event()
 
-            def read_everything() -> None:
-                with client(rig, **auth()) as http:
-                    while not stop.is_set():
-                        for path in ("/healthz", "/readyz", "/metrics", "/api/v1/jobs"):
-                            served_bytes.append(http.get(path).content)
-                        for job in http.get("/api/v1/jobs").json()["jobs"]:
-                            served_bytes.append(http.get(f"/api/v1/jobs/{job['job_id']}").content)
+        def read_everything(rig: Rig, stop: threading.Event) -> None:
+            with client(rig, **auth()) as http:
+                while not stop.is_set():
+                    for path in ("/healthz", "/readyz", "/metrics", "/api/v1/jobs"):
+                        served_bytes.append(http.get(path).content)
+                    for job in http.get("/api/v1/jobs").json()["jobs"]:
+                        served_bytes.append(http.get(f"/api/v1/jobs/{job['job_id']}").content)
 
-            reader = threading.Thread(target=read_everything)
-            reader.start()
-            try:
-                names = ("image_to_video", "speech_to_speech", "text_to_video", "sound_effect")
-                for name in names:
-                    body, media = SEED_REQUESTS[name]
-                    rig.drop(name, body, media=media)
-                ends = {name: rig.wait(name, timeout=60)["state"] for name in names}
-            finally:
-                stop.set()
-                reader.join(30)
+        ends = busy_run(rig_factory, s3, tmp_path, read_everything)
         assert ends == {
             "image_to_video": "succeeded",
             "speech_to_speech": "succeeded",
@@ -622,10 +568,9 @@ class TestNothingSecretIsServed:
         }
         data = b"\n".join(served_bytes)
         assert b"REDACTED" in data and b"image_to_video" in data  # the answers did show the run and its errors
-        assert self._leaks(data, key, (signature, "AKIAEXAMPLEKEY12")) == []
+        assert leaks(data, KEY, (SIGNATURE, "AKIAEXAMPLEKEY12")) == []
 
     def test_the_scan_finds_leaks(self) -> None:
         """A control: the same scan notices the key, a signature and the planted access key id when present."""
-        key = "key_" + "5e" * 64
-        data = f'{{"k": "{key}", "u": "https://s3/x?X-Amz-Signature={"ab12" * 16}&X-Amz-Credential=AKIAEXAMPLEKEY12"}}'
-        assert len(self._leaks(data.encode(), key, ("ab12" * 16, "AKIAEXAMPLEKEY12"))) == 5
+        data = f'{{"k": "{KEY}", "u": "https://s3/x?X-Amz-Signature={SIGNATURE}&X-Amz-Credential=AKIAEXAMPLEKEY12"}}'
+        assert len(leaks(data.encode(), KEY, (SIGNATURE, "AKIAEXAMPLEKEY12"))) == 5

@@ -28,7 +28,7 @@ from runwatch.errors import InboxError, OutboxError, RunwatchError
 from runwatch.jobs.job import Job
 from runwatch.jobs.states import FINAL, State, check_move
 from runwatch.media import Placed
-from runwatch.outbox import StatusFormat, status_document, status_path, write_status
+from runwatch.outbox import StatusFormat, outbox_of, status_document, status_path, write_status
 from runwatch.workrecords import RecordPlace, move_record
 
 if TYPE_CHECKING:
@@ -275,10 +275,7 @@ class Book:
 
     def outbox_of(self, job: Job) -> Path | None:
         """Where the job's outputs and status file go: its inbox's outbox, or the folder it was submitted for."""
-        inbox = self.inboxes.get(job.inbox)
-        if inbox is not None:
-            return inbox.outbox
-        return Path(job.outbox) if job.outbox else None
+        return outbox_of(job, self.inboxes.get(job.inbox))
 
     def write(self, job: Job) -> bool:
         """Rewrite the job's status file; True when it is written.

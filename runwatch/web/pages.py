@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from runwatch import __version__
 from runwatch.errors import CatalogError
 from runwatch.jobs.states import FINAL, State
+from runwatch.outbox import outbox_of
 from runwatch.redact import redact
 from runwatch.web import jobs
 from runwatch.web.board import overview
@@ -209,10 +210,7 @@ class Dashboard:
         return self.render(request, "message.html", 404, heading="Not found", text=what, link="/jobs", link_text="Jobs")
 
     def outbox_of(self, job: Job) -> Path | None:
-        inbox = self.board.inbox(job.inbox)
-        if inbox is not None:
-            return inbox.outbox
-        return Path(job.outbox) if job.outbox else None
+        return outbox_of(job, self.board.inbox(job.inbox))
 
     # -- pages ------------------------------------------------------------------------------------------
 
