@@ -164,7 +164,15 @@ class TestDemo:
         root = tmp_path / "demo"
         argv = [sys.executable, "-m", "runwatch.cli", "demo", "--dir", str(root)]
         with subprocess.Popen(
-            argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+            argv,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            # As from a terminal: a run started in the background (`cmd &` in a script) inherits Ctrl-C ignored,
+            # and Python keeps an ignored SIGINT ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         ) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:
