@@ -319,7 +319,9 @@ class Harness:
             if status is None:
                 problems.append(f"{name}: no status file")
             elif status["state"] not in FINAL:
-                problems.append(f"{name}: not final ({status['state']})")
+                error = status.get("error") or {}  # why it is stuck: a hold's code and reason
+                why = f", {error.get('code')}: {error.get('message')}" if error else ""
+                problems.append(f"{name}: not final ({status['state']}{why})")
             report.states[status["state"] if status else "missing"] += 1
         report.needs_attention = [n for n, s in statuses.items() if s["state"] == "needs_attention"]
 
