@@ -399,6 +399,7 @@ class _Demo:
         self.say(f"  RUNWAYML_API_SECRET=key_$(python3 -c 'print(\"0\" * 128)') runwatch run --config {config}")
         self.say("  # ...then drop requests into the inbox (NAME.json.tmp renamed to NAME.json), and:")
         self.say(f"  runwatch status --config {config}")
+        self.say("  # or open the dashboard the daemon serves: http://127.0.0.1:8765/ ([http] in the README)")
         self.say("  # for the real API, leave base_url at its default and put your key in RUNWAYML_API_SECRET")
 
 
