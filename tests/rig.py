@@ -129,6 +129,33 @@ class Rig:
         """The journal the rig's config names (SQLite in the state folder, or its [state] database)."""
         return open_store(self.config)
 
+    def unconfirmed(self, name: str, body: dict[str, Any]) -> None:
+        """A claimed request whose create was on its way at a crash (intent recorded, no task id), as the
+        journal and the work area hold it."""
+        from runwatch.clock import now_iso
+        from runwatch.jobs.job import Job
+
+        job_dir = self.inbox / ".runwatch" / "jobs" / "20261128T000000Z-0badf00d"
+        job_dir.mkdir(parents=True)
+        (job_dir / f"{name}.json").write_text(json.dumps(body))
+        journal = self.journal()
+        try:
+            job = journal.add(
+                Job(
+                    id=job_dir.name,
+                    name=name,
+                    inbox="inbox",
+                    format="json",
+                    endpoint=body["endpoint"],
+                    model=body["model"],
+                    job_dir=str(job_dir),
+                    request_path=str(job_dir / f"{name}.json"),
+                )
+            )
+            journal.update(job, create_started_at=now_iso())
+        finally:
+            journal.close()
+
     def check_outputs(self, status: dict[str, Any]) -> None:
         """Every output is in the outbox, byte-identical to what the simulator served for the task."""
         assert status["outputs"], status

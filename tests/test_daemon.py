@@ -370,28 +370,8 @@ class TestRecovery:
     def test_intent_without_task_id_needs_attention(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
         """A crash between sending a create and recording its answer: at restart the request is parked in
         needs_attention, and nothing is sent again."""
-        from runwatch.clock import now_iso
-        from runwatch.jobs.job import Job
-
         rig = rig_factory(sim)
-        job_dir = rig.inbox / ".runwatch" / "jobs" / "20261128T000000Z-0badf00d"
-        job_dir.mkdir(parents=True)
-        (job_dir / "crash.json").write_text(json.dumps(SEED_REQUESTS["sound_effect"][0]))
-        journal = rig.journal()
-        job = journal.add(
-            Job(
-                id=job_dir.name,
-                name="crash",
-                inbox="inbox",
-                format="json",
-                endpoint="sound_effect",
-                model="eleven_text_to_sound_v2",
-                job_dir=str(job_dir),
-                request_path=str(job_dir / "crash.json"),
-            )
-        )
-        journal.update(job, create_started_at=now_iso())
-        journal.close()
+        rig.unconfirmed("crash", SEED_REQUESTS["sound_effect"][0])
         rig.start()
         status = rig.wait("crash")
         assert status["state"] == "needs_attention" and status["error"]["code"] == "create_unconfirmed"

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from runwatch.clock import now_iso
 from runwatch.config import parse_config
 from runwatch.credits import credits_command
 from runwatch.daemon import Daemon
@@ -126,27 +125,6 @@ class TestDaemonOnPostgres:
 
 
 class TestMigrate:
-    def _unconfirmed(self, rig: Rig) -> None:
-        """A job whose create was on its way at a crash (intent, no task id), in the SQLite journal."""
-        job_dir = rig.inbox / ".runwatch" / "jobs" / "20261128T000000Z-0badf00d"
-        job_dir.mkdir(parents=True)
-        (job_dir / "lost.json").write_text('{"endpoint": "sound_effect", "model": "eleven_text_to_sound_v2"}')
-        journal = Journal(rig.root / "state" / "journal.sqlite3")
-        job = journal.add(
-            Job(
-                id=job_dir.name,
-                name="lost",
-                inbox="inbox",
-                format="json",
-                endpoint="sound_effect",
-                model="eleven_text_to_sound_v2",
-                job_dir=str(job_dir),
-                request_path=str(job_dir / "lost.json"),
-            )
-        )
-        journal.update(job, create_started_at=now_iso())
-        journal.close()
-
     def test_jobs_in_flight_are_followed_from_the_database(
         self, pg_url: str, rig_factory: Callable[..., Rig], sim: Simulator
     ) -> None:
@@ -159,7 +137,7 @@ class TestMigrate:
         for name in ("film", "line"):
             before.wait(name, AT_RUNWAY)
         before.stop()
-        self._unconfirmed(before)
+        before.unconfirmed("lost", {"endpoint": "sound_effect", "model": "eleven_text_to_sound_v2"})
         journal = Journal(before.root / "state" / "journal.sqlite3")
         journal.add_command("retry", "nothing-by-that-name")  # left for the next daemon: it moves too
         journal.close()
