@@ -178,6 +178,24 @@ def _row(rig: Rig, name: str) -> Any:
         journal.close()
 
 
+def _state_disk_fails_under_a_task(rig: Rig, sim: Simulator, fail: Callable[[], None]) -> dict[str, Any]:
+    """The state disk fails (``fail``) while a task runs and a second request comes: the task is followed to its
+    outputs from memory, the second is claimed but not sent, the daemon says the journal cannot be written.
+    The first request's status."""
+    rig.drop("first", SPEECH)
+    rig.wait("first", {"submitted", "pending", "running"}, timeout=30)
+    fail()
+    rig.drop("second", dict(SPEECH, promptText="second"))
+    first = rig.wait("first", timeout=60)
+    assert first["state"] == "succeeded", first
+    rig.check_outputs(first)
+    trouble = _until(lambda: _health(rig))
+    assert "journal cannot be written" in trouble[0], trouble
+    _until(lambda: list((rig.inbox / ".runwatch" / "jobs").iterdir()), message="the claim is not in jobs/")
+    assert rig.status("second") is None and sim.create_count() == 1
+    return first
+
+
 class TestOutboxFull:
     def test_a_rejection_while_the_outbox_is_full_gets_its_status_file(
         self, rig_factory: Callable[..., Rig], sim: Simulator, disks: Callable[[str, str], Disk]
@@ -232,17 +250,7 @@ class TestStateFull:
         state = disks("state", "4m")
         with Simulator(SimConfig(time_scale=0.02, allow_http_loopback=True)) as sim:
             rig = rig_factory(sim).start()
-            rig.drop("first", SPEECH)
-            rig.wait("first", {"submitted", "pending", "running"}, timeout=30)
-            state.fill()
-            rig.drop("second", dict(SPEECH, promptText="second"))
-            first = rig.wait("first", timeout=60)
-            assert first["state"] == "succeeded", first
-            rig.check_outputs(first)
-            trouble = _until(lambda: _health(rig))
-            assert "journal cannot be written" in trouble[0], trouble
-            assert rig.status("second") is None and sim.create_count() == 1
-            assert list((rig.inbox / ".runwatch" / "jobs").iterdir()), "the waiting claim is not in jobs/"
+            first = _state_disk_fails_under_a_task(rig, sim, state.fill)
             state.free()
             second = rig.wait("second", timeout=60)
             assert second["state"] == "succeeded", second
@@ -290,17 +298,7 @@ class TestStateReadOnly:
         state = ext4("state")
         with Simulator(SimConfig(time_scale=0.02, allow_http_loopback=True)) as sim:
             rig = rig_factory(sim).start()
-            rig.drop("first", SPEECH)
-            rig.wait("first", {"submitted", "pending", "running"}, timeout=30)
-            state.break_down()
-            rig.drop("second", dict(SPEECH, promptText="second"))
-            first = rig.wait("first", timeout=60)
-            assert first["state"] == "succeeded", first
-            rig.check_outputs(first)
-            trouble = _until(lambda: _health(rig))
-            assert "journal cannot be written" in trouble[0], trouble
-            _until(lambda: list((rig.inbox / ".runwatch" / "jobs").iterdir()), message="the claim is not in jobs/")
-            assert rig.status("second") is None and sim.create_count() == 1
+            first = _state_disk_fails_under_a_task(rig, sim, state.break_down)
             rig.stop()
             state.repair()
             rig.start()
