@@ -38,13 +38,14 @@ from runwatch import __version__, workarea
 from runwatch.errors import JournalError, RunwatchError
 from runwatch.jobs import recovery
 from runwatch.jobs.states import ACTIVE
-from runwatch.store.protocol import NodeRow
+from runwatch.store.protocol import NodeRow, TakenOver
 from runwatch.workrecords import find_record
 
 if TYPE_CHECKING:
     from runwatch.config import Config, NodeConfig
     from runwatch.jobs.engine import Engine
     from runwatch.jobs.job import Job
+    from runwatch.store import Store
 
 __all__ = ["Node", "nodes_command", "nodes_table"]
 
@@ -70,7 +71,7 @@ class Node:
         self._beat_failing = False
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         return self.engine.store
 
     # -- start and stop ---------------------------------------------------------------------------
@@ -149,7 +150,7 @@ class Node:
     def _changed_hands(self, renewed: set[str]) -> None:
         """Compare what the journal says this node owns with what it follows."""
         engine = self.engine
-        followed = {job.id for job in engine.book if job.inbox != recovery.SUBMIT_INBOX}
+        followed = self._followed()
         lost = [job_id for job_id in followed - renewed if not engine.ledger.owes(job_id)]
         if lost:
             engine.log.warning("jobs.lost", node=self.name, count=len(lost), reason="another node has them now")
@@ -162,10 +163,14 @@ class Node:
                 engine.log.info("job.followed_again", job=job_id, request=job.name)
                 self._adopt(job)
 
+    def _followed(self) -> set[str]:
+        """The jobs this node follows for the journal (`runwatch submit` jobs it adopted are nobody's lease)."""
+        return {job.id for job in self.engine.book if job.inbox != recovery.SUBMIT_INBOX}
+
     def _cut(self, silent: float) -> None:
         """No renewal for a whole lease: every job is someone else's to take now."""
         engine = self.engine
-        followed = [job.id for job in engine.book if job.inbox != recovery.SUBMIT_INBOX]
+        followed = sorted(self._followed())
         engine.log.error(
             "node.cut_off",
             node=self.name,
@@ -237,9 +242,9 @@ class Node:
             engine.log.warning("jobs.taken_over", node=self.name, from_node="a node gone", claims=taken)
         return taken
 
-    def _take(self, *, mine_too: bool) -> list[Any]:
+    def _take(self, *, mine_too: bool) -> list[TakenOver]:
         inboxes = sorted(self.engine.inboxes)
-        taken: list[Any] = []
+        taken: list[TakenOver] = []
         while True:
             some = self.store.take_over(inboxes, TAKE_AT_ONCE, mine_too=mine_too)
             taken += some
