@@ -45,10 +45,21 @@ class Disk:
         self.filler = path / "filler"
 
     def fill(self, leave_pages: int = 0) -> None:
-        """Take every free page but ``leave_pages``."""
-        free = os.statvfs(self.path).f_bavail
-        with self.filler.open("ab") as f:
-            f.write(b"\0" * max(0, (free - leave_pages) * PAGE))
+        """Take every free page but ``leave_pages``.
+
+        The daemon writes to the same disk meanwhile, so the filler is written until the disk refuses it (a
+        count of free pages read beforehand can be stale by the time it is written), then gives back
+        ``leave_pages`` whole pages: tmpfs writes and truncates page by page."""
+        chunk = b"\0" * (64 * PAGE)
+        with self.filler.open("ab", buffering=0) as f:
+            while True:
+                try:
+                    f.write(chunk)  # unbuffered: a short write near the end, then ENOSPC
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+            os.ftruncate(f.fileno(), max(0, f.tell() - leave_pages * PAGE))
         assert os.statvfs(self.path).f_bavail == leave_pages
         if not leave_pages:  # full: even one more byte is refused
             with pytest.raises(OSError) as refused, (self.path / "probe").open("wb") as probe:
