@@ -3,17 +3,23 @@ a change the disk refuses is kept in memory and written later; a create's intent
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from runwatch.errors import JournalError, JournalUnwritable
 from runwatch.jobs.job import Job
 from runwatch.jobs.ledger import IntentNotRecorded, Ledger
 from runwatch.jobs.states import State
-from runwatch.store import Journal
+from runwatch.simulator import Simulator
+from runwatch.store import Journal, Store
 
+from .rig import SEED_REQUESTS, Rig
 from .test_full_disks import Disk, disks
 
 __all__ = ["disks"]
@@ -78,3 +84,45 @@ class TestRefusedWrites:
         with pytest.raises(JournalError) as refused:
             ledger.update(other, task_id="6f6f6f6f-0000-4000-8000-000000000001")
         assert not isinstance(refused.value, JournalUnwritable) and ledger.healthy and other.task_id is None
+
+
+class _ReadsFailAfterAnswers:
+    """The daemon's journal, whose reads fail for ``seconds`` from the moment a create's task id is recorded:
+    a database that restarts between Runway's answer and the engine's look at the job."""
+
+    def __init__(self, store: Store, seconds: float) -> None:
+        self.store, self.seconds = store, seconds
+        self.until = 0.0
+        self.refused = threading.Event()
+
+    def record_task(self, job_id: str, task_id: str, estimated_credits: float | None) -> None:
+        self.store.record_task(job_id, task_id, estimated_credits)
+        self.until = time.monotonic() + self.seconds
+
+    def get(self, job_id: str) -> Job | None:
+        if time.monotonic() < self.until:
+            self.refused.set()
+            raise JournalUnwritable("journal: the server restarts")
+        return self.store.get(job_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+class TestUnreadableAfterAnAnswer:
+    def test_an_answer_handled_later_is_not_sent_again(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """Runway answered a create, but the journal could not be read when the engine took the answer: the
+        answer is handled again once it can, and meanwhile the request, still accepted, is not sent again."""
+        rig = rig_factory(sim).start()
+        assert rig.daemon is not None
+        ledger = rig.daemon.engine.ledger
+        journal = _ReadsFailAfterAnswers(ledger.store, seconds=1.5)
+        ledger.store = journal  # type: ignore[assignment]
+        with capture_logs() as logs:
+            rig.drop("speech", SEED_REQUESTS["text_to_speech"][0])
+            status = rig.wait("speech", timeout=30)
+        assert journal.refused.is_set()
+        assert any(e["event"] == "engine.journal_unreadable" and e["answer"] == "Created" for e in logs)
+        assert sim.create_count() == 1 and sim.duplicate_creates() == []
+        assert status["state"] == "succeeded" and status["task_id"]
+        rig.check_outputs(status)

@@ -391,18 +391,24 @@ class Engine:
         runtime = self.book.rt.get(event.job_id)
         if job is None or runtime is None:
             return
-        runtime.busy = None
-        match event:
-            case events.Placed(_, placed):
-                sending.after_placed(self, job, placed)
-            case events.Created(_, created, sent_at):
-                sending.after_created(self, job, created, sent_at)
-            case events.Polled(_, task):
-                following.after_polled(self, job, task)
-            case events.Downloaded(_, records):
-                following.after_downloaded(self, job, records)
-            case events.Deleted(_, deleted):
-                commands.after_deleted(self, job, deleted)
+        busy, runtime.busy = runtime.busy, None
+        try:
+            match event:
+                case events.Placed(_, placed):
+                    sending.after_placed(self, job, placed)
+                case events.Created(_, created, sent_at):
+                    sending.after_created(self, job, created, sent_at)
+                case events.Polled(_, task):
+                    following.after_polled(self, job, task)
+                case events.Downloaded(_, records):
+                    following.after_downloaded(self, job, records)
+                case events.Deleted(_, deleted):
+                    commands.after_deleted(self, job, deleted)
+        except JournalUnwritable:
+            # The answer waits to be handled again (see _handle): until then the job is still busy with it, so
+            # nothing starts it again meanwhile (an accepted job whose create was answered would be sent twice).
+            runtime.busy = busy
+            raise
         # A cancel that arrived while a call was in flight is carried out as soon as the job is free.
         waiting_cancel = job.cancel_requested and job.task_id and job.state in AT_RUNWAY and not runtime.cancel_sent
         if job.id in self.book and waiting_cancel and runtime.busy is None:
