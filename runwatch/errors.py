@@ -217,5 +217,14 @@ class MoneyHeld(IntentNotRecorded):
         super().__init__(reason)
 
 
+class TaskNamedAlready(IntentNotRecorded):
+    """The journal names a task for this job already: a second create for it is never sent. The engine then
+    follows ``task_id``, as a restart would."""
+
+    def __init__(self, job_id: str, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"the journal names task {task_id} for job {job_id} already: no second create is sent")
+
+
 class StartupError(RunwatchError):
     """The daemon cannot start: names the path and the fix; the command line exits 78 with this one line."""

@@ -13,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import tomli_w
 
+from runwatch.api import RunwayClient
 from runwatch.clock import SystemClock
 from runwatch.polls import NOT_POLLED
 from runwatch.simulator import Fault, Simulator
@@ -324,6 +326,32 @@ class TestCrashSafety:
                 break
             time.sleep(0.05)
         assert status["state"] == "succeeded" and sim.create_count() == 2
+
+
+class TestTaskInTheJournal:
+    def test_a_job_whose_journal_names_a_task_sends_no_create(
+        self, rig_factory: Callable[..., Rig], sim: Simulator
+    ) -> None:
+        """The last line of the money rule, in the journal: a held request whose row names a task (as it would
+        if the engine had missed Runway's answer) is approved; its create is refused by the journal, nothing is
+        sent, and that task is followed to its outputs."""
+        rig = rig_factory(sim).start()
+        body = dict(SEED_REQUESTS["text_to_speech"][0], runwatch={"max_credits": 0.5})
+        rig.drop("line", body)
+        rig.wait("line", {"held"})
+        with httpx.Client(timeout=10) as http:
+            fields = {k: v for k, v in SEED_REQUESTS["text_to_speech"][0].items() if k != "endpoint"}
+            planted = RunwayClient(http, base_url=sim.url, api_key=sim.key).create_task("text_to_speech", fields)
+        journal = rig.journal()
+        job = journal.find("line")
+        assert job is not None
+        journal.update(job, task_id=planted.id)
+        journal.add_command("approve", "line")
+        journal.close()
+        status = rig.wait("line", timeout=30)
+        assert status["state"] == "succeeded" and status["task_id"] == planted.id
+        assert sim.create_count() == 1  # the planted create alone
+        rig.check_outputs(status)
 
 
 class TestApproval:

@@ -580,7 +580,8 @@ class TestFaults:
             assert status["state"] == "succeeded", (status, _log(rig, "n1")[-3000:], _log(rig, "n2")[-3000:])
             rig.check_outputs(status)
         assert sim.create_count() == len(names) and sim.duplicate_creates() == []
-        assert all(process.poll() is None for process in processes)
+        ended = [name for name, process in zip(("n1", "n2"), processes, strict=True) if process.poll() is not None]
+        assert ended == [], "\n".join(_log(rig, name)[-4000:] for name in ended)
 
     def test_a_lost_connection_is_kept_by_the_ledger(self, own_pg: tuple[_Server, str]) -> None:
         """While the server is down a job's change is kept in memory and owed (the journal reported unwritable),
@@ -645,9 +646,11 @@ class TestFaults:
         time.sleep(2.2)
         taken = other.take_over(["inbox"], 10)
         assert [(t.job.id, t.from_node) for t in taken] == [("j1", "ahead")]
-        ahead.record_task("j1", "task-1", None)  # a late answer still leaves its task id
         with pytest.raises(Exception, match="no longer holds the lease"):
             ahead.record_intent("j1", first=True)
+        ahead.record_task("j1", "task-1", None)  # a late answer still leaves its task id
+        kept = other.get("j1")
+        assert kept is not None and kept.task_id == "task-1"
         assert ahead.beat(time.time() + 300) == set()
         ahead.close()
         other.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runwatch.errors import JournalError
+from runwatch.errors import JournalError, TaskNamedAlready
 from runwatch.jobs.job import Job
 from runwatch.jobs.states import State
 from runwatch.store import Journal, Store
@@ -277,6 +277,19 @@ class TestIntents:
         assert one is not None and (one.task_id, one.state, one.estimated_credits) == ("task-1", "submitted", 40.0)
         assert two is not None and (two.task_id, two.estimated_credits) == ("task-2", 12.5)
         assert not one.unconfirmed_create
+
+    def test_no_intent_for_a_job_that_has_a_task(self, open_journal: Opener) -> None:
+        """A job whose task id is recorded never records another intent: record_intent raises TaskNamedAlready
+        naming the task, and the row is left as it was."""
+        journal = open_journal()
+        journal.add(_job("1"))
+        stamp = journal.record_intent("1", first=True)
+        journal.record_task("1", "task-1", 3.0)
+        with pytest.raises(TaskNamedAlready, match="task-1") as refused:
+            journal.record_intent("1", first=True)
+        assert refused.value.task_id == "task-1"
+        again = open_journal().get("1")
+        assert again is not None and (again.create_started_at, again.attempts, again.task_id) == (stamp, 1, "task-1")
 
     def test_a_task_id_held_by_another_job_is_refused(self, open_journal: Opener) -> None:
         """record_task of a task id another job holds raises a JournalError and changes nothing."""

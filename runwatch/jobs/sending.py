@@ -25,6 +25,7 @@ from runwatch.errors import (
     MoneyHeld,
     RequestError,
     RunwatchError,
+    TaskNamedAlready,
 )
 from runwatch.jobs import commands, events, intake, lifecycle, proving
 from runwatch.jobs.book import quietly, removal
@@ -171,7 +172,10 @@ def create(engine: Engine, job: Job, body: dict[str, Any]) -> None:
                 mark_intent(job_dir, IntentMark(job_id, iso(clock.now())))
             store.record_intent(job_id, first=not sent_at, check=check)  # with every node's spending
         except RunwatchError as exc:
-            if job_dir is not None and not sent_at:  # the first attempt: nothing left before, no marker stands
+            if job_dir is not None and isinstance(exc, TaskNamedAlready):  # the marker names the task again
+                with contextlib.suppress(InboxError):
+                    mark_intent(job_dir, IntentMark(job_id, iso(clock.now()), exc.task_id))
+            elif job_dir is not None and not sent_at:  # the first attempt: nothing left before, no marker stands
                 with contextlib.suppress(InboxError):
                     clear_intent_mark(job_dir)
             if isinstance(exc, IntentNotRecorded):
@@ -206,6 +210,14 @@ def after_created(engine: Engine, job: Job, result: TaskCreated | BaseException,
     fresh = engine.store.get(job.id)
     if fresh is not None:
         job.apply(create_started_at=fresh.create_started_at, attempts=fresh.attempts)
+    if isinstance(result, TaskNamedAlready):
+        # The journal names a task for this job that this thread never took in, and refused a second create
+        # (nothing was sent): that task is followed, as if Runway had just named it.
+        engine.log.error("engine.task_found", request=job.name, job=job.id, task_id=result.task_id)
+        engine.money.answered(job.id, job.estimated_credits)
+        engine.book.move(job, State.SUBMITTED, task_id=result.task_id)
+        engine.schedule(job.id, engine.interval())
+        return
     if sent_at is not None:
         engine.book.rt[job.id].not_running_at = sent_at  # a task made by this create cannot be running yet
     if not isinstance(result, BaseException):

@@ -43,7 +43,7 @@ from psycopg_pool import ConnectionPool
 from runwatch.budget import Charge, MoneyCheck, charge_of, money_hold, spent, spent_since
 from runwatch.clock import iso, now_iso
 from runwatch.config import DB_PASSWORD_SOURCES
-from runwatch.errors import JournalError, JournalUnwritable, LeaseLost, MoneyHeld
+from runwatch.errors import JournalError, JournalUnwritable, LeaseLost, MoneyHeld, TaskNamedAlready
 from runwatch.jobs.job import FIELDS, Job
 from runwatch.jobs.states import ACTIVE, AT_RUNWAY, FINAL, State
 from runwatch.store.listen import COMMANDS_CHANNEL, CommandListener
@@ -252,7 +252,8 @@ class PostgresJournal(NodeSection):
     def record_intent(self, job_id: str, *, first: bool, check: MoneyCheck | None = None) -> str:
         """A create is about to leave: commit the intent (and count the attempt on the first try). With
         ``check``, the create is first checked against every node's spending in the same transaction, under the
-        money lock (see :meth:`_money_verdict`); refused, nothing is recorded and :class:`MoneyHeld` says why."""
+        money lock (see :meth:`_money_verdict`); refused, nothing is recorded and :class:`MoneyHeld` says why.
+        A job that has a task is refused with :class:`TaskNamedAlready`."""
         stamp = now_iso()
         bump = sql.SQL(", attempts = attempts + 1" if first else "")
         lease, lease_args = self._lease_held()
@@ -262,13 +263,18 @@ class PostgresJournal(NodeSection):
                 if verdict is not None:
                     raise MoneyHeld(*verdict)  # leaves the transaction: rolled back, nothing recorded
             cur.execute(
-                sql.SQL("UPDATE jobs SET create_started_at = %s, updated_at = %s{} WHERE id = %s{}").format(
-                    bump, lease
-                ),
+                sql.SQL(
+                    "UPDATE jobs SET create_started_at = %s, updated_at = %s{} WHERE id = %s AND task_id IS NULL{}"
+                ).format(bump, lease),
                 (stamp, stamp, job_id, *lease_args),
             )
-            if cur.rowcount == 0 and self.node is not None:  # rolls the money check's transaction back too
-                raise LeaseLost(f"journal {self.url}: node {self.node} no longer holds the lease of job {job_id}")
+            if cur.rowcount == 0:  # raising rolls the money check's transaction back too
+                cur.execute("SELECT task_id FROM jobs WHERE id = %s", (job_id,))
+                row = cur.fetchone()
+                if row is not None and row["task_id"] is not None:  # a job that has a task never sends another
+                    raise TaskNamedAlready(job_id, str(row["task_id"]))
+                if self.node is not None:
+                    raise LeaseLost(f"journal {self.url}: node {self.node} no longer holds the lease of job {job_id}")
             if check is not None:  # what the balance and Runway's daily count are short of since their last read
                 cur.execute(
                     "INSERT INTO money_creates (job_id, model, credits) VALUES (%s, %s, %s) ON CONFLICT (job_id) "

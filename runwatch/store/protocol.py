@@ -74,7 +74,8 @@ class Intents(Protocol):
     def record_intent(self, job_id: str, *, first: bool, check: MoneyCheck | None = None) -> str:
         """Commit the intent (the attempt counted on the first try); with ``check``, a shared journal first
         checks the create against every node's spending in the same transaction and raises
-        :class:`~runwatch.errors.MoneyHeld` (recording nothing) when it may not go."""
+        :class:`~runwatch.errors.MoneyHeld` (recording nothing) when it may not go. A job that has a task id
+        raises :class:`~runwatch.errors.TaskNamedAlready`: it never sends a second create."""
         ...
 
     def clear_intent(self, job_id: str) -> None: ...

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runwatch.clock import now_iso
-from runwatch.errors import JournalError, JournalUnwritable
+from runwatch.errors import JournalError, JournalUnwritable, TaskNamedAlready
 from runwatch.jobs.job import FIELDS, Job
 from runwatch.jobs.states import ACTIVE, AT_RUNWAY, FINAL, State
 from runwatch.store.protocol import ClaimRow, Command, NodeRow, TakenOver
@@ -254,17 +254,23 @@ class Journal:
     # -- what the sending thread records, keyed by job id (it never touches a Job) ----------------
 
     def record_intent(self, job_id: str, *, first: bool, check: MoneyCheck | None = None) -> str:
-        """A create is about to leave: commit the intent (and count the attempt on the first try).
+        """A create is about to leave: commit the intent (and count the attempt on the first try); refused with
+        :class:`TaskNamedAlready` when the job has a task.
 
         ``check`` changes nothing here: one daemon owns this journal, and its guard has decided already.
         """
         stamp = now_iso()
         bump = ", attempts = attempts + 1" if first else ""
         with self._tx() as db:
-            db.execute(
-                f"UPDATE jobs SET create_started_at = ?, updated_at = ?{bump} WHERE id = ?",  # noqa: S608 - constant
+            done = db.execute(
+                f"UPDATE jobs SET create_started_at = ?, updated_at = ?{bump} "  # noqa: S608 - constant
+                "WHERE id = ? AND task_id IS NULL",
                 (stamp, stamp, job_id),
             )
+            if done.rowcount == 0:  # a job that has a task never sends another create
+                row = db.execute("SELECT task_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is not None and row[0] is not None:
+                    raise TaskNamedAlready(job_id, str(row[0]))
         return stamp
 
     def clear_intent(self, job_id: str) -> None:
