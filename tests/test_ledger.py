@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from runwatch.jobs.ledger import IntentNotRecorded, Ledger
 from runwatch.jobs.states import State
 from runwatch.simulator import Simulator
 from runwatch.store import Journal, Store
+from runwatch.workrecords import INTENT_MARK
 
 from .rig import SEED_REQUESTS, Rig
 from .test_full_disks import Disk, disks
@@ -126,3 +128,39 @@ class TestUnreadableAfterAnAnswer:
         assert sim.create_count() == 1 and sim.duplicate_creates() == []
         assert status["state"] == "succeeded" and status["task_id"]
         rig.check_outputs(status)
+
+
+class _LooksForMarkers:
+    """The daemon's journal, refusing the first intent as a database cut off would, and noting for every intent
+    whether the work area's marker stood already."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.marked: list[bool] = []
+
+    def record_intent(self, job_id: str, *, first: bool, check: Any = None) -> str:
+        job = self.store.get(job_id)
+        assert job is not None and job.job_dir is not None
+        self.marked.append((Path(job.job_dir) / INTENT_MARK).exists())
+        if len(self.marked) == 1:
+            raise JournalUnwritable("journal: the server restarts")
+        return self.store.record_intent(job_id, first=first, check=check)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+class TestIntentBeforeMarker:
+    def test_no_marker_without_a_recorded_intent(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """The journal's intent is recorded before the work area's marker is written: an intent the journal
+        refuses leaves no marker (which a node taking the job over would take for a create sent), and the
+        create goes once the journal takes it."""
+        rig = rig_factory(sim).start()
+        assert rig.daemon is not None
+        ledger = rig.daemon.engine.ledger
+        journal = _LooksForMarkers(ledger.store)
+        ledger.store = journal  # type: ignore[assignment]
+        rig.drop("speech", SEED_REQUESTS["text_to_speech"][0])
+        status = rig.wait("speech", timeout=30)
+        assert journal.marked == [False, False]
+        assert status["state"] == "succeeded" and sim.create_count() == 1

@@ -166,21 +166,22 @@ def create(engine: Engine, job: Job, body: dict[str, Any]) -> None:
     sent_at: list[float] = []
 
     def before_send() -> None:  # on the worker, before each attempt leaves: a crash from here on is seen
-        # The work area's marker first, then the journal: either alone keeps the create from being resent.
+        # The journal's intent first, then the work area's marker (which outlives a lost journal); the create
+        # leaves only once both stand. In this order a marker always has a recorded intent behind it, so a node
+        # taking the job over from one still waiting for its commit never takes the marker for a create sent.
         try:
-            if job_dir is not None:
-                mark_intent(job_dir, IntentMark(job_id, iso(clock.now())))
             store.record_intent(job_id, first=not sent_at, check=check)  # with every node's spending
+        except IntentNotRecorded:
+            raise
         except RunwatchError as exc:
-            if job_dir is not None and isinstance(exc, TaskNamedAlready):  # the marker names the task again
-                with contextlib.suppress(InboxError):
-                    mark_intent(job_dir, IntentMark(job_id, iso(clock.now()), exc.task_id))
-            elif job_dir is not None and not sent_at:  # the first attempt: nothing left before, no marker stands
-                with contextlib.suppress(InboxError):
-                    clear_intent_mark(job_dir)
-            if isinstance(exc, IntentNotRecorded):
-                raise
             raise IntentNotRecorded(f"the intent of the create cannot be recorded, so it was not sent: {exc}") from exc
+        if job_dir is not None:
+            try:
+                mark_intent(job_dir, IntentMark(job_id, iso(clock.now())))
+            except InboxError as exc:
+                with contextlib.suppress(RunwatchError):  # nothing left: no intent stands (owed if refused)
+                    store.clear_intent(job_id)
+                raise IntentNotRecorded(f"the create was not sent: {exc}") from exc
         sent_at.append(clock.monotonic())
 
     def not_sent() -> None:  # an answer proving nothing was made: neither record stands
