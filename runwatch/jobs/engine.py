@@ -186,7 +186,7 @@ class Engine:
         if self._waiting and now() - self._last_waiting > following.WAITING_FLUSH:
             self._guarded("waiting", lambda: following.flush_waiting(self))
         if now() - self._last_heartbeat >= HEARTBEAT:
-            self._heartbeat()
+            self._guarded("heartbeat", self._heartbeat)  # its spending figure may read the journal
         if now() - self._last_adopt >= ADOPT_EVERY and not self.stopping.is_set():
             self._last_adopt = now()
             self._guarded("adopt", lambda: recovery.adopt_submitted(self))
