@@ -217,6 +217,18 @@ def _status(config: Path) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 class TestClaims:
+    def test_a_job_recorded_first_by_another_node_is_left_out(self, pg_url: str) -> None:
+        """Two nodes record the same claimed job (one took the claim over while the other could not reach the
+        journal): the first records and owns it; the second's burst leaves it out and records the rest."""
+        first, second = _joined(pg_url, "n1"), _joined(pg_url, "n2")
+        try:
+            assert first.add_many([_job("j1", "a")]) == {"j1"}
+            assert second.add_many([_job("j1", "a"), _job("j2", "b")]) == {"j2"}
+            assert first.beat(time.time()) == {"j1"} and second.beat(time.time()) == {"j2"}
+        finally:
+            first.close()
+            second.close()
+
     def test_three_nodes_racing_claim_each_request_once(self, pg_url: str, tmp_path: Path) -> None:
         """Three nodes (a work area and a joined journal each, in threads) take the same 40 request files at
         the same moment: every file is claimed exactly once, by the node whose claim row won, and the claims

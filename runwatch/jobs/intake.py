@@ -68,12 +68,18 @@ def accept(engine: Engine, claims: Sequence[Claimed]) -> None:
         engine.book.reserve_name(job)
         jobs.append((job, req))
     try:
-        engine.store.add_many([job for job, _ in jobs])
+        recorded = engine.store.add_many([job for job, _ in jobs])
     except RunwatchError:
         for job, _ in jobs:  # the claims stay in jobs/ and are taken again at the next start
             engine.book.release_name(job)
         raise
     for job, req in jobs:
+        if job.id not in recorded:  # another node recorded it first (it took the claim over): it follows it
+            engine.book.release_name(job)
+            engine.log.warning(
+                "claim.taken_over", request=job.name, job=job.id, reason="another node recorded it first"
+            )
+            continue
         engine.book.track(job, req)
         engine.book.rt[job.id].estimate = guesses[job.id]
         engine.book.write(job)

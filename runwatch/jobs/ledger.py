@@ -196,15 +196,16 @@ class Ledger:
                 self._took()
             return job
 
-    def add_many(self, jobs: Sequence[Job]) -> None:
+    def add_many(self, jobs: Sequence[Job]) -> set[str]:
         """New claims, in one commit; raises when the journal refuses them (the caller keeps the claims)."""
         with self._lock:
             try:
-                self.store.add_many(jobs)
+                recorded = self.store.add_many(jobs)
             except JournalUnwritable as exc:
                 self._refused(exc)
                 raise
             self._took()
+            return recorded
 
     def save_waiting(self, jobs: Iterable[Job]) -> None:
         """What polls learned, in one commit; raises when refused (the caller keeps the jobs for the next one)."""

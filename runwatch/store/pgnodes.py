@@ -85,13 +85,18 @@ class NodeSection:
             return sql.SQL(""), ()
         return sql.SQL(" AND owner = %s AND lease_until > clock_timestamp()"), (self.node,)
 
-    def _own_new(self, cur: psycopg.Cursor[DictRow], job_ids: Sequence[str]) -> None:
-        """Jobs this node just recorded are its own, under a fresh lease (same transaction as their insert)."""
-        if self.node is not None and job_ids:
-            cur.execute(
-                "UPDATE jobs SET owner = %s, lease_until = now() + make_interval(secs => %s) WHERE id = ANY(%s)",
-                (self.node, self.lease, list(job_ids)),
-            )
+    def _own_new(self, cur: psycopg.Cursor[DictRow], job_ids: Sequence[str]) -> set[str]:
+        """Jobs this node just recorded are its own, under a fresh lease (same transaction as their insert); the
+        ids it recorded. A row that has an owner already was recorded first by another node, which owned it in
+        the transaction of its insert."""
+        if self.node is None or not job_ids:
+            return set(job_ids)
+        cur.execute(
+            "UPDATE jobs SET owner = %s, lease_until = now() + make_interval(secs => %s) "
+            "WHERE id = ANY(%s) AND owner IS NULL RETURNING id",
+            (self.node, self.lease, list(job_ids)),
+        )
+        return {str(row["id"]) for row in cur.fetchall()}
 
     def _args(self, **more: Any) -> dict[str, Any]:
         return {"me": self.node, "lease": self.lease, "active": _ACTIVE, **more}

@@ -58,6 +58,7 @@ _COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in FIELDS)
 _INSERT = sql.SQL("INSERT INTO jobs ({}) VALUES ({})").format(
     _COLUMNS, sql.SQL(", ").join(sql.Placeholder() for _ in FIELDS)
 )
+_INSERT_NEW = _INSERT + sql.SQL(" ON CONFLICT (id) DO NOTHING")  # a node's claims: another may have taken one
 _Sql = LiteralString | sql.Composed  # statements built from constants and our own column names only
 _CONNECT_TIMEOUT = "10"  # seconds; a URL that sets connect_timeout keeps its own
 # The engine, the I/O threads recording intents and task ids, and the inbox watchers' claims (a write holds a
@@ -212,10 +213,11 @@ class PostgresJournal(NodeSection):
         self.add_many([job])
         return job
 
-    def add_many(self, jobs: Sequence[Job]) -> None:
-        """Record new jobs in one commit; their seq numbers come from the database's sequence."""
+    def add_many(self, jobs: Sequence[Job]) -> set[str]:
+        """Record new jobs in one commit; their seq numbers come from the database's sequence. The ids recorded:
+        a node leaves out a job another node recorded first (see ``Store.add_many``)."""
         if not jobs:
-            return
+            return set()
         stamp = now_iso()
         with self._cursor(transaction=True) as cur:
             cur.execute("SELECT nextval('jobs_seq') AS seq FROM generate_series(1, %s)", (len(jobs),))
@@ -224,8 +226,9 @@ class PostgresJournal(NodeSection):
                 job.created_at = job.created_at or stamp
                 job.updated_at = stamp
                 job.seq = seq
-            cur.executemany(_INSERT, [[_encode(k, getattr(job, k)) for k in FIELDS] for job in jobs])
-            self._own_new(cur, [job.id for job in jobs])
+            insert = _INSERT if self.node is None else _INSERT_NEW
+            cur.executemany(insert, [[_encode(k, getattr(job, k)) for k in FIELDS] for job in jobs])
+            return self._own_new(cur, [job.id for job in jobs])
 
     def update(self, job: Job, **changes: Any) -> Job:
         """Apply changes to the job and commit them durably before returning."""

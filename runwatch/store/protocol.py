@@ -92,8 +92,10 @@ class Listening(Protocol):
 class Store(Intents, Protocol):
     """Claims, state changes, listings, spending sums and commands."""
 
-    def add_many(self, jobs: Sequence[Job]) -> None:
-        """Record newly claimed jobs in one commit."""
+    def add_many(self, jobs: Sequence[Job]) -> set[str]:
+        """Record newly claimed jobs in one commit; the ids recorded. On a journal several nodes share, a job
+        another node recorded first (it took the claim over while this node could not reach the journal) is
+        left out: that node follows it."""
         ...
 
     def add(self, job: Job) -> Job: ...

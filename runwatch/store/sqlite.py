@@ -210,8 +210,9 @@ class Journal:
         self.add_many([job])
         return job
 
-    def add_many(self, jobs: Sequence[Job]) -> None:
-        """Record new jobs in one commit (a burst of claims costs one fsync, not one each)."""
+    def add_many(self, jobs: Sequence[Job]) -> set[str]:
+        """Record new jobs in one commit (a burst of claims costs one fsync, not one each); all of them (one
+        daemon owns this journal)."""
         stamp = now_iso()
         cols = ", ".join(_COLUMNS)
         marks = ", ".join("?" for _ in _COLUMNS)
@@ -225,6 +226,7 @@ class Journal:
                     f"INSERT INTO jobs ({cols}) VALUES ({marks})",  # noqa: S608 - column names are ours
                     [_encode(k, getattr(job, k)) for k in _COLUMNS],
                 )
+        return {job.id for job in jobs}
 
     def update(self, job: Job, **changes: Any) -> Job:
         """Commit the changes durably (fsync'd), then apply them to ``job``.
