@@ -18,9 +18,10 @@ import pytest
 import tomli_w
 
 from runwatch.api import RunwayClient
-from runwatch.clock import SystemClock
+from runwatch.clock import SystemClock, now_iso
 from runwatch.polls import NOT_POLLED
 from runwatch.simulator import Fault, Simulator
+from runwatch.workrecords import IntentMark, mark_intent
 
 from .conftest import SAMPLES
 from .rig import SEED_REQUESTS, Rig
@@ -406,6 +407,23 @@ class TestRecovery:
         assert "/failed/" in status["request"]
         time.sleep(0.3)
         assert sim.create_count() == 0
+
+    def test_a_task_id_the_journal_missed_is_followed(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A stop while the journal refused the task id Runway had named: the journal holds the intent alone,
+        the work area's marker the task id. At restart that task is followed to its outputs, nothing is sent."""
+        rig = rig_factory(sim)
+        body = SEED_REQUESTS["sound_effect"][0]
+        rig.unconfirmed("kept", body)
+        with httpx.Client(timeout=10) as http:
+            fields = {k: v for k, v in body.items() if k != "endpoint"}
+            task = RunwayClient(http, base_url=sim.url, api_key=sim.key).create_task("sound_effect", fields)
+        (job_dir,) = (rig.inbox / ".runwatch" / "jobs").iterdir()
+        mark_intent(job_dir, IntentMark(job_dir.name, now_iso(), task.id))
+        rig.start()
+        status = rig.wait("kept")
+        assert status["state"] == "succeeded" and status["task_id"] == task.id
+        assert sim.create_count() == 1  # the one made above
+        rig.check_outputs(status)
 
     def test_status_of_waiting_jobs_rewritten_at_start(
         self,

@@ -92,6 +92,12 @@ def resume(engine: Engine, job: Job) -> None:
     engine.book.track(job)
     log = engine.log.bind(request=job.name, job=job.id, task_id=job.task_id)
     if job.unconfirmed_create:
+        mark = read_intent_mark(Path(job.job_dir)) if job.job_dir else None
+        if mark is not None and mark.task_id and mark.job_id == job.id:
+            # Runway named the task, and the work area kept its id; the journal's copy was lost (a stop while
+            # the journal refused writes): the task is followed, not handed to a person.
+            _apply_mark(engine, job, mark, "the journal missed the task id Runway named")
+            return
         reason = "the create was on its way when runwatch stopped"
         engine.book.move(job, State.NEEDS_ATTENTION, error=unconfirmed_error(reason))
         return
