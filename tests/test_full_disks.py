@@ -140,16 +140,39 @@ class Ext4:
         assert refused.value.errno == errno.EROFS, options
 
     def repair(self) -> None:
-        """What an operator does: unmount, check, mount again."""
-        self.unmount()
-        subprocess.run(["e2fsck", "-fy", str(self.image)], capture_output=True, check=False)
+        """What an operator does: unmount, check, mount again. The unmount waits (up to 10 s) for files the
+        stopped daemon's threads are still closing; a lazy unmount would leave the old, read-only mount busy
+        and e2fsck would refuse the image."""
+        deadline = time.monotonic() + 10.0
+        while subprocess.run(["umount", str(self.path)], capture_output=True, check=False).returncode:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.path} stays busy; open here: {_open_beneath(self.path)}")
+            time.sleep(0.1)
+        self.mounted = False
+        checked = subprocess.run(["e2fsck", "-fy", str(self.image)], capture_output=True, text=True, check=False)
+        assert checked.returncode in (0, 1), checked.stdout + checked.stderr  # clean, or errors corrected
         self.mount()
+        (self.path / "probe").write_bytes(b"x")  # writable again
+        (self.path / "probe").unlink()
 
     def unmount(self) -> None:
         if self.mounted:
             if subprocess.run(["umount", str(self.path)], capture_output=True, check=False).returncode:
                 subprocess.run(["umount", "-l", str(self.path)], capture_output=True, check=False)
             self.mounted = False
+
+
+def _open_beneath(path: Path) -> list[str]:
+    """Files beneath ``path`` this process holds open."""
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(f"{path}/") or target == str(path):
+            held.append(target)
+    return held
 
 
 @pytest.fixture
