@@ -10,7 +10,7 @@ import shutil
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,14 @@ class Rig:
                 return last
             time.sleep(0.02)
         raise AssertionError(f"{name} did not reach {states} in {timeout} s; last status: {last}")
+
+    def succeed(self, names: Iterable[str], timeout: float = 30, why: Callable[[], str] = str) -> None:
+        """Each request ends succeeded, its outputs byte-identical to what the simulator served; ``why`` adds
+        to a failure's message (a node's log, say)."""
+        for name in names:
+            status = self.wait(name, timeout=timeout)
+            assert status["state"] == "succeeded", (status, why())
+            self.check_outputs(status)
 
     def journal(self) -> Store:
         """The journal the rig's config names (SQLite in the state folder, or its [state] database)."""

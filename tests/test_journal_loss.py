@@ -163,10 +163,7 @@ class TestOlderJournal:
             if (backup / f.name).exists():
                 shutil.copy(backup / f.name, f)
         rig.start()
-        for name in ("waiting", "later"):
-            status = rig.wait(name, timeout=60)
-            assert status["state"] == "succeeded", status
-            rig.check_outputs(status)
+        rig.succeed(("waiting", "later"), timeout=60)
         assert sim.create_count() == creates == 2
 
 

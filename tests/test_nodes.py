@@ -321,10 +321,7 @@ class TestClaims:
         names = [f"line{i:02d}" for i in range(12)]
         for name in names:
             rig.drop(name, dict(SPEECH, promptText=f"Hello {name}."))
-        for name in names:
-            status = rig.wait(name, timeout=60)
-            assert status["state"] == "succeeded", status
-            rig.check_outputs(status)
+        rig.succeed(names, timeout=60)
         assert sim.create_count() == len(names) and sim.duplicate_creates() == []
         jobs = _rows(pg_url, "SELECT name, id FROM jobs")
         claims = _rows(pg_url, "SELECT path, job_id FROM claims")
@@ -357,10 +354,7 @@ class TestTakeover:
         _stop(first)
         _until(lambda: set(_owners(pg_url).values()) == {"n2"}, lambda: _log(rig, "n2"))
         sim.advance(3600)
-        for name in ("film", "line"):
-            status = rig.wait(name, timeout=60)
-            assert status["state"] == "succeeded", status
-            rig.check_outputs(status)
+        rig.succeed(("film", "line"), timeout=60)
         assert sim.create_count() == 2 and sim.duplicate_creates() == []
         taken = _events(rig, "n2", "jobs.taken_over")
         assert {e["from_node"] for e in taken} == {"n1"} and sum(e["count"] for e in taken) == 2
@@ -587,10 +581,7 @@ class TestFaults:
             rig.drop(name, dict(SPEECH, promptText=f"Hello {name}."))
         time.sleep(1.0)
         server.resume()
-        for name in names:
-            status = rig.wait(name, timeout=90)
-            assert status["state"] == "succeeded", (status, _log(rig, "n1")[-3000:], _log(rig, "n2")[-3000:])
-            rig.check_outputs(status)
+        rig.succeed(names, timeout=90, why=lambda: _log(rig, "n1")[-3000:] + _log(rig, "n2")[-3000:])
         assert sim.create_count() == len(names) and sim.duplicate_creates() == []
         ended = [name for name, process in zip(("n1", "n2"), processes, strict=True) if process.poll() is not None]
         assert ended == [], "\n".join(_log(rig, name)[-4000:] for name in ended)

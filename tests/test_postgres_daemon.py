@@ -66,10 +66,7 @@ class TestDaemonOnPostgres:
         rig.drop("line0", SPEECH)
         rig.drop("line1", dict(SPEECH, promptText="Goodbye."))
         rig.drop("rain", SEED_REQUESTS["sound_effect"][0])
-        for name in names:
-            status = rig.wait(name)
-            assert status["state"] == "succeeded", status
-            rig.check_outputs(status)
+        rig.succeed(names)
         assert sim.create_count() == 3 and sim.duplicate_creates() == []
         journal = PostgresJournal(pg_url)
         assert journal.counts() == {"succeeded": 3}
@@ -99,10 +96,7 @@ class TestDaemonOnPostgres:
             _kill(process)
         sim.advance(3600)  # the tasks end while no runwatch runs
         rig.start()
-        for name in ("film", "line"):
-            status = rig.wait(name)
-            assert status["state"] == "succeeded", status
-            rig.check_outputs(status)
+        rig.succeed(("film", "line"))
         assert sim.create_count() == 2 and sim.duplicate_creates() == []
 
     def test_a_second_daemon_with_a_live_nodes_name_refuses_to_start(
