@@ -17,7 +17,7 @@ import httpx
 import pytest
 import tomli_w
 
-from runwatch.api import RunwayClient
+from runwatch.api import Created, RunwayClient
 from runwatch.clock import SystemClock, now_iso
 from runwatch.polls import NOT_POLLED
 from runwatch.simulator import Fault, Simulator
@@ -329,6 +329,13 @@ class TestCrashSafety:
         assert status["state"] == "succeeded" and sim.create_count() == 2
 
 
+def _task_at_runway(sim: Simulator, request: dict[str, Any]) -> Created:
+    """A task made at the simulator for a request's fields, as if another create had made it."""
+    fields = {k: v for k, v in request.items() if k != "endpoint"}
+    with httpx.Client(timeout=10) as http:
+        return RunwayClient(http, base_url=sim.url, api_key=sim.key).create_task(request["endpoint"], fields)
+
+
 class TestTaskInTheJournal:
     def test_a_job_whose_journal_names_a_task_sends_no_create(
         self, rig_factory: Callable[..., Rig], sim: Simulator
@@ -340,9 +347,7 @@ class TestTaskInTheJournal:
         body = dict(SEED_REQUESTS["text_to_speech"][0], runwatch={"max_credits": 0.5})
         rig.drop("line", body)
         rig.wait("line", {"held"})
-        with httpx.Client(timeout=10) as http:
-            fields = {k: v for k, v in SEED_REQUESTS["text_to_speech"][0].items() if k != "endpoint"}
-            planted = RunwayClient(http, base_url=sim.url, api_key=sim.key).create_task("text_to_speech", fields)
+        planted = _task_at_runway(sim, SEED_REQUESTS["text_to_speech"][0])
         journal = rig.journal()
         job = journal.find("line")
         assert job is not None
@@ -414,9 +419,7 @@ class TestRecovery:
         rig = rig_factory(sim)
         body = SEED_REQUESTS["sound_effect"][0]
         rig.unconfirmed("kept", body)
-        with httpx.Client(timeout=10) as http:
-            fields = {k: v for k, v in body.items() if k != "endpoint"}
-            task = RunwayClient(http, base_url=sim.url, api_key=sim.key).create_task("sound_effect", fields)
+        task = _task_at_runway(sim, body)
         (job_dir,) = (rig.inbox / ".runwatch" / "jobs").iterdir()
         mark_intent(job_dir, IntentMark(job_dir.name, now_iso(), task.id))
         rig.start()
