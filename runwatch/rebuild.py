@@ -8,8 +8,15 @@ outbox prove, never from a guess that could spend twice:
 | ``jobs/`` | an intent marker with a task id | ``submitted``: that task is followed at the next start |
 | ``jobs/`` | an intent marker without a task id | ``needs_attention``: the create may have made a task |
 | ``jobs/`` | no marker | ``accepted``: nothing was sent, it is sent at the next start |
-| ``done/``, ``failed/`` | its status file in the outbox | that status file's state, task, credits and outputs |
-| ``done/``, ``failed/`` | no status file of its own | ``failed``, code ``rebuilt`` (history; a marker's task kept) |
+| ``done/``, ``failed/`` | its final status file in the outbox | that status file's state, task, credits and outputs |
+| ``done/``, ``failed/`` | no final status file; a marker with a task id, sent < 48 h ago | ``submitted`` (below) |
+| ``done/``, ``failed/`` | no final status file; a marker without a task id | ``needs_attention`` (as in ``jobs/``) |
+| ``done/``, ``failed/`` | no final status file, otherwise | ``failed``, code ``rebuilt`` (a marker's task kept) |
+
+A record filed away without its final status file is a job that ended as the journal was lost: a kill between
+filing the record and writing its status file, or a status file removed since. Runway's task still says how it
+ended while its outputs live (24 to 48 h): the task is followed again, so its end and outputs are recorded
+(outputs already in the outbox are found, not copied). After that, looking again could only fail a download.
 
 Spending recorded in status files counts again against the budgets. A journal that still holds jobs is never
 overwritten: move it aside first.
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +42,8 @@ from runwatch.store.opening import sqlite_path
 from runwatch.workrecords import read_intent_mark, request_in, status_shown
 
 __all__ = ["Rebuilt", "rebuild_journal"]
+
+OUTPUTS_LIVE = timedelta(hours=48)  # Runway keeps a task's outputs 24 to 48 h
 
 
 @dataclass
@@ -99,7 +109,10 @@ def _job_of(inbox: InboxConfig, job_dir: Path, where: str) -> Job | None:
     )
     mark = read_intent_mark(job_dir)
     shown = status_shown(inbox.outbox, job.id, job.name, fmt)
-    if where == "jobs":
+    ended = shown is not None and shown.get("state") in FINAL
+    # Filed away but its end never recorded: as in jobs/, the marker says what was sent.
+    unrecorded_end = not ended and mark is not None and (not mark.task_id or _recent(mark.sent_at))
+    if where == "jobs" or unrecorded_end:
         task = (mark.task_id if mark else None) or (shown or {}).get("task_id")
         if task:
             job.state, job.task_id = State.SUBMITTED, str(task)
@@ -111,7 +124,7 @@ def _job_of(inbox: InboxConfig, job_dir: Path, where: str) -> Job | None:
         if shown and shown.get("estimated_credits") is not None:
             job.estimated_credits = float(shown["estimated_credits"])
         return job
-    if shown is not None and shown.get("state") in FINAL:
+    if shown is not None and ended:
         job.state = State(shown["state"])
         for key in ("task_id", "estimated_credits", "credits", "error", "finished_at"):
             if shown.get(key) is not None:
@@ -123,6 +136,17 @@ def _job_of(inbox: InboxConfig, job_dir: Path, where: str) -> Job | None:
     job.task_id = mark.task_id if mark else None
     job.error = {"code": "rebuilt", "message": "rebuilt from the work area; how it ended is not known"}
     return job
+
+
+def _recent(sent_at: str) -> bool:
+    """Whether a create sent at ``sent_at`` may still have its outputs at Runway (an unreadable time: yes)."""
+    try:
+        sent = datetime.fromisoformat(sent_at.replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    if sent.tzinfo is None:
+        sent = sent.replace(tzinfo=UTC)
+    return datetime.now(UTC) - sent < OUTPUTS_LIVE
 
 
 def _body(request: Path) -> dict[str, Any]:

@@ -137,6 +137,64 @@ class TestLostJournal:
         assert sim.create_count() == 0
 
 
+class TestEndNeverRecorded:
+    """A kill between filing a finished request away and writing its final status file, then the journal lost:
+    the record is in done/, its status file one state behind, its outputs may be in the outbox."""
+
+    @staticmethod
+    def _ended_unrecorded(rig: Rig, mark: Callable[[IntentMark], IntentMark]) -> Path:
+        rig.start()
+        rig.drop("rain", SEED_REQUESTS["sound_effect"][0])
+        status = rig.wait("rain")
+        assert status["state"] == "succeeded"
+        rig.stop()
+        record = Path(status["request"]).parent
+        mark_intent(record, mark(read_intent_mark(record) or IntentMark(record.name, "")))
+        shown = rig.outbox / "rain.status.json"  # one state behind, as the kill left it
+        behind = dict(json.loads(shown.read_text()), state="downloading", outputs=[])
+        if not read_intent_mark(record).task_id:  # type: ignore[union-attr]
+            behind.update(state="uploading", task_id=None)  # the create's answer never came
+        shown.write_text(json.dumps(behind))
+        _lose_journal(rig, "deleted")
+        assert _cli(rig, "journal", "rebuild").returncode == 0
+        return record
+
+    def test_a_recent_task_is_looked_at_again(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """Its task is followed again: succeeded, the output in the outbox recorded (not a second copy), no
+        second create."""
+        rig = rig_factory(sim)
+        record = self._ended_unrecorded(rig, lambda m: m)
+        assert rig.journal().find("rain").state == "submitted"  # type: ignore[union-attr]
+        rig.start()
+        status = rig.wait("rain", timeout=60)
+        assert status["state"] == "succeeded" and sim.create_count() == 1
+        rig.check_outputs(status)
+        assert sorted(p.name for p in rig.outbox.iterdir()) == sorted(
+            [status["outputs"][0]["file"], "rain.status.json"]
+        )
+        assert record.parent.name == "done" and record.is_dir()
+
+    def test_an_old_task_stays_history(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """Sent three days ago, its outputs gone at Runway: failed, code `rebuilt`, the task id kept, nothing
+        fetched or sent."""
+        rig = rig_factory(sim)
+        self._ended_unrecorded(rig, lambda m: IntentMark(m.job_id, "2026-01-01T00:00:00Z", m.task_id))
+        job = rig.journal().find("rain")
+        assert job is not None and job.state == "failed" and job.error["code"] == "rebuilt" and job.task_id
+        rig.start()
+        status = rig.wait("rain")
+        assert status["state"] == "failed" and sim.create_count() == 1
+
+    def test_a_create_without_its_answer_needs_attention(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A marker without a task id on a filed record: needs_attention, as in jobs/; nothing sent."""
+        rig = rig_factory(sim)
+        self._ended_unrecorded(rig, lambda m: IntentMark(m.job_id, m.sent_at))
+        rig.start()
+        status = rig.wait("rain")
+        assert status["state"] == "needs_attention" and status["error"]["code"] == "create_unconfirmed"
+        assert sim.create_count() == 1
+
+
 class TestOlderJournal:
     def test_restored_copy_does_not_resend(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
         """A journal restored from a copy taken before two requests were sent (one held then, one not yet
