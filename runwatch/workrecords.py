@@ -55,17 +55,20 @@ RecordPlace = Literal["jobs", "done", "failed"]
 def move_record(inbox: InboxConfig, job_dir: Path, request_file: Path, where: RecordPlace) -> tuple[Path, Path]:
     """Keep a taken request as a done/failed record, or bring one back into ``jobs`` for a retry.
 
-    Returns the job dir and request file where they now are. A job dir that is gone (taken away by a person)
-    stays where it was said to be; a rename that fails raises :class:`InboxError`.
+    Returns the job dir and request file where they now are. A job dir already at its place (the move was done
+    before a kill that kept the journal from learning it) is found there; one that is gone (taken away by a
+    person) stays where it was said to be; a rename that fails raises :class:`InboxError`.
     """
-    if not job_dir.exists():
-        return job_dir, request_file
     target = inbox.work / where / job_dir.name
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(job_dir, target)
-    except OSError as exc:
-        raise InboxError(f"{job_dir}: cannot be moved to {target}: {exc.strerror}") from exc
+    if not job_dir.exists():
+        if not target.is_dir() or target.is_symlink():
+            return job_dir, request_file
+    else:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(job_dir, target)
+        except OSError as exc:
+            raise InboxError(f"{job_dir}: cannot be moved to {target}: {exc.strerror}") from exc
     try:
         return target, target / request_file.relative_to(job_dir)
     except ValueError:

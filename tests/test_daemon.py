@@ -428,6 +428,26 @@ class TestRecovery:
         assert sim.create_count() == 1  # the one made above
         rig.check_outputs(status)
 
+    def test_a_record_filed_before_the_journal_learnt_it(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A kill after a finished job's dir was filed away but before the journal learnt where: at restart the
+        task is followed again, and the journal and status file name the record where it is."""
+        sim.config.time_scale = 0.15
+        rig = rig_factory(sim).start()
+        rig.drop("moved", SEED_REQUESTS["text_to_video"][0])
+        running = rig.wait("moved", {"running", "pending"})
+        rig.stop()
+        job_dir = Path(running["request"]).parent
+        done = job_dir.parent.parent / "done" / job_dir.name
+        done.parent.mkdir(exist_ok=True)
+        job_dir.rename(done)
+        rig.start()
+        status = rig.wait("moved", timeout=60)
+        assert status["state"] == "succeeded" and sim.create_count() == 1
+        assert status["request"] == str(done / "moved.json") and Path(status["request"]).is_file()
+        job = rig.journal().find("moved")
+        assert job is not None and job.job_dir == str(done)
+        rig.check_outputs(status)
+
     def test_status_of_waiting_jobs_rewritten_at_start(
         self,
         rig_factory: Callable[..., Rig],
