@@ -17,7 +17,8 @@ moments, restarting after each kill, then lets a last run finish everything. It 
 With ``--journal-loss`` every fourth kill also loses the journal, in turn: deleted, emptied (0 bytes), and
 restored from the copy taken two kills before. A lost journal must stop the next start (exit 78) until
 ``runwatch journal rebuild`` makes it again from the work area; a restored one must be caught up by the work
-area's intent markers. The same checks must hold.
+area's intent markers. The same checks must hold. A loss falls on a kill after which the work area holds a taken
+request (until then a lost journal is a fresh start, and rightly not refused).
 
 Exit status 0 when every check holds. Each request's promptText carries a marker ``[rq-NNN]`` so a task at the
 simulator can be traced back to its request even when its media URI differs between attempts.
@@ -143,6 +144,7 @@ class Harness:
     ) -> None:
         self.root, self.requests, self.kills, self.seed = root, requests, kills, seed
         self.journal_loss = journal_loss
+        self.loss_due = False  # a journal loss put off to the next kill
         self.time_scale, self.faults, self.log = time_scale, faults, log
         self.rng = random.Random(seed)  # seeded: a run can be replayed
         self.inbox, self.outbox, self.state = root / "inbox", root / "outbox", root / "state"
@@ -216,9 +218,17 @@ class Harness:
         for f in self._journal_files():
             if f.exists():
                 shutil.copy(f, copy / f.name)
-        if kill % 4 != 3:
+        if kill % 4 != 3 and not self.loss_due:
             return
-        mode = ("deleted", "emptied", "older")[(kill // 4) % 3]
+        work = self.inbox / ".runwatch"
+        if not any(any((work / where).glob("*")) for where in ("jobs", "done", "failed")):
+            # Nothing taken yet (every daemon so far was killed before its first claim): a lost journal is then
+            # a fresh start, rightly not refused. The loss waits for a kill after something was taken.
+            self.loss_due = True
+            self.log("journal loss put off: nothing taken yet")
+            return
+        self.loss_due = False
+        mode = ("deleted", "emptied", "older")[len(report.losses) % 3]
         older = copies / str(kill - 2)
         if mode == "older" and not older.is_dir():
             mode = "deleted"
@@ -239,7 +249,8 @@ class Harness:
         if rebuilt.returncode != 0:
             report.problems.append(f"journal {mode}: rebuild failed: {rebuilt.stderr.strip()}")
         report.losses.append(mode)
-        self.log(f"journal {mode}: start refused ({refused.returncode}), {rebuilt.stdout.splitlines()[0]}")
+        said = (rebuilt.stdout or rebuilt.stderr).strip().splitlines()
+        self.log(f"journal {mode}: start refused ({refused.returncode}), {said[0] if said else 'rebuild said nothing'}")
 
     def _cli(self, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "runwatch.cli", *args, "--config", str(config)]
