@@ -25,31 +25,48 @@ T = TypeVar("T")
 
 
 class PollTimers:
-    """When each followed job is next looked at; the latency of task GETs, which sizes the runs."""
+    """When each followed job is next looked at (one timer per job); the latency of task GETs, which sizes the
+    runs."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, str]] = []
+        # Each job's one timer. A second timer would start a second chain of polls, as each answer sets the
+        # next: a job set twice keeps the earlier time, and the heap's other entry is skipped when it comes up.
+        self._due: dict[str, float] = {}
         self._order = itertools.count()
         self.latency: float | None = None  # seconds per task GET, a moving average; None until one is made
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._due)
 
     def schedule(self, job_id: str, at: float) -> None:
+        """Look at the job at ``at``, or at its timer's time if that is earlier."""
+        if self._due.get(job_id, float("inf")) <= at:
+            return
+        self._due[job_id] = at
         heapq.heappush(self._heap, (at, next(self._order), job_id))
 
     def next_due(self, slack: float) -> float:
         """When the loop should wake for polls: the first due time plus the slack it may wait."""
+        self._drop_stale()
         return self._heap[0][0] + slack if self._heap else float("inf")
 
     def take_due(self, now: float, slack: float) -> list[str]:
-        """Once the oldest due poll has waited the slack, every job due by ``now``; else nothing."""
+        """Once the oldest due poll has waited the slack, every job due by ``now`` (once each); else nothing."""
+        self._drop_stale()
         if not self._heap or self._heap[0][0] + slack > now:
             return []
         due = []
         while self._heap and self._heap[0][0] <= now:
-            due.append(heapq.heappop(self._heap)[2])
+            at, _, job_id = heapq.heappop(self._heap)
+            if self._due.get(job_id) == at:
+                del self._due[job_id]
+                due.append(job_id)
         return due
+
+    def _drop_stale(self) -> None:
+        while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
 
     def runs(self, items: Sequence[T], slack: float) -> list[Sequence[T]]:
         size = run_length(slack, self.latency)

@@ -3,6 +3,7 @@ pay twice. Real daemons against the simulator, real folders; the journal taken a
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -223,6 +224,36 @@ class TestOlderJournal:
         rig.start()
         rig.succeed(("waiting", "later"), timeout=60)
         assert sim.create_count() == creates == 2
+
+    def test_a_claim_the_copy_never_saw_is_followed_once(self, rig_factory: Callable[..., Rig], sim: Simulator) -> None:
+        """A request taken and sent after the copy was made: its claim is taken again at the start, its task
+        followed from the marker, and polled and downloaded once (before, it was also resumed as a journal job:
+        two polls at a time, two downloads, a `.2` copy in the outbox)."""
+        sim.config.time_scale = 0.15
+        rig = rig_factory(sim).start()
+        rig.stop()
+        backup = rig.root / "backup"
+        backup.mkdir()
+        for f in _journal_files(rig):
+            if f.exists():
+                shutil.copy(f, backup / f.name)
+        rig.start()
+        rig.drop("later", VIDEO)
+        running = rig.wait("later", {"running", "pending"})
+        rig.stop()
+        for f in _journal_files(rig):
+            f.unlink(missing_ok=True)
+            if (backup / f.name).exists():
+                shutil.copy(backup / f.name, f)
+        polled_before = len(sim.requests(f"/v1/tasks/{running['task_id']}", "GET"))
+        rig.start()
+        rig.succeed(("later",), timeout=60)
+        status = rig.status("later")
+        assert status is not None and sim.create_count() == 1
+        assert sorted(p.name for p in rig.outbox.iterdir()) == [status["outputs"][0]["file"], "later.status.json"]
+        polls = [r["at"] for r in sim.requests(f"/v1/tasks/{running['task_id']}", "GET")][polled_before:]
+        gaps = [round(b - a, 4) for a, b in itertools.pairwise(polls)]
+        assert polls and min(gaps, default=1) > 0.02, gaps  # one chain of polls, not two interleaved
 
 
 class TestMarkerCannotBeWritten:

@@ -155,6 +155,21 @@ class TestPollTimers:
         assert timers.take_due(10.1, 0.1) == ["a", "b"]  # then everything due by now goes
         assert len(timers) == 1 and timers.next_due(0.1) == pytest.approx(11.1)
 
+    def test_one_timer_per_job(self) -> None:
+        """A job set twice is looked at once, at the earlier time: two timers would make two chains of polls
+        (each answer sets the next), two downloads when both see the task succeed."""
+        timers = PollTimers()
+        timers.schedule("a", 10.0)
+        timers.schedule("a", 10.0)
+        timers.schedule("a", 12.0)  # later than its timer: the earlier stands
+        timers.schedule("b", 11.0)
+        timers.schedule("b", 9.0)  # earlier: moves the timer
+        assert len(timers) == 2 and timers.next_due(0.0) == pytest.approx(9.0)
+        assert timers.take_due(20.0, 0.0) == ["b", "a"]
+        assert len(timers) == 0 and timers.next_due(0.0) == float("inf") and timers.take_due(30.0, 0.0) == []
+        timers.schedule("a", 40.0)  # a new timer once the last one went
+        assert timers.take_due(40.0, 0.0) == ["a"]
+
     def test_runs_follow_the_latency_seen(self) -> None:
         timers = PollTimers()
         items = list(range(10))

@@ -49,6 +49,8 @@ def recover(engine: Engine, claimed_dirs: list[tuple[InboxConfig, Path]]) -> Non
         return
     foreign = 0
     for job in engine.store.active():
+        if job.id in engine.book:  # a claim taken just above is followed already; a second resume polled it twice
+            continue
         if job.inbox not in engine.inboxes:
             if job.inbox != SUBMIT_INBOX:  # an inbox removed from the config: not this daemon's to follow
                 foreign += 1
