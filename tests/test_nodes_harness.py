@@ -26,7 +26,7 @@ REQUESTS, KILLS = 30, 2
 
 
 class TestNodesHarness:
-    @pytest.mark.timeout(240)
+    @pytest.mark.timeout(360)
     @pytest.mark.parametrize("nodes", [pytest.param(1, id="one-node"), pytest.param(3, id="three-nodes")])
     def test_kills_and_a_clean_stop(self, tmp_path: Path, pg_url: str, nodes: int) -> None:
         """30 requests, 2 SIGKILLs and 1 SIGTERM, each followed by a restart: every request final or held by the
@@ -36,7 +36,9 @@ class TestNodesHarness:
         harness = NODES.Harness(
             tmp_path, pg_url, nodes=nodes, requests=REQUESTS, kills=KILLS, seed=5, log=lambda *_: None
         )
-        report = harness.run(final_timeout=120)
+        # A create that got a 503 late in the run is held while its proof waits for Runway's count, up to two
+        # minutes after the node's recent creates (seen once in CI: settled after 117 s of the final wait).
+        report = harness.run(final_timeout=240)
         assert report.problems == [], "\n".join(report.lines())
         assert [t.how for t in report.takeovers].count("SIGKILL") == KILLS
         assert [t.how for t in report.takeovers].count("SIGTERM") == 1
