@@ -40,6 +40,24 @@ def _lose_journal(rig: Rig, how: str) -> None:
         files[0].write_bytes(b"")
 
 
+def _copy_journal(rig: Rig) -> Path:
+    """A copy of the journal as it stands (the daemon stopped), as a backup would take it."""
+    backup = rig.root / "backup"
+    backup.mkdir()
+    for f in _journal_files(rig):
+        if f.exists():
+            shutil.copy(f, backup / f.name)
+    return backup
+
+
+def _put_back(rig: Rig, backup: Path) -> None:
+    """The journal restored from ``backup``, whatever it held since."""
+    for f in _journal_files(rig):
+        f.unlink(missing_ok=True)
+        if (backup / f.name).exists():
+            shutil.copy(backup / f.name, f)
+
+
 def _config_file(rig: Rig) -> Path:
     path = rig.root / "runwatch.toml"
     data = {
@@ -205,11 +223,7 @@ class TestOlderJournal:
         rig.drop("waiting", VIDEO)  # held for approval when the copy is taken
         rig.wait("waiting", {"held"})
         rig.stop()
-        backup = rig.root / "backup"
-        backup.mkdir()
-        for f in _journal_files(rig):
-            if f.exists():
-                shutil.copy(f, backup / f.name)
+        backup = _copy_journal(rig)
         rig.start()
         (rig.inbox / "waiting.approve").write_text("")
         rig.drop("later", SEED_REQUESTS["sound_effect"][0])
@@ -217,10 +231,7 @@ class TestOlderJournal:
         rig.wait("later", {"running", "pending", "submitted", "throttled", "succeeded"})
         rig.stop()
         creates = sim.create_count()
-        for f in _journal_files(rig):
-            f.unlink(missing_ok=True)
-            if (backup / f.name).exists():
-                shutil.copy(backup / f.name, f)
+        _put_back(rig, backup)
         rig.start()
         rig.succeed(("waiting", "later"), timeout=60)
         assert sim.create_count() == creates == 2
@@ -232,19 +243,12 @@ class TestOlderJournal:
         sim.config.time_scale = 0.15
         rig = rig_factory(sim).start()
         rig.stop()
-        backup = rig.root / "backup"
-        backup.mkdir()
-        for f in _journal_files(rig):
-            if f.exists():
-                shutil.copy(f, backup / f.name)
+        backup = _copy_journal(rig)
         rig.start()
         rig.drop("later", VIDEO)
         running = rig.wait("later", {"running", "pending"})
         rig.stop()
-        for f in _journal_files(rig):
-            f.unlink(missing_ok=True)
-            if (backup / f.name).exists():
-                shutil.copy(backup / f.name, f)
+        _put_back(rig, backup)
         polled_before = len(sim.requests(f"/v1/tasks/{running['task_id']}", "GET"))
         rig.start()
         rig.succeed(("later",), timeout=60)
