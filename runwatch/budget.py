@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+from runwatch.clock import parse_iso
+
 if TYPE_CHECKING:
     from runwatch.jobs.job import Job
 
@@ -123,16 +125,6 @@ class MoneyCheck:
         )
 
 
-def _parse(stamp: str | None) -> datetime | None:
-    if not stamp:
-        return None
-    try:
-        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def charge_of(job: Any, now: datetime) -> Charge | None:
     """A job's charge: its final ``credits`` when known, else its estimate while in flight, else none.
 
@@ -146,7 +138,7 @@ def charge_of(job: Any, now: datetime) -> Charge | None:
         credits = job.estimated_credits if maybe_charged else None
     if not credits:
         return None
-    at = _parse(job.create_started_at) or _parse(job.updated_at) or now
+    at = parse_iso(job.create_started_at) or parse_iso(job.updated_at) or now
     return Charge(job.inbox, float(credits), at)
 
 

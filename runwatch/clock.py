@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "iso", "now_iso"]
+__all__ = ["Clock", "ManualClock", "SystemClock", "iso", "now_iso", "parse_iso"]
 
 
 class Clock(Protocol):
@@ -76,3 +76,14 @@ def iso(moment: datetime) -> str:
 def now_iso() -> str:
     """Now as ISO 8601 UTC, seconds precision: what status files and the journal show."""
     return iso(datetime.now(UTC))
+
+
+def parse_iso(stamp: str | None) -> datetime | None:
+    """A time as the journal, status files and markers write it (a naive one taken as UTC); None if unreadable."""
+    if not stamp:
+        return None
+    try:
+        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

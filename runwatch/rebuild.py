@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from runwatch.clock import now_iso
+from runwatch.clock import now_iso, parse_iso
 from runwatch.config import Config, InboxConfig
 from runwatch.errors import RequestError, StartupError
 from runwatch.jobs.job import Job
@@ -140,13 +140,8 @@ def _job_of(inbox: InboxConfig, job_dir: Path, where: str) -> Job | None:
 
 def _recent(sent_at: str) -> bool:
     """Whether a create sent at ``sent_at`` may still have its outputs at Runway (an unreadable time: yes)."""
-    try:
-        sent = datetime.fromisoformat(sent_at.replace("Z", "+00:00"))
-    except ValueError:
-        return True
-    if sent.tzinfo is None:
-        sent = sent.replace(tzinfo=UTC)
-    return datetime.now(UTC) - sent < OUTPUTS_LIVE
+    sent = parse_iso(sent_at)
+    return sent is None or datetime.now(UTC) - sent < OUTPUTS_LIVE
 
 
 def _body(request: Path) -> dict[str, Any]:
