@@ -220,8 +220,10 @@ class Harness:
                 shutil.copy(f, copy / f.name)
         if kill % 4 != 3 and not self.loss_due:
             return
-        work = self.inbox / ".runwatch"
-        if not any(any((work / where).glob("*")) for where in ("jobs", "done", "failed")):
+        from runwatch.config import load_config
+        from runwatch.workrecords import claimed_anything
+
+        if not any(claimed_anything(inbox) for inbox in load_config(config).inboxes):  # the daemon's own test
             # Nothing taken yet (every daemon so far was killed before its first claim): a lost journal is then
             # a fresh start, rightly not refused. The loss waits for a kill after something was taken.
             self.loss_due = True
